@@ -1,0 +1,1 @@
+//! Storefront benchmarks live in `benches/`; see BENCHMARKS.md.

@@ -1,0 +1,91 @@
+//! Durable state for Storefront, behind one narrow trait.
+//!
+//! This crate owns [`Store`]: the entity journal (append with an expected sequence number, read from a
+//! sequence number), entity snapshots, the transactional outbox written in the same append as the
+//! events, and the few keyed tables the read side needs. It owns every backend (one module per backend,
+//! each behind its own cargo feature) and the conformance suite they all pass.
+//!
+//! It does not know what an event means: payloads are opaque bytes encoded by `storefront-actors`.
+
+mod error;
+mod types;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+#[cfg(feature = "embedded")]
+pub mod embedded;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use error::StorageError;
+pub use types::{AppendRequest, OutboxEntry, OutboxRecord, Snapshot, StoredEvent, Table};
+
+/// The one storage interface every backend implements.
+///
+/// Sequence numbers of a stream start at 1; a stream that was never written has last sequence 0.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Appends `request.events` after `request.expected_seq`, atomically with `request.outbox`.
+    ///
+    /// Fails with [`StorageError::Conflict`] (and writes nothing) when the stream's last sequence is
+    /// not `expected_seq`. Returns the new last sequence once the write is durable; never before.
+    async fn append(&self, request: AppendRequest) -> Result<u64, StorageError>;
+
+    /// Reads up to `limit` events of `stream` with sequence `>= from_seq`, in order.
+    async fn read_events(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StorageError>;
+
+    /// Stores a snapshot of `stream` as of `snapshot.seq`, replacing an older one.
+    async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), StorageError>;
+
+    /// The newest snapshot of `stream`, if any.
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StorageError>;
+
+    /// Outbox entries with a position greater than `after`, oldest first.
+    async fn read_outbox(&self, after: u64, limit: usize) -> Result<Vec<OutboxEntry>, StorageError>;
+
+    /// The value under `key` in `table`.
+    async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Writes `value` under `key` in `table` durably, replacing any value.
+    async fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
+
+    /// Removes `key` from `table` durably; removing a missing key is not an error.
+    async fn delete(&self, table: Table, key: &[u8]) -> Result<(), StorageError>;
+
+    /// Replaces the value under `key` with `new` (`None` deletes) only if the current value is
+    /// `expected` (`None`: absent). Returns whether it did.
+    async fn compare_and_swap(
+        &self,
+        table: Table,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StorageError>;
+
+    /// Up to `limit` entries of `table` whose key starts with `prefix` and sorts after `start_after`
+    /// (all of them when `None`), in key order.
+    async fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+}
+
+/// Opens the store named by `url` (`embedded` keeps it under `data_dir`).
+pub async fn open(url: &str, data_dir: &Path) -> Result<Arc<dyn Store>, StorageError> {
+    match url {
+        #[cfg(feature = "embedded")]
+        "embedded" => Ok(Arc::new(embedded::EmbeddedStore::open(data_dir).await?)),
+        other => Err(StorageError::UnsupportedUrl(other.to_owned())),
+    }
+}

@@ -1,0 +1,106 @@
+//! The values that cross the storage trait.
+
+/// One atomic journal write: events for one stream plus the outbox records they produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendRequest {
+    /// The entity's stream, for example `sku/ABC-1`.
+    pub stream: String,
+    /// The last sequence the writer has seen; the append fails with a conflict if the store has
+    /// another.
+    pub expected_seq: u64,
+    /// Encoded events, in order; they get sequences `expected_seq + 1 ..`.
+    pub events: Vec<Vec<u8>>,
+    /// Domain events for the outside world, written in the same transaction.
+    pub outbox: Vec<OutboxRecord>,
+}
+
+/// An event read back from the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Position in its stream, from 1.
+    pub seq: u64,
+    /// The encoded event.
+    pub payload: Vec<u8>,
+}
+
+/// An entity's state as of `seq`, so that recovery replays only later events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The last event folded into `state`.
+    pub seq: u64,
+    /// The encoded state.
+    pub state: Vec<u8>,
+}
+
+/// A domain event for the outside world (transactional outbox).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRecord {
+    /// Unique id consumers deduplicate on.
+    pub event_id: String,
+    /// Routing key, for example `order.confirmed`.
+    pub topic: String,
+    /// The event body (JSON).
+    pub payload: Vec<u8>,
+}
+
+/// An outbox record with its position in the store-wide outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Strictly increasing position, from 1.
+    pub position: u64,
+    /// The record.
+    pub record: OutboxRecord,
+}
+
+/// The keyed tables of the read side. Keys and values are opaque bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// user id -> user record.
+    Users,
+    /// normalized email -> user id (uniqueness by compare-and-swap).
+    UserEmails,
+    /// refresh token id -> token record.
+    RefreshTokens,
+    /// product id -> product record.
+    Products,
+    /// SKU -> product id.
+    ProductSkus,
+    /// user id + order id -> order summary, for order history.
+    OrdersByUser,
+    /// scope + idempotency key -> stored response.
+    IdempotencyKeys,
+    /// order id -> empty: checkouts whose saga has not ended, resumed at start.
+    OpenOrders,
+    /// relay name -> last outbox position published.
+    RelayOffsets,
+}
+
+impl Table {
+    /// Every table, for backends that create them up front.
+    pub const ALL: [Table; 9] = [
+        Table::Users,
+        Table::UserEmails,
+        Table::RefreshTokens,
+        Table::Products,
+        Table::ProductSkus,
+        Table::OrdersByUser,
+        Table::IdempotencyKeys,
+        Table::OpenOrders,
+        Table::RelayOffsets,
+    ];
+
+    /// The table's stable name in every backend.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Users => "users",
+            Table::UserEmails => "user_emails",
+            Table::RefreshTokens => "refresh_tokens",
+            Table::Products => "products",
+            Table::ProductSkus => "product_skus",
+            Table::OrdersByUser => "orders_by_user",
+            Table::IdempotencyKeys => "idempotency_keys",
+            Table::OpenOrders => "open_orders",
+            Table::RelayOffsets => "relay_offsets",
+        }
+    }
+}
