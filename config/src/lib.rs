@@ -1,1 +1,410 @@
-//! placeholder
+//! Typed configuration of a Storefront node.
+//!
+//! Layers, each overriding the one before: built-in defaults, a TOML file, `STOREFRONT_*`
+//! environment variables (`STOREFRONT_KEY` for a top-level key, `STOREFRONT_SECTION__KEY` inside a
+//! section), then command-line flags. Unknown keys are rejected wherever they come from, and
+//! [`Config::validate`] names the key it rejects. The loader takes the environment as an argument:
+//! nothing here reads process state.
+//!
+//! This crate owns the shape and defaults of the configuration, not what the values do.
+
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use secret::Secret;
+
+/// Prefix of every environment variable the loader reads.
+pub const ENV_PREFIX: &str = "STOREFRONT_";
+/// The environment variable naming the config file; it is not a config key itself.
+pub const CONFIG_FILE_ENV: &str = "STOREFRONT_CONFIG";
+
+/// Everything a node is configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the HTTP edge listens.
+    pub http_addr: String,
+    /// Where the embedded store and the search index live.
+    pub data_dir: PathBuf,
+    /// `embedded`, `postgres://user@host:port/db` or `scylla://host:port/keyspace`.
+    pub store: String,
+    /// Seed the demo catalog on first start.
+    pub demo_data: bool,
+    /// The first admin account, created (or kept) at start.
+    pub admin_email: Option<String>,
+    /// Its password; there is no default.
+    pub admin_password: Option<Secret>,
+    /// Shop-wide settings.
+    pub shop: ShopConfig,
+    /// Entity actors: sharding, snapshots, idle times.
+    pub entities: EntitiesConfig,
+    /// The checkout saga.
+    pub checkout: CheckoutConfig,
+    /// Cluster membership.
+    pub cluster: ClusterConfig,
+    /// Request rate limits at the HTTP edge.
+    pub rate_limit: RateLimitConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Shop-wide settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShopConfig {
+    /// ISO 4217 code product prices are stored in.
+    pub base_currency: String,
+}
+
+/// Entity actors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EntitiesConfig {
+    /// Shards per entity kind; fixed for the life of a cluster.
+    pub shard_count: u32,
+    /// An entity saves a snapshot after this many events since its last one.
+    pub snapshot_every: u64,
+    /// An entity that received no command for this long is stopped (it restarts on demand).
+    pub passivate_after_secs: u64,
+    /// A cart untouched for this long is emptied.
+    pub cart_idle_expiry_secs: u64,
+    /// A stock reservation neither committed nor released by then returns its stock.
+    pub reservation_ttl_secs: u64,
+    /// A `stock.low` event is emitted when a SKU's available stock falls to this or below.
+    pub stock_low_threshold: u64,
+}
+
+/// The checkout saga.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckoutConfig {
+    /// How long `POST /v1/checkout` waits for the saga before answering 202.
+    pub wait_ms: u64,
+    /// Attempts per payment operation when the gateway errors (not when it declines).
+    pub gateway_max_attempts: u32,
+    /// Back-off before the second attempt; doubled for each further one.
+    pub gateway_retry_base_ms: u64,
+}
+
+/// Cluster membership.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's id, unique in the cluster.
+    pub node_id: String,
+    /// Where this node listens for peers.
+    pub addr: Option<String>,
+    /// Peers to join; empty for a cluster of one.
+    pub seeds: Vec<String>,
+    /// Shared secret that authenticates peers.
+    pub cookie: Option<Secret>,
+}
+
+/// Request rate limits at the HTTP edge (GCRA).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Off only for load tests on a trusted network.
+    pub enabled: bool,
+    /// Sustained requests per second per client IP.
+    pub per_ip_per_second: u32,
+    /// Sustained requests per second per signed-in user.
+    pub per_user_per_second: u32,
+    /// Login and register attempts per minute per client IP.
+    pub auth_per_minute: u32,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter, for example `info,storefront_actors=debug`.
+    pub filter: String,
+    /// One JSON object per line instead of text.
+    pub json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("data"),
+            store: "embedded".into(),
+            demo_data: true,
+            admin_email: None,
+            admin_password: None,
+            shop: ShopConfig::default(),
+            entities: EntitiesConfig::default(),
+            checkout: CheckoutConfig::default(),
+            cluster: ClusterConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ShopConfig {
+    fn default() -> Self {
+        Self { base_currency: "USD".into() }
+    }
+}
+
+impl Default for EntitiesConfig {
+    fn default() -> Self {
+        Self {
+            shard_count: 256,
+            snapshot_every: 1000,
+            passivate_after_secs: 120,
+            cart_idle_expiry_secs: 7 * 24 * 3600,
+            reservation_ttl_secs: 600,
+            stock_low_threshold: 5,
+        }
+    }
+}
+
+impl Default for CheckoutConfig {
+    fn default() -> Self {
+        Self { wait_ms: 5_000, gateway_max_attempts: 3, gateway_retry_base_ms: 100 }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { node_id: "node-1".into(), addr: None, seeds: Vec::new(), cookie: None }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self { enabled: true, per_ip_per_second: 200, per_user_per_second: 50, auth_per_minute: 20 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { filter: "info".into(), json: false }
+    }
+}
+
+/// Why a configuration was refused. Every variant names where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The config file is not valid TOML.
+    #[error("config file {path} is not valid toml: {reason}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A key is unknown or its value is of the wrong type or out of range.
+    #[error("invalid config key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted path of the key, for example `entities.shard_count`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), reason: reason.into() }
+}
+
+/// One override from the command line: a dotted key and its value.
+#[derive(Debug, Clone)]
+pub struct Override {
+    /// Dotted key, for example `cluster.node_id`.
+    pub key: String,
+    /// The value.
+    pub value: toml::Value,
+}
+
+impl Override {
+    /// An override of `key` with `value`.
+    pub fn new(key: &str, value: impl Into<toml::Value>) -> Self {
+        Self { key: key.to_owned(), value: value.into() }
+    }
+}
+
+impl Config {
+    /// Layers defaults, the file (if any), the `STOREFRONT_*` variables of `env` and `overrides`,
+    /// then validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: Vec<Override>,
+    ) -> Result<Self, ConfigError> {
+        let defaults = toml::Value::try_from(Config::default())
+            .map_err(|e| invalid("", format!("defaults do not serialize: {e}")))?;
+        let mut merged = defaults.clone();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Read { path: path.to_owned(), reason: e.to_string() })?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                path: path.to_owned(),
+                reason: e.message().to_owned(),
+            })?;
+            merge(&mut merged, toml::Value::Table(table));
+        }
+        let mut env: Vec<_> = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != CONFIG_FILE_ENV)
+            .collect();
+        env.sort();
+        for (name, raw) in env {
+            let key = name[ENV_PREFIX.len()..].to_ascii_lowercase().replace("__", ".");
+            let value = env_value(&defaults, &key, &raw)?;
+            set(&mut merged, &key, value)?;
+        }
+        for Override { key, value } in overrides {
+            set(&mut merged, &key, value)?;
+        }
+        let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(if key == "." { "" } else { &key }, e.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value that a type alone does not; the error names the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http_addr
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("http_addr", format!("`{}` is not HOST:PORT: {e}", self.http_addr)))?;
+        let store_ok = self.store == "embedded"
+            || self.store.starts_with("postgres://")
+            || self.store.starts_with("postgresql://")
+            || self.store.starts_with("scylla://");
+        if !store_ok {
+            return Err(invalid("store", "expected `embedded`, `postgres://...` or `scylla://...`"));
+        }
+        let code = &self.shop.base_currency;
+        if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(invalid("shop.base_currency", format!("`{code}` is not an ISO 4217 code")));
+        }
+        let e = &self.entities;
+        if !(1..=65_536).contains(&e.shard_count) {
+            return Err(invalid("entities.shard_count", "must be between 1 and 65536"));
+        }
+        for (key, value) in [
+            ("entities.snapshot_every", e.snapshot_every),
+            ("entities.passivate_after_secs", e.passivate_after_secs),
+            ("entities.cart_idle_expiry_secs", e.cart_idle_expiry_secs),
+            ("entities.reservation_ttl_secs", e.reservation_ttl_secs),
+            ("checkout.gateway_max_attempts", u64::from(self.checkout.gateway_max_attempts)),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if self.checkout.gateway_max_attempts > 10 {
+            return Err(invalid("checkout.gateway_max_attempts", "must be at most 10"));
+        }
+        if self.cluster.node_id.is_empty() {
+            return Err(invalid("cluster.node_id", "must not be empty"));
+        }
+        if !self.cluster.seeds.is_empty() {
+            if self.store == "embedded" {
+                return Err(invalid(
+                    "cluster.seeds",
+                    "a cluster of more than one node needs a shared store (postgres or scylla), not `embedded`",
+                ));
+            }
+            if self.cluster.addr.is_none() {
+                return Err(invalid("cluster.addr", "required when seeds are given"));
+            }
+        }
+        match (&self.admin_email, &self.admin_password) {
+            (Some(_), None) => return Err(invalid("admin_password", "required with admin_email")),
+            (None, Some(_)) => return Err(invalid("admin_email", "required with admin_password")),
+            (Some(email), Some(_)) if !email.contains('@') => {
+                return Err(invalid("admin_email", "not an email address"));
+            }
+            _ => {}
+        }
+        if self.rate_limit.enabled
+            && [
+                self.rate_limit.per_ip_per_second,
+                self.rate_limit.per_user_per_second,
+                self.rate_limit.auth_per_minute,
+            ]
+            .contains(&0)
+        {
+            return Err(invalid("rate_limit", "limits must be at least 1 when enabled"));
+        }
+        Ok(())
+    }
+}
+
+/// Deep-merges `overlay` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(base), toml::Value::Table(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+/// Sets a dotted `key` in `root`, creating sections as needed.
+fn set(root: &mut toml::Value, key: &str, value: toml::Value) -> Result<(), ConfigError> {
+    let mut node = root;
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let table = node.as_table_mut().ok_or_else(|| invalid(key, "is not inside a section"))?;
+        if parts.peek().is_none() {
+            table.insert(part.to_owned(), value);
+            return Ok(());
+        }
+        node = table.entry(part).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    Err(invalid(key, "empty key"))
+}
+
+/// Reads an environment value as the type the key has in the defaults (text when unknown).
+fn env_value(defaults: &toml::Value, key: &str, raw: &str) -> Result<toml::Value, ConfigError> {
+    let default = key.split('.').try_fold(defaults, |node, part| node.get(part));
+    let wrong = |what: &str| invalid(key, format!("`{raw}` is not {what}"));
+    Ok(match default {
+        Some(toml::Value::Boolean(_)) => toml::Value::Boolean(match raw {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => return Err(wrong("true or false")),
+        }),
+        Some(toml::Value::Integer(_)) => {
+            toml::Value::Integer(raw.parse().map_err(|_| wrong("a whole number"))?)
+        }
+        Some(toml::Value::Array(_)) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
+        _ => toml::Value::String(raw.to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+use std::io::Write;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+fn key_of(err: ConfigError) -> String {
+    match err {
+        ConfigError::Invalid { key, .. } => key,
+        other => panic!("expected an invalid key, got {other}"),
+    }
+}
+
+#[test]
+fn defaults_need_nothing() {
+    let config = Config::load(None, env(&[]), vec![]).unwrap();
+    assert_eq!(config, Config::default());
+    assert_eq!(config.http_addr, "127.0.0.1:8080");
+    assert_eq!(config.store, "embedded");
+    assert_eq!(config.entities.shard_count, 256);
+}
+
+#[test]
+fn layers_override_in_order() {
+    let f = file("http_addr = \"127.0.0.1:9000\"\n[entities]\nshard_count = 64\nsnapshot_every = 10\n");
+    let config = Config::load(
+        Some(f.path()),
+        env(&[
+            ("STOREFRONT_ENTITIES__SHARD_COUNT", "32"),
+            ("STOREFRONT_RATE_LIMIT__ENABLED", "false"),
+            ("STOREFRONT_SHOP__BASE_CURRENCY", "EUR"),
+            ("STOREFRONT_ADMIN_EMAIL", "root@example.com"),
+            ("STOREFRONT_ADMIN_PASSWORD", "0123456789"),
+            ("STOREFRONT_CONFIG", "ignored.toml"),
+            ("PATH", "/usr/bin"),
+        ]),
+        vec![Override::new("http_addr", "127.0.0.1:9100")],
+    )
+    .unwrap();
+    assert_eq!(config.http_addr, "127.0.0.1:9100", "flag beats file");
+    assert_eq!(config.entities.shard_count, 32, "env beats file");
+    assert_eq!(config.entities.snapshot_every, 10, "file beats default");
+    assert!(!config.rate_limit.enabled);
+    assert_eq!(config.shop.base_currency, "EUR");
+    assert_eq!(config.admin_password.as_ref().map(Secret::expose), Some("0123456789"));
+}
+
+#[test]
+fn secrets_never_print() {
+    let config = Config::load(
+        None,
+        env(&[("STOREFRONT_ADMIN_EMAIL", "a@b.c"), ("STOREFRONT_ADMIN_PASSWORD", "hunter2hunter2")]),
+        vec![],
+    )
+    .unwrap();
+    assert!(!format!("{config:?}").contains("hunter2"));
+}
+
+#[test]
+fn unknown_keys_are_rejected_and_named() {
+    let f = file("[entities]\nshard_cuont = 3\n");
+    let err = Config::load(Some(f.path()), env(&[]), vec![]).unwrap_err();
+    assert!(err.to_string().contains("shard_cuont"), "{err}");
+    assert_eq!(key_of(err), "entities.shard_cuont");
+
+    let err = Config::load(None, env(&[("STOREFRONT_NOPE", "1")]), vec![]).unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+
+    let err = Config::load(None, env(&[("STOREFRONT_SHOP__COLOUR", "red")]), vec![]).unwrap_err();
+    assert!(err.to_string().contains("colour"), "{err}");
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    let f = file("[entities]\nshard_count = \"many\"\n");
+    let err = Config::load(Some(f.path()), env(&[]), vec![]).unwrap_err();
+    assert_eq!(key_of(err), "entities.shard_count");
+    let err = Config::load(None, env(&[("STOREFRONT_RATE_LIMIT__ENABLED", "maybe")]), vec![])
+        .unwrap_err();
+    assert_eq!(key_of(err), "rate_limit.enabled");
+}
+
+#[test]
+fn validate_names_the_bad_key() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("STOREFRONT_HTTP_ADDR", "nowhere")], "http_addr"),
+        (&[("STOREFRONT_STORE", "mysql://x")], "store"),
+        (&[("STOREFRONT_SHOP__BASE_CURRENCY", "usd")], "shop.base_currency"),
+        (&[("STOREFRONT_ENTITIES__SHARD_COUNT", "0")], "entities.shard_count"),
+        (&[("STOREFRONT_ENTITIES__SNAPSHOT_EVERY", "0")], "entities.snapshot_every"),
+        (&[("STOREFRONT_CHECKOUT__GATEWAY_MAX_ATTEMPTS", "0")], "checkout.gateway_max_attempts"),
+        (&[("STOREFRONT_ADMIN_EMAIL", "a@b.c")], "admin_password"),
+        (&[("STOREFRONT_CLUSTER__SEEDS", "10.0.0.2:7000")], "cluster.seeds"),
+        (
+            &[
+                ("STOREFRONT_CLUSTER__SEEDS", "n2:7000, n3:7000"),
+                ("STOREFRONT_STORE", "postgres://u@localhost:5432/db"),
+            ],
+            "cluster.addr",
+        ),
+    ];
+    for (vars, key) in cases {
+        let err = Config::load(None, env(vars), vec![]).unwrap_err();
+        assert_eq!(&key_of(err), key, "for {vars:?}");
+    }
+}
+
+#[test]
+fn seeds_split_on_commas() {
+    let config = Config::load(
+        None,
+        env(&[
+            ("STOREFRONT_CLUSTER__SEEDS", "n2:7000, n3:7000"),
+            ("STOREFRONT_CLUSTER__ADDR", "n1:7000"),
+            ("STOREFRONT_STORE", "postgres://u@localhost:5432/db"),
+        ]),
+        vec![],
+    )
+    .unwrap();
+    assert_eq!(config.cluster.seeds, ["n2:7000", "n3:7000"]);
+}
+
+#[test]
+fn broken_files_are_reported() {
+    let f = file("this is = = not toml");
+    assert!(matches!(
+        Config::load(Some(f.path()), env(&[]), vec![]),
+        Err(ConfigError::Syntax { .. })
+    ));
+    assert!(matches!(
+        Config::load(Some(Path::new("/nonexistent/storefront.toml")), env(&[]), vec![]),
+        Err(ConfigError::Read { .. })
+    ));
+}
