@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use crate::{AppendRequest, OutboxRecord, Snapshot, StorageError, Store, Table};
+use crate::{AppendRequest, KeyedWrite, OutboxRecord, Snapshot, StorageError, Store, Table};
 
 /// How a backend's tests give the suite stores.
 pub trait Harness: Send + Sync + 'static {
@@ -30,6 +30,7 @@ macro_rules! store_conformance_tests {
             reads_from_an_offset_with_a_limit,
             keeps_the_newest_snapshot,
             writes_the_outbox_with_the_events,
+            writes_keyed_puts_with_the_events,
             serves_keyed_tables,
             keeps_everything_across_a_reopen
         );
@@ -62,6 +63,7 @@ fn append(stream: &str, expected_seq: u64, events: &[&[u8]]) -> AppendRequest {
         expected_seq,
         events: events.iter().map(|e| e.to_vec()).collect(),
         outbox: vec![],
+        puts: vec![],
     }
 }
 
@@ -96,6 +98,7 @@ pub async fn rejects_a_sequence_conflict_and_writes_nothing<H: Harness>() {
             topic: "t".into(),
             payload: vec![],
         });
+        request.puts.push(KeyedWrite { table: Table::OpenOrders, key: b"s".to_vec(), value: Some(vec![]) });
         match store.append(request).await {
             Err(StorageError::Conflict { stream, expected: e, actual }) => {
                 assert_eq!((stream.as_str(), e, actual), ("s", expected, 1));
@@ -105,6 +108,7 @@ pub async fn rejects_a_sequence_conflict_and_writes_nothing<H: Harness>() {
     }
     assert_eq!(payloads(&store.read_events("s", 1, 10).await.unwrap()), vec![(1, &b"1"[..])]);
     assert!(store.read_outbox(0, 10).await.unwrap().is_empty());
+    assert_eq!(store.get(Table::OpenOrders, b"s").await.unwrap(), None);
     assert!(matches!(store.append(append("s", 1, &[])).await, Err(StorageError::Invalid(_))));
 }
 
@@ -190,6 +194,22 @@ pub async fn writes_the_outbox_with_the_events<H: Harness>() {
     let rest = store.read_outbox(all[0].position, 1).await.unwrap();
     assert_eq!(rest.iter().map(|e| e.record.event_id.as_str()).collect::<Vec<_>>(), ["b"]);
     assert!(store.read_outbox(all[2].position, 10).await.unwrap().is_empty());
+}
+
+/// Keyed writes carried by an append land with it: set and delete.
+pub async fn writes_keyed_puts_with_the_events<H: Harness>() {
+    let store = fresh::<H>().await;
+    store.put(Table::OpenOrders, b"old", b"").await.unwrap();
+    let mut request = append("order/1", 0, &[b"placed"]);
+    request.puts = vec![
+        KeyedWrite { table: Table::OpenOrders, key: b"order/1".to_vec(), value: Some(b"open".to_vec()) },
+        KeyedWrite { table: Table::OrdersByUser, key: b"u1/order/1".to_vec(), value: Some(vec![1]) },
+        KeyedWrite { table: Table::OpenOrders, key: b"old".to_vec(), value: None },
+    ];
+    store.append(request).await.unwrap();
+    assert_eq!(store.get(Table::OpenOrders, b"order/1").await.unwrap().as_deref(), Some(&b"open"[..]));
+    assert_eq!(store.get(Table::OrdersByUser, b"u1/order/1").await.unwrap(), Some(vec![1]));
+    assert_eq!(store.get(Table::OpenOrders, b"old").await.unwrap(), None);
 }
 
 /// Get, put, delete, compare-and-swap and prefix scans with a cursor.
@@ -350,7 +370,13 @@ async fn crash_child<H: Harness>(location: &str) {
                         topic: "crash".into(),
                         payload: vec![],
                     }];
-                    let request = AppendRequest { stream: name.clone(), expected_seq: seq, events, outbox };
+                    let request = AppendRequest {
+                        stream: name.clone(),
+                        expected_seq: seq,
+                        events,
+                        outbox,
+                        puts: vec![],
+                    };
                     seq = store.append(request).await.unwrap();
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ack {stream} {seq}").unwrap();

@@ -266,6 +266,9 @@ impl Writer {
                 self.next_outbox += 1;
             }
         }
+        for write in &request.puts {
+            put(txn, write.table, &write.key, write.value.as_deref())?;
+        }
         Ok(last)
     }
 }
@@ -545,6 +548,7 @@ mod tests {
                             expected_seq: 0,
                             events: vec![vec![1, 2, 3]],
                             outbox: vec![],
+                            puts: vec![],
                         })
                         .await
                 })

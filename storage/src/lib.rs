@@ -21,14 +21,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use error::StorageError;
-pub use types::{AppendRequest, OutboxEntry, OutboxRecord, Snapshot, StoredEvent, Table};
+pub use types::{AppendRequest, KeyedWrite, OutboxEntry, OutboxRecord, Snapshot, StoredEvent, Table};
 
 /// The one storage interface every backend implements.
 ///
 /// Sequence numbers of a stream start at 1; a stream that was never written has last sequence 0.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// Appends `request.events` after `request.expected_seq`, atomically with `request.outbox`.
+    /// Appends `request.events` after `request.expected_seq`, atomically with `request.outbox` and
+    /// `request.puts`.
     ///
     /// Fails with [`StorageError::Conflict`] (and writes nothing) when the stream's last sequence is
     /// not `expected_seq`. Returns the new last sequence once the write is durable; never before.

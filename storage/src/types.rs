@@ -12,6 +12,19 @@ pub struct AppendRequest {
     pub events: Vec<Vec<u8>>,
     /// Domain events for the outside world, written in the same transaction.
     pub outbox: Vec<OutboxRecord>,
+    /// Keyed-table writes that must land with these events (an index entry, an open-saga marker).
+    pub puts: Vec<KeyedWrite>,
+}
+
+/// A write to a keyed table carried by an append; `value: None` deletes the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedWrite {
+    /// The table.
+    pub table: Table,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The new value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
 }
 
 /// An event read back from the journal.

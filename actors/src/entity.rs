@@ -1,0 +1,154 @@
+//! What every entity actor shares: its arguments from the region, the internal messages of its
+//! write pipeline and idle timer, and passivation.
+//!
+//! Supervision: entity actors are spawned (linked) by their kind's shard region supervisor in
+//! `storefront-cluster`. A crash stops only that entity; the supervisor restarts it, and it rebuilds
+//! its state from its snapshot and journal. Passivation is a handshake: an idle entity asks its
+//! region to stop routing to it ([`Passivation::request`]); if the region agrees, the entity sends
+//! itself a stop message, which it handles after every message already in its mailbox, and stops
+//! once its journal is idle. The region holds new commands for it until it has stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{ActorCell, ActorId, ActorRef, Message};
+
+use crate::journal::Persisted;
+
+/// Settings every entity kind reads.
+#[derive(Debug, Clone)]
+pub struct EntitySettings {
+    /// Save a snapshot after this many events.
+    pub snapshot_every: u64,
+    /// Stop an entity idle this long.
+    pub passivate_after: Duration,
+    /// Empty a cart untouched this long.
+    pub cart_idle_expiry: Duration,
+    /// How long a checkout's reservations are held.
+    pub reservation_ttl: Duration,
+    /// Emit `stock.low` at or below this many available units.
+    pub stock_low_threshold: u64,
+    /// Attempts per payment operation on gateway errors.
+    pub gateway_max_attempts: u32,
+    /// Back-off before the second attempt, doubled after each further one.
+    pub gateway_retry_base: Duration,
+}
+
+impl Default for EntitySettings {
+    fn default() -> Self {
+        Self {
+            snapshot_every: 1000,
+            passivate_after: Duration::from_secs(120),
+            cart_idle_expiry: Duration::from_secs(7 * 24 * 3600),
+            reservation_ttl: Duration::from_secs(600),
+            stock_low_threshold: 5,
+            gateway_max_attempts: 3,
+            gateway_retry_base: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Asks the entity's region to stop routing commands to it; `true` means it may stop.
+#[derive(Clone)]
+pub struct Passivation(Arc<dyn Fn(ActorId) -> bool + Send + Sync>);
+
+impl Passivation {
+    /// A passivation handshake answered by `agree`.
+    pub fn new(agree: impl Fn(ActorId) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(agree))
+    }
+
+    /// Asks to stop the entity running as `actor`.
+    pub fn request(&self, actor: ActorId) -> bool {
+        (self.0)(actor)
+    }
+}
+
+impl std::fmt::Debug for Passivation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passivation")
+    }
+}
+
+/// Messages an entity sends itself. Opaque outside this crate.
+#[derive(Debug)]
+pub struct Internal(pub(crate) InternalMsg);
+
+#[derive(Debug)]
+pub(crate) enum InternalMsg {
+    /// The append in flight finished.
+    Persisted(Persisted),
+    /// The idle timer fired.
+    IdleCheck,
+    /// The region agreed to passivation: stop once the journal is idle.
+    Stop,
+    /// A SKU's earliest reservation deadline has passed.
+    ExpireDue,
+    /// A checkout saga step finished or should start.
+    Saga(crate::order::SagaMsg),
+}
+
+/// The idle timer and stop state of one entity.
+#[derive(Debug)]
+pub(crate) struct Lifecycle {
+    passivate_after: Duration,
+    passivation: Passivation,
+    last_activity: tokio::time::Instant,
+    stopping: bool,
+}
+
+impl Lifecycle {
+    pub(crate) fn new(passivate_after: Duration, passivation: Passivation) -> Self {
+        Self { passivate_after, passivation, last_activity: tokio::time::Instant::now(), stopping: false }
+    }
+
+    /// Arms the idle timer; call once when the entity has started.
+    pub(crate) fn start<M: Message>(&self, myself: &ActorRef<M>, wrap: fn(Internal) -> M) {
+        self.arm(myself.get_cell(), self.passivate_after, wrap);
+    }
+
+    /// Notes that a command arrived.
+    pub(crate) fn touch(&mut self) {
+        self.last_activity = tokio::time::Instant::now();
+    }
+
+    /// Handles the idle timer: asks to passivate if idle long enough and `can_stop`, otherwise
+    /// re-arms the timer.
+    pub(crate) fn idle_check<M: Message>(
+        &mut self,
+        myself: &ActorRef<M>,
+        can_stop: bool,
+        wrap: fn(Internal) -> M,
+    ) {
+        if self.stopping {
+            return;
+        }
+        let idle = self.last_activity.elapsed();
+        if idle >= self.passivate_after && can_stop && self.passivation.request(myself.get_id()) {
+            self.stopping = true;
+            let _ = myself.send_message(wrap(Internal(InternalMsg::Stop)));
+            return;
+        }
+        let wait = self.passivate_after.saturating_sub(idle).max(Duration::from_millis(10));
+        self.arm(myself.get_cell(), wait, wrap);
+    }
+
+    /// Handles the stop message: stops now if `journal_idle`, else when the journal is idle.
+    pub(crate) fn stop_when_idle(&mut self, myself: &ActorCell, journal_idle: bool) {
+        self.stopping = true;
+        if journal_idle {
+            myself.stop(Some("passivated".into()));
+        }
+    }
+
+    /// After a write landed: finishes a deferred stop.
+    pub(crate) fn after_write(&self, myself: &ActorCell, journal_idle: bool) {
+        if self.stopping && journal_idle {
+            myself.stop(Some("passivated".into()));
+        }
+    }
+
+    fn arm<M: Message>(&self, cell: ActorCell, after: Duration, wrap: fn(Internal) -> M) {
+        ractor::time::send_after(after, cell, move || wrap(Internal(InternalMsg::IdleCheck)));
+    }
+}

@@ -1,0 +1,215 @@
+//! Payments through a gateway trait, and the simulated gateway used by default.
+//!
+//! Only Stripe-style tokens cross this boundary: no card number, expiry or CVC ever reaches
+//! Storefront. Every operation carries an idempotency key: the gateway applies a key once and
+//! answers a repeat with the first outcome, so the saga can retry after an error or a crash.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::Money;
+
+/// Why a gateway call did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum GatewayError {
+    /// The card was declined: final, not retried.
+    #[error("payment declined: {0}")]
+    Declined(String),
+    /// The gateway failed or could not be reached: the outcome is unknown, retry with the key.
+    #[error("payment gateway error: {0}")]
+    Unavailable(String),
+}
+
+/// A payment provider.
+#[async_trait]
+pub trait PaymentGateway: Send + Sync + std::fmt::Debug + 'static {
+    /// Places a hold of `amount` on the payment method behind `token`; returns the authorization id.
+    async fn authorize(&self, key: &str, token: &str, amount: &Money) -> Result<String, GatewayError>;
+    /// Collects an authorization; returns the capture id.
+    async fn capture(&self, key: &str, authorization: &str, amount: &Money) -> Result<String, GatewayError>;
+    /// Cancels an uncaptured authorization.
+    async fn void(&self, key: &str, authorization: &str) -> Result<(), GatewayError>;
+    /// Returns captured money; returns the refund id.
+    async fn refund(&self, key: &str, capture: &str, amount: &Money) -> Result<String, GatewayError>;
+}
+
+/// In-process stand-in for a card gateway, driven by the contract's test tokens:
+/// `tok_visa` and `tok_mastercard` succeed, `tok_chargeDeclined` and `tok_insufficientFunds`
+/// decline, `tok_processingError` fails with a gateway error on every attempt. Any other token is
+/// declined as invalid. Its ledger lives in memory: it simulates a remote party, and forgets
+/// idempotency keys when the process restarts.
+#[derive(Debug, Default)]
+pub struct SimulatedGateway {
+    ledger: Mutex<Ledger>,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Outcome per idempotency key.
+    outcomes: HashMap<String, Result<String, GatewayError>>,
+    /// Calls per idempotency key, repeats included.
+    calls: HashMap<String, u32>,
+    /// Authorization id -> (amount, captured, voided).
+    authorizations: HashMap<String, Authorization>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+struct Authorization {
+    amount: Money,
+    captured: bool,
+    voided: bool,
+}
+
+/// What the simulated gateway holds for one authorization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentState {
+    /// Held, not captured.
+    Authorized,
+    /// Collected.
+    Captured,
+    /// Released without capture.
+    Voided,
+}
+
+impl SimulatedGateway {
+    /// A gateway with an empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many times an operation with `key` was called (repeats included).
+    pub fn calls(&self, key: &str) -> u32 {
+        self.lock().calls.get(key).copied().unwrap_or(0)
+    }
+
+    /// The state of an authorization.
+    pub fn payment_state(&self, authorization: &str) -> Option<PaymentState> {
+        self.lock().authorizations.get(authorization).map(|a| match (a.captured, a.voided) {
+            (_, true) => PaymentState::Voided,
+            (true, false) => PaymentState::Captured,
+            (false, false) => PaymentState::Authorized,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        // A poisoned ledger only means a panic elsewhere mid-update of plain maps; keep serving.
+        self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `op` once per key; repeats answer with the recorded outcome. Gateway errors are not
+    /// recorded, so a retry with the same key tries again.
+    fn once(
+        &self,
+        key: &str,
+        op: impl FnOnce(&mut Ledger) -> Result<String, GatewayError>,
+    ) -> Result<String, GatewayError> {
+        let mut ledger = self.lock();
+        *ledger.calls.entry(key.to_owned()).or_default() += 1;
+        if let Some(outcome) = ledger.outcomes.get(key) {
+            return outcome.clone();
+        }
+        let outcome = op(&mut ledger);
+        if !matches!(outcome, Err(GatewayError::Unavailable(_))) {
+            ledger.outcomes.insert(key.to_owned(), outcome.clone());
+        }
+        outcome
+    }
+}
+
+impl Ledger {
+    fn new_id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}_{:08}", self.next_id)
+    }
+}
+
+#[async_trait]
+impl PaymentGateway for SimulatedGateway {
+    async fn authorize(&self, key: &str, token: &str, amount: &Money) -> Result<String, GatewayError> {
+        self.once(key, |ledger| match token {
+            "tok_visa" | "tok_mastercard" => {
+                let id = ledger.new_id("auth");
+                ledger
+                    .authorizations
+                    .insert(id.clone(), Authorization { amount: *amount, captured: false, voided: false });
+                Ok(id)
+            }
+            "tok_chargeDeclined" => Err(GatewayError::Declined("card_declined".into())),
+            "tok_insufficientFunds" => Err(GatewayError::Declined("insufficient_funds".into())),
+            "tok_processingError" => Err(GatewayError::Unavailable("processing_error".into())),
+            _ => Err(GatewayError::Declined("invalid_token".into())),
+        })
+    }
+
+    async fn capture(&self, key: &str, authorization: &str, amount: &Money) -> Result<String, GatewayError> {
+        self.once(key, |ledger| {
+            let auth = ledger
+                .authorizations
+                .get_mut(authorization)
+                .ok_or_else(|| GatewayError::Declined("no_such_authorization".into()))?;
+            if auth.voided || amount.amount() > auth.amount.amount() || amount.currency() != auth.amount.currency() {
+                return Err(GatewayError::Declined("capture_not_allowed".into()));
+            }
+            auth.captured = true;
+            Ok(ledger.new_id("cap"))
+        })
+    }
+
+    async fn void(&self, key: &str, authorization: &str) -> Result<(), GatewayError> {
+        self.once(key, |ledger| {
+            if let Some(auth) = ledger.authorizations.get_mut(authorization) {
+                if !auth.captured {
+                    auth.voided = true;
+                }
+            }
+            Ok(String::new())
+        })
+        .map(drop)
+    }
+
+    async fn refund(&self, key: &str, capture: &str, _amount: &Money) -> Result<String, GatewayError> {
+        self.once(key, |ledger| {
+            if capture.is_empty() {
+                return Err(GatewayError::Declined("no_such_capture".into()));
+            }
+            Ok(ledger.new_id("re"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Currency;
+
+    #[tokio::test]
+    async fn tokens_behave_as_documented_and_keys_are_idempotent() {
+        let gw = SimulatedGateway::new();
+        let ten = Money::parse("10", Currency::USD).unwrap();
+        let a = gw.authorize("k1", "tok_visa", &ten).await.unwrap();
+        assert_eq!(gw.authorize("k1", "tok_visa", &ten).await.unwrap(), a, "same key, same outcome");
+        assert_ne!(gw.authorize("k2", "tok_mastercard", &ten).await.unwrap(), a);
+        assert_eq!(gw.payment_state(&a), Some(PaymentState::Authorized));
+        let c = gw.capture("k1/capture", &a, &ten).await.unwrap();
+        assert_eq!(gw.capture("k1/capture", &a, &ten).await.unwrap(), c);
+        assert_eq!(gw.payment_state(&a), Some(PaymentState::Captured));
+        assert!(matches!(gw.authorize("k3", "tok_chargeDeclined", &ten).await, Err(GatewayError::Declined(_))));
+        assert!(matches!(gw.authorize("k4", "tok_insufficientFunds", &ten).await, Err(GatewayError::Declined(_))));
+        assert!(matches!(gw.authorize("k5", "4242424242424242", &ten).await, Err(GatewayError::Declined(_))));
+        for _ in 0..3 {
+            assert!(matches!(
+                gw.authorize("k6", "tok_processingError", &ten).await,
+                Err(GatewayError::Unavailable(_))
+            ));
+        }
+        assert_eq!(gw.calls("k6"), 3);
+        let b = gw.authorize("k7", "tok_visa", &ten).await.unwrap();
+        gw.void("k7/void", &b).await.unwrap();
+        assert_eq!(gw.payment_state(&b), Some(PaymentState::Voided));
+        assert!(gw.capture("k7/capture", &b, &ten).await.is_err());
+    }
+}

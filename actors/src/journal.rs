@@ -1,0 +1,242 @@
+//! Event sourcing for entity actors: recovery, pipelined group writes, snapshots.
+//!
+//! An entity decides a command against its in-memory state, then [`Journal::record`]s the events:
+//! they are applied to the state at once (so the next command is decided against them) and queued
+//! with the command's reply. While one append is in flight, everything recorded meanwhile waits;
+//! when it lands ([`Journal::persisted`]), its replies are sent and everything waiting goes out as
+//! the next single append. So a busy entity writes every command that arrived during one write in
+//! the next one, and no reply leaves before its events are durable. If an append fails, every
+//! waiting reply gets the error and the entity stops: its in-memory state may hold events that
+//! were never written, so it must be rebuilt from the journal by its supervisor.
+
+use std::sync::Arc;
+
+use ractor::{ActorRef, Message};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use storefront_storage::{AppendRequest, KeyedWrite, OutboxRecord, Snapshot, StorageError, Store};
+
+use crate::DomainError;
+use crate::codec::{decode, encode};
+
+/// Answers a command once its events are durable (or failed).
+pub(crate) type Reply = Box<dyn FnOnce(Result<(), DomainError>) + Send>;
+
+/// Events read per page during recovery.
+const RECOVERY_PAGE: usize = 4096;
+
+/// An entity's state as a fold over its events.
+pub(crate) trait Aggregate: Default + Serialize + DeserializeOwned + Send + 'static {
+    /// What happened to the entity.
+    type Event: Serialize + DeserializeOwned + Send;
+    /// Folds one event, written at `at` (ms since the epoch), into the state.
+    fn apply(&mut self, at: u64, event: &Self::Event);
+    /// Rebuilds what the state derives and does not store, after a snapshot is loaded.
+    fn after_snapshot_load(&mut self) {}
+}
+
+/// The outcome of one append, sent back to the entity.
+#[derive(Debug)]
+pub(crate) struct Persisted(Result<u64, StorageError>);
+
+/// One entity's journal stream and its write pipeline.
+pub(crate) struct Journal {
+    stream: String,
+    store: Arc<dyn Store>,
+    /// The sequence of the last event recorded, durable or not.
+    recorded_seq: u64,
+    /// The sequence of the last durable event.
+    durable_seq: u64,
+    snapshot_seq: u64,
+    snapshot_every: u64,
+    pending: Pending,
+    in_flight: Option<Vec<Reply>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    events: Vec<Vec<u8>>,
+    outbox: Vec<OutboxRecord>,
+    puts: Vec<KeyedWrite>,
+    replies: Vec<Reply>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("stream", &self.stream)
+            .field("recorded_seq", &self.recorded_seq)
+            .field("durable_seq", &self.durable_seq)
+            .field("pending", &self.pending.events.len())
+            .field("in_flight", &self.in_flight.is_some())
+            .finish()
+    }
+}
+
+impl Journal {
+    /// Loads the newest snapshot of `stream` and replays the events after it.
+    pub(crate) async fn recover<A: Aggregate>(
+        store: Arc<dyn Store>,
+        stream: String,
+        snapshot_every: u64,
+    ) -> Result<(Self, A), DomainError> {
+        let (mut state, snapshot_seq) = match store.load_snapshot(&stream).await? {
+            Some(Snapshot { seq, state }) => {
+                let mut state: A = decode(&state)?;
+                state.after_snapshot_load();
+                (state, seq)
+            }
+            None => (A::default(), 0),
+        };
+        let mut seq = snapshot_seq;
+        loop {
+            let page = store.read_events(&stream, seq + 1, RECOVERY_PAGE).await?;
+            for event in &page {
+                let (at, event): (u64, A::Event) = decode(&event.payload)?;
+                state.apply(at, &event);
+            }
+            match page.last() {
+                Some(last) => seq = last.seq,
+                None => break,
+            }
+            if page.len() < RECOVERY_PAGE {
+                break;
+            }
+        }
+        let journal = Self {
+            stream,
+            store,
+            recorded_seq: seq,
+            durable_seq: seq,
+            snapshot_seq,
+            snapshot_every,
+            pending: Pending::default(),
+            in_flight: None,
+        };
+        Ok((journal, state))
+    }
+
+    /// Applies `events` to `state` now and queues them for the next append. Follow with
+    /// [`Journal::after_durable`] to answer once they are written.
+    pub(crate) fn record<A: Aggregate>(
+        &mut self,
+        state: &mut A,
+        at: u64,
+        events: Vec<A::Event>,
+    ) -> Result<(), DomainError> {
+        for event in &events {
+            self.pending.events.push(encode(&(at, event))?);
+        }
+        for event in &events {
+            state.apply(at, event);
+        }
+        self.recorded_seq += events.len() as u64;
+        Ok(())
+    }
+
+    /// Queues a domain event for the outside world with the events recorded next.
+    pub(crate) fn outbox(&mut self, record: OutboxRecord) {
+        self.pending.outbox.push(record);
+    }
+
+    /// Queues a keyed-table write to land with the events recorded next.
+    pub(crate) fn put(&mut self, write: KeyedWrite) {
+        self.pending.puts.push(write);
+    }
+
+    /// Runs `reply` once everything recorded so far is durable (at once if it already is).
+    pub(crate) fn after_durable(&mut self, reply: Reply) {
+        if !self.pending.events.is_empty() {
+            self.pending.replies.push(reply);
+        } else if let Some(in_flight) = &mut self.in_flight {
+            in_flight.push(reply);
+        } else {
+            reply(Ok(()));
+        }
+    }
+
+    /// Whether nothing is waiting to be written or being written.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.in_flight.is_none() && self.pending.events.is_empty()
+    }
+
+    /// Starts the next append if none is in flight and events are waiting. The outcome comes back
+    /// to `myself` as `wrap(Persisted)`; a snapshot of `state` is saved after it when one is due.
+    pub(crate) fn flush<A: Aggregate, M: Message>(
+        &mut self,
+        state: &A,
+        myself: &ActorRef<M>,
+        wrap: fn(Persisted) -> M,
+    ) -> Result<(), DomainError> {
+        if self.in_flight.is_some() || self.pending.events.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let request = AppendRequest {
+            stream: self.stream.clone(),
+            expected_seq: self.durable_seq,
+            events: pending.events,
+            outbox: pending.outbox,
+            puts: pending.puts,
+        };
+        // `state` now holds exactly the events of this append and those before it.
+        let snapshot = if self.recorded_seq - self.snapshot_seq >= self.snapshot_every {
+            self.snapshot_seq = self.recorded_seq;
+            Some(Snapshot { seq: self.recorded_seq, state: encode(state)? })
+        } else {
+            None
+        };
+        self.in_flight = Some(pending.replies);
+        let store = self.store.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let stream = request.stream.clone();
+            let result = store.append(request).await;
+            let save = snapshot.filter(|_| result.is_ok());
+            // The entity may have stopped; its replies were then already failed.
+            let _ = myself.send_message(wrap(Persisted(result)));
+            if let Some(snapshot) = save {
+                if let Err(err) = store.save_snapshot(&stream, snapshot).await {
+                    tracing::warn!(%stream, error = %err, "snapshot not saved");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Handles the outcome of the append in flight: answers its replies. An error fails every
+    /// waiting reply too and is returned: the entity must stop and be rebuilt from the journal.
+    pub(crate) fn persisted(&mut self, persisted: Persisted) -> Result<(), DomainError> {
+        let replies = self.in_flight.take().unwrap_or_default();
+        match persisted.0 {
+            Ok(seq) => {
+                self.durable_seq = seq;
+                for reply in replies {
+                    reply(Ok(()));
+                }
+                Ok(())
+            }
+            Err(err) => {
+                let err = DomainError::from(err);
+                let waiting = std::mem::take(&mut self.pending.replies);
+                for reply in replies.into_iter().chain(waiting) {
+                    reply(Err(err.clone()));
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // An entity stopped with commands undecided on disk: their outcome is unknown to callers.
+        let unknown = || Err(DomainError::Unavailable("entity stopped before its write".into()));
+        for reply in self.in_flight.take().unwrap_or_default() {
+            reply(unknown());
+        }
+        for reply in std::mem::take(&mut self.pending.replies) {
+            reply(unknown());
+        }
+    }
+}

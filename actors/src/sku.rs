@@ -1,0 +1,542 @@
+//! `SkuStockActor`: the single writer of one SKU's stock.
+//!
+//! Supervision: spawned on demand by the SKU shard region's supervisor, one per SKU; a crash
+//! restarts only this SKU, from its snapshot and journal. Ordering: commands are decided in
+//! mailbox order; replies leave in that order once their events are durable (see
+//! [`crate::journal`]), so a burst of reservations is decided in memory and written as one append.
+//!
+//! Invariant: `available = on_hand - reserved` is never negative. Every command carries an id
+//! (reservation, restock or set id) and applying it twice has the effect of once. Reservations
+//! expire by this actor's own timer, armed for the earliest deadline; no scan of other SKUs.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+use storefront_storage::{OutboxRecord, Store};
+
+use crate::DomainError;
+use crate::clock::Clock;
+use crate::entity::{EntitySettings, Internal, InternalMsg, Lifecycle, Passivation};
+use crate::journal::{Aggregate, Journal, Persisted};
+
+/// How long a settled command id is remembered for deduplication.
+pub const DEDUP_RETENTION_MS: u64 = 24 * 3600 * 1000;
+
+/// A command to one SKU's stock. Every command names the id that makes it idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StockCommand {
+    /// Hold `qty` units for `order_id` until committed, released, or `ttl_ms` has passed.
+    Reserve {
+        /// Idempotency id of the reservation.
+        reservation_id: String,
+        /// The order it belongs to.
+        order_id: String,
+        /// Units to hold (at least 1).
+        qty: u64,
+        /// How long to hold them.
+        ttl_ms: u64,
+    },
+    /// Turn a held reservation into a sale.
+    Commit {
+        /// The reservation.
+        reservation_id: String,
+    },
+    /// Return a held reservation's units. Releasing an unknown id records it, so a late
+    /// reserve with that id is refused.
+    Release {
+        /// The reservation.
+        reservation_id: String,
+    },
+    /// Add units on hand.
+    Restock {
+        /// Idempotency id.
+        restock_id: String,
+        /// Units to add (at least 1).
+        qty: u64,
+    },
+    /// Set units on hand (not below what is reserved).
+    Set {
+        /// Idempotency id.
+        set_id: String,
+        /// The new on-hand level.
+        on_hand: u64,
+    },
+    /// Return a reservation's units if its deadline has passed (the timer's command).
+    Expire {
+        /// The reservation.
+        reservation_id: String,
+    },
+}
+
+/// A SKU's stock levels, the serializable view of its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLevels {
+    /// Units in the warehouse, reserved ones included.
+    pub on_hand: u64,
+    /// Units held by open reservations.
+    pub reserved: u64,
+    /// `on_hand - reserved`.
+    pub available: u64,
+    /// Units sold (committed) over the SKU's life.
+    pub sold: u64,
+}
+
+/// What happened to a SKU's stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StockEvent {
+    /// Units were reserved.
+    Reserved {
+        /// Reservation id.
+        reservation_id: String,
+        /// Owning order.
+        order_id: String,
+        /// Units held.
+        qty: u64,
+        /// When the hold lapses (ms since the epoch).
+        expires_at: u64,
+    },
+    /// A reservation became a sale.
+    Committed {
+        /// Reservation id.
+        reservation_id: String,
+    },
+    /// A reservation was released (or an unknown id was fenced off).
+    Released {
+        /// Reservation id.
+        reservation_id: String,
+    },
+    /// A reservation lapsed.
+    Expired {
+        /// Reservation id.
+        reservation_id: String,
+    },
+    /// Units were added.
+    Restocked {
+        /// Restock id.
+        restock_id: String,
+        /// Units added.
+        qty: u64,
+    },
+    /// On-hand was set.
+    Set {
+        /// Set id.
+        set_id: String,
+        /// The new on-hand level.
+        on_hand: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Reservation {
+    order_id: String,
+    qty: u64,
+    expires_at: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Settled {
+    Committed,
+    Released,
+    Expired,
+    Applied,
+}
+
+/// One SKU's stock: a fold over its events. The decision logic is pure, for property tests.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct SkuStockState {
+    on_hand: u64,
+    reserved: u64,
+    sold: u64,
+    open: HashMap<String, Reservation>,
+    settled: HashMap<String, Settled>,
+    settled_log: VecDeque<(u64, String)>,
+    #[serde(skip)]
+    deadlines: BinaryHeap<Reverse<(u64, String)>>,
+}
+
+impl SkuStockState {
+    /// The current levels.
+    pub fn levels(&self) -> StockLevels {
+        StockLevels {
+            on_hand: self.on_hand,
+            reserved: self.reserved,
+            available: self.on_hand - self.reserved,
+            sold: self.sold,
+        }
+    }
+
+    /// Decides `command` at `now` (ms): the events to record, or why it is refused. Repeating an
+    /// already applied command yields no events.
+    pub fn decide(
+        &self,
+        sku: &str,
+        command: &StockCommand,
+        now: u64,
+    ) -> Result<Vec<StockEvent>, DomainError> {
+        use StockCommand as C;
+        let id_of = |id: &str| -> Result<(), DomainError> {
+            if id.is_empty() || id.len() > 200 {
+                return Err(DomainError::Invalid { field: "id".into(), reason: "1 to 200 bytes".into() });
+            }
+            Ok(())
+        };
+        match command {
+            C::Reserve { reservation_id: id, order_id, qty, ttl_ms } => {
+                id_of(id)?;
+                if self.open.contains_key(id) {
+                    return Ok(vec![]);
+                }
+                match self.settled.get(id) {
+                    Some(Settled::Committed) => return Ok(vec![]),
+                    Some(_) => return Err(DomainError::ReservationGone(id.clone())),
+                    None => {}
+                }
+                if *qty == 0 {
+                    return Err(invalid_qty());
+                }
+                let available = self.on_hand - self.reserved;
+                if *qty > available {
+                    return Err(DomainError::OutOfStock { sku: sku.to_owned(), requested: *qty, available });
+                }
+                Ok(vec![StockEvent::Reserved {
+                    reservation_id: id.clone(),
+                    order_id: order_id.clone(),
+                    qty: *qty,
+                    expires_at: now.saturating_add(*ttl_ms),
+                }])
+            }
+            C::Commit { reservation_id: id } => {
+                if self.open.contains_key(id) {
+                    return Ok(vec![StockEvent::Committed { reservation_id: id.clone() }]);
+                }
+                match self.settled.get(id) {
+                    Some(Settled::Committed) => Ok(vec![]),
+                    _ => Err(DomainError::ReservationGone(id.clone())),
+                }
+            }
+            C::Release { reservation_id: id } => {
+                id_of(id)?;
+                if self.open.contains_key(id) {
+                    return Ok(vec![StockEvent::Released { reservation_id: id.clone() }]);
+                }
+                match self.settled.get(id) {
+                    Some(Settled::Committed) => Err(DomainError::AlreadyCommitted(id.clone())),
+                    Some(_) => Ok(vec![]),
+                    None => Ok(vec![StockEvent::Released { reservation_id: id.clone() }]),
+                }
+            }
+            C::Expire { reservation_id: id } => match self.open.get(id) {
+                Some(r) if r.expires_at <= now => {
+                    Ok(vec![StockEvent::Expired { reservation_id: id.clone() }])
+                }
+                _ => Ok(vec![]),
+            },
+            C::Restock { restock_id: id, qty } => {
+                id_of(id)?;
+                if self.settled.contains_key(id) {
+                    return Ok(vec![]);
+                }
+                if *qty == 0 {
+                    return Err(invalid_qty());
+                }
+                self.on_hand.checked_add(*qty).ok_or(DomainError::Overflow)?;
+                Ok(vec![StockEvent::Restocked { restock_id: id.clone(), qty: *qty }])
+            }
+            C::Set { set_id: id, on_hand } => {
+                id_of(id)?;
+                if self.settled.contains_key(id) {
+                    return Ok(vec![]);
+                }
+                if *on_hand < self.reserved {
+                    return Err(DomainError::BelowReserved { on_hand: *on_hand, reserved: self.reserved });
+                }
+                Ok(vec![StockEvent::Set { set_id: id.clone(), on_hand: *on_hand }])
+            }
+        }
+    }
+
+    fn settle(&mut self, at: u64, id: &str, how: Settled) {
+        self.settled.insert(id.to_owned(), how);
+        self.settled_log.push_back((at, id.to_owned()));
+        while let Some((when, _)) = self.settled_log.front() {
+            if when.saturating_add(DEDUP_RETENTION_MS) >= at {
+                break;
+            }
+            if let Some((_, old)) = self.settled_log.pop_front() {
+                self.settled.remove(&old);
+            }
+        }
+    }
+
+    fn close(&mut self, at: u64, id: &str, how: Settled) {
+        if let Some(r) = self.open.remove(id) {
+            self.reserved -= r.qty;
+            if how == Settled::Committed {
+                self.on_hand -= r.qty;
+                self.sold += r.qty;
+            }
+        }
+        self.settle(at, id, how);
+    }
+
+    /// The earliest reservation deadline that still holds units.
+    fn next_deadline(&mut self) -> Option<u64> {
+        while let Some(Reverse((at, id))) = self.deadlines.peek() {
+            if self.open.get(id).is_some_and(|r| r.expires_at == *at) {
+                return Some(*at);
+            }
+            self.deadlines.pop();
+        }
+        None
+    }
+
+    /// Expire commands for every reservation due at `now`.
+    fn due(&mut self, now: u64) -> Vec<StockCommand> {
+        let mut due = Vec::new();
+        while let Some(at) = self.next_deadline() {
+            if at > now {
+                break;
+            }
+            if let Some(Reverse((_, id))) = self.deadlines.pop() {
+                due.push(StockCommand::Expire { reservation_id: id });
+            }
+        }
+        due
+    }
+}
+
+fn invalid_qty() -> DomainError {
+    DomainError::Invalid { field: "qty".into(), reason: "must be at least 1".into() }
+}
+
+impl Aggregate for SkuStockState {
+    type Event = StockEvent;
+
+    fn apply(&mut self, at: u64, event: &StockEvent) {
+        match event {
+            StockEvent::Reserved { reservation_id, order_id, qty, expires_at } => {
+                self.reserved += qty;
+                self.open.insert(
+                    reservation_id.clone(),
+                    Reservation { order_id: order_id.clone(), qty: *qty, expires_at: *expires_at },
+                );
+                self.deadlines.push(Reverse((*expires_at, reservation_id.clone())));
+            }
+            StockEvent::Committed { reservation_id } => self.close(at, reservation_id, Settled::Committed),
+            StockEvent::Released { reservation_id } => self.close(at, reservation_id, Settled::Released),
+            StockEvent::Expired { reservation_id } => self.close(at, reservation_id, Settled::Expired),
+            StockEvent::Restocked { restock_id, qty } => {
+                self.on_hand += qty;
+                self.settle(at, restock_id, Settled::Applied);
+            }
+            StockEvent::Set { set_id, on_hand } => {
+                self.on_hand = *on_hand;
+                self.settle(at, set_id, Settled::Applied);
+            }
+        }
+    }
+
+    fn after_snapshot_load(&mut self) {
+        self.deadlines =
+            self.open.iter().map(|(id, r)| Reverse((r.expires_at, id.clone()))).collect();
+    }
+}
+
+/// Messages of [`SkuStockActor`].
+#[derive(Debug)]
+pub enum SkuStockMsg {
+    /// Apply a command; the reply carries the levels after it.
+    Command(StockCommand, RpcReplyPort<Result<StockLevels, DomainError>>),
+    /// The current levels (after every write already accepted is durable).
+    Levels(RpcReplyPort<Result<StockLevels, DomainError>>),
+    /// The actor's own messages.
+    Internal(Internal),
+}
+
+/// What the region gives a SKU actor to start.
+#[derive(Debug, Clone)]
+pub struct SkuStockArgs {
+    /// The SKU.
+    pub sku: String,
+    /// The journal's store.
+    pub store: Arc<dyn Store>,
+    /// Time.
+    pub clock: Clock,
+    /// Entity settings.
+    pub settings: EntitySettings,
+    /// The region's passivation handshake.
+    pub passivation: Passivation,
+}
+
+/// A running SKU actor's state.
+#[derive(Debug)]
+pub struct SkuStockRunning {
+    sku: String,
+    stock: SkuStockState,
+    journal: Journal,
+    lifecycle: Lifecycle,
+    clock: Clock,
+    settings: EntitySettings,
+    expiry_armed_for: Option<u64>,
+}
+
+/// The actor owning one SKU's stock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SkuStockActor;
+
+fn internal(msg: Internal) -> SkuStockMsg {
+    SkuStockMsg::Internal(msg)
+}
+
+fn persisted(p: Persisted) -> SkuStockMsg {
+    SkuStockMsg::Internal(Internal(InternalMsg::Persisted(p)))
+}
+
+impl SkuStockRunning {
+    /// Decides and records one command; `reply` (if any) is answered once it is durable. Returns
+    /// the deadline of a new reservation, for the expiry timer.
+    fn apply_command(
+        &mut self,
+        command: &StockCommand,
+        now: u64,
+        reply: Option<RpcReplyPort<Result<StockLevels, DomainError>>>,
+    ) -> Result<Option<u64>, DomainError> {
+        let before = self.stock.levels().available;
+        let mut reserved_until = None;
+        let outcome = match self.stock.decide(&self.sku, command, now) {
+            Ok(events) => {
+                reserved_until = events.iter().find_map(|e| match e {
+                    StockEvent::Reserved { expires_at, .. } => Some(*expires_at),
+                    _ => None,
+                });
+                self.journal.record(&mut self.stock, now, events)?;
+                let after = self.stock.levels().available;
+                let threshold = self.settings.stock_low_threshold;
+                if before > threshold && after <= threshold {
+                    self.journal.outbox(stock_low(&self.sku, after, threshold, now));
+                }
+                Ok(self.stock.levels())
+            }
+            Err(refused) => Err(refused),
+        };
+        if let Some(reply) = reply {
+            // A refusal or a repeat may rest on writes not yet durable: answer after them.
+            self.journal.after_durable(Box::new(move |durable| {
+                let _ = reply.send(durable.and(outcome));
+            }));
+        }
+        Ok(reserved_until)
+    }
+
+    /// Expires every reservation that is due and arms the timer for the next deadline.
+    fn expire_due(&mut self, myself: &ActorRef<SkuStockMsg>) -> Result<(), DomainError> {
+        let now = self.clock.now_ms();
+        for command in self.stock.due(now) {
+            self.apply_command(&command, now, None)?;
+        }
+        if let Some(next) = self.stock.next_deadline() {
+            self.arm_expiry(myself, next);
+        }
+        Ok(())
+    }
+
+    /// Makes sure the expiry timer fires by `deadline`.
+    fn arm_expiry(&mut self, myself: &ActorRef<SkuStockMsg>, deadline: u64) {
+        if self.expiry_armed_for.is_some_and(|armed| armed <= deadline) {
+            return;
+        }
+        self.expiry_armed_for = Some(deadline);
+        let delay = Duration::from_millis(deadline.saturating_sub(self.clock.now_ms()));
+        ractor::time::send_after(delay, myself.get_cell(), || {
+            internal(Internal(InternalMsg::ExpireDue))
+        });
+    }
+}
+
+impl Actor for SkuStockActor {
+    type Msg = SkuStockMsg;
+    type State = SkuStockRunning;
+    type Arguments = SkuStockArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SkuStockMsg>,
+        args: SkuStockArgs,
+    ) -> Result<SkuStockRunning, ActorProcessingErr> {
+        let stream = format!("sku/{}", args.sku);
+        let (journal, stock) =
+            Journal::recover::<SkuStockState>(args.store, stream, args.settings.snapshot_every).await?;
+        let mut running = SkuStockRunning {
+            sku: args.sku,
+            stock,
+            journal,
+            lifecycle: Lifecycle::new(args.settings.passivate_after, args.passivation),
+            clock: args.clock,
+            settings: args.settings,
+            expiry_armed_for: None,
+        };
+        running.lifecycle.start(&myself, internal);
+        running.expire_due(&myself)?;
+        running.journal.flush(&running.stock, &myself, persisted)?;
+        Ok(running)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SkuStockMsg>,
+        message: SkuStockMsg,
+        st: &mut SkuStockRunning,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SkuStockMsg::Command(command, reply) => {
+                st.lifecycle.touch();
+                let now = st.clock.now_ms();
+                if let Some(deadline) = st.apply_command(&command, now, Some(reply))? {
+                    st.arm_expiry(&myself, deadline);
+                }
+            }
+            SkuStockMsg::Levels(reply) => {
+                st.lifecycle.touch();
+                let levels = st.stock.levels();
+                st.journal.after_durable(Box::new(move |durable| {
+                    let _ = reply.send(durable.map(|()| levels));
+                }));
+            }
+            SkuStockMsg::Internal(Internal(message)) => match message {
+                InternalMsg::Persisted(outcome) => st.journal.persisted(outcome)?,
+                InternalMsg::IdleCheck => {
+                    let can_stop = st.journal.is_idle() && st.stock.open.is_empty();
+                    st.lifecycle.idle_check(&myself, can_stop, internal);
+                }
+                InternalMsg::Stop => {
+                    st.lifecycle.stop_when_idle(&myself.get_cell(), st.journal.is_idle());
+                }
+                InternalMsg::ExpireDue => {
+                    st.expiry_armed_for = None;
+                    st.expire_due(&myself)?;
+                }
+                InternalMsg::Saga(_) => {}
+            },
+        }
+        st.journal.flush(&st.stock, &myself, persisted)?;
+        st.lifecycle.after_write(&myself.get_cell(), st.journal.is_idle());
+        Ok(())
+    }
+}
+
+fn stock_low(sku: &str, available: u64, threshold: u64, at: u64) -> OutboxRecord {
+    let event_id = uuid::Uuid::now_v7().to_string();
+    let payload = serde_json::json!({
+        "event_id": event_id,
+        "type": "stock.low",
+        "sku": sku,
+        "available": available,
+        "threshold": threshold,
+        "at_ms": at,
+    });
+    OutboxRecord { event_id, topic: "stock.low".into(), payload: payload.to_string().into_bytes() }
+}

@@ -1,0 +1,202 @@
+//! The three regions of a node, wired together, and the typed calls the edges use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use storefront_actors::cart::{CartCommand, CartView};
+use storefront_actors::order::{OrderView, PlaceOrder};
+use storefront_actors::{
+    CartActor, CartArgs, CartMsg, Clock, DomainError, EntitySettings, OrderActor, OrderArgs, OrderMsg,
+    PaymentGateway, SkuStockActor, SkuStockArgs, SkuStockMsg, StockCommand, StockLevels, StockPort,
+};
+use storefront_storage::{Store, Table};
+
+use crate::{ClusterError, ShardRegion};
+
+/// How a node's regions are set up.
+#[derive(Debug, Clone)]
+pub struct RegionsConfig {
+    /// Shards per kind.
+    pub shard_count: u32,
+    /// Entity settings.
+    pub settings: EntitySettings,
+    /// How long one command to an entity may take before its outcome counts as unknown.
+    pub call_timeout: Duration,
+}
+
+impl Default for RegionsConfig {
+    fn default() -> Self {
+        Self { shard_count: 256, settings: EntitySettings::default(), call_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// The outcome of a checkout within the caller's wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checkout {
+    /// The saga ended (confirmed or failed).
+    Ended(OrderView),
+    /// Still running after the wait; poll the order.
+    Pending {
+        /// The order to poll.
+        order_id: String,
+    },
+}
+
+/// The SKU, cart and order regions of one node.
+#[derive(Debug, Clone)]
+pub struct Regions {
+    skus: ShardRegion<SkuStockActor>,
+    carts: ShardRegion<CartActor>,
+    orders: ShardRegion<OrderActor>,
+    store: Arc<dyn Store>,
+    call_timeout: Duration,
+}
+
+/// The saga's way to SKUs: through the SKU region.
+#[derive(Debug)]
+struct SkuPort {
+    skus: ShardRegion<SkuStockActor>,
+    timeout: Duration,
+}
+
+#[async_trait]
+impl StockPort for SkuPort {
+    async fn stock(&self, sku: &str, command: StockCommand) -> Result<StockLevels, DomainError> {
+        self.skus.call(sku, |reply| SkuStockMsg::Command(command, reply), self.timeout).await?
+    }
+}
+
+impl Regions {
+    /// Starts the three regions over `store`.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        gateway: Arc<dyn PaymentGateway>,
+        clock: Clock,
+        config: RegionsConfig,
+    ) -> Result<Self, ClusterError> {
+        let RegionsConfig { shard_count, settings, call_timeout } = config;
+        let skus = {
+            let (store, settings) = (store.clone(), settings.clone());
+            ShardRegion::<SkuStockActor>::start("sku", shard_count, move |sku, passivation| SkuStockArgs {
+                sku: sku.to_owned(),
+                store: store.clone(),
+                clock,
+                settings: settings.clone(),
+                passivation,
+            })
+            .await?
+        };
+        let carts = {
+            let (store, settings) = (store.clone(), settings.clone());
+            ShardRegion::<CartActor>::start("cart", shard_count, move |cart_id, passivation| CartArgs {
+                cart_id: cart_id.to_owned(),
+                store: store.clone(),
+                clock,
+                settings: settings.clone(),
+                passivation,
+            })
+            .await?
+        };
+        let stock: Arc<dyn StockPort> = Arc::new(SkuPort { skus: skus.clone(), timeout: call_timeout });
+        let orders = {
+            let store = store.clone();
+            ShardRegion::<OrderActor>::start("order", shard_count, move |order_id, passivation| OrderArgs {
+                order_id: order_id.to_owned(),
+                store: store.clone(),
+                clock,
+                settings: settings.clone(),
+                passivation,
+                stock: stock.clone(),
+                gateway: gateway.clone(),
+            })
+            .await?
+        };
+        Ok(Self { skus, carts, orders, store, call_timeout })
+    }
+
+    /// Starts every order whose saga had not ended when the node last stopped; each resumes or
+    /// compensates on its own. Returns how many.
+    pub async fn resume_open_orders(&self) -> Result<usize, ClusterError> {
+        let mut after: Option<Vec<u8>> = None;
+        let mut resumed = 0;
+        loop {
+            let page = self.store.scan(Table::OpenOrders, b"", after.as_deref(), 1000).await?;
+            for (key, _) in &page {
+                self.orders.ensure_started(&String::from_utf8_lossy(key))?;
+                resumed += 1;
+            }
+            match page.last() {
+                Some((key, _)) if page.len() == 1000 => after = Some(key.clone()),
+                _ => return Ok(resumed),
+            }
+        }
+    }
+
+    /// The SKU region.
+    pub fn skus(&self) -> &ShardRegion<SkuStockActor> {
+        &self.skus
+    }
+
+    /// The cart region.
+    pub fn carts(&self) -> &ShardRegion<CartActor> {
+        &self.carts
+    }
+
+    /// The order region.
+    pub fn orders(&self) -> &ShardRegion<OrderActor> {
+        &self.orders
+    }
+
+    /// Applies a stock command.
+    pub async fn stock(&self, sku: &str, command: StockCommand) -> Result<StockLevels, DomainError> {
+        self.skus.call(sku, |r| SkuStockMsg::Command(command, r), self.call_timeout).await?
+    }
+
+    /// A SKU's levels.
+    pub async fn stock_levels(&self, sku: &str) -> Result<StockLevels, DomainError> {
+        self.skus.call(sku, SkuStockMsg::Levels, self.call_timeout).await?
+    }
+
+    /// Changes a cart.
+    pub async fn update_cart(&self, cart_id: &str, command: CartCommand) -> Result<CartView, DomainError> {
+        self.carts.call(cart_id, |r| CartMsg::Command(command, r), self.call_timeout).await?
+    }
+
+    /// Reads a cart.
+    pub async fn cart(&self, cart_id: &str) -> Result<CartView, DomainError> {
+        self.carts.call(cart_id, CartMsg::Get, self.call_timeout).await?
+    }
+
+    /// Runs a checkout, waiting up to `wait` for the saga to end.
+    pub async fn checkout(&self, order: PlaceOrder, wait: Duration) -> Result<Checkout, DomainError> {
+        let order_id = order.order_id.clone();
+        match self.orders.call(&order_id, |r| OrderMsg::Place(order, r), wait).await {
+            Ok(outcome) => outcome.map(Checkout::Ended),
+            Err(ClusterError::Timeout { .. }) => Ok(Checkout::Pending { order_id }),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// An order as it stands.
+    pub async fn order(&self, order_id: &str) -> Result<OrderView, DomainError> {
+        self.orders.call(order_id, OrderMsg::Get, self.call_timeout).await?
+    }
+
+    /// An order once its saga (or cancellation) has ended, waiting up to `wait`.
+    pub async fn order_outcome(&self, order_id: &str, wait: Duration) -> Result<OrderView, DomainError> {
+        self.orders.call(order_id, OrderMsg::AwaitOutcome, wait).await?
+    }
+
+    /// Cancels a confirmed order, waiting up to `wait` for the refund and restock.
+    pub async fn cancel_order(&self, order_id: &str, wait: Duration) -> Result<OrderView, DomainError> {
+        self.orders.call(order_id, OrderMsg::Cancel, wait).await?
+    }
+
+    /// Stops every entity after its mailbox is handled.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.orders.shutdown(grace).await;
+        self.carts.shutdown(grace).await;
+        self.skus.shutdown(grace).await;
+    }
+}
