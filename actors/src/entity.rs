@@ -99,7 +99,12 @@ pub(crate) struct Lifecycle {
 
 impl Lifecycle {
     pub(crate) fn new(passivate_after: Duration, passivation: Passivation) -> Self {
-        Self { passivate_after, passivation, last_activity: tokio::time::Instant::now(), stopping: false }
+        Self {
+            passivate_after,
+            passivation,
+            last_activity: tokio::time::Instant::now(),
+            stopping: false,
+        }
     }
 
     /// Arms the idle timer; call once when the entity has started.
@@ -129,7 +134,10 @@ impl Lifecycle {
             let _ = myself.send_message(wrap(Internal(InternalMsg::Stop)));
             return;
         }
-        let wait = self.passivate_after.saturating_sub(idle).max(Duration::from_millis(10));
+        let wait = self
+            .passivate_after
+            .saturating_sub(idle)
+            .max(Duration::from_millis(10));
         self.arm(myself.get_cell(), wait, wrap);
     }
 

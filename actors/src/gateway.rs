@@ -27,13 +27,28 @@ pub enum GatewayError {
 #[async_trait]
 pub trait PaymentGateway: Send + Sync + std::fmt::Debug + 'static {
     /// Places a hold of `amount` on the payment method behind `token`; returns the authorization id.
-    async fn authorize(&self, key: &str, token: &str, amount: &Money) -> Result<String, GatewayError>;
+    async fn authorize(
+        &self,
+        key: &str,
+        token: &str,
+        amount: &Money,
+    ) -> Result<String, GatewayError>;
     /// Collects an authorization; returns the capture id.
-    async fn capture(&self, key: &str, authorization: &str, amount: &Money) -> Result<String, GatewayError>;
+    async fn capture(
+        &self,
+        key: &str,
+        authorization: &str,
+        amount: &Money,
+    ) -> Result<String, GatewayError>;
     /// Cancels an uncaptured authorization.
     async fn void(&self, key: &str, authorization: &str) -> Result<(), GatewayError>;
     /// Returns captured money; returns the refund id.
-    async fn refund(&self, key: &str, capture: &str, amount: &Money) -> Result<String, GatewayError>;
+    async fn refund(
+        &self,
+        key: &str,
+        capture: &str,
+        amount: &Money,
+    ) -> Result<String, GatewayError>;
 }
 
 /// In-process stand-in for a card gateway, driven by the contract's test tokens:
@@ -88,16 +103,21 @@ impl SimulatedGateway {
 
     /// The state of an authorization.
     pub fn payment_state(&self, authorization: &str) -> Option<PaymentState> {
-        self.lock().authorizations.get(authorization).map(|a| match (a.captured, a.voided) {
-            (_, true) => PaymentState::Voided,
-            (true, false) => PaymentState::Captured,
-            (false, false) => PaymentState::Authorized,
-        })
+        self.lock()
+            .authorizations
+            .get(authorization)
+            .map(|a| match (a.captured, a.voided) {
+                (_, true) => PaymentState::Voided,
+                (true, false) => PaymentState::Captured,
+                (false, false) => PaymentState::Authorized,
+            })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
         // A poisoned ledger only means a panic elsewhere mid-update of plain maps; keep serving.
-        self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs `op` once per key; repeats answer with the recorded outcome. Gateway errors are not
@@ -129,13 +149,23 @@ impl Ledger {
 
 #[async_trait]
 impl PaymentGateway for SimulatedGateway {
-    async fn authorize(&self, key: &str, token: &str, amount: &Money) -> Result<String, GatewayError> {
+    async fn authorize(
+        &self,
+        key: &str,
+        token: &str,
+        amount: &Money,
+    ) -> Result<String, GatewayError> {
         self.once(key, |ledger| match token {
             "tok_visa" | "tok_mastercard" => {
                 let id = ledger.new_id("auth");
-                ledger
-                    .authorizations
-                    .insert(id.clone(), Authorization { amount: *amount, captured: false, voided: false });
+                ledger.authorizations.insert(
+                    id.clone(),
+                    Authorization {
+                        amount: *amount,
+                        captured: false,
+                        voided: false,
+                    },
+                );
                 Ok(id)
             }
             "tok_chargeDeclined" => Err(GatewayError::Declined("card_declined".into())),
@@ -145,13 +175,21 @@ impl PaymentGateway for SimulatedGateway {
         })
     }
 
-    async fn capture(&self, key: &str, authorization: &str, amount: &Money) -> Result<String, GatewayError> {
+    async fn capture(
+        &self,
+        key: &str,
+        authorization: &str,
+        amount: &Money,
+    ) -> Result<String, GatewayError> {
         self.once(key, |ledger| {
             let auth = ledger
                 .authorizations
                 .get_mut(authorization)
                 .ok_or_else(|| GatewayError::Declined("no_such_authorization".into()))?;
-            if auth.voided || amount.amount() > auth.amount.amount() || amount.currency() != auth.amount.currency() {
+            if auth.voided
+                || amount.amount() > auth.amount.amount()
+                || amount.currency() != auth.amount.currency()
+            {
                 return Err(GatewayError::Declined("capture_not_allowed".into()));
             }
             auth.captured = true;
@@ -171,7 +209,12 @@ impl PaymentGateway for SimulatedGateway {
         .map(drop)
     }
 
-    async fn refund(&self, key: &str, capture: &str, _amount: &Money) -> Result<String, GatewayError> {
+    async fn refund(
+        &self,
+        key: &str,
+        capture: &str,
+        _amount: &Money,
+    ) -> Result<String, GatewayError> {
         self.once(key, |ledger| {
             if capture.is_empty() {
                 return Err(GatewayError::Declined("no_such_capture".into()));
@@ -191,15 +234,28 @@ mod tests {
         let gw = SimulatedGateway::new();
         let ten = Money::parse("10", Currency::USD).unwrap();
         let a = gw.authorize("k1", "tok_visa", &ten).await.unwrap();
-        assert_eq!(gw.authorize("k1", "tok_visa", &ten).await.unwrap(), a, "same key, same outcome");
+        assert_eq!(
+            gw.authorize("k1", "tok_visa", &ten).await.unwrap(),
+            a,
+            "same key, same outcome"
+        );
         assert_ne!(gw.authorize("k2", "tok_mastercard", &ten).await.unwrap(), a);
         assert_eq!(gw.payment_state(&a), Some(PaymentState::Authorized));
         let c = gw.capture("k1/capture", &a, &ten).await.unwrap();
         assert_eq!(gw.capture("k1/capture", &a, &ten).await.unwrap(), c);
         assert_eq!(gw.payment_state(&a), Some(PaymentState::Captured));
-        assert!(matches!(gw.authorize("k3", "tok_chargeDeclined", &ten).await, Err(GatewayError::Declined(_))));
-        assert!(matches!(gw.authorize("k4", "tok_insufficientFunds", &ten).await, Err(GatewayError::Declined(_))));
-        assert!(matches!(gw.authorize("k5", "4242424242424242", &ten).await, Err(GatewayError::Declined(_))));
+        assert!(matches!(
+            gw.authorize("k3", "tok_chargeDeclined", &ten).await,
+            Err(GatewayError::Declined(_))
+        ));
+        assert!(matches!(
+            gw.authorize("k4", "tok_insufficientFunds", &ten).await,
+            Err(GatewayError::Declined(_))
+        ));
+        assert!(matches!(
+            gw.authorize("k5", "4242424242424242", &ten).await,
+            Err(GatewayError::Declined(_))
+        ));
         for _ in 0..3 {
             assert!(matches!(
                 gw.authorize("k6", "tok_processingError", &ten).await,

@@ -225,7 +225,12 @@ pub(crate) enum Step {
     Authorize,
     Commit(Vec<usize>),
     Capture(String),
-    Compensate { release: Vec<usize>, give_back: Vec<usize>, void: Option<String>, refund: Option<String> },
+    Compensate {
+        release: Vec<usize>,
+        give_back: Vec<usize>,
+        void: Option<String>,
+        refund: Option<String>,
+    },
 }
 
 /// What the saga does next.
@@ -270,8 +275,10 @@ impl OrderState {
     }
 
     fn is_terminal(&self) -> bool {
-        matches!(self.status, Some(OrderStatus::Failed | OrderStatus::Cancelled))
-            || (self.status == Some(OrderStatus::Confirmed) && !self.cancelling)
+        matches!(
+            self.status,
+            Some(OrderStatus::Failed | OrderStatus::Cancelled)
+        ) || (self.status == Some(OrderStatus::Confirmed) && !self.cancelling)
     }
 
     fn in_progress(&self) -> bool {
@@ -289,7 +296,14 @@ impl OrderState {
             total: self.total().unwrap_or_else(|| Money::zero(order.currency)),
             fx_rate: order.fx_rate.clone(),
             created_at_ms: self.created_at,
-            history: self.history.iter().map(|(status, at_ms)| StatusChange { status: *status, at_ms: *at_ms }).collect(),
+            history: self
+                .history
+                .iter()
+                .map(|(status, at_ms)| StatusChange {
+                    status: *status,
+                    at_ms: *at_ms,
+                })
+                .collect(),
             failure: self.failure.clone(),
             in_progress: self.in_progress(),
             authorization: self.authorization.clone(),
@@ -297,7 +311,9 @@ impl OrderState {
     }
 
     fn next(&self) -> Next {
-        let Some(order) = &self.order else { return Next::Idle };
+        let Some(order) = &self.order else {
+            return Next::Idle;
+        };
         if self.is_terminal() {
             return Next::Idle;
         }
@@ -306,25 +322,52 @@ impl OrderState {
             let release: Vec<usize> = if self.cancelling {
                 vec![]
             } else {
-                all.iter().copied().filter(|l| !self.committed.contains(l) && !self.released.contains(l)).collect()
+                all.iter()
+                    .copied()
+                    .filter(|l| !self.committed.contains(l) && !self.released.contains(l))
+                    .collect()
             };
-            let give_back: Vec<usize> =
-                self.committed.iter().copied().filter(|l| !self.returned.contains(l)).collect();
-            let void = self.authorization.clone().filter(|_| self.capture.is_none() && !self.voided);
+            let give_back: Vec<usize> = self
+                .committed
+                .iter()
+                .copied()
+                .filter(|l| !self.returned.contains(l))
+                .collect();
+            let void = self
+                .authorization
+                .clone()
+                .filter(|_| self.capture.is_none() && !self.voided);
             let refund = self.capture.clone().filter(|_| self.refund.is_none());
             if release.is_empty() && give_back.is_empty() && void.is_none() && refund.is_none() {
-                return Next::Record(vec![if self.cancelling { OrderEvent::Cancelled } else { OrderEvent::Failed }]);
+                return Next::Record(vec![if self.cancelling {
+                    OrderEvent::Cancelled
+                } else {
+                    OrderEvent::Failed
+                }]);
             }
-            return Next::Run(Step::Compensate { release, give_back, void, refund });
+            return Next::Run(Step::Compensate {
+                release,
+                give_back,
+                void,
+                refund,
+            });
         }
-        let unreserved: Vec<usize> = all.iter().copied().filter(|l| !self.reserved.contains(l)).collect();
+        let unreserved: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|l| !self.reserved.contains(l))
+            .collect();
         if !unreserved.is_empty() {
             return Next::Run(Step::Reserve(unreserved));
         }
         let Some(authorization) = &self.authorization else {
             return Next::Run(Step::Authorize);
         };
-        let uncommitted: Vec<usize> = all.iter().copied().filter(|l| !self.committed.contains(l)).collect();
+        let uncommitted: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|l| !self.committed.contains(l))
+            .collect();
         if !uncommitted.is_empty() {
             return Next::Run(Step::Commit(uncommitted));
         }
@@ -337,7 +380,9 @@ impl OrderState {
     /// Turns a step's outcome into events. Stock errors that only mean "not reachable right now"
     /// leave the work undone, to be retried.
     fn decide_outcome(&self, outcome: StepOutcome) -> Vec<OrderEvent> {
-        let Some(order) = &self.order else { return vec![] };
+        let Some(order) = &self.order else {
+            return vec![];
+        };
         let mut events = Vec::new();
         match outcome {
             StepOutcome::Reserved(results) => {
@@ -359,15 +404,17 @@ impl OrderState {
                 }
                 events.extend(failure.map(OrderEvent::CompensationStarted));
             }
-            StepOutcome::Authorized(Ok(authorization)) => events.push(OrderEvent::PaymentAuthorized(authorization)),
+            StepOutcome::Authorized(Ok(authorization)) => {
+                events.push(OrderEvent::PaymentAuthorized(authorization))
+            }
             StepOutcome::Authorized(Err(GatewayError::Declined(code)))
-            | StepOutcome::Captured(Err(GatewayError::Declined(code))) => {
-                events.push(OrderEvent::CompensationStarted(FailureReason::PaymentDeclined { code }))
-            }
+            | StepOutcome::Captured(Err(GatewayError::Declined(code))) => events.push(
+                OrderEvent::CompensationStarted(FailureReason::PaymentDeclined { code }),
+            ),
             StepOutcome::Authorized(Err(GatewayError::Unavailable(_)))
-            | StepOutcome::Captured(Err(GatewayError::Unavailable(_))) => {
-                events.push(OrderEvent::CompensationStarted(FailureReason::PaymentGatewayError))
-            }
+            | StepOutcome::Captured(Err(GatewayError::Unavailable(_))) => events.push(
+                OrderEvent::CompensationStarted(FailureReason::PaymentGatewayError),
+            ),
             StepOutcome::Committed(results) => {
                 let mut failure = None;
                 for (line, result) in results {
@@ -384,16 +431,28 @@ impl OrderState {
                 events.extend(failure.map(OrderEvent::CompensationStarted));
             }
             StepOutcome::Captured(Ok(capture)) => events.push(OrderEvent::PaymentCaptured(capture)),
-            StepOutcome::Compensated { released, returned, voided, refunded } => {
+            StepOutcome::Compensated {
+                released,
+                returned,
+                voided,
+                refunded,
+            } => {
                 for (line, result) in released {
                     match result {
                         Ok(_) => events.push(OrderEvent::LineReleased(line)),
                         // Committed before a crash hid it from us: give it back instead.
-                        Err(DomainError::AlreadyCommitted(_)) => events.push(OrderEvent::LineCommitted(line)),
+                        Err(DomainError::AlreadyCommitted(_)) => {
+                            events.push(OrderEvent::LineCommitted(line))
+                        }
                         Err(_) => {}
                     }
                 }
-                events.extend(returned.into_iter().filter(|(_, r)| r.is_ok()).map(|(line, _)| OrderEvent::LineReturned(line)));
+                events.extend(
+                    returned
+                        .into_iter()
+                        .filter(|(_, r)| r.is_ok())
+                        .map(|(line, _)| OrderEvent::LineReturned(line)),
+                );
                 if let Some(Ok(())) = voided {
                     events.push(OrderEvent::PaymentVoided);
                 }
@@ -411,13 +470,19 @@ fn is_transient(err: &DomainError) -> bool {
 }
 
 fn order_total(order: &PlaceOrder) -> Result<Money, DomainError> {
-    order.lines.iter().try_fold(Money::zero(order.currency), |sum, line| {
-        sum.checked_add(&line.unit_price.checked_mul(line.qty.get())?)
-    })
+    order
+        .lines
+        .iter()
+        .try_fold(Money::zero(order.currency), |sum, line| {
+            sum.checked_add(&line.unit_price.checked_mul(line.qty.get())?)
+        })
 }
 
 fn validate(order: &PlaceOrder) -> Result<(), DomainError> {
-    let invalid = |field: &str, reason: &str| DomainError::Invalid { field: field.into(), reason: reason.into() };
+    let invalid = |field: &str, reason: &str| DomainError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    };
     if order.order_id.is_empty() || order.order_id.len() > 100 {
         return Err(invalid("order_id", "1 to 100 bytes"));
     }
@@ -437,7 +502,10 @@ fn validate(order: &PlaceOrder) -> Result<(), DomainError> {
             return Err(invalid(&format!("items[{i}].sku"), "appears twice"));
         }
         if line.unit_price.currency() != order.currency {
-            return Err(invalid(&format!("items[{i}].unit_price"), "not in the order's currency"));
+            return Err(invalid(
+                &format!("items[{i}].unit_price"),
+                "not in the order's currency",
+            ));
         }
         if line.unit_price.is_negative() {
             return Err(invalid(&format!("items[{i}].unit_price"), "is negative"));
@@ -568,12 +636,19 @@ fn saga(msg: SagaMsg) -> OrderMsg {
 }
 
 fn not_found(order_id: &str) -> DomainError {
-    DomainError::NotFound { kind: "order", id: order_id.to_owned() }
+    DomainError::NotFound {
+        kind: "order",
+        id: order_id.to_owned(),
+    }
 }
 
 impl OrderRunning {
     /// Records events with what must land with them, then has the saga advance once durable.
-    fn record(&mut self, myself: &ActorRef<OrderMsg>, events: Vec<OrderEvent>) -> Result<(), DomainError> {
+    fn record(
+        &mut self,
+        myself: &ActorRef<OrderMsg>,
+        events: Vec<OrderEvent>,
+    ) -> Result<(), DomainError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -581,19 +656,31 @@ impl OrderRunning {
         let was_in_progress = self.order.in_progress();
         let placed = events.iter().any(|e| matches!(e, OrderEvent::Placed(_)));
         let reopened = events.contains(&OrderEvent::CancelRequested);
-        let outbox: Vec<OutboxRecord> = events.iter().filter_map(|e| self.domain_event(e, now)).collect();
+        let outbox: Vec<OutboxRecord> = events
+            .iter()
+            .filter_map(|e| self.domain_event(e, now))
+            .collect();
         self.journal.record(&mut self.order, now, events)?;
         for record in outbox {
             self.journal.outbox(record);
         }
         let open_key = self.order_id.as_bytes().to_vec();
         if placed || reopened {
-            self.journal.put(KeyedWrite { table: Table::OpenOrders, key: open_key.clone(), value: Some(vec![]) });
+            self.journal.put(KeyedWrite {
+                table: Table::OpenOrders,
+                key: open_key.clone(),
+                value: Some(vec![]),
+            });
         }
         if placed {
             if let Some(order) = &self.order.order {
                 // Newest first in a forward scan: the key holds the inverted creation time.
-                let key = format!("{}/{:016x}/{}", order.user_id, u64::MAX - now, order.order_id);
+                let key = format!(
+                    "{}/{:016x}/{}",
+                    order.user_id,
+                    u64::MAX - now,
+                    order.order_id
+                );
                 self.journal.put(KeyedWrite {
                     table: Table::OrdersByUser,
                     key: key.into_bytes(),
@@ -602,7 +689,11 @@ impl OrderRunning {
             }
         }
         if was_in_progress && !self.order.in_progress() {
-            self.journal.put(KeyedWrite { table: Table::OpenOrders, key: open_key, value: None });
+            self.journal.put(KeyedWrite {
+                table: Table::OpenOrders,
+                key: open_key,
+                value: None,
+            });
             self.notify_waiters();
         }
         let myself = myself.clone();
@@ -644,7 +735,8 @@ impl OrderRunning {
             OrderEvent::Confirmed => ("order.confirmed", serde_json::Value::Null),
             OrderEvent::Cancelled => ("order.cancelled", serde_json::Value::Null),
             OrderEvent::CompensationStarted(
-                reason @ (FailureReason::PaymentDeclined { .. } | FailureReason::PaymentGatewayError),
+                reason @ (FailureReason::PaymentDeclined { .. }
+                | FailureReason::PaymentGatewayError),
             ) => ("payment.failed", serde_json::to_value(reason).ok()?),
             _ => return None,
         };
@@ -659,7 +751,11 @@ impl OrderRunning {
             "failure": extra,
             "at_ms": now,
         });
-        Some(OutboxRecord { event_id, topic: topic.into(), payload: payload.to_string().into_bytes() })
+        Some(OutboxRecord {
+            event_id,
+            topic: topic.into(),
+            payload: payload.to_string().into_bytes(),
+        })
     }
 
     /// Records what needs no I/O, and starts the next step if none is running.
@@ -674,7 +770,11 @@ impl OrderRunning {
             Next::Run(step) => {
                 self.step_running = true;
                 let runner = StepRunner {
-                    order: self.order.order.clone().ok_or_else(|| not_found(&self.order_id))?,
+                    order: self
+                        .order
+                        .order
+                        .clone()
+                        .ok_or_else(|| not_found(&self.order_id))?,
                     stock: self.stock.clone(),
                     gateway: self.gateway.clone(),
                     settings: self.settings.clone(),
@@ -689,15 +789,24 @@ impl OrderRunning {
         }
     }
 
-    fn step_done(&mut self, myself: &ActorRef<OrderMsg>, outcome: StepOutcome) -> Result<(), DomainError> {
+    fn step_done(
+        &mut self,
+        myself: &ActorRef<OrderMsg>,
+        outcome: StepOutcome,
+    ) -> Result<(), DomainError> {
         self.step_running = false;
         let compensating = matches!(outcome, StepOutcome::Compensated { .. });
         let events = self.order.decide_outcome(outcome);
         if events.is_empty() {
             // Nothing moved: a compensation whose calls all failed for now. Retry with back-off.
             self.compensation_retries += 1;
-            let backoff = self.settings.gateway_retry_base.saturating_mul(1 << self.compensation_retries.min(10));
-            ractor::time::send_after(backoff.min(MAX_BACKOFF), myself.get_cell(), || saga(SagaMsg::Advance));
+            let backoff = self
+                .settings
+                .gateway_retry_base
+                .saturating_mul(1 << self.compensation_retries.min(10));
+            ractor::time::send_after(backoff.min(MAX_BACKOFF), myself.get_cell(), || {
+                saga(SagaMsg::Advance)
+            });
             if !compensating {
                 tracing::warn!(order_id = %self.order_id, "saga step made no progress");
             }
@@ -726,7 +835,10 @@ impl StepRunner {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        self.settings.gateway_retry_base.saturating_mul(1 << attempt.min(10)).min(MAX_BACKOFF)
+        self.settings
+            .gateway_retry_base
+            .saturating_mul(1 << attempt.min(10))
+            .min(MAX_BACKOFF)
     }
 
     async fn run(self, step: Step) -> StepOutcome {
@@ -745,26 +857,41 @@ impl StepRunner {
                 )
             }
             Step::Commit(lines) => StepOutcome::Committed(
-                self.each_line(lines, |this, line| StockCommand::Commit { reservation_id: this.reservation_id(line) })
-                    .await,
+                self.each_line(lines, |this, line| StockCommand::Commit {
+                    reservation_id: this.reservation_id(line),
+                })
+                .await,
             ),
             Step::Authorize => {
                 let (key, token) = (self.key("authorize"), self.order.payment_token.clone());
-                StepOutcome::Authorized(self.pay(|gw| {
-                    let (key, token) = (key.clone(), token.clone());
-                    async move { gw.authorize(&key, &token, &total).await }
-                }).await)
+                StepOutcome::Authorized(
+                    self.pay(|gw| {
+                        let (key, token) = (key.clone(), token.clone());
+                        async move { gw.authorize(&key, &token, &total).await }
+                    })
+                    .await,
+                )
             }
             Step::Capture(authorization) => {
                 let key = self.key("capture");
-                StepOutcome::Captured(self.pay(|gw| {
-                    let (key, authorization) = (key.clone(), authorization.clone());
-                    async move { gw.capture(&key, &authorization, &total).await }
-                }).await)
+                StepOutcome::Captured(
+                    self.pay(|gw| {
+                        let (key, authorization) = (key.clone(), authorization.clone());
+                        async move { gw.capture(&key, &authorization, &total).await }
+                    })
+                    .await,
+                )
             }
-            Step::Compensate { release, give_back, void, refund } => {
+            Step::Compensate {
+                release,
+                give_back,
+                void,
+                refund,
+            } => {
                 let released = self
-                    .each_line(release, |this, line| StockCommand::Release { reservation_id: this.reservation_id(line) })
+                    .each_line(release, |this, line| StockCommand::Release {
+                        reservation_id: this.reservation_id(line),
+                    })
                     .await;
                 let returned = self
                     .each_line(give_back, |this, line| StockCommand::Restock {
@@ -775,24 +902,35 @@ impl StepRunner {
                 let voided = match void {
                     Some(authorization) => {
                         let key = self.key("void");
-                        Some(self.pay(|gw| {
-                            let (key, authorization) = (key.clone(), authorization.clone());
-                            async move { gw.void(&key, &authorization).await }
-                        }).await)
+                        Some(
+                            self.pay(|gw| {
+                                let (key, authorization) = (key.clone(), authorization.clone());
+                                async move { gw.void(&key, &authorization).await }
+                            })
+                            .await,
+                        )
                     }
                     None => None,
                 };
                 let refunded = match refund {
                     Some(capture) => {
                         let key = self.key("refund");
-                        Some(self.pay(|gw| {
-                            let (key, capture) = (key.clone(), capture.clone());
-                            async move { gw.refund(&key, &capture, &total).await }
-                        }).await)
+                        Some(
+                            self.pay(|gw| {
+                                let (key, capture) = (key.clone(), capture.clone());
+                                async move { gw.refund(&key, &capture, &total).await }
+                            })
+                            .await,
+                        )
                     }
                     None => None,
                 };
-                StepOutcome::Compensated { released, returned, voided, refunded }
+                StepOutcome::Compensated {
+                    released,
+                    returned,
+                    voided,
+                    refunded,
+                }
             }
         }
     }
@@ -832,7 +970,9 @@ impl StepRunner {
         loop {
             attempt += 1;
             match call(self.gateway.clone()).await {
-                Err(GatewayError::Unavailable(why)) if attempt < self.settings.gateway_max_attempts => {
+                Err(GatewayError::Unavailable(why))
+                    if attempt < self.settings.gateway_max_attempts =>
+                {
                     tracing::debug!(order_id = %self.order.order_id, attempt, %why, "gateway error, retrying");
                     tokio::time::sleep(self.backoff(attempt - 1)).await;
                 }
@@ -854,7 +994,8 @@ impl Actor for OrderActor {
     ) -> Result<OrderRunning, ActorProcessingErr> {
         let stream = format!("order/{}", args.order_id);
         let (journal, order) =
-            Journal::recover::<OrderState>(args.store, stream, args.settings.snapshot_every).await?;
+            Journal::recover::<OrderState>(args.store, stream, args.settings.snapshot_every)
+                .await?;
         let running = OrderRunning {
             order_id: args.order_id,
             order,
@@ -951,7 +1092,8 @@ impl Actor for OrderActor {
                     st.lifecycle.idle_check(&myself, can_stop, internal);
                 }
                 InternalMsg::Stop => {
-                    st.lifecycle.stop_when_idle(&myself.get_cell(), st.journal.is_idle());
+                    st.lifecycle
+                        .stop_when_idle(&myself.get_cell(), st.journal.is_idle());
                 }
                 InternalMsg::Saga(SagaMsg::Advance) => st.advance(&myself)?,
                 InternalMsg::Saga(SagaMsg::StepDone(outcome)) => st.step_done(&myself, *outcome)?,
@@ -959,7 +1101,8 @@ impl Actor for OrderActor {
             },
         }
         st.journal.flush(&st.order, &myself, persisted)?;
-        st.lifecycle.after_write(&myself.get_cell(), st.journal.is_idle());
+        st.lifecycle
+            .after_write(&myself.get_cell(), st.journal.is_idle());
         Ok(())
     }
 }

@@ -180,15 +180,27 @@ impl SkuStockState {
         use StockCommand as C;
         let id_of = |id: &str| -> Result<(), DomainError> {
             if id.is_empty() || id.len() > 200 {
-                return Err(DomainError::Invalid { field: "id".into(), reason: "1 to 200 bytes".into() });
+                return Err(DomainError::Invalid {
+                    field: "id".into(),
+                    reason: "1 to 200 bytes".into(),
+                });
             }
             Ok(())
         };
         match command {
-            C::Reserve { reservation_id: id, order_id, qty, ttl_ms } => {
+            C::Reserve {
+                reservation_id: id,
+                order_id,
+                qty,
+                ttl_ms,
+            } => {
                 id_of(id)?;
-                if self.open.contains_key(id) {
-                    return Ok(vec![]);
+                if let Some(held) = self.open.get(id) {
+                    return if held.expires_at <= now {
+                        Err(DomainError::ReservationGone(id.clone()))
+                    } else {
+                        Ok(vec![])
+                    };
                 }
                 match self.settled.get(id) {
                     Some(Settled::Committed) => return Ok(vec![]),
@@ -200,7 +212,11 @@ impl SkuStockState {
                 }
                 let available = self.on_hand - self.reserved;
                 if *qty > available {
-                    return Err(DomainError::OutOfStock { sku: sku.to_owned(), requested: *qty, available });
+                    return Err(DomainError::OutOfStock {
+                        sku: sku.to_owned(),
+                        requested: *qty,
+                        available,
+                    });
                 }
                 Ok(vec![StockEvent::Reserved {
                     reservation_id: id.clone(),
@@ -210,8 +226,14 @@ impl SkuStockState {
                 }])
             }
             C::Commit { reservation_id: id } => {
-                if self.open.contains_key(id) {
-                    return Ok(vec![StockEvent::Committed { reservation_id: id.clone() }]);
+                // A hold past its deadline is gone, even before the timer has expired it.
+                if let Some(held) = self.open.get(id) {
+                    if held.expires_at <= now {
+                        return Err(DomainError::ReservationGone(id.clone()));
+                    }
+                    return Ok(vec![StockEvent::Committed {
+                        reservation_id: id.clone(),
+                    }]);
                 }
                 match self.settled.get(id) {
                     Some(Settled::Committed) => Ok(vec![]),
@@ -221,21 +243,28 @@ impl SkuStockState {
             C::Release { reservation_id: id } => {
                 id_of(id)?;
                 if self.open.contains_key(id) {
-                    return Ok(vec![StockEvent::Released { reservation_id: id.clone() }]);
+                    return Ok(vec![StockEvent::Released {
+                        reservation_id: id.clone(),
+                    }]);
                 }
                 match self.settled.get(id) {
                     Some(Settled::Committed) => Err(DomainError::AlreadyCommitted(id.clone())),
                     Some(_) => Ok(vec![]),
-                    None => Ok(vec![StockEvent::Released { reservation_id: id.clone() }]),
+                    None => Ok(vec![StockEvent::Released {
+                        reservation_id: id.clone(),
+                    }]),
                 }
             }
             C::Expire { reservation_id: id } => match self.open.get(id) {
-                Some(r) if r.expires_at <= now => {
-                    Ok(vec![StockEvent::Expired { reservation_id: id.clone() }])
-                }
+                Some(r) if r.expires_at <= now => Ok(vec![StockEvent::Expired {
+                    reservation_id: id.clone(),
+                }]),
                 _ => Ok(vec![]),
             },
-            C::Restock { restock_id: id, qty } => {
+            C::Restock {
+                restock_id: id,
+                qty,
+            } => {
                 id_of(id)?;
                 if self.settled.contains_key(id) {
                     return Ok(vec![]);
@@ -243,18 +272,32 @@ impl SkuStockState {
                 if *qty == 0 {
                     return Err(invalid_qty());
                 }
-                self.on_hand.checked_add(*qty).ok_or(DomainError::Overflow)?;
-                Ok(vec![StockEvent::Restocked { restock_id: id.clone(), qty: *qty }])
+                self.on_hand
+                    .checked_add(*qty)
+                    .ok_or(DomainError::Overflow)?;
+                Ok(vec![StockEvent::Restocked {
+                    restock_id: id.clone(),
+                    qty: *qty,
+                }])
             }
-            C::Set { set_id: id, on_hand } => {
+            C::Set {
+                set_id: id,
+                on_hand,
+            } => {
                 id_of(id)?;
                 if self.settled.contains_key(id) {
                     return Ok(vec![]);
                 }
                 if *on_hand < self.reserved {
-                    return Err(DomainError::BelowReserved { on_hand: *on_hand, reserved: self.reserved });
+                    return Err(DomainError::BelowReserved {
+                        on_hand: *on_hand,
+                        reserved: self.reserved,
+                    });
                 }
-                Ok(vec![StockEvent::Set { set_id: id.clone(), on_hand: *on_hand }])
+                Ok(vec![StockEvent::Set {
+                    set_id: id.clone(),
+                    on_hand: *on_hand,
+                }])
             }
         }
     }
@@ -310,7 +353,10 @@ impl SkuStockState {
 }
 
 fn invalid_qty() -> DomainError {
-    DomainError::Invalid { field: "qty".into(), reason: "must be at least 1".into() }
+    DomainError::Invalid {
+        field: "qty".into(),
+        reason: "must be at least 1".into(),
+    }
 }
 
 impl Aggregate for SkuStockState {
@@ -318,17 +364,33 @@ impl Aggregate for SkuStockState {
 
     fn apply(&mut self, at: u64, event: &StockEvent) {
         match event {
-            StockEvent::Reserved { reservation_id, order_id, qty, expires_at } => {
+            StockEvent::Reserved {
+                reservation_id,
+                order_id,
+                qty,
+                expires_at,
+            } => {
                 self.reserved += qty;
                 self.open.insert(
                     reservation_id.clone(),
-                    Reservation { order_id: order_id.clone(), qty: *qty, expires_at: *expires_at },
+                    Reservation {
+                        order_id: order_id.clone(),
+                        qty: *qty,
+                        expires_at: *expires_at,
+                    },
                 );
-                self.deadlines.push(Reverse((*expires_at, reservation_id.clone())));
+                self.deadlines
+                    .push(Reverse((*expires_at, reservation_id.clone())));
             }
-            StockEvent::Committed { reservation_id } => self.close(at, reservation_id, Settled::Committed),
-            StockEvent::Released { reservation_id } => self.close(at, reservation_id, Settled::Released),
-            StockEvent::Expired { reservation_id } => self.close(at, reservation_id, Settled::Expired),
+            StockEvent::Committed { reservation_id } => {
+                self.close(at, reservation_id, Settled::Committed)
+            }
+            StockEvent::Released { reservation_id } => {
+                self.close(at, reservation_id, Settled::Released)
+            }
+            StockEvent::Expired { reservation_id } => {
+                self.close(at, reservation_id, Settled::Expired)
+            }
             StockEvent::Restocked { restock_id, qty } => {
                 self.on_hand += qty;
                 self.settle(at, restock_id, Settled::Applied);
@@ -341,8 +403,11 @@ impl Aggregate for SkuStockState {
     }
 
     fn after_snapshot_load(&mut self) {
-        self.deadlines =
-            self.open.iter().map(|(id, r)| Reverse((r.expires_at, id.clone()))).collect();
+        self.deadlines = self
+            .open
+            .iter()
+            .map(|(id, r)| Reverse((r.expires_at, id.clone())))
+            .collect();
     }
 }
 
@@ -417,7 +482,8 @@ impl SkuStockRunning {
                 let after = self.stock.levels().available;
                 let threshold = self.settings.stock_low_threshold;
                 if before > threshold && after <= threshold {
-                    self.journal.outbox(stock_low(&self.sku, after, threshold, now));
+                    self.journal
+                        .outbox(stock_low(&self.sku, after, threshold, now));
                 }
                 Ok(self.stock.levels())
             }
@@ -469,7 +535,8 @@ impl Actor for SkuStockActor {
     ) -> Result<SkuStockRunning, ActorProcessingErr> {
         let stream = format!("sku/{}", args.sku);
         let (journal, stock) =
-            Journal::recover::<SkuStockState>(args.store, stream, args.settings.snapshot_every).await?;
+            Journal::recover::<SkuStockState>(args.store, stream, args.settings.snapshot_every)
+                .await?;
         let mut running = SkuStockRunning {
             sku: args.sku,
             stock,
@@ -513,7 +580,8 @@ impl Actor for SkuStockActor {
                     st.lifecycle.idle_check(&myself, can_stop, internal);
                 }
                 InternalMsg::Stop => {
-                    st.lifecycle.stop_when_idle(&myself.get_cell(), st.journal.is_idle());
+                    st.lifecycle
+                        .stop_when_idle(&myself.get_cell(), st.journal.is_idle());
                 }
                 InternalMsg::ExpireDue => {
                     st.expiry_armed_for = None;
@@ -523,7 +591,8 @@ impl Actor for SkuStockActor {
             },
         }
         st.journal.flush(&st.stock, &myself, persisted)?;
-        st.lifecycle.after_write(&myself.get_cell(), st.journal.is_idle());
+        st.lifecycle
+            .after_write(&myself.get_cell(), st.journal.is_idle());
         Ok(())
     }
 }
@@ -538,5 +607,252 @@ fn stock_low(sku: &str, available: u64, threshold: u64, at: u64) -> OutboxRecord
         "threshold": threshold,
         "at_ms": at,
     });
-    OutboxRecord { event_id, topic: "stock.low".into(), payload: payload.to_string().into_bytes() }
+    OutboxRecord {
+        event_id,
+        topic: "stock.low".into(),
+        payload: payload.to_string().into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Applies a command the way the actor does: decide, then fold the events.
+    fn run(state: &mut SkuStockState, command: &StockCommand, now: u64) -> Result<(), DomainError> {
+        let events = state.decide("SKU", command, now)?;
+        for event in &events {
+            state.apply(now, event);
+        }
+        Ok(())
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Reserve { id: u8, qty: u64, ttl: u64 },
+        Commit { id: u8 },
+        Release { id: u8 },
+        Restock { id: u8, qty: u64 },
+        Set { id: u8, on_hand: u64 },
+        Expire { id: u8 },
+        ExpireDue,
+        Tick(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..40, 0u64..8, 1u64..50).prop_map(|(id, qty, ttl)| Op::Reserve { id, qty, ttl }),
+            2 => (0u8..40).prop_map(|id| Op::Commit { id }),
+            2 => (0u8..40).prop_map(|id| Op::Release { id }),
+            1 => (0u8..20, 0u64..10).prop_map(|(id, qty)| Op::Restock { id, qty }),
+            1 => (0u8..20, 0u64..30).prop_map(|(id, on_hand)| Op::Set { id, on_hand }),
+            1 => (0u8..40).prop_map(|id| Op::Expire { id }),
+            1 => Just(Op::ExpireDue),
+            2 => (0u64..20).prop_map(Op::Tick),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Under any sequence: available never negative; units conserved while no `set`
+        /// intervenes; repeating a command changes nothing; replay and snapshot reproduce the state.
+        #[test]
+        fn stock_invariant_holds(initial in 0u64..20, ops in prop::collection::vec(op(), 1..120), use_set in any::<bool>()) {
+            let mut state = SkuStockState::default();
+            let mut now = 1_000u64;
+            let mut journal = Vec::new();
+            let mut record = |state: &mut SkuStockState, command: StockCommand, now: u64| {
+                let events = state.decide("SKU", &command, now);
+                if let Ok(events) = events {
+                    for e in events {
+                        state.apply(now, &e);
+                        journal.push((now, e));
+                    }
+                }
+                command
+            };
+            record(&mut state, StockCommand::Restock { restock_id: "initial".into(), qty: initial.max(1) }, now);
+            let initial = initial.max(1);
+            let mut restocked = 0;
+            let mut set_seen = false;
+            for op in ops {
+                let command = match op {
+                    Op::Reserve { id, qty, ttl } => StockCommand::Reserve {
+                        reservation_id: format!("r{id}"), order_id: "o".into(), qty, ttl_ms: ttl,
+                    },
+                    Op::Commit { id } => StockCommand::Commit { reservation_id: format!("r{id}") },
+                    Op::Release { id } => StockCommand::Release { reservation_id: format!("r{id}") },
+                    Op::Restock { id, qty } => {
+                        let fresh = !state.settled.contains_key(&format!("s{id}"));
+                        if fresh && qty > 0 { restocked += qty; }
+                        StockCommand::Restock { restock_id: format!("s{id}"), qty }
+                    }
+                    Op::Set { id, on_hand } => {
+                        if !use_set { continue; }
+                        let cmd = StockCommand::Set { set_id: format!("t{id}"), on_hand };
+                        if state.decide("SKU", &cmd, now).is_ok_and(|e| !e.is_empty()) { set_seen = true; }
+                        cmd
+                    }
+                    Op::Expire { id } => StockCommand::Expire { reservation_id: format!("r{id}") },
+                    Op::ExpireDue => {
+                        for command in state.due(now) {
+                            record(&mut state, command, now);
+                        }
+                        continue;
+                    }
+                    Op::Tick(ms) => { now += ms; continue; }
+                };
+                let command = record(&mut state, command, now);
+                // Applying the same command again has the effect of once.
+                let before = state.levels();
+                let again = state.decide("SKU", &command, now);
+                prop_assert!(again.as_ref().map_or(true, Vec::is_empty), "{command:?} repeated gave {again:?}");
+                prop_assert_eq!(before, state.levels());
+
+                prop_assert!(state.on_hand >= state.reserved, "available negative: {:?}", state.levels());
+                prop_assert_eq!(state.reserved, state.open.values().map(|r| r.qty).sum::<u64>());
+                if !set_seen {
+                    prop_assert_eq!(initial + restocked - state.sold, state.on_hand);
+                }
+            }
+            // Nothing due is left open after expiry runs.
+            for command in state.due(now) {
+                record(&mut state, command, now);
+            }
+            prop_assert!(state.open.values().all(|r| r.expires_at > now));
+
+            let mut replayed = SkuStockState::default();
+            for (at, e) in &journal {
+                replayed.apply(*at, e);
+            }
+            prop_assert_eq!(replayed.levels(), state.levels());
+            let mut restored: SkuStockState = crate::codec::decode(&crate::codec::encode(&state).unwrap()).unwrap();
+            restored.after_snapshot_load();
+            prop_assert_eq!(restored.levels(), state.levels());
+            prop_assert_eq!(restored.next_deadline(), state.clone().next_deadline());
+        }
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let mut s = SkuStockState::default();
+        run(
+            &mut s,
+            &StockCommand::Restock {
+                restock_id: "a".into(),
+                qty: 2,
+            },
+            0,
+        )
+        .unwrap();
+        let reserve = |id: &str, qty| StockCommand::Reserve {
+            reservation_id: id.into(),
+            order_id: "o".into(),
+            qty,
+            ttl_ms: 10,
+        };
+        run(&mut s, &reserve("r1", 2), 0).unwrap();
+        assert_eq!(
+            run(&mut s, &reserve("r2", 1), 0),
+            Err(DomainError::OutOfStock {
+                sku: "SKU".into(),
+                requested: 1,
+                available: 0
+            })
+        );
+        assert!(matches!(
+            run(&mut s, &reserve("r3", 0), 0),
+            Err(DomainError::Invalid { .. })
+        ));
+        assert_eq!(
+            run(
+                &mut s,
+                &StockCommand::Set {
+                    set_id: "s".into(),
+                    on_hand: 1
+                },
+                0
+            ),
+            Err(DomainError::BelowReserved {
+                on_hand: 1,
+                reserved: 2
+            })
+        );
+        run(
+            &mut s,
+            &StockCommand::Commit {
+                reservation_id: "r1".into(),
+            },
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            run(
+                &mut s,
+                &StockCommand::Release {
+                    reservation_id: "r1".into()
+                },
+                0
+            ),
+            Err(DomainError::AlreadyCommitted("r1".into()))
+        );
+        // A release of an unknown id fences off a late reserve with that id.
+        run(
+            &mut s,
+            &StockCommand::Release {
+                reservation_id: "late".into(),
+            },
+            0,
+        )
+        .unwrap();
+        run(
+            &mut s,
+            &StockCommand::Restock {
+                restock_id: "b".into(),
+                qty: 5,
+            },
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            run(&mut s, &reserve("late", 1), 0),
+            Err(DomainError::ReservationGone("late".into()))
+        );
+        assert_eq!(
+            s.levels(),
+            StockLevels {
+                on_hand: 5,
+                reserved: 0,
+                available: 5,
+                sold: 2
+            }
+        );
+    }
+
+    #[test]
+    fn settled_ids_are_forgotten_after_the_retention() {
+        let mut s = SkuStockState::default();
+        run(
+            &mut s,
+            &StockCommand::Restock {
+                restock_id: "a".into(),
+                qty: 1,
+            },
+            0,
+        )
+        .unwrap();
+        run(
+            &mut s,
+            &StockCommand::Restock {
+                restock_id: "b".into(),
+                qty: 1,
+            },
+            DEDUP_RETENTION_MS + 1,
+        )
+        .unwrap();
+        assert!(!s.settled.contains_key("a") && s.settled.contains_key("b"));
+    }
 }

@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort,
+    SupervisionEvent,
 };
 use storefront_actors::Passivation;
 
@@ -39,13 +40,17 @@ pub struct ShardRegion<A: Actor> {
 
 impl<A: Actor> Clone for ShardRegion<A> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone() }
+        Self {
+            inner: self.inner.clone(),
+        }
     }
 }
 
 impl<A: Actor> std::fmt::Debug for ShardRegion<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardRegion").field("kind", &self.inner.kind).finish()
+        f.debug_struct("ShardRegion")
+            .field("kind", &self.inner.kind)
+            .finish()
     }
 }
 
@@ -60,7 +65,10 @@ struct RegionInner<A: Actor> {
 enum Slot<M> {
     Running(ActorRef<M>),
     /// The actor is stopping; commands wait here for its successor.
-    Stopping { actor: ActorId, held: Vec<M> },
+    Stopping {
+        actor: ActorId,
+        held: Vec<M>,
+    },
 }
 
 struct Entities<M> {
@@ -90,12 +98,19 @@ where
             shard_count,
             make_args: Box::new(make_args),
             supervisor: std::sync::OnceLock::new(),
-            entities: Mutex::new(Entities { by_id: HashMap::new(), ids: HashMap::new(), restarts: HashMap::new() }),
+            entities: Mutex::new(Entities {
+                by_id: HashMap::new(),
+                ids: HashMap::new(),
+                restarts: HashMap::new(),
+            }),
         });
-        let (supervisor, _) =
-            Actor::spawn(None, RegionSupervisor::<A>(PhantomData), Arc::downgrade(&inner))
-                .await
-                .map_err(|e| ClusterError::Region(format!("{kind} supervisor: {e}")))?;
+        let (supervisor, _) = Actor::spawn(
+            None,
+            RegionSupervisor::<A>(PhantomData),
+            Arc::downgrade(&inner),
+        )
+        .await
+        .map_err(|e| ClusterError::Region(format!("{kind} supervisor: {e}")))?;
         // Set once, here, before the region is handed out.
         let _ = inner.supervisor.set(supervisor.get_cell());
         Ok(Self { inner })
@@ -143,7 +158,10 @@ where
         self.send(id, build(RpcReplyPort::from(tx)))?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => Err(ClusterError::Dropped { kind: self.inner.kind, id: id.to_owned() }),
+            Ok(Err(_)) => Err(ClusterError::Dropped {
+                kind: self.inner.kind,
+                id: id.to_owned(),
+            }),
             Err(_) => Err(ClusterError::Timeout {
                 kind: self.inner.kind,
                 id: id.to_owned(),
@@ -177,7 +195,9 @@ impl<A: Actor + Default> RegionInner<A> {
     fn lock(&self) -> MutexGuard<'_, Entities<A::Msg>> {
         // The map is only ever mutated in short sections without panicking calls; a poisoned lock
         // still holds a consistent map.
-        self.entities.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.entities
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn send(this: &Arc<Self>, id: &str, message: A::Msg) -> Result<(), ClusterError> {
@@ -188,14 +208,23 @@ impl<A: Actor + Default> RegionInner<A> {
                 Err(MessagingErr::SendErr(message)) => {
                     // Dead but not yet reported: hold the command for its successor.
                     let actor = actor.get_id();
-                    entities.by_id.insert(id.to_owned(), Slot::Stopping { actor, held: vec![message] });
+                    entities.by_id.insert(
+                        id.to_owned(),
+                        Slot::Stopping {
+                            actor,
+                            held: vec![message],
+                        },
+                    );
                     return Ok(());
                 }
                 Err(err) => return Err(this.spawn_error(id, err)),
             },
             Some(Slot::Stopping { held, .. }) => {
                 if held.len() >= MAX_HELD {
-                    return Err(ClusterError::Overloaded { kind: this.kind, id: id.to_owned() });
+                    return Err(ClusterError::Overloaded {
+                        kind: this.kind,
+                        id: id.to_owned(),
+                    });
                 }
                 held.push(message);
                 return Ok(());
@@ -203,13 +232,19 @@ impl<A: Actor + Default> RegionInner<A> {
             None => message,
         };
         let actor = Self::spawn(this, &mut entities, id)?;
-        let sent = actor.send_message(message).map_err(|err| this.spawn_error(id, err));
+        let sent = actor
+            .send_message(message)
+            .map_err(|err| this.spawn_error(id, err));
         entities.by_id.insert(id.to_owned(), Slot::Running(actor));
         sent
     }
 
     fn spawn_error(&self, id: &str, err: impl std::fmt::Display) -> ClusterError {
-        ClusterError::Spawn { kind: self.kind, id: id.to_owned(), reason: err.to_string() }
+        ClusterError::Spawn {
+            kind: self.kind,
+            id: id.to_owned(),
+            reason: err.to_string(),
+        }
     }
 
     /// Spawns entity `id` linked to the supervisor; the caller records it in `entities`.
@@ -219,12 +254,20 @@ impl<A: Actor + Default> RegionInner<A> {
         id: &str,
     ) -> Result<ActorRef<A::Msg>, ClusterError> {
         let weak = Arc::downgrade(this);
-        let passivation = Passivation::new(move |actor| weak.upgrade().is_some_and(|r| r.agree_to_stop(actor)));
+        let passivation =
+            Passivation::new(move |actor| weak.upgrade().is_some_and(|r| r.agree_to_stop(actor)));
         let args = (this.make_args)(id, passivation);
-        let supervisor = this.supervisor.get().ok_or_else(|| this.spawn_error(id, "region not started"))?;
-        let (actor, started) =
-            ractor::ActorRuntime::<A>::spawn_linked_instant(None, A::default(), args, supervisor.clone())
-                .map_err(|e| this.spawn_error(id, e))?;
+        let supervisor = this
+            .supervisor
+            .get()
+            .ok_or_else(|| this.spawn_error(id, "region not started"))?;
+        let (actor, started) = ractor::ActorRuntime::<A>::spawn_linked_instant(
+            None,
+            A::default(),
+            args,
+            supervisor.clone(),
+        )
+        .map_err(|e| this.spawn_error(id, e))?;
         entities.ids.insert(actor.get_id(), id.to_owned());
         // A failed start is not reported to the supervisor (it links only once started).
         let weak = Arc::downgrade(this);
@@ -236,7 +279,11 @@ impl<A: Actor + Default> RegionInner<A> {
                 Err(err) => err.to_string(),
             };
             if let Some(region) = weak.upgrade() {
-                Self::exited(&region, actor_id, Exit::Failed(format!("start failed: {failure}")));
+                Self::exited(
+                    &region,
+                    actor_id,
+                    Exit::Failed(format!("start failed: {failure}")),
+                );
             }
         });
         Ok(actor)
@@ -245,10 +292,18 @@ impl<A: Actor + Default> RegionInner<A> {
     /// The passivation handshake: stop routing to `actor` if it is the one running.
     fn agree_to_stop(&self, actor: ActorId) -> bool {
         let mut entities = self.lock();
-        let Some(id) = entities.ids.get(&actor).cloned() else { return false };
+        let Some(id) = entities.ids.get(&actor).cloned() else {
+            return false;
+        };
         match entities.by_id.get(&id) {
             Some(Slot::Running(running)) if running.get_id() == actor => {
-                entities.by_id.insert(id, Slot::Stopping { actor, held: Vec::new() });
+                entities.by_id.insert(
+                    id,
+                    Slot::Stopping {
+                        actor,
+                        held: Vec::new(),
+                    },
+                );
                 true
             }
             _ => false,
@@ -258,10 +313,15 @@ impl<A: Actor + Default> RegionInner<A> {
     /// An entity actor ended: start its successor if commands wait for it or it crashed.
     fn exited(this: &Arc<Self>, actor: ActorId, exit: Exit) {
         let mut entities = this.lock();
-        let Some(id) = entities.ids.remove(&actor) else { return };
+        let Some(id) = entities.ids.remove(&actor) else {
+            return;
+        };
         let held = match entities.by_id.remove(&id) {
             Some(Slot::Running(running)) if running.get_id() == actor => Vec::new(),
-            Some(Slot::Stopping { actor: stopping, held }) if stopping == actor => held,
+            Some(Slot::Stopping {
+                actor: stopping,
+                held,
+            }) if stopping == actor => held,
             Some(other) => {
                 // The slot already belongs to a successor.
                 entities.by_id.insert(id, other);
@@ -287,7 +347,9 @@ impl<A: Actor + Default> RegionInner<A> {
                 }
                 entities.by_id.insert(id, Slot::Running(successor));
             }
-            Err(err) => tracing::error!(kind = this.kind, %id, error = %err, "entity not restarted"),
+            Err(err) => {
+                tracing::error!(kind = this.kind, %id, error = %err, "entity not restarted")
+            }
         }
     }
 
@@ -329,7 +391,9 @@ impl<A: Actor + Default> Actor for RegionSupervisor<A> {
         event: SupervisionEvent,
         region: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let Some(region) = region.upgrade() else { return Ok(()) };
+        let Some(region) = region.upgrade() else {
+            return Ok(());
+        };
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 RegionInner::exited(&region, cell.get_id(), Exit::Stopped);

@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use storefront_actors::cart::{CartCommand, CartView};
 use storefront_actors::order::{OrderView, PlaceOrder};
 use storefront_actors::{
-    CartActor, CartArgs, CartMsg, Clock, DomainError, EntitySettings, OrderActor, OrderArgs, OrderMsg,
-    PaymentGateway, SkuStockActor, SkuStockArgs, SkuStockMsg, StockCommand, StockLevels, StockPort,
+    CartActor, CartArgs, CartMsg, Clock, DomainError, EntitySettings, OrderActor, OrderArgs,
+    OrderMsg, PaymentGateway, SkuStockActor, SkuStockArgs, SkuStockMsg, StockCommand, StockLevels,
+    StockPort,
 };
 use storefront_storage::{Store, Table};
 
@@ -27,7 +28,11 @@ pub struct RegionsConfig {
 
 impl Default for RegionsConfig {
     fn default() -> Self {
-        Self { shard_count: 256, settings: EntitySettings::default(), call_timeout: Duration::from_secs(10) }
+        Self {
+            shard_count: 256,
+            settings: EntitySettings::default(),
+            call_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -63,7 +68,13 @@ struct SkuPort {
 #[async_trait]
 impl StockPort for SkuPort {
     async fn stock(&self, sku: &str, command: StockCommand) -> Result<StockLevels, DomainError> {
-        self.skus.call(sku, |reply| SkuStockMsg::Command(command, reply), self.timeout).await?
+        self.skus
+            .call(
+                sku,
+                |reply| SkuStockMsg::Command(command, reply),
+                self.timeout,
+            )
+            .await?
     }
 }
 
@@ -75,44 +86,63 @@ impl Regions {
         clock: Clock,
         config: RegionsConfig,
     ) -> Result<Self, ClusterError> {
-        let RegionsConfig { shard_count, settings, call_timeout } = config;
+        let RegionsConfig {
+            shard_count,
+            settings,
+            call_timeout,
+        } = config;
         let skus = {
             let (store, settings) = (store.clone(), settings.clone());
-            ShardRegion::<SkuStockActor>::start("sku", shard_count, move |sku, passivation| SkuStockArgs {
-                sku: sku.to_owned(),
-                store: store.clone(),
-                clock,
-                settings: settings.clone(),
-                passivation,
+            ShardRegion::<SkuStockActor>::start("sku", shard_count, move |sku, passivation| {
+                SkuStockArgs {
+                    sku: sku.to_owned(),
+                    store: store.clone(),
+                    clock,
+                    settings: settings.clone(),
+                    passivation,
+                }
             })
             .await?
         };
         let carts = {
             let (store, settings) = (store.clone(), settings.clone());
-            ShardRegion::<CartActor>::start("cart", shard_count, move |cart_id, passivation| CartArgs {
-                cart_id: cart_id.to_owned(),
-                store: store.clone(),
-                clock,
-                settings: settings.clone(),
-                passivation,
+            ShardRegion::<CartActor>::start("cart", shard_count, move |cart_id, passivation| {
+                CartArgs {
+                    cart_id: cart_id.to_owned(),
+                    store: store.clone(),
+                    clock,
+                    settings: settings.clone(),
+                    passivation,
+                }
             })
             .await?
         };
-        let stock: Arc<dyn StockPort> = Arc::new(SkuPort { skus: skus.clone(), timeout: call_timeout });
+        let stock: Arc<dyn StockPort> = Arc::new(SkuPort {
+            skus: skus.clone(),
+            timeout: call_timeout,
+        });
         let orders = {
             let store = store.clone();
-            ShardRegion::<OrderActor>::start("order", shard_count, move |order_id, passivation| OrderArgs {
-                order_id: order_id.to_owned(),
-                store: store.clone(),
-                clock,
-                settings: settings.clone(),
-                passivation,
-                stock: stock.clone(),
-                gateway: gateway.clone(),
+            ShardRegion::<OrderActor>::start("order", shard_count, move |order_id, passivation| {
+                OrderArgs {
+                    order_id: order_id.to_owned(),
+                    store: store.clone(),
+                    clock,
+                    settings: settings.clone(),
+                    passivation,
+                    stock: stock.clone(),
+                    gateway: gateway.clone(),
+                }
             })
             .await?
         };
-        Ok(Self { skus, carts, orders, store, call_timeout })
+        Ok(Self {
+            skus,
+            carts,
+            orders,
+            store,
+            call_timeout,
+        })
     }
 
     /// Starts every order whose saga had not ended when the node last stopped; each resumes or
@@ -121,7 +151,10 @@ impl Regions {
         let mut after: Option<Vec<u8>> = None;
         let mut resumed = 0;
         loop {
-            let page = self.store.scan(Table::OpenOrders, b"", after.as_deref(), 1000).await?;
+            let page = self
+                .store
+                .scan(Table::OpenOrders, b"", after.as_deref(), 1000)
+                .await?;
             for (key, _) in &page {
                 self.orders.ensure_started(&String::from_utf8_lossy(key))?;
                 resumed += 1;
@@ -149,29 +182,53 @@ impl Regions {
     }
 
     /// Applies a stock command.
-    pub async fn stock(&self, sku: &str, command: StockCommand) -> Result<StockLevels, DomainError> {
-        self.skus.call(sku, |r| SkuStockMsg::Command(command, r), self.call_timeout).await?
+    pub async fn stock(
+        &self,
+        sku: &str,
+        command: StockCommand,
+    ) -> Result<StockLevels, DomainError> {
+        self.skus
+            .call(sku, |r| SkuStockMsg::Command(command, r), self.call_timeout)
+            .await?
     }
 
     /// A SKU's levels.
     pub async fn stock_levels(&self, sku: &str) -> Result<StockLevels, DomainError> {
-        self.skus.call(sku, SkuStockMsg::Levels, self.call_timeout).await?
+        self.skus
+            .call(sku, SkuStockMsg::Levels, self.call_timeout)
+            .await?
     }
 
     /// Changes a cart.
-    pub async fn update_cart(&self, cart_id: &str, command: CartCommand) -> Result<CartView, DomainError> {
-        self.carts.call(cart_id, |r| CartMsg::Command(command, r), self.call_timeout).await?
+    pub async fn update_cart(
+        &self,
+        cart_id: &str,
+        command: CartCommand,
+    ) -> Result<CartView, DomainError> {
+        self.carts
+            .call(cart_id, |r| CartMsg::Command(command, r), self.call_timeout)
+            .await?
     }
 
     /// Reads a cart.
     pub async fn cart(&self, cart_id: &str) -> Result<CartView, DomainError> {
-        self.carts.call(cart_id, CartMsg::Get, self.call_timeout).await?
+        self.carts
+            .call(cart_id, CartMsg::Get, self.call_timeout)
+            .await?
     }
 
     /// Runs a checkout, waiting up to `wait` for the saga to end.
-    pub async fn checkout(&self, order: PlaceOrder, wait: Duration) -> Result<Checkout, DomainError> {
+    pub async fn checkout(
+        &self,
+        order: PlaceOrder,
+        wait: Duration,
+    ) -> Result<Checkout, DomainError> {
         let order_id = order.order_id.clone();
-        match self.orders.call(&order_id, |r| OrderMsg::Place(order, r), wait).await {
+        match self
+            .orders
+            .call(&order_id, |r| OrderMsg::Place(order, r), wait)
+            .await
+        {
             Ok(outcome) => outcome.map(Checkout::Ended),
             Err(ClusterError::Timeout { .. }) => Ok(Checkout::Pending { order_id }),
             Err(err) => Err(err.into()),
@@ -180,16 +237,28 @@ impl Regions {
 
     /// An order as it stands.
     pub async fn order(&self, order_id: &str) -> Result<OrderView, DomainError> {
-        self.orders.call(order_id, OrderMsg::Get, self.call_timeout).await?
+        self.orders
+            .call(order_id, OrderMsg::Get, self.call_timeout)
+            .await?
     }
 
     /// An order once its saga (or cancellation) has ended, waiting up to `wait`.
-    pub async fn order_outcome(&self, order_id: &str, wait: Duration) -> Result<OrderView, DomainError> {
-        self.orders.call(order_id, OrderMsg::AwaitOutcome, wait).await?
+    pub async fn order_outcome(
+        &self,
+        order_id: &str,
+        wait: Duration,
+    ) -> Result<OrderView, DomainError> {
+        self.orders
+            .call(order_id, OrderMsg::AwaitOutcome, wait)
+            .await?
     }
 
     /// Cancels a confirmed order, waiting up to `wait` for the refund and restock.
-    pub async fn cancel_order(&self, order_id: &str, wait: Duration) -> Result<OrderView, DomainError> {
+    pub async fn cancel_order(
+        &self,
+        order_id: &str,
+        wait: Duration,
+    ) -> Result<OrderView, DomainError> {
         self.orders.call(order_id, OrderMsg::Cancel, wait).await?
     }
 

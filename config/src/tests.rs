@@ -3,7 +3,10 @@ use std::io::Write;
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn file(text: &str) -> tempfile::NamedTempFile {
@@ -30,7 +33,8 @@ fn defaults_need_nothing() {
 
 #[test]
 fn layers_override_in_order() {
-    let f = file("http_addr = \"127.0.0.1:9000\"\n[entities]\nshard_count = 64\nsnapshot_every = 10\n");
+    let f =
+        file("http_addr = \"127.0.0.1:9000\"\n[entities]\nshard_count = 64\nsnapshot_every = 10\n");
     let config = Config::load(
         Some(f.path()),
         env(&[
@@ -50,14 +54,20 @@ fn layers_override_in_order() {
     assert_eq!(config.entities.snapshot_every, 10, "file beats default");
     assert!(!config.rate_limit.enabled);
     assert_eq!(config.shop.base_currency, "EUR");
-    assert_eq!(config.admin_password.as_ref().map(Secret::expose), Some("0123456789"));
+    assert_eq!(
+        config.admin_password.as_ref().map(Secret::expose),
+        Some("0123456789")
+    );
 }
 
 #[test]
 fn secrets_never_print() {
     let config = Config::load(
         None,
-        env(&[("STOREFRONT_ADMIN_EMAIL", "a@b.c"), ("STOREFRONT_ADMIN_PASSWORD", "hunter2hunter2")]),
+        env(&[
+            ("STOREFRONT_ADMIN_EMAIL", "a@b.c"),
+            ("STOREFRONT_ADMIN_PASSWORD", "hunter2hunter2"),
+        ]),
         vec![],
     )
     .unwrap();
@@ -83,8 +93,12 @@ fn wrong_types_name_the_key() {
     let f = file("[entities]\nshard_count = \"many\"\n");
     let err = Config::load(Some(f.path()), env(&[]), vec![]).unwrap_err();
     assert_eq!(key_of(err), "entities.shard_count");
-    let err = Config::load(None, env(&[("STOREFRONT_RATE_LIMIT__ENABLED", "maybe")]), vec![])
-        .unwrap_err();
+    let err = Config::load(
+        None,
+        env(&[("STOREFRONT_RATE_LIMIT__ENABLED", "maybe")]),
+        vec![],
+    )
+    .unwrap_err();
     assert_eq!(key_of(err), "rate_limit.enabled");
 }
 
@@ -93,12 +107,27 @@ fn validate_names_the_bad_key() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[("STOREFRONT_HTTP_ADDR", "nowhere")], "http_addr"),
         (&[("STOREFRONT_STORE", "mysql://x")], "store"),
-        (&[("STOREFRONT_SHOP__BASE_CURRENCY", "usd")], "shop.base_currency"),
-        (&[("STOREFRONT_ENTITIES__SHARD_COUNT", "0")], "entities.shard_count"),
-        (&[("STOREFRONT_ENTITIES__SNAPSHOT_EVERY", "0")], "entities.snapshot_every"),
-        (&[("STOREFRONT_CHECKOUT__GATEWAY_MAX_ATTEMPTS", "0")], "checkout.gateway_max_attempts"),
+        (
+            &[("STOREFRONT_SHOP__BASE_CURRENCY", "usd")],
+            "shop.base_currency",
+        ),
+        (
+            &[("STOREFRONT_ENTITIES__SHARD_COUNT", "0")],
+            "entities.shard_count",
+        ),
+        (
+            &[("STOREFRONT_ENTITIES__SNAPSHOT_EVERY", "0")],
+            "entities.snapshot_every",
+        ),
+        (
+            &[("STOREFRONT_CHECKOUT__GATEWAY_MAX_ATTEMPTS", "0")],
+            "checkout.gateway_max_attempts",
+        ),
         (&[("STOREFRONT_ADMIN_EMAIL", "a@b.c")], "admin_password"),
-        (&[("STOREFRONT_CLUSTER__SEEDS", "10.0.0.2:7000")], "cluster.seeds"),
+        (
+            &[("STOREFRONT_CLUSTER__SEEDS", "10.0.0.2:7000")],
+            "cluster.seeds",
+        ),
         (
             &[
                 ("STOREFRONT_CLUSTER__SEEDS", "n2:7000, n3:7000"),
@@ -136,7 +165,11 @@ fn broken_files_are_reported() {
         Err(ConfigError::Syntax { .. })
     ));
     assert!(matches!(
-        Config::load(Some(Path::new("/nonexistent/storefront.toml")), env(&[]), vec![]),
+        Config::load(
+            Some(Path::new("/nonexistent/storefront.toml")),
+            env(&[]),
+            vec![]
+        ),
         Err(ConfigError::Read { .. })
     ));
 }

@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -63,10 +65,25 @@ pub struct EmbeddedStore {
 #[derive(Debug)]
 enum Write {
     Append(AppendRequest),
-    Snapshot { stream: String, snapshot: Snapshot },
-    Put { table: Table, key: Vec<u8>, value: Vec<u8> },
-    Delete { table: Table, key: Vec<u8> },
-    Cas { table: Table, key: Vec<u8>, expected: Option<Vec<u8>>, new: Option<Vec<u8>> },
+    Snapshot {
+        stream: String,
+        snapshot: Snapshot,
+    },
+    Put {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: Table,
+        key: Vec<u8>,
+    },
+    Cas {
+        table: Table,
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
 }
 
 #[derive(Debug)]
@@ -96,7 +113,8 @@ impl EmbeddedStore {
                 txn.open_table(SNAPSHOTS).map_err(StorageError::backend)?;
                 txn.open_table(OUTBOX).map_err(StorageError::backend)?;
                 for table in Table::ALL {
-                    txn.open_table(kv_table(table)).map_err(StorageError::backend)?;
+                    txn.open_table(kv_table(table))
+                        .map_err(StorageError::backend)?;
                 }
             }
             txn.commit().map_err(StorageError::backend)?;
@@ -108,12 +126,21 @@ impl EmbeddedStore {
         let next_outbox = last_outbox_position(&db)? + 1;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
-        let writer = Writer { db: db.clone(), next_outbox, stats: stats.clone() };
+        let writer = Writer {
+            db: db.clone(),
+            next_outbox,
+            stats: stats.clone(),
+        };
         let writer = std::thread::Builder::new()
             .name("storefront-journal".into())
             .spawn(move || writer.run(rx))
             .map_err(StorageError::backend)?;
-        Ok(Self { db, writes: Some(tx), writer: Some(writer), stats })
+        Ok(Self {
+            db,
+            writes: Some(tx),
+            writer: Some(writer),
+            stats,
+        })
     }
 
     /// The writer thread's counters.
@@ -124,7 +151,10 @@ impl EmbeddedStore {
     async fn write(&self, write: Write) -> Result<Written, StorageError> {
         let (reply, answer) = oneshot::channel();
         let writes = self.writes.as_ref().ok_or(StorageError::Closed)?;
-        writes.send(WriteOp { write, reply }).await.map_err(|_| StorageError::Closed)?;
+        writes
+            .send(WriteOp { write, reply })
+            .await
+            .map_err(|_| StorageError::Closed)?;
         answer.await.map_err(|_| StorageError::Closed)?
     }
 
@@ -133,7 +163,9 @@ impl EmbeddedStore {
         f: impl FnOnce(&Database) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db)).await.map_err(StorageError::backend)?
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(StorageError::backend)?
     }
 }
 
@@ -150,7 +182,11 @@ impl Drop for EmbeddedStore {
 fn last_outbox_position(db: &Database) -> Result<u64, StorageError> {
     let txn = db.begin_read().map_err(StorageError::backend)?;
     let table = txn.open_table(OUTBOX).map_err(StorageError::backend)?;
-    Ok(table.last().map_err(StorageError::backend)?.map(|(k, _)| k.value()).unwrap_or(0))
+    Ok(table
+        .last()
+        .map_err(StorageError::backend)?
+        .map(|(k, _)| k.value())
+        .unwrap_or(0))
 }
 
 struct Writer {
@@ -172,7 +208,9 @@ impl Writer {
             }
             let outcome = self.commit_group(&group);
             self.stats.commits.fetch_add(1, Ordering::Relaxed);
-            self.stats.writes.fetch_add(group.len() as u64, Ordering::Relaxed);
+            self.stats
+                .writes
+                .fetch_add(group.len() as u64, Ordering::Relaxed);
             match outcome {
                 Ok(results) => {
                     for (op, result) in group.drain(..).zip(results) {
@@ -197,7 +235,8 @@ impl Writer {
     ) -> Result<Vec<Result<Written, StorageError>>, StorageError> {
         let first_outbox = self.next_outbox;
         let mut txn = self.db.begin_write().map_err(StorageError::backend)?;
-        txn.set_durability(Durability::Immediate).map_err(StorageError::backend)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(StorageError::backend)?;
         let mut results = Vec::with_capacity(group.len());
         for op in group {
             let result = match &op.write {
@@ -208,10 +247,16 @@ impl Writer {
                 Write::Put { table, key, value } => {
                     put(&txn, *table, key, Some(value)).map(|()| Written::Done)
                 }
-                Write::Delete { table, key } => put(&txn, *table, key, None).map(|()| Written::Done),
-                Write::Cas { table, key, expected, new } => {
-                    cas(&txn, *table, key, expected.as_deref(), new.as_deref()).map(Written::Swapped)
+                Write::Delete { table, key } => {
+                    put(&txn, *table, key, None).map(|()| Written::Done)
                 }
+                Write::Cas {
+                    table,
+                    key,
+                    expected,
+                    new,
+                } => cas(&txn, *table, key, expected.as_deref(), new.as_deref())
+                    .map(Written::Swapped),
             };
             match result {
                 Err(err @ (StorageError::Conflict { .. } | StorageError::Invalid(_))) => {
@@ -231,7 +276,11 @@ impl Writer {
         Ok(results)
     }
 
-    fn append(&mut self, txn: &WriteTransaction, request: &AppendRequest) -> Result<u64, StorageError> {
+    fn append(
+        &mut self,
+        txn: &WriteTransaction,
+        request: &AppendRequest,
+    ) -> Result<u64, StorageError> {
         if request.stream.is_empty() {
             return Err(StorageError::Invalid("empty stream name".into()));
         }
@@ -239,8 +288,10 @@ impl Writer {
             return Err(StorageError::Invalid("append without events".into()));
         }
         let mut heads = txn.open_table(HEADS).map_err(StorageError::backend)?;
-        let actual =
-            heads.get(request.stream.as_str()).map_err(StorageError::backend)?.map_or(0, |v| v.value());
+        let actual = heads
+            .get(request.stream.as_str())
+            .map_err(StorageError::backend)?
+            .map_or(0, |v| v.value());
         if actual != request.expected_seq {
             return Err(StorageError::Conflict {
                 stream: request.stream.clone(),
@@ -250,17 +301,25 @@ impl Writer {
         }
         let first = actual + 1;
         let last = actual + request.events.len() as u64;
-        heads.insert(request.stream.as_str(), last).map_err(StorageError::backend)?;
+        heads
+            .insert(request.stream.as_str(), last)
+            .map_err(StorageError::backend)?;
         let mut journal = txn.open_table(JOURNAL).map_err(StorageError::backend)?;
         let framed = frame(&request.events);
-        journal.insert((request.stream.as_str(), first), framed.as_slice()).map_err(StorageError::backend)?;
+        journal
+            .insert((request.stream.as_str(), first), framed.as_slice())
+            .map_err(StorageError::backend)?;
         if !request.outbox.is_empty() {
             let mut outbox = txn.open_table(OUTBOX).map_err(StorageError::backend)?;
             for record in &request.outbox {
                 outbox
                     .insert(
                         self.next_outbox,
-                        (record.event_id.as_str(), record.topic.as_str(), record.payload.as_slice()),
+                        (
+                            record.event_id.as_str(),
+                            record.topic.as_str(),
+                            record.payload.as_slice(),
+                        ),
                     )
                     .map_err(StorageError::backend)?;
                 self.next_outbox += 1;
@@ -273,17 +332,33 @@ impl Writer {
     }
 }
 
-fn save_snapshot(txn: &WriteTransaction, stream: &str, snapshot: &Snapshot) -> Result<(), StorageError> {
+fn save_snapshot(
+    txn: &WriteTransaction,
+    stream: &str,
+    snapshot: &Snapshot,
+) -> Result<(), StorageError> {
     let mut table = txn.open_table(SNAPSHOTS).map_err(StorageError::backend)?;
-    let newer = table.get(stream).map_err(StorageError::backend)?.is_some_and(|v| v.value().0 > snapshot.seq);
+    let newer = table
+        .get(stream)
+        .map_err(StorageError::backend)?
+        .is_some_and(|v| v.value().0 > snapshot.seq);
     if !newer {
-        table.insert(stream, (snapshot.seq, snapshot.state.as_slice())).map_err(StorageError::backend)?;
+        table
+            .insert(stream, (snapshot.seq, snapshot.state.as_slice()))
+            .map_err(StorageError::backend)?;
     }
     Ok(())
 }
 
-fn put(txn: &WriteTransaction, table: Table, key: &[u8], value: Option<&[u8]>) -> Result<(), StorageError> {
-    let mut table = txn.open_table(kv_table(table)).map_err(StorageError::backend)?;
+fn put(
+    txn: &WriteTransaction,
+    table: Table,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(), StorageError> {
+    let mut table = txn
+        .open_table(kv_table(table))
+        .map_err(StorageError::backend)?;
     match value {
         Some(value) => table.insert(key, value).map(drop),
         None => table.remove(key).map(drop),
@@ -299,8 +374,13 @@ fn cas(
     new: Option<&[u8]>,
 ) -> Result<bool, StorageError> {
     let current = {
-        let table = txn.open_table(kv_table(table)).map_err(StorageError::backend)?;
-        table.get(key).map_err(StorageError::backend)?.map(|v| v.value().to_vec())
+        let table = txn
+            .open_table(kv_table(table))
+            .map_err(StorageError::backend)?;
+        table
+            .get(key)
+            .map_err(StorageError::backend)?
+            .map(|v| v.value().to_vec())
     };
     if current.as_deref() != expected {
         return Ok(false);
@@ -350,7 +430,9 @@ impl Store for EmbeddedStore {
     async fn append(&self, request: AppendRequest) -> Result<u64, StorageError> {
         match self.write(Write::Append(request)).await? {
             Written::Appended(last) => Ok(last),
-            other => Err(StorageError::Backend(format!("writer answered {other:?} to an append"))),
+            other => Err(StorageError::Backend(format!(
+                "writer answered {other:?} to an append"
+            ))),
         }
     }
 
@@ -388,7 +470,10 @@ impl Store for EmbeddedStore {
                     if out.len() == limit {
                         return Ok(out);
                     }
-                    out.push(StoredEvent { seq, payload: payload.to_vec() });
+                    out.push(StoredEvent {
+                        seq,
+                        payload: payload.to_vec(),
+                    });
                 }
             }
             Ok(out)
@@ -397,7 +482,12 @@ impl Store for EmbeddedStore {
     }
 
     async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), StorageError> {
-        self.write(Write::Snapshot { stream: stream.to_owned(), snapshot }).await.map(drop)
+        self.write(Write::Snapshot {
+            stream: stream.to_owned(),
+            snapshot,
+        })
+        .await
+        .map(drop)
     }
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StorageError> {
@@ -405,20 +495,34 @@ impl Store for EmbeddedStore {
         self.read(move |db| {
             let txn = db.begin_read().map_err(StorageError::backend)?;
             let table = txn.open_table(SNAPSHOTS).map_err(StorageError::backend)?;
-            Ok(table.get(stream.as_str()).map_err(StorageError::backend)?.map(|v| {
-                let (seq, state) = v.value();
-                Snapshot { seq, state: state.to_vec() }
-            }))
+            Ok(table
+                .get(stream.as_str())
+                .map_err(StorageError::backend)?
+                .map(|v| {
+                    let (seq, state) = v.value();
+                    Snapshot {
+                        seq,
+                        state: state.to_vec(),
+                    }
+                }))
         })
         .await
     }
 
-    async fn read_outbox(&self, after: u64, limit: usize) -> Result<Vec<OutboxEntry>, StorageError> {
+    async fn read_outbox(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StorageError> {
         self.read(move |db| {
             let txn = db.begin_read().map_err(StorageError::backend)?;
             let table = txn.open_table(OUTBOX).map_err(StorageError::backend)?;
             let mut out = Vec::new();
-            for entry in table.range(after.saturating_add(1)..).map_err(StorageError::backend)?.take(limit) {
+            for entry in table
+                .range(after.saturating_add(1)..)
+                .map_err(StorageError::backend)?
+                .take(limit)
+            {
                 let (position, value) = entry.map_err(StorageError::backend)?;
                 let (event_id, topic, payload) = value.value();
                 out.push(OutboxEntry {
@@ -439,18 +543,34 @@ impl Store for EmbeddedStore {
         let key = key.to_vec();
         self.read(move |db| {
             let txn = db.begin_read().map_err(StorageError::backend)?;
-            let table = txn.open_table(kv_table(table)).map_err(StorageError::backend)?;
-            Ok(table.get(key.as_slice()).map_err(StorageError::backend)?.map(|v| v.value().to_vec()))
+            let table = txn
+                .open_table(kv_table(table))
+                .map_err(StorageError::backend)?;
+            Ok(table
+                .get(key.as_slice())
+                .map_err(StorageError::backend)?
+                .map(|v| v.value().to_vec()))
         })
         .await
     }
 
     async fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        self.write(Write::Put { table, key: key.to_vec(), value: value.to_vec() }).await.map(drop)
+        self.write(Write::Put {
+            table,
+            key: key.to_vec(),
+            value: value.to_vec(),
+        })
+        .await
+        .map(drop)
     }
 
     async fn delete(&self, table: Table, key: &[u8]) -> Result<(), StorageError> {
-        self.write(Write::Delete { table, key: key.to_vec() }).await.map(drop)
+        self.write(Write::Delete {
+            table,
+            key: key.to_vec(),
+        })
+        .await
+        .map(drop)
     }
 
     async fn compare_and_swap(
@@ -468,7 +588,9 @@ impl Store for EmbeddedStore {
         };
         match self.write(write).await? {
             Written::Swapped(swapped) => Ok(swapped),
-            other => Err(StorageError::Backend(format!("writer answered {other:?} to a swap"))),
+            other => Err(StorageError::Backend(format!(
+                "writer answered {other:?} to a swap"
+            ))),
         }
     }
 
@@ -483,7 +605,9 @@ impl Store for EmbeddedStore {
         let start_after = start_after.map(<[u8]>::to_vec);
         self.read(move |db| {
             let txn = db.begin_read().map_err(StorageError::backend)?;
-            let table = txn.open_table(kv_table(table)).map_err(StorageError::backend)?;
+            let table = txn
+                .open_table(kv_table(table))
+                .map_err(StorageError::backend)?;
             let lower = match &start_after {
                 Some(after) if after.as_slice() >= prefix.as_slice() => {
                     std::ops::Bound::Excluded(after.as_slice())
@@ -527,7 +651,11 @@ mod tests {
         }
 
         async fn open(location: &str) -> Arc<dyn Store> {
-            Arc::new(EmbeddedStore::open(location.as_ref()).await.expect("open embedded store"))
+            Arc::new(
+                EmbeddedStore::open(location.as_ref())
+                    .await
+                    .expect("open embedded store"),
+            )
         }
     }
 
@@ -559,6 +687,9 @@ mod tests {
         }
         let commits = store.stats().commits.load(Ordering::Relaxed);
         assert_eq!(store.stats().writes.load(Ordering::Relaxed), appends);
-        assert!(commits < appends / 2, "{commits} commits for {appends} concurrent appends");
+        assert!(
+            commits < appends / 2,
+            "{commits} commits for {appends} concurrent appends"
+        );
     }
 }

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use error::StorageError;
-pub use types::{AppendRequest, KeyedWrite, OutboxEntry, OutboxRecord, Snapshot, StoredEvent, Table};
+pub use types::{
+    AppendRequest, KeyedWrite, OutboxEntry, OutboxRecord, Snapshot, StoredEvent, Table,
+};
 
 /// The one storage interface every backend implements.
 ///
@@ -50,7 +52,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StorageError>;
 
     /// Outbox entries with a position greater than `after`, oldest first.
-    async fn read_outbox(&self, after: u64, limit: usize) -> Result<Vec<OutboxEntry>, StorageError>;
+    async fn read_outbox(&self, after: u64, limit: usize)
+    -> Result<Vec<OutboxEntry>, StorageError>;
 
     /// The value under `key` in `table`.
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;

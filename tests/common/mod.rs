@@ -1,0 +1,123 @@
+//! Shared by the integration tests (a `mod.rs` so Cargo does not build it as a test of its own).
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use storefront_actors::order::{OrderLine, PlaceOrder};
+use storefront_actors::{
+    Clock, Currency, EntitySettings, Money, Quantity, SimulatedGateway, Sku, StockCommand,
+};
+use storefront_cluster::{Regions, RegionsConfig};
+use storefront_storage::embedded::EmbeddedStore;
+
+/// A node's core (store and regions) on a data dir, as `storefront serve` runs it.
+pub struct Node {
+    pub regions: Regions,
+    pub store: Arc<EmbeddedStore>,
+    pub gateway: Arc<SimulatedGateway>,
+}
+
+pub fn fast_settings() -> EntitySettings {
+    EntitySettings {
+        gateway_retry_base: Duration::from_millis(1),
+        ..EntitySettings::default()
+    }
+}
+
+impl Node {
+    pub async fn start(dir: &Path, settings: EntitySettings) -> Node {
+        let store = Arc::new(EmbeddedStore::open(dir).await.expect("open store"));
+        let gateway = Arc::new(SimulatedGateway::new());
+        let config = RegionsConfig {
+            shard_count: 64,
+            settings,
+            call_timeout: Duration::from_secs(30),
+        };
+        let regions = Regions::start(store.clone(), gateway.clone(), Clock::system(), config)
+            .await
+            .expect("start regions");
+        regions
+            .resume_open_orders()
+            .await
+            .expect("resume open orders");
+        Node {
+            regions,
+            store,
+            gateway,
+        }
+    }
+
+    /// Stops every entity and waits until nothing holds the store, so the data dir can be
+    /// opened again.
+    pub async fn stop(self) {
+        self.regions.shutdown(Duration::from_secs(10)).await;
+        drop(self.regions);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.store) > 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the store is still held after shutdown"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub async fn stock_sku(&self, sku: &str, qty: u64) {
+        self.regions
+            .stock(
+                sku,
+                StockCommand::Restock {
+                    restock_id: format!("{sku}/initial"),
+                    qty,
+                },
+            )
+            .await
+            .expect("restock");
+    }
+}
+
+pub fn usd(amount: &str) -> Money {
+    Money::parse(amount, Currency::USD).expect("valid amount")
+}
+
+pub fn order(
+    order_id: &str,
+    user_id: &str,
+    token: &str,
+    lines: &[(&str, u32, &str)],
+) -> PlaceOrder {
+    PlaceOrder {
+        order_id: order_id.to_owned(),
+        user_id: user_id.to_owned(),
+        lines: lines
+            .iter()
+            .map(|(sku, qty, price)| OrderLine {
+                sku: Sku::parse(sku).expect("valid sku"),
+                qty: Quantity::new(*qty).expect("valid qty"),
+                unit_price: usd(price),
+            })
+            .collect(),
+        currency: Currency::USD,
+        fx_rate: None,
+        payment_token: token.to_owned(),
+        shipping_address: None,
+    }
+}
+
+/// Waits (up to `limit`) until `check` holds, checking after each `step`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
