@@ -54,8 +54,10 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug + 'static {
 /// In-process stand-in for a card gateway, driven by the contract's test tokens:
 /// `tok_visa` and `tok_mastercard` succeed, `tok_chargeDeclined` and `tok_insufficientFunds`
 /// decline, `tok_processingError` fails with a gateway error on every attempt. Any other token is
-/// declined as invalid. Its ledger lives in memory: it simulates a remote party, and forgets
-/// idempotency keys when the process restarts.
+/// declined as invalid. Its ledger lives in memory, but like a real gateway (whose ledger outlives
+/// our restarts) it recognizes its own authorizations after a restart: an authorization id is
+/// derived from the idempotency key and carries the authorized amount, so a saga resumed by a new
+/// process can still capture it.
 #[derive(Debug, Default)]
 pub struct SimulatedGateway {
     ledger: Mutex<Ledger>,
@@ -140,6 +142,25 @@ impl SimulatedGateway {
     }
 }
 
+/// `auth_{minor units}_{currency}_{fnv64 of the key}`: recognizable without the ledger.
+fn authorization_id(key: &str, amount: &Money) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let minor = amount.minor_units().unwrap_or(0);
+    format!("auth_{minor}_{}_{hash:016x}", amount.currency())
+}
+
+/// The amount an authorization id of [`authorization_id`]'s form was issued for.
+fn parse_authorization(id: &str) -> Option<Money> {
+    let mut parts = id.strip_prefix("auth_")?.split('_');
+    let minor: i64 = parts.next()?.parse().ok()?;
+    let currency = crate::Currency::parse(parts.next()?).ok()?;
+    let hash = parts.next()?;
+    (hash.len() == 16 && parts.next().is_none()).then(|| Money::from_minor(minor, currency))
+}
+
 impl Ledger {
     fn new_id(&mut self, prefix: &str) -> String {
         self.next_id += 1;
@@ -157,7 +178,7 @@ impl PaymentGateway for SimulatedGateway {
     ) -> Result<String, GatewayError> {
         self.once(key, |ledger| match token {
             "tok_visa" | "tok_mastercard" => {
-                let id = ledger.new_id("auth");
+                let id = authorization_id(key, amount);
                 ledger.authorizations.insert(
                     id.clone(),
                     Authorization {
@@ -182,10 +203,16 @@ impl PaymentGateway for SimulatedGateway {
         amount: &Money,
     ) -> Result<String, GatewayError> {
         self.once(key, |ledger| {
+            let issued = parse_authorization(authorization)
+                .ok_or_else(|| GatewayError::Declined("no_such_authorization".into()))?;
             let auth = ledger
                 .authorizations
-                .get_mut(authorization)
-                .ok_or_else(|| GatewayError::Declined("no_such_authorization".into()))?;
+                .entry(authorization.to_owned())
+                .or_insert(Authorization {
+                    amount: issued,
+                    captured: false,
+                    voided: false,
+                });
             if auth.voided
                 || amount.amount() > auth.amount.amount()
                 || amount.currency() != auth.amount.currency()
@@ -242,6 +269,22 @@ mod tests {
         assert_ne!(gw.authorize("k2", "tok_mastercard", &ten).await.unwrap(), a);
         assert_eq!(gw.payment_state(&a), Some(PaymentState::Authorized));
         let c = gw.capture("k1/capture", &a, &ten).await.unwrap();
+        // A new process (empty ledger) still recognizes its authorizations, and only for their amount.
+        let restarted = SimulatedGateway::new();
+        assert!(
+            restarted
+                .capture("k1/capture-again", &a, &ten)
+                .await
+                .is_ok()
+        );
+        let eleven = Money::parse("11", Currency::USD).unwrap();
+        assert!(restarted.capture("k1/too-much", &a, &eleven).await.is_err());
+        assert!(
+            restarted
+                .capture("k1/forged", "auth_1000_USD_nothex", &ten)
+                .await
+                .is_err()
+        );
         assert_eq!(gw.capture("k1/capture", &a, &ten).await.unwrap(), c);
         assert_eq!(gw.payment_state(&a), Some(PaymentState::Captured));
         assert!(matches!(

@@ -19,6 +19,7 @@ pub struct Node {
     pub gateway: Arc<SimulatedGateway>,
 }
 
+/// Quick retries, and snapshots often enough that recovery exercises them.
 pub fn fast_settings() -> EntitySettings {
     EntitySettings {
         gateway_retry_base: Duration::from_millis(1),
@@ -28,6 +29,11 @@ pub fn fast_settings() -> EntitySettings {
 
 impl Node {
     pub async fn start(dir: &Path, settings: EntitySettings) -> Node {
+        // Logs show with `RUST_LOG=...` (for example `RUST_LOG=warn`); quiet otherwise.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
         let store = Arc::new(EmbeddedStore::open(dir).await.expect("open store"));
         let gateway = Arc::new(SimulatedGateway::new());
         let config = RegionsConfig {

@@ -1,0 +1,153 @@
+//! Shard regions: a panicking entity is restarted from its journal while its siblings keep
+//! serving; idle entities are passivated and come back with their state.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Node, eventually};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use storefront_actors::cart::CartCommand;
+use storefront_actors::{EntitySettings, Passivation, Quantity, Sku};
+use storefront_cluster::ShardRegion;
+use storefront_storage::embedded::EmbeddedStore;
+use storefront_storage::{AppendRequest, Store};
+
+/// A minimal event-sourced entity whose only purpose is to be crashed on request.
+#[derive(Default)]
+struct Counter;
+
+#[derive(Clone)]
+struct CounterArgs {
+    id: String,
+    store: Arc<dyn Store>,
+    starts: Arc<AtomicUsize>,
+}
+
+enum CounterMsg {
+    Increment(RpcReplyPort<u64>),
+    Get(RpcReplyPort<u64>),
+    Panic,
+}
+
+impl Actor for Counter {
+    type Msg = CounterMsg;
+    type State = (CounterArgs, u64);
+    type Arguments = CounterArgs;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<CounterMsg>,
+        args: CounterArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let count = args.store.read_events(&args.id, 1, usize::MAX).await?.len() as u64;
+        args.starts.fetch_add(1, Ordering::SeqCst);
+        Ok((args, count))
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<CounterMsg>,
+        msg: CounterMsg,
+        (args, count): &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            CounterMsg::Increment(reply) => {
+                let request = AppendRequest {
+                    stream: args.id.clone(),
+                    expected_seq: *count,
+                    events: vec![vec![1]],
+                    outbox: vec![],
+                    puts: vec![],
+                };
+                *count = args.store.append(request).await?;
+                let _ = reply.send(*count);
+            }
+            CounterMsg::Get(reply) => {
+                let _ = reply.send(*count);
+            }
+            CounterMsg::Panic => panic!("asked to crash"),
+        }
+        Ok(())
+    }
+}
+
+const T: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_entity_is_restarted_from_its_journal_and_siblings_keep_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+    let starts: Arc<std::collections::HashMap<&str, Arc<AtomicUsize>>> =
+        Arc::new([("a", Arc::default()), ("b", Arc::default())].into());
+    let region = {
+        let (store, starts) = (store.clone(), starts.clone());
+        ShardRegion::<Counter>::start("counter", 16, move |id, _: Passivation| CounterArgs {
+            id: id.to_owned(),
+            store: store.clone(),
+            starts: starts[id].clone(),
+        })
+        .await
+        .unwrap()
+    };
+    for _ in 0..3 {
+        region.call("a", CounterMsg::Increment, T).await.unwrap();
+    }
+    region.call("b", CounterMsg::Increment, T).await.unwrap();
+
+    region.send("a", CounterMsg::Panic).unwrap();
+    // The sibling serves throughout.
+    for expected in 2..=50 {
+        assert_eq!(
+            region.call("b", CounterMsg::Increment, T).await.unwrap(),
+            expected
+        );
+    }
+    // `a` is restarted by its supervisor without any further command, from its journal.
+    eventually(T, "a to restart", || async {
+        starts["a"].load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert_eq!(region.call("a", CounterMsg::Get, T).await.unwrap(), 3);
+    assert_eq!(region.call("a", CounterMsg::Increment, T).await.unwrap(), 4);
+    assert_eq!(
+        starts["b"].load(Ordering::SeqCst),
+        1,
+        "the sibling never restarted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_entities_are_passivated_and_restart_with_their_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = EntitySettings {
+        passivate_after: Duration::from_millis(50),
+        ..common::fast_settings()
+    };
+    let node = Node::start(dir.path(), settings).await;
+    let add = |sku: &str, qty| CartCommand::Add {
+        sku: Sku::parse(sku).unwrap(),
+        qty: Quantity::new(qty).unwrap(),
+    };
+    node.regions.update_cart("u1", add("A", 2)).await.unwrap();
+    node.regions.update_cart("u2", add("B", 1)).await.unwrap();
+    assert_eq!(node.regions.carts().live_entities(), 2);
+    eventually(T, "carts to passivate", || async {
+        node.regions.carts().live_entities() == 0
+    })
+    .await;
+    let cart = node.regions.cart("u1").await.unwrap();
+    assert_eq!((cart.lines[0].sku.as_str(), cart.lines[0].qty), ("A", 2));
+    assert_eq!(node.regions.carts().live_entities(), 1);
+    // Commands keep working across repeated passivations.
+    for round in 0..3 {
+        eventually(T, "cart to passivate again", || async {
+            node.regions.carts().live_entities() == 0
+        })
+        .await;
+        let cart = node.regions.update_cart("u1", add("A", 1)).await.unwrap();
+        assert_eq!(cart.lines[0].qty, 3 + round);
+    }
+}
