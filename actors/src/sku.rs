@@ -302,6 +302,21 @@ impl SkuStockState {
         }
     }
 
+    /// Decides `command` and folds its events into the state: the in-memory decision core the
+    /// actor runs before its journal write.
+    pub fn execute(
+        &mut self,
+        sku: &str,
+        command: &StockCommand,
+        now: u64,
+    ) -> Result<Vec<StockEvent>, DomainError> {
+        let events = self.decide(sku, command, now)?;
+        for event in &events {
+            self.apply(now, event);
+        }
+        Ok(events)
+    }
+
     fn settle(&mut self, at: u64, id: &str, how: Settled) {
         self.settled.insert(id.to_owned(), how);
         self.settled_log.push_back((at, id.to_owned()));
@@ -622,11 +637,7 @@ mod tests {
 
     /// Applies a command the way the actor does: decide, then fold the events.
     fn run(state: &mut SkuStockState, command: &StockCommand, now: u64) -> Result<(), DomainError> {
-        let events = state.decide("SKU", command, now)?;
-        for event in &events {
-            state.apply(now, event);
-        }
-        Ok(())
+        state.execute("SKU", command, now).map(drop)
     }
 
     #[derive(Debug, Clone)]

@@ -1,16 +1,19 @@
-//! The embedded backend: one `redb` file under the data dir, for a single node.
+//! The embedded backend: a `fjall` database under the data dir, for a single node.
 //!
-//! redb was chosen over fjall by the `journal_backends` benchmark (numbers in `BENCHMARKS.md`).
+//! fjall was chosen over redb by the `journal_backends` benchmark (numbers in `BENCHMARKS.md`):
+//! its write-ahead journal makes a durable commit cheaper than redb's copy-on-write B-tree commit.
 //!
 //! Group commit: every write goes through one writer thread. It takes every write waiting in its
-//! queue (up to [`MAX_GROUP`]), applies them in one redb transaction, commits it with one fsync
-//! (`Durability::Immediate`), and only then answers each caller. A write that fails its own check
+//! queue (up to [`MAX_GROUP`]), applies them in one fjall write transaction (which reads its own
+//! writes, so later writes of a group see earlier ones), commits it with one fsync
+//! (`PersistMode::SyncAll`), and only then answers each caller. A write that fails its own check
 //! (a sequence conflict) is answered with that error and leaves the others of its group untouched.
-//! Reads run on tokio's blocking pool against redb's MVCC read transactions.
+//! Reads run on tokio's blocking pool against a snapshot.
 //!
-//! Journal layout: one record per append, keyed by `(stream, first sequence)`, holding the framed
-//! events of that append; a stream's last sequence lives in `heads`. A read from sequence `n` starts
-//! at the last record whose first sequence is at most `n`.
+//! Layout: `journal` holds one record per append, keyed `stream 0x00 first-seq(u64 BE)`, with the
+//! framed events of that append; a stream's last sequence lives in `heads`. A read from sequence
+//! `n` starts at the last record whose first sequence is at most `n`. Stream names may not
+//! contain a NUL byte.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+use fjall::{
+    KeyspaceCreateOptions, PersistMode, Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,17 +34,6 @@ use crate::{
 pub const MAX_GROUP: usize = 8192;
 /// Writes that may wait for the writer thread before callers are held back.
 const QUEUE_DEPTH: usize = 65_536;
-/// The database file inside the data dir.
-const FILE_NAME: &str = "storefront.redb";
-
-const JOURNAL: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("journal");
-const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
-const SNAPSHOTS: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("snapshots");
-const OUTBOX: TableDefinition<u64, (&str, &str, &[u8])> = TableDefinition::new("outbox");
-
-fn kv_table(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
-    TableDefinition::new(table.name())
-}
 
 /// Counters of the writer thread, for tests and metrics.
 #[derive(Debug, Default)]
@@ -52,14 +44,43 @@ pub struct WriterStats {
     pub writes: AtomicU64,
 }
 
+/// The keyspaces of the database.
+#[derive(Clone)]
+struct Keyspaces {
+    db: SingleWriterTxDatabase,
+    journal: SingleWriterTxKeyspace,
+    heads: SingleWriterTxKeyspace,
+    snapshots: SingleWriterTxKeyspace,
+    outbox: SingleWriterTxKeyspace,
+    tables: Vec<(Table, SingleWriterTxKeyspace)>,
+}
+
+impl Keyspaces {
+    fn table(&self, table: Table) -> &SingleWriterTxKeyspace {
+        // Every `Table` gets a keyspace at open (`Table::ALL`), so the lookup cannot miss; the
+        // fallback only keeps this total.
+        self.tables
+            .iter()
+            .find(|(t, _)| *t == table)
+            .map_or(&self.journal, |(_, ks)| ks)
+    }
+}
+
 /// The embedded store. Cheap to share behind an `Arc`; dropping the last handle stops the writer
 /// thread after it has answered every queued write.
-#[derive(Debug)]
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    keyspaces: Keyspaces,
     writes: Option<mpsc::Sender<WriteOp>>,
     writer: Option<JoinHandle<()>>,
     stats: Arc<WriterStats>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("stats", &self.stats)
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -99,35 +120,57 @@ struct WriteOp {
     reply: oneshot::Sender<Result<Written, StorageError>>,
 }
 
+fn journal_key(stream: &str, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.len() + 9);
+    key.extend_from_slice(stream.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn u64_of(bytes: &[u8], what: &str) -> Result<u64, StorageError> {
+    let head: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StorageError::Corrupt(what.into()))?;
+    Ok(u64::from_be_bytes(head))
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store under `data_dir`.
     pub async fn open(data_dir: &Path) -> Result<Self, StorageError> {
-        let data_dir = data_dir.to_owned();
-        let db = tokio::task::spawn_blocking(move || -> Result<Database, StorageError> {
-            std::fs::create_dir_all(&data_dir).map_err(StorageError::backend)?;
-            let db = Database::create(data_dir.join(FILE_NAME)).map_err(StorageError::backend)?;
-            let txn = db.begin_write().map_err(StorageError::backend)?;
-            {
-                txn.open_table(JOURNAL).map_err(StorageError::backend)?;
-                txn.open_table(HEADS).map_err(StorageError::backend)?;
-                txn.open_table(SNAPSHOTS).map_err(StorageError::backend)?;
-                txn.open_table(OUTBOX).map_err(StorageError::backend)?;
-                for table in Table::ALL {
-                    txn.open_table(kv_table(table))
-                        .map_err(StorageError::backend)?;
-                }
-            }
-            txn.commit().map_err(StorageError::backend)?;
-            Ok(db)
+        let path = data_dir.join("store");
+        let keyspaces = tokio::task::spawn_blocking(move || -> Result<Keyspaces, StorageError> {
+            let db = SingleWriterTxDatabase::builder(&path)
+                .open()
+                .map_err(StorageError::backend)?;
+            let open = |name: &str| {
+                db.keyspace(name, KeyspaceCreateOptions::default)
+                    .map_err(StorageError::backend)
+            };
+            let tables = Table::ALL
+                .iter()
+                .map(|t| Ok((*t, open(t.name())?)))
+                .collect::<Result<_, StorageError>>()?;
+            Ok(Keyspaces {
+                journal: open("journal")?,
+                heads: open("heads")?,
+                snapshots: open("snapshots")?,
+                outbox: open("outbox")?,
+                tables,
+                db,
+            })
         })
         .await
         .map_err(StorageError::backend)??;
-        let db = Arc::new(db);
-        let next_outbox = last_outbox_position(&db)? + 1;
+        let next_outbox = match keyspaces.outbox.inner().last_key_value() {
+            Some(guard) => u64_of(&guard.key().map_err(StorageError::backend)?, "outbox key")? + 1,
+            None => 1,
+        };
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let writer = Writer {
-            db: db.clone(),
+            keyspaces: keyspaces.clone(),
             next_outbox,
             stats: stats.clone(),
         };
@@ -136,7 +179,7 @@ impl EmbeddedStore {
             .spawn(move || writer.run(rx))
             .map_err(StorageError::backend)?;
         Ok(Self {
-            db,
+            keyspaces,
             writes: Some(tx),
             writer: Some(writer),
             stats,
@@ -160,12 +203,15 @@ impl EmbeddedStore {
 
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database) -> Result<T, StorageError> + Send + 'static,
+        f: impl FnOnce(&Keyspaces, &fjall::Snapshot) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(StorageError::backend)?
+        let keyspaces = self.keyspaces.clone();
+        tokio::task::spawn_blocking(move || {
+            let snapshot = keyspaces.db.read_tx();
+            f(&keyspaces, &snapshot)
+        })
+        .await
+        .map_err(StorageError::backend)?
     }
 }
 
@@ -179,18 +225,8 @@ impl Drop for EmbeddedStore {
     }
 }
 
-fn last_outbox_position(db: &Database) -> Result<u64, StorageError> {
-    let txn = db.begin_read().map_err(StorageError::backend)?;
-    let table = txn.open_table(OUTBOX).map_err(StorageError::backend)?;
-    Ok(table
-        .last()
-        .map_err(StorageError::backend)?
-        .map(|(k, _)| k.value())
-        .unwrap_or(0))
-}
-
 struct Writer {
-    db: Arc<Database>,
+    keyspaces: Keyspaces,
     next_outbox: u64,
     stats: Arc<WriterStats>,
 }
@@ -234,29 +270,37 @@ impl Writer {
         group: &[WriteOp],
     ) -> Result<Vec<Result<Written, StorageError>>, StorageError> {
         let first_outbox = self.next_outbox;
-        let mut txn = self.db.begin_write().map_err(StorageError::backend)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(StorageError::backend)?;
+        let ks = self.keyspaces.clone();
+        let mut txn = ks.db.write_tx().durability(Some(PersistMode::SyncAll));
         let mut results = Vec::with_capacity(group.len());
         for op in group {
             let result = match &op.write {
-                Write::Append(request) => self.append(&txn, request).map(Written::Appended),
+                Write::Append(request) => self.append(&mut txn, request).map(Written::Appended),
                 Write::Snapshot { stream, snapshot } => {
-                    save_snapshot(&txn, stream, snapshot).map(|()| Written::Done)
+                    save_snapshot(&ks, &mut txn, stream, snapshot).map(|()| Written::Done)
                 }
                 Write::Put { table, key, value } => {
-                    put(&txn, *table, key, Some(value)).map(|()| Written::Done)
+                    txn.insert(ks.table(*table), key.as_slice(), value.as_slice());
+                    Ok(Written::Done)
                 }
                 Write::Delete { table, key } => {
-                    put(&txn, *table, key, None).map(|()| Written::Done)
+                    txn.remove(ks.table(*table), key.as_slice());
+                    Ok(Written::Done)
                 }
                 Write::Cas {
                     table,
                     key,
                     expected,
                     new,
-                } => cas(&txn, *table, key, expected.as_deref(), new.as_deref())
-                    .map(Written::Swapped),
+                } => cas(
+                    &ks,
+                    &mut txn,
+                    *table,
+                    key,
+                    expected.as_deref(),
+                    new.as_deref(),
+                )
+                .map(Written::Swapped),
             };
             match result {
                 Err(err @ (StorageError::Conflict { .. } | StorageError::Invalid(_))) => {
@@ -278,20 +322,25 @@ impl Writer {
 
     fn append(
         &mut self,
-        txn: &WriteTransaction,
+        txn: &mut fjall::SingleWriterWriteTx<'_>,
         request: &AppendRequest,
     ) -> Result<u64, StorageError> {
-        if request.stream.is_empty() {
-            return Err(StorageError::Invalid("empty stream name".into()));
+        let ks = &self.keyspaces;
+        if request.stream.is_empty() || request.stream.contains('\0') {
+            return Err(StorageError::Invalid(
+                "stream name empty or containing NUL".into(),
+            ));
         }
         if request.events.is_empty() {
             return Err(StorageError::Invalid("append without events".into()));
         }
-        let mut heads = txn.open_table(HEADS).map_err(StorageError::backend)?;
-        let actual = heads
-            .get(request.stream.as_str())
+        let actual = match txn
+            .get(ks.heads.inner(), request.stream.as_bytes())
             .map_err(StorageError::backend)?
-            .map_or(0, |v| v.value());
+        {
+            Some(v) => u64_of(v.as_ref(), "stream head")?,
+            None => 0,
+        };
         if actual != request.expected_seq {
             return Err(StorageError::Conflict {
                 stream: request.stream.clone(),
@@ -301,92 +350,113 @@ impl Writer {
         }
         let first = actual + 1;
         let last = actual + request.events.len() as u64;
-        heads
-            .insert(request.stream.as_str(), last)
-            .map_err(StorageError::backend)?;
-        let mut journal = txn.open_table(JOURNAL).map_err(StorageError::backend)?;
-        let framed = frame(&request.events);
-        journal
-            .insert((request.stream.as_str(), first), framed.as_slice())
-            .map_err(StorageError::backend)?;
-        if !request.outbox.is_empty() {
-            let mut outbox = txn.open_table(OUTBOX).map_err(StorageError::backend)?;
-            for record in &request.outbox {
-                outbox
-                    .insert(
-                        self.next_outbox,
-                        (
-                            record.event_id.as_str(),
-                            record.topic.as_str(),
-                            record.payload.as_slice(),
-                        ),
-                    )
-                    .map_err(StorageError::backend)?;
-                self.next_outbox += 1;
-            }
+        txn.insert(
+            &ks.heads,
+            request.stream.as_bytes(),
+            last.to_be_bytes().as_slice(),
+        );
+        txn.insert(
+            &ks.journal,
+            journal_key(&request.stream, first),
+            frame(&request.events),
+        );
+        for record in &request.outbox {
+            txn.insert(
+                &ks.outbox,
+                self.next_outbox.to_be_bytes().as_slice(),
+                encode_outbox(record),
+            );
+            self.next_outbox += 1;
         }
         for write in &request.puts {
-            put(txn, write.table, &write.key, write.value.as_deref())?;
+            match &write.value {
+                Some(value) => txn.insert(
+                    ks.table(write.table),
+                    write.key.as_slice(),
+                    value.as_slice(),
+                ),
+                None => txn.remove(ks.table(write.table), write.key.as_slice()),
+            }
         }
         Ok(last)
     }
 }
 
 fn save_snapshot(
-    txn: &WriteTransaction,
+    ks: &Keyspaces,
+    txn: &mut fjall::SingleWriterWriteTx<'_>,
     stream: &str,
     snapshot: &Snapshot,
 ) -> Result<(), StorageError> {
-    let mut table = txn.open_table(SNAPSHOTS).map_err(StorageError::backend)?;
-    let newer = table
-        .get(stream)
+    let newer = match txn
+        .get(ks.snapshots.inner(), stream.as_bytes())
         .map_err(StorageError::backend)?
-        .is_some_and(|v| v.value().0 > snapshot.seq);
+    {
+        Some(v) => u64_of(v.as_ref(), "snapshot")? > snapshot.seq,
+        None => false,
+    };
     if !newer {
-        table
-            .insert(stream, (snapshot.seq, snapshot.state.as_slice()))
-            .map_err(StorageError::backend)?;
+        let mut value = snapshot.seq.to_be_bytes().to_vec();
+        value.extend_from_slice(&snapshot.state);
+        txn.insert(&ks.snapshots, stream.as_bytes(), value);
     }
     Ok(())
 }
 
-fn put(
-    txn: &WriteTransaction,
-    table: Table,
-    key: &[u8],
-    value: Option<&[u8]>,
-) -> Result<(), StorageError> {
-    let mut table = txn
-        .open_table(kv_table(table))
-        .map_err(StorageError::backend)?;
-    match value {
-        Some(value) => table.insert(key, value).map(drop),
-        None => table.remove(key).map(drop),
-    }
-    .map_err(StorageError::backend)
-}
-
 fn cas(
-    txn: &WriteTransaction,
+    ks: &Keyspaces,
+    txn: &mut fjall::SingleWriterWriteTx<'_>,
     table: Table,
     key: &[u8],
     expected: Option<&[u8]>,
     new: Option<&[u8]>,
 ) -> Result<bool, StorageError> {
-    let current = {
-        let table = txn
-            .open_table(kv_table(table))
-            .map_err(StorageError::backend)?;
-        table
-            .get(key)
-            .map_err(StorageError::backend)?
-            .map(|v| v.value().to_vec())
-    };
+    let keyspace = ks.table(table);
+    let current = txn
+        .get(keyspace.inner(), key)
+        .map_err(StorageError::backend)?;
     if current.as_deref() != expected {
         return Ok(false);
     }
-    put(txn, table, key, new)?;
+    match new {
+        Some(value) => txn.insert(keyspace, key, value),
+        None => txn.remove(keyspace, key),
+    }
     Ok(true)
+}
+
+/// `[len u32][event_id][len u32][topic][payload]`, little endian lengths.
+fn encode_outbox(record: &OutboxRecord) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(8 + record.event_id.len() + record.topic.len() + record.payload.len());
+    for part in [record.event_id.as_bytes(), record.topic.as_bytes()] {
+        out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(&record.payload);
+    out
+}
+
+fn decode_outbox(bytes: &[u8]) -> Result<OutboxRecord, StorageError> {
+    let corrupt = || StorageError::Corrupt("outbox record".into());
+    let mut rest = bytes;
+    let mut part = || -> Result<String, StorageError> {
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err(corrupt());
+        }
+        let (text, tail) = tail.split_at(len);
+        rest = tail;
+        String::from_utf8(text.to_vec()).map_err(|_| corrupt())
+    };
+    let event_id = part()?;
+    let topic = part()?;
+    Ok(OutboxRecord {
+        event_id,
+        topic,
+        payload: rest.to_vec(),
+    })
 }
 
 /// `[count: u32][len: u32, bytes]*`, little endian.
@@ -443,26 +513,25 @@ impl Store for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StorageError> {
         let stream = stream.to_owned();
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(StorageError::backend)?;
-            let journal = txn.open_table(JOURNAL).map_err(StorageError::backend)?;
+        self.read(move |ks, snapshot| {
             let from_seq = from_seq.max(1);
             // The record holding `from_seq` is the last one starting at or before it.
-            let start = journal
-                .range((stream.as_str(), 0)..=(stream.as_str(), from_seq))
-                .map_err(StorageError::backend)?
+            let start = match snapshot
+                .range(
+                    ks.journal.inner(),
+                    journal_key(&stream, 0)..=journal_key(&stream, from_seq),
+                )
                 .next_back()
-                .transpose()
-                .map_err(StorageError::backend)?
-                .map_or(from_seq, |(k, _)| k.value().1);
-            let mut out = Vec::new();
-            for entry in journal
-                .range((stream.as_str(), start)..=(stream.as_str(), u64::MAX))
-                .map_err(StorageError::backend)?
             {
-                let (key, value) = entry.map_err(StorageError::backend)?;
-                let first = key.value().1;
-                for (i, payload) in unframe(&stream, value.value())?.into_iter().enumerate() {
+                Some(guard) => guard.key().map_err(StorageError::backend)?.to_vec(),
+                None => journal_key(&stream, from_seq),
+            };
+            let mut out = Vec::new();
+            for guard in snapshot.range(ks.journal.inner(), start..=journal_key(&stream, u64::MAX))
+            {
+                let (key, value) = guard.into_inner().map_err(StorageError::backend)?;
+                let first = u64_of(&key[stream.len() + 1..], "journal key")?;
+                for (i, payload) in unframe(&stream, &value)?.into_iter().enumerate() {
                     let seq = first + i as u64;
                     if seq < from_seq {
                         continue;
@@ -492,19 +561,17 @@ impl Store for EmbeddedStore {
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StorageError> {
         let stream = stream.to_owned();
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(StorageError::backend)?;
-            let table = txn.open_table(SNAPSHOTS).map_err(StorageError::backend)?;
-            Ok(table
-                .get(stream.as_str())
+        self.read(move |ks, snapshot| {
+            match snapshot
+                .get(ks.snapshots.inner(), stream.as_bytes())
                 .map_err(StorageError::backend)?
-                .map(|v| {
-                    let (seq, state) = v.value();
-                    Snapshot {
-                        seq,
-                        state: state.to_vec(),
-                    }
-                }))
+            {
+                Some(value) => Ok(Some(Snapshot {
+                    seq: u64_of(&value, "snapshot")?,
+                    state: value[8..].to_vec(),
+                })),
+                None => Ok(None),
+            }
         })
         .await
     }
@@ -514,24 +581,17 @@ impl Store for EmbeddedStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StorageError> {
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(StorageError::backend)?;
-            let table = txn.open_table(OUTBOX).map_err(StorageError::backend)?;
+        self.read(move |ks, snapshot| {
+            let from = after.saturating_add(1).to_be_bytes();
             let mut out = Vec::new();
-            for entry in table
-                .range(after.saturating_add(1)..)
-                .map_err(StorageError::backend)?
+            for guard in snapshot
+                .range(ks.outbox.inner(), from.as_slice()..)
                 .take(limit)
             {
-                let (position, value) = entry.map_err(StorageError::backend)?;
-                let (event_id, topic, payload) = value.value();
+                let (key, value) = guard.into_inner().map_err(StorageError::backend)?;
                 out.push(OutboxEntry {
-                    position: position.value(),
-                    record: OutboxRecord {
-                        event_id: event_id.to_owned(),
-                        topic: topic.to_owned(),
-                        payload: payload.to_vec(),
-                    },
+                    position: u64_of(&key, "outbox key")?,
+                    record: decode_outbox(&value)?,
                 });
             }
             Ok(out)
@@ -541,15 +601,11 @@ impl Store for EmbeddedStore {
 
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let key = key.to_vec();
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(StorageError::backend)?;
-            let table = txn
-                .open_table(kv_table(table))
-                .map_err(StorageError::backend)?;
-            Ok(table
-                .get(key.as_slice())
+        self.read(move |ks, snapshot| {
+            Ok(snapshot
+                .get(ks.table(table).inner(), &key)
                 .map_err(StorageError::backend)?
-                .map(|v| v.value().to_vec()))
+                .map(|v| v.to_vec()))
         })
         .await
     }
@@ -603,27 +659,22 @@ impl Store for EmbeddedStore {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
         let prefix = prefix.to_vec();
         let start_after = start_after.map(<[u8]>::to_vec);
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(StorageError::backend)?;
-            let table = txn
-                .open_table(kv_table(table))
-                .map_err(StorageError::backend)?;
-            let lower = match &start_after {
+        self.read(move |ks, snapshot| {
+            let lower = match start_after {
                 Some(after) if after.as_slice() >= prefix.as_slice() => {
-                    std::ops::Bound::Excluded(after.as_slice())
+                    std::ops::Bound::Excluded(after)
                 }
-                _ => std::ops::Bound::Included(prefix.as_slice()),
+                _ => std::ops::Bound::Included(prefix.clone()),
             };
             let mut out = Vec::new();
-            let range = table
-                .range::<&[u8]>((lower, std::ops::Bound::Unbounded))
-                .map_err(StorageError::backend)?;
-            for entry in range {
-                let (key, value) = entry.map_err(StorageError::backend)?;
-                if !key.value().starts_with(&prefix) || out.len() == limit {
+            for guard in snapshot
+                .range::<Vec<u8>, _>(ks.table(table).inner(), (lower, std::ops::Bound::Unbounded))
+            {
+                let (key, value) = guard.into_inner().map_err(StorageError::backend)?;
+                if !key.starts_with(&prefix) || out.len() == limit {
                     break;
                 }
-                out.push((key.value().to_vec(), value.value().to_vec()));
+                out.push((key.to_vec(), value.to_vec()));
             }
             Ok(out)
         })
