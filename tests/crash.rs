@@ -19,7 +19,7 @@ const CHILD_DIR: &str = "STOREFRONT_CRASH_CHILD_DIR";
 const CHILD_ROUND: &str = "STOREFRONT_CRASH_CHILD_ROUND";
 const RESERVE_SKUS: usize = 4;
 const CHECKOUT_SKUS: usize = 3;
-const CHECKOUT_STOCK: u64 = 300;
+const CHECKOUT_STOCK: u64 = 1_000;
 const RESERVE_STOCK: u64 = 100_000;
 const ROUNDS: usize = 2;
 
@@ -161,15 +161,15 @@ fn run_child_until_killed(dir: &str, round: usize, seen: &mut Seen) {
             }
             _ => continue,
         }
-        if !killed && reservations >= 2_000 && confirmations >= 150 {
+        if !killed && reservations >= 2_000 && confirmations >= 100 {
             child.kill().unwrap();
             killed = true;
         }
     }
     child.wait().unwrap();
     assert!(
-        reservations >= 2_000 && confirmations >= 150,
-        "round {round}: the child stopped early"
+        killed,
+        "round {round}: the child stopped before it was killed"
     );
 }
 

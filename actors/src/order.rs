@@ -11,6 +11,12 @@
 //! refunds what was paid, and ends `failed`. A confirmed order can be cancelled: refund, return
 //! the stock, `cancelled`. One step runs at a time, in a task, and its outcome comes back as a
 //! message, so the order keeps answering reads while a step waits on the gateway.
+//!
+//! Steps are pipelined with the journal: once the order is durably placed (and so marked open, to
+//! be resumed after a crash), the next step starts as soon as the previous one's events are
+//! recorded, not when they are durable, so a busy order writes several steps in one append. This
+//! is safe because every step is idempotent (a crash redoes what was not yet durable) and nothing
+//! is acknowledged to a caller before the events that decided it are durable.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -643,7 +649,7 @@ fn not_found(order_id: &str) -> DomainError {
 }
 
 impl OrderRunning {
-    /// Records events with what must land with them, then has the saga advance once durable.
+    /// Records events with what must land with them, then has the saga advance.
     fn record(
         &mut self,
         myself: &ActorRef<OrderMsg>,
@@ -696,12 +702,21 @@ impl OrderRunning {
             });
             self.notify_waiters();
         }
-        let myself = myself.clone();
-        self.journal.after_durable(Box::new(move |durable| {
-            if durable.is_ok() {
-                let _ = myself.send_message(saga(SagaMsg::Advance));
-            }
-        }));
+        if placed || reopened {
+            // No step may act before the open-order marker is durable: after a crash, only a
+            // marked order is resumed, so a step taken for an unmarked one could be left dangling.
+            let myself = myself.clone();
+            self.journal.after_durable(Box::new(move |durable| {
+                if durable.is_ok() {
+                    let _ = myself.send_message(saga(SagaMsg::Advance));
+                }
+            }));
+        } else {
+            // Later steps need not wait for these events to be durable (see the module doc).
+            myself
+                .send_message(saga(SagaMsg::Advance))
+                .map_err(|e| DomainError::Unavailable(e.to_string()))?;
+        }
         Ok(())
     }
 
@@ -760,8 +775,8 @@ impl OrderRunning {
 
     /// Records what needs no I/O, and starts the next step if none is running.
     fn advance(&mut self, myself: &ActorRef<OrderMsg>) -> Result<(), DomainError> {
-        if self.step_running || !self.journal.is_idle() {
-            // The write in flight advances again when it lands.
+        if self.step_running {
+            // The running step advances again when it is done.
             return Ok(());
         }
         match self.order.next() {

@@ -1,1 +1,132 @@
-fn main() {}
+//! One hot SKU's reservations: the decision core in memory, and durable through the SKU region,
+//! its actor and the embedded store with group commit (one fsync per group, every reservation
+//! acknowledged only after its fsync).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use storefront_actors::sku::SkuStockState;
+use storefront_actors::{Clock, EntitySettings, SimulatedGateway, StockCommand};
+use storefront_cluster::{Regions, RegionsConfig};
+use storefront_storage::embedded::EmbeddedStore;
+
+/// Reservations per measured burst.
+const BURST: u64 = 100_000;
+/// Concurrent callers (think HTTP requests in flight) during a burst.
+const CALLERS: u64 = 2_000;
+
+fn reserve(id: u64) -> StockCommand {
+    StockCommand::Reserve {
+        reservation_id: format!("r-{id}"),
+        order_id: format!("o-{id}"),
+        qty: 1,
+        ttl_ms: 3_600_000,
+    }
+}
+
+fn in_memory(c: &mut Criterion) {
+    let mut group = c.benchmark_group("stock/in_memory");
+    group.throughput(Throughput::Elements(BURST));
+    let commands: Vec<StockCommand> = (0..BURST).map(reserve).collect();
+    group.bench_function("reserve_one_unit", |b| {
+        b.iter_batched(
+            || {
+                let mut state = SkuStockState::default();
+                let restock = StockCommand::Restock {
+                    restock_id: "initial".into(),
+                    qty: u64::MAX / 2,
+                };
+                state.execute("HOT", &restock, 0).unwrap();
+                state
+            },
+            |mut state| {
+                for command in &commands {
+                    state.execute("HOT", command, 1).unwrap();
+                }
+                state
+            },
+            criterion::BatchSize::LargeInput,
+        );
+    });
+    group.finish();
+}
+
+fn durable(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let regions = runtime.block_on(async {
+        let store = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+        let config = RegionsConfig {
+            settings: EntitySettings {
+                snapshot_every: 100_000,
+                ..EntitySettings::default()
+            },
+            ..RegionsConfig::default()
+        };
+        Regions::start(
+            store,
+            Arc::new(SimulatedGateway::new()),
+            Clock::system(),
+            config,
+        )
+        .await
+        .unwrap()
+    });
+    let mut group = c.benchmark_group("stock/durable");
+    group.throughput(Throughput::Elements(BURST));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(15));
+    let mut round = 0u64;
+    group.bench_function("hot_sku_reserve_one_unit", |b| {
+        b.to_async(&runtime).iter_custom(|iters| {
+            let regions = regions.clone();
+            round += 1;
+            let first_round = round;
+            async move {
+                let mut elapsed = Duration::ZERO;
+                for i in 0..iters {
+                    // A fresh SKU per burst keeps each actor's state the size of one sale.
+                    let sku = format!("HOT-{first_round}-{i}");
+                    regions
+                        .stock(
+                            &sku,
+                            StockCommand::Restock {
+                                restock_id: "initial".into(),
+                                qty: BURST,
+                            },
+                        )
+                        .await
+                        .unwrap();
+                    let start = Instant::now();
+                    let callers: Vec<_> = (0..CALLERS)
+                        .map(|caller| {
+                            let (regions, sku) = (regions.clone(), sku.clone());
+                            tokio::spawn(async move {
+                                for n in (caller..BURST).step_by(CALLERS as usize) {
+                                    regions.stock(&sku, reserve(n)).await.unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for caller in callers {
+                        caller.await.unwrap();
+                    }
+                    elapsed += start.elapsed();
+                    let levels = regions.stock_levels(&sku).await.unwrap();
+                    assert_eq!(levels.available, 0, "every unit reserved exactly once");
+                }
+                elapsed
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, in_memory, durable);
+criterion_main!(benches);
