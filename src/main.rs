@@ -1,1 +1,163 @@
-fn main() {}
+//! The `storefront` binary: parses the command line, loads the configuration and runs a node.
+//!
+//! This is the only place that reads the process environment, installs the allocator and the
+//! log subscriber, and turns errors into an exit status (`anyhow` lives here and nowhere else).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use storefront_actors::{Clock, Currency, EntitySettings, SimulatedGateway};
+use storefront_cluster::{Regions, RegionsConfig};
+use storefront_config::{Config, Override};
+
+/// mimalloc: the allocator the benchmarks were measured with (glibc's malloc cost about a quarter
+/// of the checkout throughput under load, see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(name = "storefront", version, about = "An e-commerce backend of sharded, event-sourced actors")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "STOREFRONT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the HTTP edge listens (HOST:PORT).
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// Where the embedded store lives.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// `embedded`, `postgres://...` or `scylla://...`.
+    #[arg(long)]
+    store: Option<String>,
+    /// Start with an empty catalog.
+    #[arg(long)]
+    no_demo_data: bool,
+    /// This node's id in the cluster.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Where this node listens for peers (HOST:PORT).
+    #[arg(long)]
+    cluster_addr: Option<String>,
+    /// Peers to join, comma separated (HOST:PORT,...).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<String>>,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> Vec<Override> {
+        let mut overrides = Vec::new();
+        let mut text = |key: &str, value: &Option<String>| {
+            if let Some(value) = value {
+                overrides.push(Override::new(key, value.as_str()));
+            }
+        };
+        text("http_addr", &self.http_addr);
+        text("store", &self.store);
+        text("cluster.node_id", &self.node_id);
+        text("cluster.addr", &self.cluster_addr);
+        if let Some(dir) = &self.data_dir {
+            overrides.push(Override::new("data_dir", dir.to_string_lossy().as_ref()));
+        }
+        if let Some(seeds) = &self.seeds {
+            let seeds: Vec<toml::Value> = seeds.iter().map(|s| toml::Value::from(s.as_str())).collect();
+            overrides.push(Override::new("cluster.seeds", seeds));
+        }
+        if self.no_demo_data {
+            overrides.push(Override::new("demo_data", false));
+        }
+        overrides
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line, the whole cause chain: `{:#}`.
+            eprintln!("storefront: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
+    init_logs(&config)?;
+    Currency::parse(&config.shop.base_currency).context("invalid config key `shop.base_currency`")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run_node(config))
+}
+
+fn init_logs(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
+        .with_context(|| format!("invalid config key `log.filter`: `{}`", config.log.filter))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let installed = if config.log.json { builder.json().try_init() } else { builder.try_init() };
+    installed.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+}
+
+fn settings(config: &Config) -> EntitySettings {
+    let e = &config.entities;
+    EntitySettings {
+        snapshot_every: e.snapshot_every,
+        passivate_after: Duration::from_secs(e.passivate_after_secs),
+        cart_idle_expiry: Duration::from_secs(e.cart_idle_expiry_secs),
+        reservation_ttl: Duration::from_secs(e.reservation_ttl_secs),
+        stock_low_threshold: e.stock_low_threshold,
+        gateway_max_attempts: config.checkout.gateway_max_attempts,
+        gateway_retry_base: Duration::from_millis(config.checkout.gateway_retry_base_ms),
+    }
+}
+
+async fn run_node(config: Config) -> anyhow::Result<()> {
+    let store = storefront_storage::open(&config.store, &config.data_dir)
+        .await
+        .with_context(|| format!("cannot open the store `{}` under {}", config.store, config.data_dir.display()))?;
+    let regions_config = RegionsConfig {
+        shard_count: config.entities.shard_count,
+        settings: settings(&config),
+        ..RegionsConfig::default()
+    };
+    let regions = Regions::start(store, Arc::new(SimulatedGateway::new()), Clock::system(), regions_config).await?;
+    let resumed = regions.resume_open_orders().await?;
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        store = %config.store,
+        resumed_checkouts = resumed,
+        "storefront node running (entities, journal and checkout saga; no HTTP edge in this build yet)"
+    );
+    shutdown_signal().await?;
+    tracing::info!("shutting down: draining entities");
+    regions.shutdown(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}

@@ -203,7 +203,7 @@ impl Default for RateLimitConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            filter: "info".into(),
+            filter: "info,fjall=warn,lsm_tree=warn".into(),
             json: false,
         }
     }
@@ -303,10 +303,9 @@ impl Config {
         }
         let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
             let key = e.path().to_string();
-            invalid(
-                if key == "." { "" } else { &key },
-                e.into_inner().to_string(),
-            )
+            // Parser messages may span lines; a config error is reported on one.
+            let reason = e.into_inner().to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            invalid(if key == "." { "" } else { &key }, reason)
         })?;
         config.validate()?;
         Ok(config)
