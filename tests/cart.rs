@@ -1,4 +1,6 @@
 //! Carts: line rules, idle expiry, durability.
+// Test code: an unmet expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! A node is SIGKILLed mid-load (twice) and restarted on the same data dir: every acknowledged
 //! reservation and confirmed order is there, nothing is applied twice, and every checkout that
 //! was in flight ends confirmed or failed with its stock released.
+// Test code: an unmet expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -35,7 +37,7 @@ fn checkout_sku(k: usize) -> String {
 fn checkout_lines(n: usize) -> Vec<(String, u32)> {
     let first = n % CHECKOUT_SKUS;
     let mut lines = vec![(checkout_sku(first), 1 + (n % 3) as u32)];
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         lines.push((checkout_sku((first + 1) % CHECKOUT_SKUS), 1));
     }
     lines
@@ -224,7 +226,7 @@ fn killed_node_loses_nothing_acknowledged() {
         }
 
         // Every checkout that was started ends confirmed or failed; acknowledged ones as acknowledged.
-        let mut sold = vec![0u64; CHECKOUT_SKUS];
+        let mut sold = [0u64; CHECKOUT_SKUS];
         let mut unknown = 0;
         for (order_id, n) in &seen.started {
             let outcome = r.order_outcome(order_id, Duration::from_secs(30)).await;

@@ -1,5 +1,7 @@
 //! One hot SKU under a burst of concurrent reservations: exactly the stock is sold, and the same
 //! holds after the node restarts from its journal.
+// Test code: an unmet expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

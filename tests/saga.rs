@@ -1,5 +1,7 @@
 //! The checkout saga for each test payment token, stock shortages, cancellation, and
 //! reservation expiry by the SKU actor's timer.
+// Test code: an unmet expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Shard regions: a panicking entity is restarted from its journal while its siblings keep
 //! serving; idle entities are passivated and come back with their state.
+// Test code: an unmet expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

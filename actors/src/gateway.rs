@@ -226,10 +226,10 @@ impl PaymentGateway for SimulatedGateway {
 
     async fn void(&self, key: &str, authorization: &str) -> Result<(), GatewayError> {
         self.once(key, |ledger| {
-            if let Some(auth) = ledger.authorizations.get_mut(authorization) {
-                if !auth.captured {
-                    auth.voided = true;
-                }
+            if let Some(auth) = ledger.authorizations.get_mut(authorization)
+                && !auth.captured
+            {
+                auth.voided = true;
             }
             Ok(String::new())
         })

@@ -198,10 +198,10 @@ impl Journal {
             let save = snapshot.filter(|_| result.is_ok());
             // The entity may have stopped; its replies were then already failed.
             let _ = myself.send_message(wrap(Persisted(result)));
-            if let Some(snapshot) = save {
-                if let Err(err) = store.save_snapshot(&stream, snapshot).await {
-                    tracing::warn!(%stream, error = %err, "snapshot not saved");
-                }
+            if let Some(snapshot) = save
+                && let Err(err) = store.save_snapshot(&stream, snapshot).await
+            {
+                tracing::warn!(%stream, error = %err, "snapshot not saved");
             }
         });
         Ok(())

@@ -678,21 +678,19 @@ impl OrderRunning {
                 value: Some(vec![]),
             });
         }
-        if placed {
-            if let Some(order) = &self.order.order {
-                // Newest first in a forward scan: the key holds the inverted creation time.
-                let key = format!(
-                    "{}/{:016x}/{}",
-                    order.user_id,
-                    u64::MAX - now,
-                    order.order_id
-                );
-                self.journal.put(KeyedWrite {
-                    table: Table::OrdersByUser,
-                    key: key.into_bytes(),
-                    value: Some(order.order_id.clone().into_bytes()),
-                });
-            }
+        if placed && let Some(order) = &self.order.order {
+            // Newest first in a forward scan: the key holds the inverted creation time.
+            let key = format!(
+                "{}/{:016x}/{}",
+                order.user_id,
+                u64::MAX - now,
+                order.order_id
+            );
+            self.journal.put(KeyedWrite {
+                table: Table::OrdersByUser,
+                key: key.into_bytes(),
+                value: Some(order.order_id.clone().into_bytes()),
+            });
         }
         if was_in_progress && !self.order.in_progress() {
             self.journal.put(KeyedWrite {

@@ -304,7 +304,12 @@ impl Config {
         let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
             let key = e.path().to_string();
             // Parser messages may span lines; a config error is reported on one.
-            let reason = e.into_inner().to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            let reason = e
+                .into_inner()
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             invalid(if key == "." { "" } else { &key }, reason)
         })?;
         config.validate()?;

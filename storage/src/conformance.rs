@@ -4,6 +4,8 @@
 //! there) and invoke [`store_conformance_tests!`](crate::store_conformance_tests), which expands to
 //! one test per property below. The crash test re-runs the test binary as a child writer, SIGKILLs
 //! it mid-load, and checks what a fresh process reads back.
+// Test-support code: an unmet expectation is a failed test, so it unwraps like a test does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -454,7 +456,7 @@ pub fn killed_writer_never_leaves_a_partial_event<H: Harness>(module: &str, test
         Some((_, rest)) => format!("{rest}::{test}"),
         None => test.to_owned(),
     };
-    let mut acked = vec![0u64; CRASH_STREAMS];
+    let mut acked = [0u64; CRASH_STREAMS];
     for round in 0..KILL_ROUNDS {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([

@@ -1,5 +1,5 @@
 //! Shared by the integration tests (a `mod.rs` so Cargo does not build it as a test of its own).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::sync::Arc;
