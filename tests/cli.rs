@@ -16,10 +16,18 @@ fn storefront() -> Command {
 }
 
 fn refused(args: &[&str], envs: &[(&str, &str)]) -> String {
-    let output = storefront().args(args).envs(envs.iter().copied()).output().unwrap();
+    let output = storefront()
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
     assert!(!output.status.success(), "{args:?} {envs:?} was accepted");
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
 }
@@ -39,7 +47,9 @@ fn bad_configuration_is_refused_with_one_line() {
     assert!(refused(&["serve", "--config", bad.to_str().unwrap()], &[]).contains("not valid toml"));
 
     let missing = dir.path().join("missing.toml");
-    assert!(refused(&["serve", "--config", missing.to_str().unwrap()], &[]).contains("cannot read"));
+    assert!(
+        refused(&["serve", "--config", missing.to_str().unwrap()], &[]).contains("cannot read")
+    );
 
     let message = refused(&["serve"], &[("STOREFRONT_ENTITIES__SHARD_COUNT", "0")]);
     assert!(message.contains("entities.shard_count"), "{message}");
@@ -58,10 +68,19 @@ fn a_node_starts_and_stops_cleanly_on_sigterm() {
         .unwrap();
     let stdout = BufReader::new(node.stdout.take().unwrap());
     let mut lines = stdout.lines();
-    let running = lines.by_ref().map(Result::unwrap).find(|line| line.contains("node running"));
+    let running = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|line| line.contains("node running"));
     assert!(running.is_some(), "the node never reported running");
-    let status = Command::new("kill").args(["-TERM", &node.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     assert!(node.wait().unwrap().success(), "a SIGTERM stop must exit 0");
-    assert!(dir.path().join("store").is_dir(), "the embedded store lives in the data dir");
+    assert!(
+        dir.path().join("store").is_dir(),
+        "the embedded store lives in the data dir"
+    );
 }

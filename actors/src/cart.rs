@@ -298,7 +298,7 @@ impl Actor for CartActor {
                     st.lifecycle
                         .stop_when_idle(&myself.get_cell(), st.journal.is_idle());
                 }
-                InternalMsg::ExpireDue | InternalMsg::Saga(_) => {}
+                InternalMsg::ExpireDue | InternalMsg::Saga(_) | InternalMsg::Done => {}
             },
         }
         st.journal.flush(&st.cart, &myself, persisted)?;

@@ -80,6 +80,8 @@ pub(crate) enum InternalMsg {
     Persisted(Persisted),
     /// The idle timer fired.
     IdleCheck,
+    /// The entity's work is done: passivate without waiting for the idle timer.
+    Done,
     /// The region agreed to passivation: stop once the journal is idle.
     Stop,
     /// A SKU's earliest reservation deadline has passed.
@@ -139,6 +141,21 @@ impl Lifecycle {
             .saturating_sub(idle)
             .max(Duration::from_millis(10));
         self.arm(myself.get_cell(), wait, wrap);
+    }
+
+    /// Asks to passivate now, idle or not (an entity whose work is done); `false` if the region
+    /// declined or a stop is already under way.
+    pub(crate) fn passivate_now<M: Message>(
+        &mut self,
+        myself: &ActorRef<M>,
+        wrap: fn(Internal) -> M,
+    ) -> bool {
+        if self.stopping || !self.passivation.request(myself.get_id()) {
+            return false;
+        }
+        self.stopping = true;
+        let _ = myself.send_message(wrap(Internal(InternalMsg::Stop)));
+        true
     }
 
     /// Handles the stop message: stops now if `journal_idle`, else when the journal is idle.

@@ -1,6 +1,7 @@
 //! `OrderActor`: one order and its checkout saga.
 //!
-//! Supervision: spawned on demand by the order shard region's supervisor, and at node start for
+//! Supervision: spawned on demand by the order shard region's supervisor (and passivated as soon
+//! as its saga has ended and been answered), and at node start for
 //! every order whose saga has not ended (the `open_orders` table, kept in the same appends as the
 //! order's events). A crash restarts only this order; it replays its journal and resumes the saga
 //! where its events stop. Every step is idempotent (reservation ids and payment idempotency keys
@@ -693,6 +694,14 @@ impl OrderRunning {
             });
         }
         if was_in_progress && !self.order.in_progress() {
+            // An ended order is rarely touched again: once its outcome is durable (and answered),
+            // it leaves memory; a later read rebuilds it from its journal.
+            let me = myself.clone();
+            self.journal.after_durable(Box::new(move |durable| {
+                if durable.is_ok() {
+                    let _ = me.send_message(internal(Internal(InternalMsg::Done)));
+                }
+            }));
             self.journal.put(KeyedWrite {
                 table: Table::OpenOrders,
                 key: open_key,
@@ -1107,6 +1116,11 @@ impl Actor for OrderActor {
                 InternalMsg::Stop => {
                     st.lifecycle
                         .stop_when_idle(&myself.get_cell(), st.journal.is_idle());
+                }
+                InternalMsg::Done => {
+                    if !st.order.in_progress() && !st.step_running && st.waiters.is_empty() {
+                        st.lifecycle.passivate_now(&myself, internal);
+                    }
                 }
                 InternalMsg::Saga(SagaMsg::Advance) => st.advance(&myself)?,
                 InternalMsg::Saga(SagaMsg::StepDone(outcome)) => st.step_done(&myself, *outcome)?,

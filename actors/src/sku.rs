@@ -602,7 +602,7 @@ impl Actor for SkuStockActor {
                     st.expiry_armed_for = None;
                     st.expire_due(&myself)?;
                 }
-                InternalMsg::Saga(_) => {}
+                InternalMsg::Saga(_) | InternalMsg::Done => {}
             },
         }
         st.journal.flush(&st.stock, &myself, persisted)?;
