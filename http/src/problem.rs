@@ -1,0 +1,191 @@
+//! Errors as `application/problem+json` (RFC 9457) with stable `type`s clients branch on.
+
+use serde::Serialize;
+use storefront_actors::DomainError;
+
+/// The media type of a problem document.
+pub const CONTENT_TYPE: &str = "application/problem+json";
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The field, for example `items[0].qty`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Stable identifier, for example `/problems/out-of-stock`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Short summary of the kind.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// This occurrence, in words.
+    pub detail: String,
+    /// Field errors of a validation problem.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    /// A problem without field errors.
+    pub fn new(
+        kind: &'static str,
+        title: &'static str,
+        status: u16,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            title,
+            status,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// Maps an error to the problem an API client sees.
+pub trait ToProblem {
+    /// The problem document for this error.
+    fn to_problem(&self) -> Problem;
+}
+
+impl ToProblem for DomainError {
+    fn to_problem(&self) -> Problem {
+        let detail = self.to_string();
+        let p = |kind, title, status| Problem::new(kind, title, status, detail.clone());
+        match self {
+            DomainError::Invalid { field, reason } => Problem {
+                errors: vec![FieldError {
+                    field: field.clone(),
+                    message: reason.clone(),
+                }],
+                ..p("/problems/validation", "Invalid request", 400)
+            },
+            DomainError::InvalidMoney(_) => p("/problems/invalid-money", "Invalid amount", 400),
+            DomainError::UnknownCurrency(_) => {
+                p("/problems/unknown-currency", "Unknown currency", 400)
+            }
+            DomainError::CurrencyMismatch { .. } => p(
+                "/problems/currency-mismatch",
+                "Currencies do not match",
+                400,
+            ),
+            DomainError::InvalidRate(_) => {
+                p("/problems/invalid-fx-rate", "Invalid exchange rate", 400)
+            }
+            DomainError::Overflow => p("/problems/amount-out-of-range", "Amount out of range", 400),
+            DomainError::OutOfStock { .. } => p("/problems/out-of-stock", "Out of stock", 409),
+            DomainError::ReservationGone(_) => p(
+                "/problems/reservation-gone",
+                "Reservation no longer held",
+                409,
+            ),
+            DomainError::AlreadyCommitted(_) => p(
+                "/problems/reservation-committed",
+                "Reservation already committed",
+                409,
+            ),
+            DomainError::BelowReserved { .. } => p(
+                "/problems/below-reserved",
+                "Stock would fall below what is reserved",
+                409,
+            ),
+            DomainError::NotFound { .. } => p("/problems/not-found", "Not found", 404),
+            DomainError::OrderConflict(_) => p(
+                "/problems/order-conflict",
+                "Order exists with other contents",
+                409,
+            ),
+            DomainError::InvalidOrderState { .. } => p(
+                "/problems/invalid-order-state",
+                "Not possible in this order state",
+                409,
+            ),
+            DomainError::Unavailable(_) => {
+                p("/problems/unavailable", "Temporarily unavailable", 503)
+            }
+            DomainError::Storage(_) => {
+                p("/problems/storage-unavailable", "Storage unavailable", 503)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use storefront_actors::{Currency, Money};
+
+    use super::*;
+
+    #[test]
+    fn domain_errors_map_to_stable_problems() {
+        let cases = [
+            (
+                DomainError::OutOfStock {
+                    sku: "A".into(),
+                    requested: 2,
+                    available: 1,
+                },
+                409,
+                "/problems/out-of-stock",
+            ),
+            (
+                DomainError::NotFound {
+                    kind: "order",
+                    id: "o".into(),
+                },
+                404,
+                "/problems/not-found",
+            ),
+            (
+                DomainError::Unavailable("timeout".into()),
+                503,
+                "/problems/unavailable",
+            ),
+            (
+                DomainError::UnknownCurrency("XYZ".into()),
+                400,
+                "/problems/unknown-currency",
+            ),
+            (
+                DomainError::BelowReserved {
+                    on_hand: 1,
+                    reserved: 2,
+                },
+                409,
+                "/problems/below-reserved",
+            ),
+        ];
+        for (error, status, kind) in cases {
+            let problem = error.to_problem();
+            assert_eq!((problem.status, problem.kind), (status, kind), "{error}");
+            assert_eq!(problem.detail, error.to_string());
+        }
+        let money = Money::parse("1.001", Currency::USD)
+            .unwrap_err()
+            .to_problem();
+        assert_eq!((money.status, money.kind), (400, "/problems/invalid-money"));
+    }
+
+    #[test]
+    fn validation_problems_list_their_fields() {
+        let problem = DomainError::Invalid {
+            field: "items[0].qty".into(),
+            reason: "must be between 1 and 100".into(),
+        }
+        .to_problem();
+        let json = serde_json::to_value(&problem).unwrap();
+        assert_eq!(json["type"], "/problems/validation");
+        assert_eq!(json["status"], 400);
+        assert_eq!(json["errors"][0]["field"], "items[0].qty");
+        let plain = serde_json::to_value(DomainError::Overflow.to_problem()).unwrap();
+        assert!(plain.get("errors").is_none(), "no empty errors array");
+    }
+}
