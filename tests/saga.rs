@@ -319,3 +319,31 @@ async fn a_lapsed_reservation_fails_the_checkout_and_voids_the_payment() {
         }
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_answers_everything_sent_while_it_passivates() {
+    // An ended order passivates at once; commands that reach it meanwhile must still be answered,
+    // by it or by its successor.
+    let (_dir, node) = node().await;
+    node.stock_sku("M", 10_000).await;
+    for i in 0..200 {
+        let order_id = format!("p-{i}");
+        let place = order(&order_id, "u1", "tok_visa", &[("M", 1, "1.00")]);
+        let Checkout::Ended(first) = node.regions.checkout(place.clone(), WAIT).await.unwrap()
+        else {
+            panic!("pending")
+        };
+        let reads: Vec<_> = (0..4)
+            .map(|_| {
+                let (regions, order_id) = (node.regions.clone(), order_id.clone());
+                tokio::spawn(async move { regions.order(&order_id).await })
+            })
+            .collect();
+        let again = node.regions.checkout(place, WAIT).await.unwrap();
+        assert_eq!(again, Checkout::Ended(first.clone()), "{order_id}");
+        for read in reads {
+            assert_eq!(read.await.unwrap().unwrap(), first, "{order_id}");
+        }
+    }
+    assert_eq!(levels(&node, "M").await.sold, 200);
+}

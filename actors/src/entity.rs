@@ -90,13 +90,25 @@ pub(crate) enum InternalMsg {
     Saga(crate::order::SagaMsg),
 }
 
+/// Where an entity is on its way to stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopping {
+    /// Serving.
+    No,
+    /// The region agreed and routes no more commands here; the stop message is queued behind the
+    /// commands already in the mailbox, which are still served.
+    Requested,
+    /// The stop message was handled: stop as soon as the journal is idle.
+    Draining,
+}
+
 /// The idle timer and stop state of one entity.
 #[derive(Debug)]
 pub(crate) struct Lifecycle {
     passivate_after: Duration,
     passivation: Passivation,
     last_activity: tokio::time::Instant,
-    stopping: bool,
+    stopping: Stopping,
 }
 
 impl Lifecycle {
@@ -105,7 +117,7 @@ impl Lifecycle {
             passivate_after,
             passivation,
             last_activity: tokio::time::Instant::now(),
-            stopping: false,
+            stopping: Stopping::No,
         }
     }
 
@@ -127,13 +139,11 @@ impl Lifecycle {
         can_stop: bool,
         wrap: fn(Internal) -> M,
     ) {
-        if self.stopping {
+        if self.stopping != Stopping::No {
             return;
         }
         let idle = self.last_activity.elapsed();
-        if idle >= self.passivate_after && can_stop && self.passivation.request(myself.get_id()) {
-            self.stopping = true;
-            let _ = myself.send_message(wrap(Internal(InternalMsg::Stop)));
+        if idle >= self.passivate_after && can_stop && self.request_stop(myself, wrap) {
             return;
         }
         let wait = self
@@ -143,32 +153,38 @@ impl Lifecycle {
         self.arm(myself.get_cell(), wait, wrap);
     }
 
-    /// Asks to passivate now, idle or not (an entity whose work is done); `false` if the region
-    /// declined or a stop is already under way.
+    /// Asks to passivate now, idle or not (an entity whose work is done).
     pub(crate) fn passivate_now<M: Message>(
         &mut self,
         myself: &ActorRef<M>,
         wrap: fn(Internal) -> M,
-    ) -> bool {
-        if self.stopping || !self.passivation.request(myself.get_id()) {
+    ) {
+        if self.stopping == Stopping::No {
+            self.request_stop(myself, wrap);
+        }
+    }
+
+    /// The passivation handshake; on the region's agreement, queues the stop message behind
+    /// whatever the mailbox already holds.
+    fn request_stop<M: Message>(&mut self, myself: &ActorRef<M>, wrap: fn(Internal) -> M) -> bool {
+        if !self.passivation.request(myself.get_id()) {
             return false;
         }
-        self.stopping = true;
+        self.stopping = Stopping::Requested;
         let _ = myself.send_message(wrap(Internal(InternalMsg::Stop)));
         true
     }
 
-    /// Handles the stop message: stops now if `journal_idle`, else when the journal is idle.
+    /// Handles the stop message: every earlier command has been handled; stop now if
+    /// `journal_idle`, else once the journal is idle.
     pub(crate) fn stop_when_idle(&mut self, myself: &ActorCell, journal_idle: bool) {
-        self.stopping = true;
-        if journal_idle {
-            myself.stop(Some("passivated".into()));
-        }
+        self.stopping = Stopping::Draining;
+        self.after_write(myself, journal_idle);
     }
 
-    /// After a write landed: finishes a deferred stop.
+    /// At the end of every message: finishes a stop that waited for the journal.
     pub(crate) fn after_write(&self, myself: &ActorCell, journal_idle: bool) {
-        if self.stopping && journal_idle {
+        if self.stopping == Stopping::Draining && journal_idle {
             myself.stop(Some("passivated".into()));
         }
     }
