@@ -60,6 +60,16 @@ async fn exactly_the_stock_is_reserved_and_survives_a_restart() {
         }
     );
 
+    // The hot SKU saved snapshots along the way (every 50 events in these tests), so the restart
+    // below recovers from a snapshot plus the events after it.
+    let snapshot = storefront_storage::Store::load_snapshot(&*node.store, "sku/HOT-1")
+        .await
+        .unwrap();
+    assert!(
+        snapshot.is_some_and(|s| s.seq >= 50),
+        "no snapshot was saved"
+    );
+
     let node = Arc::into_inner(node).unwrap();
     node.stop().await;
     let node = Arc::new(Node::start(dir.path(), fast_settings()).await);

@@ -249,7 +249,7 @@ async fn reservations_expire_by_the_actor_timer() {
         ttl_ms,
     };
     node.regions
-        .stock("T", reserve("short", 150))
+        .stock("T", reserve("short", 1_000))
         .await
         .unwrap();
     node.regions
