@@ -80,10 +80,8 @@ impl ServeArgs {
             overrides.push(Override::new("data_dir", dir.to_string_lossy().as_ref()));
         }
         if let Some(seeds) = &self.seeds {
-            let seeds: Vec<toml::Value> = seeds
-                .iter()
-                .map(|s| toml::Value::from(s.as_str()))
-                .collect();
+            let seeds: Vec<toml::Value> =
+                seeds.iter().map(|s| toml::Value::from(s.as_str())).collect();
             overrides.push(Override::new("cluster.seeds", seeds));
         }
         if self.no_demo_data {
@@ -113,9 +111,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logs(&config)?;
     Currency::parse(&config.shop.base_currency)
         .context("invalid config key `shop.base_currency`")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run_node(config))
 }
 
@@ -123,11 +119,7 @@ fn init_logs(config: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
         .with_context(|| format!("invalid config key `log.filter`: `{}`", config.log.filter))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let installed = if config.log.json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    let installed = if config.log.json { builder.json().try_init() } else { builder.try_init() };
     installed.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }
 
@@ -145,27 +137,18 @@ fn settings(config: &Config) -> EntitySettings {
 }
 
 async fn run_node(config: Config) -> anyhow::Result<()> {
-    let store = storefront_storage::open(&config.store, &config.data_dir)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the store `{}` under {}",
-                config.store,
-                config.data_dir.display()
-            )
+    let store =
+        storefront_storage::open(&config.store, &config.data_dir).await.with_context(|| {
+            format!("cannot open the store `{}` under {}", config.store, config.data_dir.display())
         })?;
     let regions_config = RegionsConfig {
         shard_count: config.entities.shard_count,
         settings: settings(&config),
         ..RegionsConfig::default()
     };
-    let regions = Regions::start(
-        store,
-        Arc::new(SimulatedGateway::new()),
-        Clock::system(),
-        regions_config,
-    )
-    .await?;
+    let regions =
+        Regions::start(store, Arc::new(SimulatedGateway::new()), Clock::system(), regions_config)
+            .await?;
     let resumed = regions.resume_open_orders().await?;
     tracing::info!(
         data_dir = %config.data_dir.display(),

@@ -16,18 +16,10 @@ fn storefront() -> Command {
 }
 
 fn refused(args: &[&str], envs: &[(&str, &str)]) -> String {
-    let output = storefront()
-        .args(args)
-        .envs(envs.iter().copied())
-        .output()
-        .unwrap();
+    let output = storefront().args(args).envs(envs.iter().copied()).output().unwrap();
     assert!(!output.status.success(), "{args:?} {envs:?} was accepted");
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "not one line: {stderr}"
-    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
 }
@@ -68,19 +60,10 @@ fn a_node_starts_and_stops_cleanly_on_sigterm() {
         .unwrap();
     let stdout = BufReader::new(node.stdout.take().unwrap());
     let mut lines = stdout.lines();
-    let running = lines
-        .by_ref()
-        .map(Result::unwrap)
-        .find(|line| line.contains("node running"));
+    let running = lines.by_ref().map(Result::unwrap).find(|line| line.contains("node running"));
     assert!(running.is_some(), "the node never reported running");
-    let status = Command::new("kill")
-        .args(["-TERM", &node.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &node.id().to_string()]).status().unwrap();
     assert!(status.success());
     assert!(node.wait().unwrap().success(), "a SIGTERM stop must exit 0");
-    assert!(
-        dir.path().join("store").is_dir(),
-        "the embedded store lives in the data dir"
-    );
+    assert!(dir.path().join("store").is_dir(), "the embedded store lives in the data dir");
 }

@@ -87,24 +87,13 @@ async fn child(dir: &str, round: usize) {
             while tokio::time::Instant::now() < deadline {
                 let n = worker * 1_000_000 + i;
                 let order_id = format!("ord-{round}-{n}");
-                let token = if n % 5 == 4 {
-                    "tok_chargeDeclined"
-                } else {
-                    "tok_visa"
-                };
+                let token = if n % 5 == 4 { "tok_chargeDeclined" } else { "tok_visa" };
                 let lines = checkout_lines(n);
-                let lines: Vec<(&str, u32, &str)> = lines
-                    .iter()
-                    .map(|(s, q)| (s.as_str(), *q, "2.50"))
-                    .collect();
+                let lines: Vec<(&str, u32, &str)> =
+                    lines.iter().map(|(s, q)| (s.as_str(), *q, "2.50")).collect();
                 emit(format!("START {order_id} {n}"));
                 let place = order(&order_id, "crash-user", token, &lines);
-                match node
-                    .regions
-                    .checkout(place, Duration::from_secs(60))
-                    .await
-                    .unwrap()
-                {
+                match node.regions.checkout(place, Duration::from_secs(60)).await.unwrap() {
                     Checkout::Ended(view) => emit(format!("ENDED {order_id} {}", view.status)),
                     Checkout::Pending { .. } => panic!("checkout pending for a minute"),
                 }
@@ -147,15 +136,11 @@ fn run_child_until_killed(dir: &str, round: usize, seen: &mut Seen) {
         let words: Vec<&str> = line.split(' ').collect();
         match words.as_slice() {
             ["RESERVED", sku, id] => {
-                seen.reserved
-                    .entry(sku.to_string())
-                    .or_default()
-                    .insert(id.to_string());
+                seen.reserved.entry(sku.to_string()).or_default().insert(id.to_string());
                 reservations += 1;
             }
             ["START", order_id, n] => {
-                seen.started
-                    .insert(order_id.to_string(), n.parse().unwrap());
+                seen.started.insert(order_id.to_string(), n.parse().unwrap());
             }
             ["ENDED", order_id, status] => {
                 seen.ended.insert(order_id.to_string(), status.to_string());
@@ -169,19 +154,13 @@ fn run_child_until_killed(dir: &str, round: usize, seen: &mut Seen) {
         }
     }
     child.wait().unwrap();
-    assert!(
-        killed,
-        "round {round}: the child stopped before it was killed"
-    );
+    assert!(killed, "round {round}: the child stopped before it was killed");
 }
 
 #[test]
 fn killed_node_loses_nothing_acknowledged() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     if let Ok(dir) = std::env::var(CHILD_DIR) {
         let round = std::env::var(CHILD_ROUND).unwrap().parse().unwrap();
         runtime.block_on(child(&dir, round));
@@ -201,28 +180,17 @@ fn killed_node_loses_nothing_acknowledged() {
         for (sku, ids) in &seen.reserved {
             let before = r.stock_levels(sku).await.unwrap();
             assert_eq!(before.sold, 0);
-            assert!(
-                before.reserved >= ids.len() as u64,
-                "{sku}: acknowledged reservations lost"
-            );
+            assert!(before.reserved >= ids.len() as u64, "{sku}: acknowledged reservations lost");
             for id in ids {
-                let commit = StockCommand::Commit {
-                    reservation_id: id.clone(),
-                };
-                r.stock(sku, commit.clone())
-                    .await
-                    .unwrap_or_else(|e| panic!("{sku} {id}: {e}"));
+                let commit = StockCommand::Commit { reservation_id: id.clone() };
+                r.stock(sku, commit.clone()).await.unwrap_or_else(|e| panic!("{sku} {id}: {e}"));
                 // Applied once: a repeat changes nothing.
                 let again = r.stock(sku, commit).await.unwrap();
                 assert_eq!(again.sold, r.stock_levels(sku).await.unwrap().sold);
             }
             let after = r.stock_levels(sku).await.unwrap();
             assert_eq!(after.sold, ids.len() as u64);
-            assert_eq!(
-                after.on_hand + after.sold,
-                RESERVE_STOCK,
-                "{sku}: units not conserved"
-            );
+            assert_eq!(after.on_hand + after.sold, RESERVE_STOCK, "{sku}: units not conserved");
         }
 
         // Every checkout that was started ends confirmed or failed; acknowledged ones as acknowledged.
@@ -266,10 +234,7 @@ fn killed_node_loses_nothing_acknowledged() {
         // none is given back) and nothing is left reserved.
         for (k, sold) in sold.iter().enumerate() {
             let levels = r.stock_levels(&checkout_sku(k)).await.unwrap();
-            assert_eq!(
-                levels.sold, *sold,
-                "C-{k}: sold differs from confirmed orders"
-            );
+            assert_eq!(levels.sold, *sold, "C-{k}: sold differs from confirmed orders");
             assert_eq!(levels.reserved, 0, "C-{k}: stock still held by ended sagas");
             assert_eq!(levels.on_hand, CHECKOUT_STOCK - sold);
         }

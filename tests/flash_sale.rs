@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{Node, fast_settings};
-use storefront_actors::{DomainError, StockCommand, StockLevels};
+use storefront_actors::{DomainError, StockCommand};
 
 const STOCK: u64 = 1_000;
 const ATTEMPTS: usize = 20_000;
@@ -50,39 +50,19 @@ async fn exactly_the_stock_is_reserved_and_survives_a_restart() {
     let winners = burst(&node).await;
     assert_eq!(winners.len() as u64, STOCK);
     let levels = node.regions.stock_levels("HOT-1").await.unwrap();
-    assert_eq!(
-        levels,
-        StockLevels {
-            on_hand: STOCK,
-            reserved: STOCK,
-            available: 0,
-            sold: 0
-        }
-    );
+    assert_eq!(levels, common::levels(STOCK, STOCK, 0));
 
     // The hot SKU saved snapshots along the way (every 50 events in these tests), so the restart
     // below recovers from a snapshot plus the events after it.
-    let snapshot = storefront_storage::Store::load_snapshot(&*node.store, "sku/HOT-1")
-        .await
-        .unwrap();
-    assert!(
-        snapshot.is_some_and(|s| s.seq >= 50),
-        "no snapshot was saved"
-    );
+    let snapshot =
+        storefront_storage::Store::load_snapshot(&*node.store, "sku/HOT-1").await.unwrap();
+    assert!(snapshot.is_some_and(|s| s.seq >= 50), "no snapshot was saved");
 
     let node = Arc::into_inner(node).unwrap();
     node.stop().await;
     let node = Arc::new(Node::start(dir.path(), fast_settings()).await);
     let levels = node.regions.stock_levels("HOT-1").await.unwrap();
-    assert_eq!(
-        levels,
-        StockLevels {
-            on_hand: STOCK,
-            reserved: STOCK,
-            available: 0,
-            sold: 0
-        }
-    );
+    assert_eq!(levels, common::levels(STOCK, STOCK, 0));
 
     // The same burst again after the restart: the winners' repeats are recognized, nobody else wins.
     assert_eq!(burst(&node).await, winners);

@@ -54,89 +54,32 @@ async fn succeeding_tokens_confirm_commit_stock_and_capture() {
             ]
         );
         let authorization = view.authorization.expect("authorized");
-        assert_eq!(
-            node.gateway.payment_state(&authorization),
-            Some(PaymentState::Captured)
-        );
+        assert_eq!(node.gateway.payment_state(&authorization), Some(PaymentState::Captured));
     }
-    assert_eq!(
-        levels(&node, "A").await,
-        StockLevels {
-            on_hand: 6,
-            reserved: 0,
-            available: 6,
-            sold: 4
-        }
-    );
-    assert_eq!(
-        levels(&node, "B").await,
-        StockLevels {
-            on_hand: 8,
-            reserved: 0,
-            available: 8,
-            sold: 2
-        }
-    );
+    assert_eq!(levels(&node, "A").await, common::levels(6, 0, 4));
+    assert_eq!(levels(&node, "B").await, common::levels(8, 0, 2));
     // order.confirmed went out through the outbox with the events.
-    let outbox = storefront_storage::Store::read_outbox(&*node.store, 0, 100)
-        .await
-        .unwrap();
-    assert_eq!(
-        outbox
-            .iter()
-            .filter(|e| e.record.topic == "order.confirmed")
-            .count(),
-        2
-    );
+    assert_eq!(common::outbox_count(&node, "order.confirmed").await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declines_fail_the_order_and_release_the_stock() {
     let (_dir, node) = node().await;
-    for (token, code) in [
-        ("tok_chargeDeclined", "card_declined"),
-        ("tok_insufficientFunds", "insufficient_funds"),
-    ] {
+    for (token, code) in
+        [("tok_chargeDeclined", "card_declined"), ("tok_insufficientFunds", "insufficient_funds")]
+    {
         let view = checkout(&node, &format!("o-{token}"), token).await;
         assert_eq!(view.status, OrderStatus::Failed, "{token}");
-        assert_eq!(
-            view.failure,
-            Some(FailureReason::PaymentDeclined { code: code.into() })
-        );
+        assert_eq!(view.failure, Some(FailureReason::PaymentDeclined { code: code.into() }));
         assert_eq!(
             node.gateway.calls(&format!("o-{token}/authorize")),
             1,
             "declines are not retried"
         );
     }
-    assert_eq!(
-        levels(&node, "A").await,
-        StockLevels {
-            on_hand: 10,
-            reserved: 0,
-            available: 10,
-            sold: 0
-        }
-    );
-    assert_eq!(
-        levels(&node, "B").await,
-        StockLevels {
-            on_hand: 10,
-            reserved: 0,
-            available: 10,
-            sold: 0
-        }
-    );
-    let outbox = storefront_storage::Store::read_outbox(&*node.store, 0, 100)
-        .await
-        .unwrap();
-    assert_eq!(
-        outbox
-            .iter()
-            .filter(|e| e.record.topic == "payment.failed")
-            .count(),
-        2
-    );
+    assert_eq!(levels(&node, "A").await, common::levels(10, 0, 0));
+    assert_eq!(levels(&node, "B").await, common::levels(10, 0, 0));
+    assert_eq!(common::outbox_count(&node, "payment.failed").await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,23 +97,12 @@ async fn gateway_errors_are_retried_with_one_key_then_compensated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_line_fails_the_order_and_holds_nothing() {
     let (_dir, node) = node().await;
-    let place = order(
-        "o-short",
-        "u1",
-        "tok_visa",
-        &[("A", 3, "1.00"), ("B", 11, "1.00")],
-    );
+    let place = order("o-short", "u1", "tok_visa", &[("A", 3, "1.00"), ("B", 11, "1.00")]);
     let Checkout::Ended(view) = node.regions.checkout(place, WAIT).await.unwrap() else {
         panic!("pending")
     };
     assert_eq!(view.status, OrderStatus::Failed);
-    assert_eq!(
-        view.failure,
-        Some(FailureReason::OutOfStock {
-            sku: "B".into(),
-            available: 10
-        })
-    );
+    assert_eq!(view.failure, Some(FailureReason::OutOfStock { sku: "B".into(), available: 10 }));
     assert_eq!(view.authorization, None, "no payment was attempted");
     assert_eq!(node.gateway.calls("o-short/authorize"), 0);
     assert_eq!(levels(&node, "A").await.reserved, 0);
@@ -189,16 +121,8 @@ async fn a_repeated_checkout_joins_the_first_and_a_different_one_is_refused() {
         node.regions.checkout(other, WAIT).await,
         Err(DomainError::OrderConflict("o-1".into()))
     );
-    let invalid = order(
-        "o-2",
-        "u1",
-        "tok_visa",
-        &[("A", 1, "5.00"), ("A", 1, "5.00")],
-    );
-    assert!(matches!(
-        node.regions.checkout(invalid, WAIT).await,
-        Err(DomainError::Invalid { .. })
-    ));
+    let invalid = order("o-2", "u1", "tok_visa", &[("A", 1, "5.00"), ("A", 1, "5.00")]);
+    assert!(matches!(node.regions.checkout(invalid, WAIT).await, Err(DomainError::Invalid { .. })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,15 +132,7 @@ async fn cancelling_a_confirmed_order_refunds_and_restocks() {
     assert_eq!(levels(&node, "A").await.on_hand, 8);
     let cancelled = node.regions.cancel_order("o-c", WAIT).await.unwrap();
     assert_eq!(cancelled.status, OrderStatus::Cancelled);
-    assert_eq!(
-        levels(&node, "A").await,
-        StockLevels {
-            on_hand: 10,
-            reserved: 0,
-            available: 10,
-            sold: 2
-        }
-    );
+    assert_eq!(levels(&node, "A").await, common::levels(10, 0, 2));
     assert_eq!(levels(&node, "B").await.on_hand, 10);
     assert_eq!(node.gateway.calls("o-c/refund"), 1);
     // Cancelling again is answered with the cancelled order and changes nothing.
@@ -231,10 +147,7 @@ async fn cancelling_a_confirmed_order_refunds_and_restocks() {
         node.regions.cancel_order("o-d", WAIT).await,
         Err(DomainError::InvalidOrderState { .. })
     ));
-    assert!(matches!(
-        node.regions.order("nope").await,
-        Err(DomainError::NotFound { .. })
-    ));
+    assert!(matches!(node.regions.order("nope").await, Err(DomainError::NotFound { .. })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,52 +161,28 @@ async fn reservations_expire_by_the_actor_timer() {
         qty: 2,
         ttl_ms,
     };
-    node.regions
-        .stock("T", reserve("short", 1_000))
-        .await
-        .unwrap();
-    node.regions
-        .stock("T", reserve("long", 3_600_000))
-        .await
-        .unwrap();
+    node.regions.stock("T", reserve("short", 1_000)).await.unwrap();
+    node.regions.stock("T", reserve("long", 3_600_000)).await.unwrap();
     assert_eq!(levels(&node, "T").await.available, 1);
-    eventually(
-        Duration::from_secs(10),
-        "the short reservation to expire",
-        || async { levels(&node, "T").await.reserved == 2 },
-    )
+    eventually(Duration::from_secs(10), "the short reservation to expire", || async {
+        levels(&node, "T").await.reserved == 2
+    })
     .await;
-    assert_eq!(
-        levels(&node, "T").await,
-        StockLevels {
-            on_hand: 5,
-            reserved: 2,
-            available: 3,
-            sold: 0
-        }
-    );
+    assert_eq!(levels(&node, "T").await, common::levels(5, 2, 0));
     // An expired reservation cannot be committed; the long one still can.
-    let commit = |id: &str| StockCommand::Commit {
-        reservation_id: id.into(),
-    };
+    let commit = |id: &str| StockCommand::Commit { reservation_id: id.into() };
     assert_eq!(
         node.regions.stock("T", commit("short")).await,
         Err(DomainError::ReservationGone("short".into()))
     );
-    assert_eq!(
-        node.regions.stock("T", commit("long")).await.unwrap().sold,
-        2
-    );
+    assert_eq!(node.regions.stock("T", commit("long")).await.unwrap().sold, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lapsed_reservation_fails_the_checkout_and_voids_the_payment() {
     let dir = tempfile::tempdir().unwrap();
     // Reservations lapse the moment they are made, so the commit step finds them gone.
-    let settings = EntitySettings {
-        reservation_ttl: Duration::ZERO,
-        ..fast_settings()
-    };
+    let settings = EntitySettings { reservation_ttl: Duration::ZERO, ..fast_settings() };
     let node = Node::start(dir.path(), settings).await;
     node.stock_sku("A", 10).await;
     let place = order("o-lapse", "u1", "tok_visa", &[("A", 1, "1.00")]);
@@ -302,22 +191,9 @@ async fn a_lapsed_reservation_fails_the_checkout_and_voids_the_payment() {
     };
     assert_eq!(view.status, OrderStatus::Failed);
     assert_eq!(view.failure, Some(FailureReason::ReservationLapsed));
-    let authorization = view
-        .authorization
-        .expect("authorized before the commit failed");
-    assert_eq!(
-        node.gateway.payment_state(&authorization),
-        Some(PaymentState::Voided)
-    );
-    assert_eq!(
-        levels(&node, "A").await,
-        StockLevels {
-            on_hand: 10,
-            reserved: 0,
-            available: 10,
-            sold: 0
-        }
-    );
+    let authorization = view.authorization.expect("authorized before the commit failed");
+    assert_eq!(node.gateway.payment_state(&authorization), Some(PaymentState::Voided));
+    assert_eq!(levels(&node, "A").await, common::levels(10, 0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

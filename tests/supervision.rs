@@ -102,32 +102,20 @@ async fn a_panicking_entity_is_restarted_from_its_journal_and_siblings_keep_serv
     region.send("a", CounterMsg::Panic).unwrap();
     // The sibling serves throughout.
     for expected in 2..=50 {
-        assert_eq!(
-            region.call("b", CounterMsg::Increment, T).await.unwrap(),
-            expected
-        );
+        assert_eq!(region.call("b", CounterMsg::Increment, T).await.unwrap(), expected);
     }
     // `a` is restarted by its supervisor without any further command, from its journal.
-    eventually(T, "a to restart", || async {
-        starts["a"].load(Ordering::SeqCst) == 2
-    })
-    .await;
+    eventually(T, "a to restart", || async { starts["a"].load(Ordering::SeqCst) == 2 }).await;
     assert_eq!(region.call("a", CounterMsg::Get, T).await.unwrap(), 3);
     assert_eq!(region.call("a", CounterMsg::Increment, T).await.unwrap(), 4);
-    assert_eq!(
-        starts["b"].load(Ordering::SeqCst),
-        1,
-        "the sibling never restarted"
-    );
+    assert_eq!(starts["b"].load(Ordering::SeqCst), 1, "the sibling never restarted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_entities_are_passivated_and_restart_with_their_state() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = EntitySettings {
-        passivate_after: Duration::from_millis(50),
-        ..common::fast_settings()
-    };
+    let settings =
+        EntitySettings { passivate_after: Duration::from_millis(50), ..common::fast_settings() };
     let node = Node::start(dir.path(), settings).await;
     let add = |sku: &str, qty| CartCommand::Add {
         sku: Sku::parse(sku).unwrap(),
@@ -136,10 +124,8 @@ async fn idle_entities_are_passivated_and_restart_with_their_state() {
     node.regions.update_cart("u1", add("A", 2)).await.unwrap();
     node.regions.update_cart("u2", add("B", 1)).await.unwrap();
     assert_eq!(node.regions.carts().live_entities(), 2);
-    eventually(T, "carts to passivate", || async {
-        node.regions.carts().live_entities() == 0
-    })
-    .await;
+    eventually(T, "carts to passivate", || async { node.regions.carts().live_entities() == 0 })
+        .await;
     let cart = node.regions.cart("u1").await.unwrap();
     assert_eq!((cart.lines[0].sku.as_str(), cart.lines[0].qty), ("A", 2));
     assert_eq!(node.regions.carts().live_entities(), 1);

@@ -99,10 +99,7 @@ impl CartState {
             lines: self
                 .lines
                 .iter()
-                .map(|(sku, qty)| CartLine {
-                    sku: sku.clone(),
-                    qty: *qty,
-                })
+                .map(|(sku, qty)| CartLine { sku: sku.clone(), qty: *qty })
                 .collect(),
             updated_at_ms: self.updated_at,
         }
@@ -120,16 +117,11 @@ impl CartState {
                     return Err(too_many());
                 }
                 let total = Quantity::new(current.unwrap_or(0) + qty.get())?;
-                vec![CartEvent::LineSet {
-                    sku: sku.to_string(),
-                    qty: total.get(),
-                }]
+                vec![CartEvent::LineSet { sku: sku.to_string(), qty: total.get() }]
             }
             CartCommand::SetQty { sku, qty: 0 } | CartCommand::Remove { sku } => {
                 if self.lines.contains_key(sku.as_str()) {
-                    vec![CartEvent::LineRemoved {
-                        sku: sku.to_string(),
-                    }]
+                    vec![CartEvent::LineRemoved { sku: sku.to_string() }]
                 } else {
                     vec![]
                 }
@@ -142,10 +134,7 @@ impl CartState {
                 if self.lines.get(sku.as_str()) == Some(&qty.get()) {
                     vec![]
                 } else {
-                    vec![CartEvent::LineSet {
-                        sku: sku.to_string(),
-                        qty: qty.get(),
-                    }]
+                    vec![CartEvent::LineSet { sku: sku.to_string(), qty: qty.get() }]
                 }
             }
             CartCommand::Clear if self.lines.is_empty() => vec![],
@@ -224,8 +213,7 @@ impl CartRunning {
     fn expire_if_idle(&mut self, now: u64) -> Result<(), DomainError> {
         let idle = now.saturating_sub(self.cart.updated_at);
         if !self.cart.lines.is_empty() && idle >= self.idle_expiry_ms {
-            self.journal
-                .record(&mut self.cart, now, vec![CartEvent::Expired])?;
+            self.journal.record(&mut self.cart, now, vec![CartEvent::Expired])?;
         }
         Ok(())
     }
@@ -291,19 +279,16 @@ impl Actor for CartActor {
             CartMsg::Internal(Internal(message)) => match message {
                 InternalMsg::Persisted(outcome) => st.journal.persisted(outcome)?,
                 InternalMsg::IdleCheck => {
-                    st.lifecycle
-                        .idle_check(&myself, st.journal.is_idle(), internal);
+                    st.lifecycle.idle_check(&myself, st.journal.is_idle(), internal);
                 }
                 InternalMsg::Stop => {
-                    st.lifecycle
-                        .stop_when_idle(&myself.get_cell(), st.journal.is_idle());
+                    st.lifecycle.stop_when_idle(&myself.get_cell(), st.journal.is_idle());
                 }
                 InternalMsg::ExpireDue | InternalMsg::Saga(_) | InternalMsg::Done => {}
             },
         }
         st.journal.flush(&st.cart, &myself, persisted)?;
-        st.lifecycle
-            .after_write(&myself.get_cell(), st.journal.is_idle());
+        st.lifecycle.after_write(&myself.get_cell(), st.journal.is_idle());
         Ok(())
     }
 }

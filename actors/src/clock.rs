@@ -15,13 +15,8 @@ pub struct Clock {
 impl Clock {
     /// A clock reading the system time now. Needs a tokio runtime.
     pub fn system() -> Self {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
-        Self {
-            wall_at_start_ms: wall.as_millis() as u64,
-            start: tokio::time::Instant::now(),
-        }
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        Self { wall_at_start_ms: wall.as_millis() as u64, start: tokio::time::Instant::now() }
     }
 
     /// Milliseconds since the Unix epoch.

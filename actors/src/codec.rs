@@ -20,9 +20,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DomainError
         Some((&FORMAT_V1, body)) => {
             postcard::from_bytes(body).map_err(|e| DomainError::Storage(format!("decode: {e}")))
         }
-        Some((version, _)) => Err(DomainError::Storage(format!(
-            "unknown event format {version}"
-        ))),
+        Some((version, _)) => Err(DomainError::Storage(format!("unknown event format {version}"))),
         None => Err(DomainError::Storage("empty record".into())),
     }
 }

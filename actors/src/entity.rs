@@ -146,10 +146,7 @@ impl Lifecycle {
         if idle >= self.passivate_after && can_stop && self.request_stop(myself, wrap) {
             return;
         }
-        let wait = self
-            .passivate_after
-            .saturating_sub(idle)
-            .max(Duration::from_millis(10));
+        let wait = self.passivate_after.saturating_sub(idle).max(Duration::from_millis(10));
         self.arm(myself.get_cell(), wait, wrap);
     }
 

@@ -105,21 +105,16 @@ impl SimulatedGateway {
 
     /// The state of an authorization.
     pub fn payment_state(&self, authorization: &str) -> Option<PaymentState> {
-        self.lock()
-            .authorizations
-            .get(authorization)
-            .map(|a| match (a.captured, a.voided) {
-                (_, true) => PaymentState::Voided,
-                (true, false) => PaymentState::Captured,
-                (false, false) => PaymentState::Authorized,
-            })
+        self.lock().authorizations.get(authorization).map(|a| match (a.captured, a.voided) {
+            (_, true) => PaymentState::Voided,
+            (true, false) => PaymentState::Captured,
+            (false, false) => PaymentState::Authorized,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
         // A poisoned ledger only means a panic elsewhere mid-update of plain maps; keep serving.
-        self.ledger
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs `op` once per key; repeats answer with the recorded outcome. Gateway errors are not
@@ -181,11 +176,7 @@ impl PaymentGateway for SimulatedGateway {
                 let id = authorization_id(key, amount);
                 ledger.authorizations.insert(
                     id.clone(),
-                    Authorization {
-                        amount: *amount,
-                        captured: false,
-                        voided: false,
-                    },
+                    Authorization { amount: *amount, captured: false, voided: false },
                 );
                 Ok(id)
             }
@@ -208,11 +199,7 @@ impl PaymentGateway for SimulatedGateway {
             let auth = ledger
                 .authorizations
                 .entry(authorization.to_owned())
-                .or_insert(Authorization {
-                    amount: issued,
-                    captured: false,
-                    voided: false,
-                });
+                .or_insert(Authorization { amount: issued, captured: false, voided: false });
             if auth.voided
                 || amount.amount() > auth.amount.amount()
                 || amount.currency() != auth.amount.currency()
@@ -271,20 +258,10 @@ mod tests {
         let c = gw.capture("k1/capture", &a, &ten).await.unwrap();
         // A new process (empty ledger) still recognizes its authorizations, and only for their amount.
         let restarted = SimulatedGateway::new();
-        assert!(
-            restarted
-                .capture("k1/capture-again", &a, &ten)
-                .await
-                .is_ok()
-        );
+        assert!(restarted.capture("k1/capture-again", &a, &ten).await.is_ok());
         let eleven = Money::parse("11", Currency::USD).unwrap();
         assert!(restarted.capture("k1/too-much", &a, &eleven).await.is_err());
-        assert!(
-            restarted
-                .capture("k1/forged", "auth_1000_USD_nothex", &ten)
-                .await
-                .is_err()
-        );
+        assert!(restarted.capture("k1/forged", "auth_1000_USD_nothex", &ten).await.is_err());
         assert_eq!(gw.capture("k1/capture", &a, &ten).await.unwrap(), c);
         assert_eq!(gw.payment_state(&a), Some(PaymentState::Captured));
         assert!(matches!(

@@ -15,8 +15,7 @@ impl Sku {
     /// Parses a SKU.
     pub fn parse(s: &str) -> Result<Self, DomainError> {
         let ok = (1..=64).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if ok {
             Ok(Self(s.to_owned()))
         } else {

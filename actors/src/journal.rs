@@ -182,10 +182,7 @@ impl Journal {
         // `state` now holds exactly the events of this append and those before it.
         let snapshot = if self.recorded_seq - self.snapshot_seq >= self.snapshot_every {
             self.snapshot_seq = self.recorded_seq;
-            Some(Snapshot {
-                seq: self.recorded_seq,
-                state: encode(state)?,
-            })
+            Some(Snapshot { seq: self.recorded_seq, state: encode(state)? })
         } else {
             None
         };
@@ -234,11 +231,7 @@ impl Journal {
 impl Drop for Journal {
     fn drop(&mut self) {
         // An entity stopped with commands undecided on disk: their outcome is unknown to callers.
-        let unknown = || {
-            Err(DomainError::Unavailable(
-                "entity stopped before its write".into(),
-            ))
-        };
+        let unknown = || Err(DomainError::Unavailable("entity stopped before its write".into()));
         for reply in self.in_flight.take().unwrap_or_default() {
             reply(unknown());
         }

@@ -110,10 +110,7 @@ impl Money {
 
     /// An amount of `minor` minor units (cents for USD, yen for JPY, fils for KWD).
     pub fn from_minor(minor: i64, currency: Currency) -> Self {
-        Self {
-            amount: Decimal::new(minor, currency.minor_digits()),
-            currency,
-        }
+        Self { amount: Decimal::new(minor, currency.minor_digits()), currency }
     }
 
     /// Zero in `currency`.
@@ -123,9 +120,7 @@ impl Money {
 
     fn from_decimal(mut amount: Decimal, currency: Currency) -> Result<Self, DomainError> {
         if amount.scale() > currency.minor_digits() {
-            return Err(DomainError::InvalidMoney(format!(
-                "{amount} has too many digits"
-            )));
+            return Err(DomainError::InvalidMoney(format!("{amount} has too many digits")));
         }
         amount.rescale(currency.minor_digits());
         // Rescaling can only grow the mantissa; it overflowed if the value changed.
@@ -154,29 +149,20 @@ impl Money {
     /// `self + other`, in the same currency.
     pub fn checked_add(&self, other: &Money) -> Result<Money, DomainError> {
         self.same_currency(other)?;
-        let sum = self
-            .amount
-            .checked_add(other.amount)
-            .ok_or(DomainError::Overflow)?;
+        let sum = self.amount.checked_add(other.amount).ok_or(DomainError::Overflow)?;
         Self::from_decimal(sum, self.currency)
     }
 
     /// `self - other`, in the same currency.
     pub fn checked_sub(&self, other: &Money) -> Result<Money, DomainError> {
         self.same_currency(other)?;
-        let diff = self
-            .amount
-            .checked_sub(other.amount)
-            .ok_or(DomainError::Overflow)?;
+        let diff = self.amount.checked_sub(other.amount).ok_or(DomainError::Overflow)?;
         Self::from_decimal(diff, self.currency)
     }
 
     /// `self * qty` (a line total).
     pub fn checked_mul(&self, qty: u32) -> Result<Money, DomainError> {
-        let product = self
-            .amount
-            .checked_mul(Decimal::from(qty))
-            .ok_or(DomainError::Overflow)?;
+        let product = self.amount.checked_mul(Decimal::from(qty)).ok_or(DomainError::Overflow)?;
         Self::from_decimal(product, self.currency)
     }
 
@@ -189,10 +175,7 @@ impl Money {
         if self.currency == other.currency {
             Ok(())
         } else {
-            Err(DomainError::CurrencyMismatch {
-                left: self.currency,
-                right: other.currency,
-            })
+            Err(DomainError::CurrencyMismatch { left: self.currency, right: other.currency })
         }
     }
 }
@@ -214,11 +197,7 @@ struct MoneyRepr<'a> {
 
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        MoneyRepr {
-            amount: self.amount.to_string().into(),
-            currency: self.currency,
-        }
-        .serialize(s)
+        MoneyRepr { amount: self.amount.to_string().into(), currency: self.currency }.serialize(s)
     }
 }
 
@@ -245,9 +224,7 @@ impl FxRates {
             )));
         }
         if rates.get(&base).is_some_and(|r| *r != Decimal::ONE) {
-            return Err(DomainError::InvalidRate(format!(
-                "the base {base} must have rate 1"
-            )));
+            return Err(DomainError::InvalidRate(format!("the base {base} must have rate 1")));
         }
         let mut rates = rates;
         rates.insert(base, Decimal::ONE);
@@ -276,17 +253,12 @@ impl FxRates {
             return Ok(*money);
         }
         let missing = |c: Currency| DomainError::InvalidRate(format!("no rate for {c}"));
-        let from_rate = self
-            .rate(money.currency)
-            .ok_or_else(|| missing(money.currency))?;
+        let from_rate = self.rate(money.currency).ok_or_else(|| missing(money.currency))?;
         let to_rate = self.rate(to).ok_or_else(|| missing(to))?;
         let exact = if money.currency == self.base {
             money.amount.checked_mul(to_rate)
         } else {
-            money
-                .amount
-                .checked_mul(to_rate)
-                .and_then(|v| v.checked_div(from_rate))
+            money.amount.checked_mul(to_rate).and_then(|v| v.checked_div(from_rate))
         }
         .ok_or(DomainError::Overflow)?;
         let rounded =
@@ -310,28 +282,11 @@ mod tests {
         assert_eq!(usd("19.99").amount().to_string(), "19.99");
         assert_eq!(usd("19.9").amount().to_string(), "19.90");
         assert_eq!(usd("19").amount().to_string(), "19.00");
-        assert_eq!(
-            Money::parse("1500", Currency::JPY)
-                .unwrap()
-                .amount()
-                .to_string(),
-            "1500"
-        );
-        assert_eq!(
-            Money::parse("1.234", Currency::KWD)
-                .unwrap()
-                .amount()
-                .to_string(),
-            "1.234"
-        );
+        assert_eq!(Money::parse("1500", Currency::JPY).unwrap().amount().to_string(), "1500");
+        assert_eq!(Money::parse("1.234", Currency::KWD).unwrap().amount().to_string(), "1.234");
         assert_eq!(usd("-0").amount().to_string(), "0.00");
-        for bad in [
-            "19.999", "1e3", "", ".5", "5.", "+1", "1.2.3", " 1", "NaN", "1,00", "0x10",
-        ] {
-            assert!(
-                Money::parse(bad, Currency::USD).is_err(),
-                "{bad} must be rejected"
-            );
+        for bad in ["19.999", "1e3", "", ".5", "5.", "+1", "1.2.3", " 1", "NaN", "1,00", "0x10"] {
+            assert!(Money::parse(bad, Currency::USD).is_err(), "{bad} must be rejected");
         }
         assert!(Money::parse("1.5", Currency::JPY).is_err());
         assert!(Currency::parse("XYZ").is_err());
@@ -353,10 +308,7 @@ mod tests {
     #[test]
     fn mixing_currencies_is_an_error() {
         let eur = Money::parse("1", Currency::EUR).unwrap();
-        assert!(matches!(
-            usd("1").checked_add(&eur),
-            Err(DomainError::CurrencyMismatch { .. })
-        ));
+        assert!(matches!(usd("1").checked_add(&eur), Err(DomainError::CurrencyMismatch { .. })));
     }
 
     #[test]
@@ -373,54 +325,22 @@ mod tests {
         .unwrap();
         // 19.99 * 0.9210 = 18.41079 -> 18.41
         assert_eq!(
-            rates
-                .convert(&usd("19.99"), Currency::EUR)
-                .unwrap()
-                .amount()
-                .to_string(),
+            rates.convert(&usd("19.99"), Currency::EUR).unwrap().amount().to_string(),
             "18.41"
         );
         // 0.05 * 0.9210 = 0.04605 -> 0.05 (half away from zero at the cent)
         assert_eq!(
-            rates
-                .convert(&usd("0.05"), Currency::EUR)
-                .unwrap()
-                .amount()
-                .to_string(),
+            rates.convert(&usd("0.05"), Currency::EUR).unwrap().amount().to_string(),
             "0.05"
         );
         // 1.01 * 150.25 = 151.7525 -> 152 yen
-        assert_eq!(
-            rates
-                .convert(&usd("1.01"), Currency::JPY)
-                .unwrap()
-                .amount()
-                .to_string(),
-            "152"
-        );
+        assert_eq!(rates.convert(&usd("1.01"), Currency::JPY).unwrap().amount().to_string(), "152");
         // 10 * 0.3075 = 3.075 KWD, three digits kept
-        assert_eq!(
-            rates
-                .convert(&usd("10"), Currency::KWD)
-                .unwrap()
-                .amount()
-                .to_string(),
-            "3.075"
-        );
+        assert_eq!(rates.convert(&usd("10"), Currency::KWD).unwrap().amount().to_string(), "3.075");
         // EUR -> JPY goes through the base: 1 / 0.9210 * 150.25 = 163.1379... -> 163
         let eur = Money::parse("1", Currency::EUR).unwrap();
-        assert_eq!(
-            rates
-                .convert(&eur, Currency::JPY)
-                .unwrap()
-                .amount()
-                .to_string(),
-            "163"
-        );
-        assert!(
-            rates.convert(&usd("1"), Currency::GBP).is_err(),
-            "no GBP rate"
-        );
+        assert_eq!(rates.convert(&eur, Currency::JPY).unwrap().amount().to_string(), "163");
+        assert!(rates.convert(&usd("1"), Currency::GBP).is_err(), "no GBP rate");
         assert!(FxRates::new(Currency::USD, [(Currency::EUR, Decimal::ZERO)].into()).is_err());
     }
 

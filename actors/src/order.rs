@@ -282,10 +282,8 @@ impl OrderState {
     }
 
     fn is_terminal(&self) -> bool {
-        matches!(
-            self.status,
-            Some(OrderStatus::Failed | OrderStatus::Cancelled)
-        ) || (self.status == Some(OrderStatus::Confirmed) && !self.cancelling)
+        matches!(self.status, Some(OrderStatus::Failed | OrderStatus::Cancelled))
+            || (self.status == Some(OrderStatus::Confirmed) && !self.cancelling)
     }
 
     fn in_progress(&self) -> bool {
@@ -306,10 +304,7 @@ impl OrderState {
             history: self
                 .history
                 .iter()
-                .map(|(status, at_ms)| StatusChange {
-                    status: *status,
-                    at_ms: *at_ms,
-                })
+                .map(|(status, at_ms)| StatusChange { status: *status, at_ms: *at_ms })
                 .collect(),
             failure: self.failure.clone(),
             in_progress: self.in_progress(),
@@ -334,16 +329,10 @@ impl OrderState {
                     .filter(|l| !self.committed.contains(l) && !self.released.contains(l))
                     .collect()
             };
-            let give_back: Vec<usize> = self
-                .committed
-                .iter()
-                .copied()
-                .filter(|l| !self.returned.contains(l))
-                .collect();
-            let void = self
-                .authorization
-                .clone()
-                .filter(|_| self.capture.is_none() && !self.voided);
+            let give_back: Vec<usize> =
+                self.committed.iter().copied().filter(|l| !self.returned.contains(l)).collect();
+            let void =
+                self.authorization.clone().filter(|_| self.capture.is_none() && !self.voided);
             let refund = self.capture.clone().filter(|_| self.refund.is_none());
             if release.is_empty() && give_back.is_empty() && void.is_none() && refund.is_none() {
                 return Next::Record(vec![if self.cancelling {
@@ -352,29 +341,18 @@ impl OrderState {
                     OrderEvent::Failed
                 }]);
             }
-            return Next::Run(Step::Compensate {
-                release,
-                give_back,
-                void,
-                refund,
-            });
+            return Next::Run(Step::Compensate { release, give_back, void, refund });
         }
-        let unreserved: Vec<usize> = all
-            .iter()
-            .copied()
-            .filter(|l| !self.reserved.contains(l))
-            .collect();
+        let unreserved: Vec<usize> =
+            all.iter().copied().filter(|l| !self.reserved.contains(l)).collect();
         if !unreserved.is_empty() {
             return Next::Run(Step::Reserve(unreserved));
         }
         let Some(authorization) = &self.authorization else {
             return Next::Run(Step::Authorize);
         };
-        let uncommitted: Vec<usize> = all
-            .iter()
-            .copied()
-            .filter(|l| !self.committed.contains(l))
-            .collect();
+        let uncommitted: Vec<usize> =
+            all.iter().copied().filter(|l| !self.committed.contains(l)).collect();
         if !uncommitted.is_empty() {
             return Next::Run(Step::Commit(uncommitted));
         }
@@ -415,13 +393,12 @@ impl OrderState {
                 events.push(OrderEvent::PaymentAuthorized(authorization))
             }
             StepOutcome::Authorized(Err(GatewayError::Declined(code)))
-            | StepOutcome::Captured(Err(GatewayError::Declined(code))) => events.push(
-                OrderEvent::CompensationStarted(FailureReason::PaymentDeclined { code }),
-            ),
+            | StepOutcome::Captured(Err(GatewayError::Declined(code))) => events
+                .push(OrderEvent::CompensationStarted(FailureReason::PaymentDeclined { code })),
             StepOutcome::Authorized(Err(GatewayError::Unavailable(_)))
-            | StepOutcome::Captured(Err(GatewayError::Unavailable(_))) => events.push(
-                OrderEvent::CompensationStarted(FailureReason::PaymentGatewayError),
-            ),
+            | StepOutcome::Captured(Err(GatewayError::Unavailable(_))) => {
+                events.push(OrderEvent::CompensationStarted(FailureReason::PaymentGatewayError))
+            }
             StepOutcome::Committed(results) => {
                 let mut failure = None;
                 for (line, result) in results {
@@ -438,12 +415,7 @@ impl OrderState {
                 events.extend(failure.map(OrderEvent::CompensationStarted));
             }
             StepOutcome::Captured(Ok(capture)) => events.push(OrderEvent::PaymentCaptured(capture)),
-            StepOutcome::Compensated {
-                released,
-                returned,
-                voided,
-                refunded,
-            } => {
+            StepOutcome::Compensated { released, returned, voided, refunded } => {
                 for (line, result) in released {
                     match result {
                         Ok(_) => events.push(OrderEvent::LineReleased(line)),
@@ -477,12 +449,9 @@ fn is_transient(err: &DomainError) -> bool {
 }
 
 fn order_total(order: &PlaceOrder) -> Result<Money, DomainError> {
-    order
-        .lines
-        .iter()
-        .try_fold(Money::zero(order.currency), |sum, line| {
-            sum.checked_add(&line.unit_price.checked_mul(line.qty.get())?)
-        })
+    order.lines.iter().try_fold(Money::zero(order.currency), |sum, line| {
+        sum.checked_add(&line.unit_price.checked_mul(line.qty.get())?)
+    })
 }
 
 fn validate(order: &PlaceOrder) -> Result<(), DomainError> {
@@ -509,10 +478,7 @@ fn validate(order: &PlaceOrder) -> Result<(), DomainError> {
             return Err(invalid(&format!("items[{i}].sku"), "appears twice"));
         }
         if line.unit_price.currency() != order.currency {
-            return Err(invalid(
-                &format!("items[{i}].unit_price"),
-                "not in the order's currency",
-            ));
+            return Err(invalid(&format!("items[{i}].unit_price"), "not in the order's currency"));
         }
         if line.unit_price.is_negative() {
             return Err(invalid(&format!("items[{i}].unit_price"), "is negative"));
@@ -643,10 +609,7 @@ fn saga(msg: SagaMsg) -> OrderMsg {
 }
 
 fn not_found(order_id: &str) -> DomainError {
-    DomainError::NotFound {
-        kind: "order",
-        id: order_id.to_owned(),
-    }
+    DomainError::NotFound { kind: "order", id: order_id.to_owned() }
 }
 
 impl OrderRunning {
@@ -663,10 +626,8 @@ impl OrderRunning {
         let was_in_progress = self.order.in_progress();
         let placed = events.iter().any(|e| matches!(e, OrderEvent::Placed(_)));
         let reopened = events.contains(&OrderEvent::CancelRequested);
-        let outbox: Vec<OutboxRecord> = events
-            .iter()
-            .filter_map(|e| self.domain_event(e, now))
-            .collect();
+        let outbox: Vec<OutboxRecord> =
+            events.iter().filter_map(|e| self.domain_event(e, now)).collect();
         self.journal.record(&mut self.order, now, events)?;
         for record in outbox {
             self.journal.outbox(record);
@@ -681,12 +642,7 @@ impl OrderRunning {
         }
         if placed && let Some(order) = &self.order.order {
             // Newest first in a forward scan: the key holds the inverted creation time.
-            let key = format!(
-                "{}/{:016x}/{}",
-                order.user_id,
-                u64::MAX - now,
-                order.order_id
-            );
+            let key = format!("{}/{:016x}/{}", order.user_id, u64::MAX - now, order.order_id);
             self.journal.put(KeyedWrite {
                 table: Table::OrdersByUser,
                 key: key.into_bytes(),
@@ -702,11 +658,7 @@ impl OrderRunning {
                     let _ = me.send_message(internal(Internal(InternalMsg::Done)));
                 }
             }));
-            self.journal.put(KeyedWrite {
-                table: Table::OpenOrders,
-                key: open_key,
-                value: None,
-            });
+            self.journal.put(KeyedWrite { table: Table::OpenOrders, key: open_key, value: None });
             self.notify_waiters();
         }
         if placed || reopened {
@@ -792,11 +744,7 @@ impl OrderRunning {
             Next::Run(step) => {
                 self.step_running = true;
                 let runner = StepRunner {
-                    order: self
-                        .order
-                        .order
-                        .clone()
-                        .ok_or_else(|| not_found(&self.order_id))?,
+                    order: self.order.order.clone().ok_or_else(|| not_found(&self.order_id))?,
                     stock: self.stock.clone(),
                     gateway: self.gateway.clone(),
                     settings: self.settings.clone(),
@@ -857,10 +805,7 @@ impl StepRunner {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        self.settings
-            .gateway_retry_base
-            .saturating_mul(1 << attempt.min(10))
-            .min(MAX_BACKOFF)
+        self.settings.gateway_retry_base.saturating_mul(1 << attempt.min(10)).min(MAX_BACKOFF)
     }
 
     async fn run(self, step: Step) -> StepOutcome {
@@ -904,12 +849,7 @@ impl StepRunner {
                     .await,
                 )
             }
-            Step::Compensate {
-                release,
-                give_back,
-                void,
-                refund,
-            } => {
+            Step::Compensate { release, give_back, void, refund } => {
                 let released = self
                     .each_line(release, |this, line| StockCommand::Release {
                         reservation_id: this.reservation_id(line),
@@ -947,12 +887,7 @@ impl StepRunner {
                     }
                     None => None,
                 };
-                StepOutcome::Compensated {
-                    released,
-                    returned,
-                    voided,
-                    refunded,
-                }
+                StepOutcome::Compensated { released, returned, voided, refunded }
             }
         }
     }
@@ -1114,8 +1049,7 @@ impl Actor for OrderActor {
                     st.lifecycle.idle_check(&myself, can_stop, internal);
                 }
                 InternalMsg::Stop => {
-                    st.lifecycle
-                        .stop_when_idle(&myself.get_cell(), st.journal.is_idle());
+                    st.lifecycle.stop_when_idle(&myself.get_cell(), st.journal.is_idle());
                 }
                 InternalMsg::Done => {
                     if !st.order.in_progress() && !st.step_running && st.waiters.is_empty() {
@@ -1128,8 +1062,7 @@ impl Actor for OrderActor {
             },
         }
         st.journal.flush(&st.order, &myself, persisted)?;
-        st.lifecycle
-            .after_write(&myself.get_cell(), st.journal.is_idle());
+        st.lifecycle.after_write(&myself.get_cell(), st.journal.is_idle());
         Ok(())
     }
 }

@@ -188,12 +188,7 @@ impl SkuStockState {
             Ok(())
         };
         match command {
-            C::Reserve {
-                reservation_id: id,
-                order_id,
-                qty,
-                ttl_ms,
-            } => {
+            C::Reserve { reservation_id: id, order_id, qty, ttl_ms } => {
                 id_of(id)?;
                 if let Some(held) = self.open.get(id) {
                     return if held.expires_at <= now {
@@ -231,9 +226,7 @@ impl SkuStockState {
                     if held.expires_at <= now {
                         return Err(DomainError::ReservationGone(id.clone()));
                     }
-                    return Ok(vec![StockEvent::Committed {
-                        reservation_id: id.clone(),
-                    }]);
+                    return Ok(vec![StockEvent::Committed { reservation_id: id.clone() }]);
                 }
                 match self.settled.get(id) {
                     Some(Settled::Committed) => Ok(vec![]),
@@ -243,28 +236,21 @@ impl SkuStockState {
             C::Release { reservation_id: id } => {
                 id_of(id)?;
                 if self.open.contains_key(id) {
-                    return Ok(vec![StockEvent::Released {
-                        reservation_id: id.clone(),
-                    }]);
+                    return Ok(vec![StockEvent::Released { reservation_id: id.clone() }]);
                 }
                 match self.settled.get(id) {
                     Some(Settled::Committed) => Err(DomainError::AlreadyCommitted(id.clone())),
                     Some(_) => Ok(vec![]),
-                    None => Ok(vec![StockEvent::Released {
-                        reservation_id: id.clone(),
-                    }]),
+                    None => Ok(vec![StockEvent::Released { reservation_id: id.clone() }]),
                 }
             }
             C::Expire { reservation_id: id } => match self.open.get(id) {
-                Some(r) if r.expires_at <= now => Ok(vec![StockEvent::Expired {
-                    reservation_id: id.clone(),
-                }]),
+                Some(r) if r.expires_at <= now => {
+                    Ok(vec![StockEvent::Expired { reservation_id: id.clone() }])
+                }
                 _ => Ok(vec![]),
             },
-            C::Restock {
-                restock_id: id,
-                qty,
-            } => {
+            C::Restock { restock_id: id, qty } => {
                 id_of(id)?;
                 if self.settled.contains_key(id) {
                     return Ok(vec![]);
@@ -272,18 +258,10 @@ impl SkuStockState {
                 if *qty == 0 {
                     return Err(invalid_qty());
                 }
-                self.on_hand
-                    .checked_add(*qty)
-                    .ok_or(DomainError::Overflow)?;
-                Ok(vec![StockEvent::Restocked {
-                    restock_id: id.clone(),
-                    qty: *qty,
-                }])
+                self.on_hand.checked_add(*qty).ok_or(DomainError::Overflow)?;
+                Ok(vec![StockEvent::Restocked { restock_id: id.clone(), qty: *qty }])
             }
-            C::Set {
-                set_id: id,
-                on_hand,
-            } => {
+            C::Set { set_id: id, on_hand } => {
                 id_of(id)?;
                 if self.settled.contains_key(id) {
                     return Ok(vec![]);
@@ -294,10 +272,7 @@ impl SkuStockState {
                         reserved: self.reserved,
                     });
                 }
-                Ok(vec![StockEvent::Set {
-                    set_id: id.clone(),
-                    on_hand: *on_hand,
-                }])
+                Ok(vec![StockEvent::Set { set_id: id.clone(), on_hand: *on_hand }])
             }
         }
     }
@@ -368,10 +343,7 @@ impl SkuStockState {
 }
 
 fn invalid_qty() -> DomainError {
-    DomainError::Invalid {
-        field: "qty".into(),
-        reason: "must be at least 1".into(),
-    }
+    DomainError::Invalid { field: "qty".into(), reason: "must be at least 1".into() }
 }
 
 impl Aggregate for SkuStockState {
@@ -379,23 +351,13 @@ impl Aggregate for SkuStockState {
 
     fn apply(&mut self, at: u64, event: &StockEvent) {
         match event {
-            StockEvent::Reserved {
-                reservation_id,
-                order_id,
-                qty,
-                expires_at,
-            } => {
+            StockEvent::Reserved { reservation_id, order_id, qty, expires_at } => {
                 self.reserved += qty;
                 self.open.insert(
                     reservation_id.clone(),
-                    Reservation {
-                        order_id: order_id.clone(),
-                        qty: *qty,
-                        expires_at: *expires_at,
-                    },
+                    Reservation { order_id: order_id.clone(), qty: *qty, expires_at: *expires_at },
                 );
-                self.deadlines
-                    .push(Reverse((*expires_at, reservation_id.clone())));
+                self.deadlines.push(Reverse((*expires_at, reservation_id.clone())));
             }
             StockEvent::Committed { reservation_id } => {
                 self.close(at, reservation_id, Settled::Committed)
@@ -418,11 +380,8 @@ impl Aggregate for SkuStockState {
     }
 
     fn after_snapshot_load(&mut self) {
-        self.deadlines = self
-            .open
-            .iter()
-            .map(|(id, r)| Reverse((r.expires_at, id.clone())))
-            .collect();
+        self.deadlines =
+            self.open.iter().map(|(id, r)| Reverse((r.expires_at, id.clone()))).collect();
     }
 }
 
@@ -497,8 +456,7 @@ impl SkuStockRunning {
                 let after = self.stock.levels().available;
                 let threshold = self.settings.stock_low_threshold;
                 if before > threshold && after <= threshold {
-                    self.journal
-                        .outbox(stock_low(&self.sku, after, threshold, now));
+                    self.journal.outbox(stock_low(&self.sku, after, threshold, now));
                 }
                 Ok(self.stock.levels())
             }
@@ -595,8 +553,7 @@ impl Actor for SkuStockActor {
                     st.lifecycle.idle_check(&myself, can_stop, internal);
                 }
                 InternalMsg::Stop => {
-                    st.lifecycle
-                        .stop_when_idle(&myself.get_cell(), st.journal.is_idle());
+                    st.lifecycle.stop_when_idle(&myself.get_cell(), st.journal.is_idle());
                 }
                 InternalMsg::ExpireDue => {
                     st.expiry_armed_for = None;
@@ -606,8 +563,7 @@ impl Actor for SkuStockActor {
             },
         }
         st.journal.flush(&st.stock, &myself, persisted)?;
-        st.lifecycle
-            .after_write(&myself.get_cell(), st.journal.is_idle());
+        st.lifecycle.after_write(&myself.get_cell(), st.journal.is_idle());
         Ok(())
     }
 }
@@ -622,11 +578,7 @@ fn stock_low(sku: &str, available: u64, threshold: u64, at: u64) -> OutboxRecord
         "threshold": threshold,
         "at_ms": at,
     });
-    OutboxRecord {
-        event_id,
-        topic: "stock.low".into(),
-        payload: payload.to_string().into_bytes(),
-    }
+    OutboxRecord { event_id, topic: "stock.low".into(), payload: payload.to_string().into_bytes() }
 }
 
 #[cfg(test)]
@@ -750,15 +702,7 @@ mod tests {
     #[test]
     fn refusals_say_why() {
         let mut s = SkuStockState::default();
-        run(
-            &mut s,
-            &StockCommand::Restock {
-                restock_id: "a".into(),
-                qty: 2,
-            },
-            0,
-        )
-        .unwrap();
+        run(&mut s, &StockCommand::Restock { restock_id: "a".into(), qty: 2 }, 0).unwrap();
         let reserve = |id: &str, qty| StockCommand::Reserve {
             reservation_id: id.into(),
             order_id: "o".into(),
@@ -768,99 +712,35 @@ mod tests {
         run(&mut s, &reserve("r1", 2), 0).unwrap();
         assert_eq!(
             run(&mut s, &reserve("r2", 1), 0),
-            Err(DomainError::OutOfStock {
-                sku: "SKU".into(),
-                requested: 1,
-                available: 0
-            })
+            Err(DomainError::OutOfStock { sku: "SKU".into(), requested: 1, available: 0 })
         );
-        assert!(matches!(
-            run(&mut s, &reserve("r3", 0), 0),
-            Err(DomainError::Invalid { .. })
-        ));
+        assert!(matches!(run(&mut s, &reserve("r3", 0), 0), Err(DomainError::Invalid { .. })));
         assert_eq!(
-            run(
-                &mut s,
-                &StockCommand::Set {
-                    set_id: "s".into(),
-                    on_hand: 1
-                },
-                0
-            ),
-            Err(DomainError::BelowReserved {
-                on_hand: 1,
-                reserved: 2
-            })
+            run(&mut s, &StockCommand::Set { set_id: "s".into(), on_hand: 1 }, 0),
+            Err(DomainError::BelowReserved { on_hand: 1, reserved: 2 })
         );
-        run(
-            &mut s,
-            &StockCommand::Commit {
-                reservation_id: "r1".into(),
-            },
-            0,
-        )
-        .unwrap();
+        run(&mut s, &StockCommand::Commit { reservation_id: "r1".into() }, 0).unwrap();
         assert_eq!(
-            run(
-                &mut s,
-                &StockCommand::Release {
-                    reservation_id: "r1".into()
-                },
-                0
-            ),
+            run(&mut s, &StockCommand::Release { reservation_id: "r1".into() }, 0),
             Err(DomainError::AlreadyCommitted("r1".into()))
         );
         // A release of an unknown id fences off a late reserve with that id.
-        run(
-            &mut s,
-            &StockCommand::Release {
-                reservation_id: "late".into(),
-            },
-            0,
-        )
-        .unwrap();
-        run(
-            &mut s,
-            &StockCommand::Restock {
-                restock_id: "b".into(),
-                qty: 5,
-            },
-            0,
-        )
-        .unwrap();
+        run(&mut s, &StockCommand::Release { reservation_id: "late".into() }, 0).unwrap();
+        run(&mut s, &StockCommand::Restock { restock_id: "b".into(), qty: 5 }, 0).unwrap();
         assert_eq!(
             run(&mut s, &reserve("late", 1), 0),
             Err(DomainError::ReservationGone("late".into()))
         );
-        assert_eq!(
-            s.levels(),
-            StockLevels {
-                on_hand: 5,
-                reserved: 0,
-                available: 5,
-                sold: 2
-            }
-        );
+        assert_eq!(s.levels(), StockLevels { on_hand: 5, reserved: 0, available: 5, sold: 2 });
     }
 
     #[test]
     fn settled_ids_are_forgotten_after_the_retention() {
         let mut s = SkuStockState::default();
+        run(&mut s, &StockCommand::Restock { restock_id: "a".into(), qty: 1 }, 0).unwrap();
         run(
             &mut s,
-            &StockCommand::Restock {
-                restock_id: "a".into(),
-                qty: 1,
-            },
-            0,
-        )
-        .unwrap();
-        run(
-            &mut s,
-            &StockCommand::Restock {
-                restock_id: "b".into(),
-                qty: 1,
-            },
+            &StockCommand::Restock { restock_id: "b".into(), qty: 1 },
             DEDUP_RETENTION_MS + 1,
         )
         .unwrap();

@@ -43,11 +43,8 @@ fn place(round: u64, n: u64) -> PlaceOrder {
 }
 
 fn checkout(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let regions = runtime.block_on(async {
         let store = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
@@ -58,26 +55,17 @@ fn checkout(c: &mut Criterion) {
             },
             ..RegionsConfig::default()
         };
-        let regions = Regions::start(
-            store,
-            Arc::new(SimulatedGateway::new()),
-            Clock::system(),
-            config,
-        )
-        .await
-        .unwrap();
+        let regions =
+            Regions::start(store, Arc::new(SimulatedGateway::new()), Clock::system(), config)
+                .await
+                .unwrap();
         let stocking: Vec<_> = (0..SKUS)
             .map(|k| {
                 let regions = regions.clone();
                 tokio::spawn(async move {
-                    let restock = StockCommand::Restock {
-                        restock_id: "initial".into(),
-                        qty: 1_000_000,
-                    };
-                    regions
-                        .stock(&format!("SKU-{k:05}"), restock)
-                        .await
-                        .unwrap();
+                    let restock =
+                        StockCommand::Restock { restock_id: "initial".into(), qty: 1_000_000 };
+                    regions.stock(&format!("SKU-{k:05}"), restock).await.unwrap();
                 })
             })
             .collect();

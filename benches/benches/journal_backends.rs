@@ -69,10 +69,7 @@ fn redb_appends(c: &mut Criterion) {
                                 seq += batch;
                             }
                         }
-                        txn.open_table(HEADS)
-                            .unwrap()
-                            .insert("sku/HOT", seq)
-                            .unwrap();
+                        txn.open_table(HEADS).unwrap().insert("sku/HOT", seq).unwrap();
                     }
                     txn.commit().unwrap();
                 });
@@ -88,12 +85,8 @@ fn fjall_appends(c: &mut Criterion) {
         for batch in BATCHES {
             let dir = tempfile::tempdir().unwrap();
             let db = fjall::Database::builder(dir.path()).open().unwrap();
-            let journal = db
-                .keyspace("journal", fjall::KeyspaceCreateOptions::default)
-                .unwrap();
-            let heads = db
-                .keyspace("heads", fjall::KeyspaceCreateOptions::default)
-                .unwrap();
+            let journal = db.keyspace("journal", fjall::KeyspaceCreateOptions::default).unwrap();
+            let heads = db.keyspace("heads", fjall::KeyspaceCreateOptions::default).unwrap();
             let mut seq = 0u64;
             group.throughput(Throughput::Elements(batch));
             group.bench_function(BenchmarkId::new(name, batch), |b| {

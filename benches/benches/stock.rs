@@ -38,10 +38,8 @@ fn in_memory(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let mut state = SkuStockState::default();
-                let restock = StockCommand::Restock {
-                    restock_id: "initial".into(),
-                    qty: u64::MAX / 2,
-                };
+                let restock =
+                    StockCommand::Restock { restock_id: "initial".into(), qty: u64::MAX / 2 };
                 state.execute("HOT", &restock, 0).unwrap();
                 state
             },
@@ -58,29 +56,18 @@ fn in_memory(c: &mut Criterion) {
 }
 
 fn durable(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let regions = runtime.block_on(async {
         let store = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
         let config = RegionsConfig {
-            settings: EntitySettings {
-                snapshot_every: 100_000,
-                ..EntitySettings::default()
-            },
+            settings: EntitySettings { snapshot_every: 100_000, ..EntitySettings::default() },
             ..RegionsConfig::default()
         };
-        Regions::start(
-            store,
-            Arc::new(SimulatedGateway::new()),
-            Clock::system(),
-            config,
-        )
-        .await
-        .unwrap()
+        Regions::start(store, Arc::new(SimulatedGateway::new()), Clock::system(), config)
+            .await
+            .unwrap()
     });
     let mut group = c.benchmark_group("stock/durable");
     group.throughput(Throughput::Elements(BURST));
@@ -100,10 +87,7 @@ fn durable(c: &mut Criterion) {
                     regions
                         .stock(
                             &sku,
-                            StockCommand::Restock {
-                                restock_id: "initial".into(),
-                                qty: BURST,
-                            },
+                            StockCommand::Restock { restock_id: "initial".into(), qty: BURST },
                         )
                         .await
                         .unwrap();

@@ -40,17 +40,13 @@ pub struct ShardRegion<A: Actor> {
 
 impl<A: Actor> Clone for ShardRegion<A> {
     fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
+        Self { inner: self.inner.clone() }
     }
 }
 
 impl<A: Actor> std::fmt::Debug for ShardRegion<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardRegion")
-            .field("kind", &self.inner.kind)
-            .finish()
+        f.debug_struct("ShardRegion").field("kind", &self.inner.kind).finish()
     }
 }
 
@@ -104,13 +100,10 @@ where
                 restarts: HashMap::new(),
             }),
         });
-        let (supervisor, _) = Actor::spawn(
-            None,
-            RegionSupervisor::<A>(PhantomData),
-            Arc::downgrade(&inner),
-        )
-        .await
-        .map_err(|e| ClusterError::Region(format!("{kind} supervisor: {e}")))?;
+        let (supervisor, _) =
+            Actor::spawn(None, RegionSupervisor::<A>(PhantomData), Arc::downgrade(&inner))
+                .await
+                .map_err(|e| ClusterError::Region(format!("{kind} supervisor: {e}")))?;
         // Set once, here, before the region is handed out.
         let _ = inner.supervisor.set(supervisor.get_cell());
         Ok(Self { inner })
@@ -158,10 +151,7 @@ where
         self.send(id, build(RpcReplyPort::from(tx)))?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => Err(ClusterError::Dropped {
-                kind: self.inner.kind,
-                id: id.to_owned(),
-            }),
+            Ok(Err(_)) => Err(ClusterError::Dropped { kind: self.inner.kind, id: id.to_owned() }),
             Err(_) => Err(ClusterError::Timeout {
                 kind: self.inner.kind,
                 id: id.to_owned(),
@@ -195,9 +185,7 @@ impl<A: Actor + Default> RegionInner<A> {
     fn lock(&self) -> MutexGuard<'_, Entities<A::Msg>> {
         // The map is only ever mutated in short sections without panicking calls; a poisoned lock
         // still holds a consistent map.
-        self.entities
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.entities.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn send(this: &Arc<Self>, id: &str, message: A::Msg) -> Result<(), ClusterError> {
@@ -208,23 +196,16 @@ impl<A: Actor + Default> RegionInner<A> {
                 Err(MessagingErr::SendErr(message)) => {
                     // Dead but not yet reported: hold the command for its successor.
                     let actor = actor.get_id();
-                    entities.by_id.insert(
-                        id.to_owned(),
-                        Slot::Stopping {
-                            actor,
-                            held: vec![message],
-                        },
-                    );
+                    entities
+                        .by_id
+                        .insert(id.to_owned(), Slot::Stopping { actor, held: vec![message] });
                     return Ok(());
                 }
                 Err(err) => return Err(this.spawn_error(id, err)),
             },
             Some(Slot::Stopping { held, .. }) => {
                 if held.len() >= MAX_HELD {
-                    return Err(ClusterError::Overloaded {
-                        kind: this.kind,
-                        id: id.to_owned(),
-                    });
+                    return Err(ClusterError::Overloaded { kind: this.kind, id: id.to_owned() });
                 }
                 held.push(message);
                 return Ok(());
@@ -232,19 +213,13 @@ impl<A: Actor + Default> RegionInner<A> {
             None => message,
         };
         let actor = Self::spawn(this, &mut entities, id)?;
-        let sent = actor
-            .send_message(message)
-            .map_err(|err| this.spawn_error(id, err));
+        let sent = actor.send_message(message).map_err(|err| this.spawn_error(id, err));
         entities.by_id.insert(id.to_owned(), Slot::Running(actor));
         sent
     }
 
     fn spawn_error(&self, id: &str, err: impl std::fmt::Display) -> ClusterError {
-        ClusterError::Spawn {
-            kind: self.kind,
-            id: id.to_owned(),
-            reason: err.to_string(),
-        }
+        ClusterError::Spawn { kind: self.kind, id: id.to_owned(), reason: err.to_string() }
     }
 
     /// Spawns entity `id` linked to the supervisor; the caller records it in `entities`.
@@ -257,10 +232,8 @@ impl<A: Actor + Default> RegionInner<A> {
         let passivation =
             Passivation::new(move |actor| weak.upgrade().is_some_and(|r| r.agree_to_stop(actor)));
         let args = (this.make_args)(id, passivation);
-        let supervisor = this
-            .supervisor
-            .get()
-            .ok_or_else(|| this.spawn_error(id, "region not started"))?;
+        let supervisor =
+            this.supervisor.get().ok_or_else(|| this.spawn_error(id, "region not started"))?;
         let (actor, started) = ractor::ActorRuntime::<A>::spawn_linked_instant(
             None,
             A::default(),
@@ -279,11 +252,7 @@ impl<A: Actor + Default> RegionInner<A> {
                 Err(err) => err.to_string(),
             };
             if let Some(region) = weak.upgrade() {
-                Self::exited(
-                    &region,
-                    actor_id,
-                    Exit::Failed(format!("start failed: {failure}")),
-                );
+                Self::exited(&region, actor_id, Exit::Failed(format!("start failed: {failure}")));
             }
         });
         Ok(actor)
@@ -297,13 +266,7 @@ impl<A: Actor + Default> RegionInner<A> {
         };
         match entities.by_id.get(&id) {
             Some(Slot::Running(running)) if running.get_id() == actor => {
-                entities.by_id.insert(
-                    id,
-                    Slot::Stopping {
-                        actor,
-                        held: Vec::new(),
-                    },
-                );
+                entities.by_id.insert(id, Slot::Stopping { actor, held: Vec::new() });
                 true
             }
             _ => false,
@@ -318,10 +281,7 @@ impl<A: Actor + Default> RegionInner<A> {
         };
         let held = match entities.by_id.remove(&id) {
             Some(Slot::Running(running)) if running.get_id() == actor => Vec::new(),
-            Some(Slot::Stopping {
-                actor: stopping,
-                held,
-            }) if stopping == actor => held,
+            Some(Slot::Stopping { actor: stopping, held }) if stopping == actor => held,
             Some(other) => {
                 // The slot already belongs to a successor.
                 entities.by_id.insert(id, other);

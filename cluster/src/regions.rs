@@ -68,13 +68,7 @@ struct SkuPort {
 #[async_trait]
 impl StockPort for SkuPort {
     async fn stock(&self, sku: &str, command: StockCommand) -> Result<StockLevels, DomainError> {
-        self.skus
-            .call(
-                sku,
-                |reply| SkuStockMsg::Command(command, reply),
-                self.timeout,
-            )
-            .await?
+        self.skus.call(sku, |reply| SkuStockMsg::Command(command, reply), self.timeout).await?
     }
 }
 
@@ -86,11 +80,7 @@ impl Regions {
         clock: Clock,
         config: RegionsConfig,
     ) -> Result<Self, ClusterError> {
-        let RegionsConfig {
-            shard_count,
-            settings,
-            call_timeout,
-        } = config;
+        let RegionsConfig { shard_count, settings, call_timeout } = config;
         let skus = {
             let (store, settings) = (store.clone(), settings.clone());
             ShardRegion::<SkuStockActor>::start("sku", shard_count, move |sku, passivation| {
@@ -117,10 +107,8 @@ impl Regions {
             })
             .await?
         };
-        let stock: Arc<dyn StockPort> = Arc::new(SkuPort {
-            skus: skus.clone(),
-            timeout: call_timeout,
-        });
+        let stock: Arc<dyn StockPort> =
+            Arc::new(SkuPort { skus: skus.clone(), timeout: call_timeout });
         let orders = {
             let store = store.clone();
             ShardRegion::<OrderActor>::start("order", shard_count, move |order_id, passivation| {
@@ -136,13 +124,7 @@ impl Regions {
             })
             .await?
         };
-        Ok(Self {
-            skus,
-            carts,
-            orders,
-            store,
-            call_timeout,
-        })
+        Ok(Self { skus, carts, orders, store, call_timeout })
     }
 
     /// Starts every order whose saga had not ended when the node last stopped; each resumes or
@@ -151,10 +133,7 @@ impl Regions {
         let mut after: Option<Vec<u8>> = None;
         let mut resumed = 0;
         loop {
-            let page = self
-                .store
-                .scan(Table::OpenOrders, b"", after.as_deref(), 1000)
-                .await?;
+            let page = self.store.scan(Table::OpenOrders, b"", after.as_deref(), 1000).await?;
             for (key, _) in &page {
                 self.orders.ensure_started(&String::from_utf8_lossy(key))?;
                 resumed += 1;
@@ -187,16 +166,12 @@ impl Regions {
         sku: &str,
         command: StockCommand,
     ) -> Result<StockLevels, DomainError> {
-        self.skus
-            .call(sku, |r| SkuStockMsg::Command(command, r), self.call_timeout)
-            .await?
+        self.skus.call(sku, |r| SkuStockMsg::Command(command, r), self.call_timeout).await?
     }
 
     /// A SKU's levels.
     pub async fn stock_levels(&self, sku: &str) -> Result<StockLevels, DomainError> {
-        self.skus
-            .call(sku, SkuStockMsg::Levels, self.call_timeout)
-            .await?
+        self.skus.call(sku, SkuStockMsg::Levels, self.call_timeout).await?
     }
 
     /// Changes a cart.
@@ -205,16 +180,12 @@ impl Regions {
         cart_id: &str,
         command: CartCommand,
     ) -> Result<CartView, DomainError> {
-        self.carts
-            .call(cart_id, |r| CartMsg::Command(command, r), self.call_timeout)
-            .await?
+        self.carts.call(cart_id, |r| CartMsg::Command(command, r), self.call_timeout).await?
     }
 
     /// Reads a cart.
     pub async fn cart(&self, cart_id: &str) -> Result<CartView, DomainError> {
-        self.carts
-            .call(cart_id, CartMsg::Get, self.call_timeout)
-            .await?
+        self.carts.call(cart_id, CartMsg::Get, self.call_timeout).await?
     }
 
     /// Runs a checkout, waiting up to `wait` for the saga to end.
@@ -224,11 +195,7 @@ impl Regions {
         wait: Duration,
     ) -> Result<Checkout, DomainError> {
         let order_id = order.order_id.clone();
-        match self
-            .orders
-            .call(&order_id, |r| OrderMsg::Place(order, r), wait)
-            .await
-        {
+        match self.orders.call(&order_id, |r| OrderMsg::Place(order, r), wait).await {
             Ok(outcome) => outcome.map(Checkout::Ended),
             Err(ClusterError::Timeout { .. }) => Ok(Checkout::Pending { order_id }),
             Err(err) => Err(err.into()),
@@ -237,9 +204,7 @@ impl Regions {
 
     /// An order as it stands.
     pub async fn order(&self, order_id: &str) -> Result<OrderView, DomainError> {
-        self.orders
-            .call(order_id, OrderMsg::Get, self.call_timeout)
-            .await?
+        self.orders.call(order_id, OrderMsg::Get, self.call_timeout).await?
     }
 
     /// An order once its saga (or cancellation) has ended, waiting up to `wait`.
@@ -248,9 +213,7 @@ impl Regions {
         order_id: &str,
         wait: Duration,
     ) -> Result<OrderView, DomainError> {
-        self.orders
-            .call(order_id, OrderMsg::AwaitOutcome, wait)
-            .await?
+        self.orders.call(order_id, OrderMsg::AwaitOutcome, wait).await?
     }
 
     /// Cancels a confirmed order, waiting up to `wait` for the refund and restock.

@@ -22,10 +22,8 @@ mod tests {
         // Fixed vectors: a change here re-shards every existing cluster.
         assert_eq!(shard_of("sku", "ABC-1", 256), shard_of("sku", "ABC-1", 256));
         assert_eq!(shard_of("sku", "", 1), 0);
-        let fixed: Vec<u32> = ["a", "b", "SKU-000001", "user-42"]
-            .iter()
-            .map(|id| shard_of("sku", id, 256))
-            .collect();
+        let fixed: Vec<u32> =
+            ["a", "b", "SKU-000001", "user-42"].iter().map(|id| shard_of("sku", id, 256)).collect();
         assert_eq!(fixed, [61, 36, 173, 38]);
         assert_ne!(
             shard_of("sku", "x", 1 << 16),
@@ -36,9 +34,6 @@ mod tests {
         for i in 0..16_000 {
             counts[shard_of("order", &format!("order-{i}"), 16) as usize] += 1;
         }
-        assert!(
-            counts.iter().all(|&c| (800..1200).contains(&c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
     }
 }

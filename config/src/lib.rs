@@ -149,9 +149,7 @@ impl Default for Config {
 
 impl Default for ShopConfig {
     fn default() -> Self {
-        Self {
-            base_currency: "USD".into(),
-        }
+        Self { base_currency: "USD".into() }
     }
 }
 
@@ -170,42 +168,25 @@ impl Default for EntitiesConfig {
 
 impl Default for CheckoutConfig {
     fn default() -> Self {
-        Self {
-            wait_ms: 5_000,
-            gateway_max_attempts: 3,
-            gateway_retry_base_ms: 100,
-        }
+        Self { wait_ms: 5_000, gateway_max_attempts: 3, gateway_retry_base_ms: 100 }
     }
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self {
-            node_id: "node-1".into(),
-            addr: None,
-            seeds: Vec::new(),
-            cookie: None,
-        }
+        Self { node_id: "node-1".into(), addr: None, seeds: Vec::new(), cookie: None }
     }
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            per_ip_per_second: 200,
-            per_user_per_second: 50,
-            auth_per_minute: 20,
-        }
+        Self { enabled: true, per_ip_per_second: 200, per_user_per_second: 50, auth_per_minute: 20 }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            filter: "info,fjall=warn,lsm_tree=warn".into(),
-            json: false,
-        }
+        Self { filter: "info,fjall=warn,lsm_tree=warn".into(), json: false }
     }
 }
 
@@ -239,10 +220,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_owned(),
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { key: key.to_owned(), reason: reason.into() }
 }
 
 /// One override from the command line: a dotted key and its value.
@@ -257,10 +235,7 @@ pub struct Override {
 impl Override {
     /// An override of `key` with `value`.
     pub fn new(key: &str, value: impl Into<toml::Value>) -> Self {
-        Self {
-            key: key.to_owned(),
-            value: value.into(),
-        }
+        Self { key: key.to_owned(), value: value.into() }
     }
 }
 
@@ -276,10 +251,8 @@ impl Config {
             .map_err(|e| invalid("", format!("defaults do not serialize: {e}")))?;
         let mut merged = defaults.clone();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Read { path: path.to_owned(), reason: e.to_string() })?;
             let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
                 path: path.to_owned(),
                 reason: e.message().to_owned(),
@@ -292,9 +265,7 @@ impl Config {
             .collect();
         env.sort();
         for (name, raw) in env {
-            let key = name[ENV_PREFIX.len()..]
-                .to_ascii_lowercase()
-                .replace("__", ".");
+            let key = name[ENV_PREFIX.len()..].to_ascii_lowercase().replace("__", ".");
             let value = env_value(&defaults, &key, &raw)?;
             set(&mut merged, &key, value)?;
         }
@@ -304,12 +275,8 @@ impl Config {
         let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
             let key = e.path().to_string();
             // Parser messages may span lines; a config error is reported on one.
-            let reason = e
-                .into_inner()
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
+            let reason =
+                e.into_inner().to_string().split_whitespace().collect::<Vec<_>>().join(" ");
             invalid(if key == "." { "" } else { &key }, reason)
         })?;
         config.validate()?;
@@ -319,10 +286,7 @@ impl Config {
     /// Checks every value that a type alone does not; the error names the first bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.http_addr.parse::<SocketAddr>().map_err(|e| {
-            invalid(
-                "http_addr",
-                format!("`{}` is not HOST:PORT: {e}", self.http_addr),
-            )
+            invalid("http_addr", format!("`{}` is not HOST:PORT: {e}", self.http_addr))
         })?;
         let store_ok = self.store == "embedded"
             || self.store.starts_with("postgres://")
@@ -336,37 +300,25 @@ impl Config {
         }
         let code = &self.shop.base_currency;
         if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(invalid(
-                "shop.base_currency",
-                format!("`{code}` is not an ISO 4217 code"),
-            ));
+            return Err(invalid("shop.base_currency", format!("`{code}` is not an ISO 4217 code")));
         }
         let e = &self.entities;
         if !(1..=65_536).contains(&e.shard_count) {
-            return Err(invalid(
-                "entities.shard_count",
-                "must be between 1 and 65536",
-            ));
+            return Err(invalid("entities.shard_count", "must be between 1 and 65536"));
         }
         for (key, value) in [
             ("entities.snapshot_every", e.snapshot_every),
             ("entities.passivate_after_secs", e.passivate_after_secs),
             ("entities.cart_idle_expiry_secs", e.cart_idle_expiry_secs),
             ("entities.reservation_ttl_secs", e.reservation_ttl_secs),
-            (
-                "checkout.gateway_max_attempts",
-                u64::from(self.checkout.gateway_max_attempts),
-            ),
+            ("checkout.gateway_max_attempts", u64::from(self.checkout.gateway_max_attempts)),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
         }
         if self.checkout.gateway_max_attempts > 10 {
-            return Err(invalid(
-                "checkout.gateway_max_attempts",
-                "must be at most 10",
-            ));
+            return Err(invalid("checkout.gateway_max_attempts", "must be at most 10"));
         }
         if self.cluster.node_id.is_empty() {
             return Err(invalid("cluster.node_id", "must not be empty"));
@@ -398,10 +350,7 @@ impl Config {
             ]
             .contains(&0)
         {
-            return Err(invalid(
-                "rate_limit",
-                "limits must be at least 1 when enabled",
-            ));
+            return Err(invalid("rate_limit", "limits must be at least 1 when enabled"));
         }
         Ok(())
     }
@@ -429,25 +378,19 @@ fn set(root: &mut toml::Value, key: &str, value: toml::Value) -> Result<(), Conf
     let mut node = root;
     let mut parts = key.split('.').peekable();
     while let Some(part) = parts.next() {
-        let table = node
-            .as_table_mut()
-            .ok_or_else(|| invalid(key, "is not inside a section"))?;
+        let table = node.as_table_mut().ok_or_else(|| invalid(key, "is not inside a section"))?;
         if parts.peek().is_none() {
             table.insert(part.to_owned(), value);
             return Ok(());
         }
-        node = table
-            .entry(part)
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = table.entry(part).or_insert_with(|| toml::Value::Table(toml::Table::new()));
     }
     Err(invalid(key, "empty key"))
 }
 
 /// Reads an environment value as the type the key has in the defaults (text when unknown).
 fn env_value(defaults: &toml::Value, key: &str, raw: &str) -> Result<toml::Value, ConfigError> {
-    let default = key
-        .split('.')
-        .try_fold(defaults, |node, part| node.get(part));
+    let default = key.split('.').try_fold(defaults, |node, part| node.get(part));
     let wrong = |what: &str| invalid(key, format!("`{raw}` is not {what}"));
     Ok(match default {
         Some(toml::Value::Boolean(_)) => toml::Value::Boolean(match raw {

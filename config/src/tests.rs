@@ -3,10 +3,7 @@ use std::io::Write;
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn file(text: &str) -> tempfile::NamedTempFile {
@@ -54,10 +51,7 @@ fn layers_override_in_order() {
     assert_eq!(config.entities.snapshot_every, 10, "file beats default");
     assert!(!config.rate_limit.enabled);
     assert_eq!(config.shop.base_currency, "EUR");
-    assert_eq!(
-        config.admin_password.as_ref().map(Secret::expose),
-        Some("0123456789")
-    );
+    assert_eq!(config.admin_password.as_ref().map(Secret::expose), Some("0123456789"));
 }
 
 #[test]
@@ -93,12 +87,8 @@ fn wrong_types_name_the_key() {
     let f = file("[entities]\nshard_count = \"many\"\n");
     let err = Config::load(Some(f.path()), env(&[]), vec![]).unwrap_err();
     assert_eq!(key_of(err), "entities.shard_count");
-    let err = Config::load(
-        None,
-        env(&[("STOREFRONT_RATE_LIMIT__ENABLED", "maybe")]),
-        vec![],
-    )
-    .unwrap_err();
+    let err = Config::load(None, env(&[("STOREFRONT_RATE_LIMIT__ENABLED", "maybe")]), vec![])
+        .unwrap_err();
     assert_eq!(key_of(err), "rate_limit.enabled");
 }
 
@@ -107,27 +97,12 @@ fn validate_names_the_bad_key() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[("STOREFRONT_HTTP_ADDR", "nowhere")], "http_addr"),
         (&[("STOREFRONT_STORE", "mysql://x")], "store"),
-        (
-            &[("STOREFRONT_SHOP__BASE_CURRENCY", "usd")],
-            "shop.base_currency",
-        ),
-        (
-            &[("STOREFRONT_ENTITIES__SHARD_COUNT", "0")],
-            "entities.shard_count",
-        ),
-        (
-            &[("STOREFRONT_ENTITIES__SNAPSHOT_EVERY", "0")],
-            "entities.snapshot_every",
-        ),
-        (
-            &[("STOREFRONT_CHECKOUT__GATEWAY_MAX_ATTEMPTS", "0")],
-            "checkout.gateway_max_attempts",
-        ),
+        (&[("STOREFRONT_SHOP__BASE_CURRENCY", "usd")], "shop.base_currency"),
+        (&[("STOREFRONT_ENTITIES__SHARD_COUNT", "0")], "entities.shard_count"),
+        (&[("STOREFRONT_ENTITIES__SNAPSHOT_EVERY", "0")], "entities.snapshot_every"),
+        (&[("STOREFRONT_CHECKOUT__GATEWAY_MAX_ATTEMPTS", "0")], "checkout.gateway_max_attempts"),
         (&[("STOREFRONT_ADMIN_EMAIL", "a@b.c")], "admin_password"),
-        (
-            &[("STOREFRONT_CLUSTER__SEEDS", "10.0.0.2:7000")],
-            "cluster.seeds",
-        ),
+        (&[("STOREFRONT_CLUSTER__SEEDS", "10.0.0.2:7000")], "cluster.seeds"),
         (
             &[
                 ("STOREFRONT_CLUSTER__SEEDS", "n2:7000, n3:7000"),
@@ -165,11 +140,7 @@ fn broken_files_are_reported() {
         Err(ConfigError::Syntax { .. })
     ));
     assert!(matches!(
-        Config::load(
-            Some(Path::new("/nonexistent/storefront.toml")),
-            env(&[]),
-            vec![]
-        ),
+        Config::load(Some(Path::new("/nonexistent/storefront.toml")), env(&[]), vec![]),
         Err(ConfigError::Read { .. })
     ));
 }

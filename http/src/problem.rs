@@ -40,13 +40,7 @@ impl Problem {
         status: u16,
         detail: impl Into<String>,
     ) -> Self {
-        Self {
-            kind,
-            title,
-            status,
-            detail: detail.into(),
-            errors: Vec::new(),
-        }
+        Self { kind, title, status, detail: detail.into(), errors: Vec::new() }
     }
 }
 
@@ -62,52 +56,37 @@ impl ToProblem for DomainError {
         let p = |kind, title, status| Problem::new(kind, title, status, detail.clone());
         match self {
             DomainError::Invalid { field, reason } => Problem {
-                errors: vec![FieldError {
-                    field: field.clone(),
-                    message: reason.clone(),
-                }],
+                errors: vec![FieldError { field: field.clone(), message: reason.clone() }],
                 ..p("/problems/validation", "Invalid request", 400)
             },
             DomainError::InvalidMoney(_) => p("/problems/invalid-money", "Invalid amount", 400),
             DomainError::UnknownCurrency(_) => {
                 p("/problems/unknown-currency", "Unknown currency", 400)
             }
-            DomainError::CurrencyMismatch { .. } => p(
-                "/problems/currency-mismatch",
-                "Currencies do not match",
-                400,
-            ),
+            DomainError::CurrencyMismatch { .. } => {
+                p("/problems/currency-mismatch", "Currencies do not match", 400)
+            }
             DomainError::InvalidRate(_) => {
                 p("/problems/invalid-fx-rate", "Invalid exchange rate", 400)
             }
             DomainError::Overflow => p("/problems/amount-out-of-range", "Amount out of range", 400),
             DomainError::OutOfStock { .. } => p("/problems/out-of-stock", "Out of stock", 409),
-            DomainError::ReservationGone(_) => p(
-                "/problems/reservation-gone",
-                "Reservation no longer held",
-                409,
-            ),
-            DomainError::AlreadyCommitted(_) => p(
-                "/problems/reservation-committed",
-                "Reservation already committed",
-                409,
-            ),
-            DomainError::BelowReserved { .. } => p(
-                "/problems/below-reserved",
-                "Stock would fall below what is reserved",
-                409,
-            ),
+            DomainError::ReservationGone(_) => {
+                p("/problems/reservation-gone", "Reservation no longer held", 409)
+            }
+            DomainError::AlreadyCommitted(_) => {
+                p("/problems/reservation-committed", "Reservation already committed", 409)
+            }
+            DomainError::BelowReserved { .. } => {
+                p("/problems/below-reserved", "Stock would fall below what is reserved", 409)
+            }
             DomainError::NotFound { .. } => p("/problems/not-found", "Not found", 404),
-            DomainError::OrderConflict(_) => p(
-                "/problems/order-conflict",
-                "Order exists with other contents",
-                409,
-            ),
-            DomainError::InvalidOrderState { .. } => p(
-                "/problems/invalid-order-state",
-                "Not possible in this order state",
-                409,
-            ),
+            DomainError::OrderConflict(_) => {
+                p("/problems/order-conflict", "Order exists with other contents", 409)
+            }
+            DomainError::InvalidOrderState { .. } => {
+                p("/problems/invalid-order-state", "Not possible in this order state", 409)
+            }
             DomainError::Unavailable(_) => {
                 p("/problems/unavailable", "Temporarily unavailable", 503)
             }
@@ -128,37 +107,15 @@ mod tests {
     fn domain_errors_map_to_stable_problems() {
         let cases = [
             (
-                DomainError::OutOfStock {
-                    sku: "A".into(),
-                    requested: 2,
-                    available: 1,
-                },
+                DomainError::OutOfStock { sku: "A".into(), requested: 2, available: 1 },
                 409,
                 "/problems/out-of-stock",
             ),
+            (DomainError::NotFound { kind: "order", id: "o".into() }, 404, "/problems/not-found"),
+            (DomainError::Unavailable("timeout".into()), 503, "/problems/unavailable"),
+            (DomainError::UnknownCurrency("XYZ".into()), 400, "/problems/unknown-currency"),
             (
-                DomainError::NotFound {
-                    kind: "order",
-                    id: "o".into(),
-                },
-                404,
-                "/problems/not-found",
-            ),
-            (
-                DomainError::Unavailable("timeout".into()),
-                503,
-                "/problems/unavailable",
-            ),
-            (
-                DomainError::UnknownCurrency("XYZ".into()),
-                400,
-                "/problems/unknown-currency",
-            ),
-            (
-                DomainError::BelowReserved {
-                    on_hand: 1,
-                    reserved: 2,
-                },
+                DomainError::BelowReserved { on_hand: 1, reserved: 2 },
                 409,
                 "/problems/below-reserved",
             ),
@@ -168,9 +125,7 @@ mod tests {
             assert_eq!((problem.status, problem.kind), (status, kind), "{error}");
             assert_eq!(problem.detail, error.to_string());
         }
-        let money = Money::parse("1.001", Currency::USD)
-            .unwrap_err()
-            .to_problem();
+        let money = Money::parse("1.001", Currency::USD).unwrap_err().to_problem();
         assert_eq!((money.status, money.kind), (400, "/problems/invalid-money"));
     }
 

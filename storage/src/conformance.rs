@@ -70,38 +70,23 @@ fn append(stream: &str, expected_seq: u64, events: &[&[u8]]) -> AppendRequest {
 }
 
 fn payloads(events: &[crate::StoredEvent]) -> Vec<(u64, &[u8])> {
-    events
-        .iter()
-        .map(|e| (e.seq, e.payload.as_slice()))
-        .collect()
+    events.iter().map(|e| (e.seq, e.payload.as_slice())).collect()
 }
 
 /// Appends get consecutive sequences from 1 and read back in order, per stream.
 pub async fn appends_and_reads_in_order<H: Harness>() {
     let store = fresh::<H>().await;
-    assert_eq!(
-        store.append(append("a", 0, &[b"a1", b"a2"])).await.unwrap(),
-        2
-    );
+    assert_eq!(store.append(append("a", 0, &[b"a1", b"a2"])).await.unwrap(), 2);
     assert_eq!(store.append(append("b", 0, &[b"b1"])).await.unwrap(), 1);
     assert_eq!(store.append(append("a", 2, &[b"a3"])).await.unwrap(), 3);
     let a = store.read_events("a", 1, usize::MAX).await.unwrap();
     assert_eq!(payloads(&a), vec![(1, &b"a1"[..]), (2, b"a2"), (3, b"a3")]);
     let b = store.read_events("b", 0, usize::MAX).await.unwrap();
     assert_eq!(payloads(&b), vec![(1, &b"b1"[..])]);
-    assert!(
-        store
-            .read_events("never-written", 1, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.read_events("never-written", 1, 10).await.unwrap().is_empty());
     // A stream name that is a prefix of another is a different stream.
     assert_eq!(store.append(append("a/x", 0, &[b"x"])).await.unwrap(), 1);
-    assert_eq!(
-        store.read_events("a", 1, usize::MAX).await.unwrap().len(),
-        3
-    );
+    assert_eq!(store.read_events("a", 1, usize::MAX).await.unwrap().len(), 3);
 }
 
 /// An append with the wrong expected sequence fails with the actual one and changes nothing.
@@ -121,26 +106,16 @@ pub async fn rejects_a_sequence_conflict_and_writes_nothing<H: Harness>() {
             value: Some(vec![]),
         });
         match store.append(request).await {
-            Err(StorageError::Conflict {
-                stream,
-                expected: e,
-                actual,
-            }) => {
+            Err(StorageError::Conflict { stream, expected: e, actual }) => {
                 assert_eq!((stream.as_str(), e, actual), ("s", expected, 1));
             }
             other => panic!("expected a conflict, got {other:?}"),
         }
     }
-    assert_eq!(
-        payloads(&store.read_events("s", 1, 10).await.unwrap()),
-        vec![(1, &b"1"[..])]
-    );
+    assert_eq!(payloads(&store.read_events("s", 1, 10).await.unwrap()), vec![(1, &b"1"[..])]);
     assert!(store.read_outbox(0, 10).await.unwrap().is_empty());
     assert_eq!(store.get(Table::OpenOrders, b"s").await.unwrap(), None);
-    assert!(matches!(
-        store.append(append("s", 1, &[])).await,
-        Err(StorageError::Invalid(_))
-    ));
+    assert!(matches!(store.append(append("s", 1, &[])).await, Err(StorageError::Invalid(_))));
 }
 
 /// Of many writers appending at the same expected sequence, exactly one succeeds.
@@ -171,9 +146,8 @@ pub async fn reads_from_an_offset_with_a_limit<H: Harness>() {
     let mut seq = 0;
     let mut expected = Vec::new();
     for batch in 1..=10u64 {
-        let events: Vec<Vec<u8>> = (0..batch)
-            .map(|i| (seq + i + 1).to_le_bytes().to_vec())
-            .collect();
+        let events: Vec<Vec<u8>> =
+            (0..batch).map(|i| (seq + i + 1).to_le_bytes().to_vec()).collect();
         let refs: Vec<&[u8]> = events.iter().map(Vec::as_slice).collect();
         seq = store.append(append("s", seq, &refs)).await.unwrap();
         expected.extend(events);
@@ -188,10 +162,7 @@ pub async fn reads_from_an_offset_with_a_limit<H: Harness>() {
         }
     }
     let window = store.read_events("s", 13, 5).await.unwrap();
-    assert_eq!(
-        window.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![13, 14, 15, 16, 17]
-    );
+    assert_eq!(window.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![13, 14, 15, 16, 17]);
     assert!(store.read_events("s", 56, 10).await.unwrap().is_empty());
     assert!(store.read_events("s", 1, 0).await.unwrap().is_empty());
 }
@@ -200,10 +171,7 @@ pub async fn reads_from_an_offset_with_a_limit<H: Harness>() {
 pub async fn keeps_the_newest_snapshot<H: Harness>() {
     let store = fresh::<H>().await;
     assert_eq!(store.load_snapshot("s").await.unwrap(), None);
-    let at = |seq: u64| Snapshot {
-        seq,
-        state: format!("state@{seq}").into_bytes(),
-    };
+    let at = |seq: u64| Snapshot { seq, state: format!("state@{seq}").into_bytes() };
     store.save_snapshot("s", at(10)).await.unwrap();
     store.save_snapshot("s", at(20)).await.unwrap();
     store.save_snapshot("s", at(15)).await.unwrap();
@@ -231,19 +199,8 @@ pub async fn writes_the_outbox_with_the_events<H: Harness>() {
     assert!(all.windows(2).all(|w| w[0].position < w[1].position));
     assert_eq!(all[0].record, record("a"));
     let rest = store.read_outbox(all[0].position, 1).await.unwrap();
-    assert_eq!(
-        rest.iter()
-            .map(|e| e.record.event_id.as_str())
-            .collect::<Vec<_>>(),
-        ["b"]
-    );
-    assert!(
-        store
-            .read_outbox(all[2].position, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(rest.iter().map(|e| e.record.event_id.as_str()).collect::<Vec<_>>(), ["b"]);
+    assert!(store.read_outbox(all[2].position, 10).await.unwrap().is_empty());
 }
 
 /// Keyed writes carried by an append land with it: set and delete.
@@ -262,25 +219,14 @@ pub async fn writes_keyed_puts_with_the_events<H: Harness>() {
             key: b"u1/order/1".to_vec(),
             value: Some(vec![1]),
         },
-        KeyedWrite {
-            table: Table::OpenOrders,
-            key: b"old".to_vec(),
-            value: None,
-        },
+        KeyedWrite { table: Table::OpenOrders, key: b"old".to_vec(), value: None },
     ];
     store.append(request).await.unwrap();
     assert_eq!(
-        store
-            .get(Table::OpenOrders, b"order/1")
-            .await
-            .unwrap()
-            .as_deref(),
+        store.get(Table::OpenOrders, b"order/1").await.unwrap().as_deref(),
         Some(&b"open"[..])
     );
-    assert_eq!(
-        store.get(Table::OrdersByUser, b"u1/order/1").await.unwrap(),
-        Some(vec![1])
-    );
+    assert_eq!(store.get(Table::OrdersByUser, b"u1/order/1").await.unwrap(), Some(vec![1]));
     assert_eq!(store.get(Table::OpenOrders, b"old").await.unwrap(), None);
 }
 
@@ -291,54 +237,19 @@ pub async fn serves_keyed_tables<H: Harness>() {
     assert_eq!(store.get(t, b"k").await.unwrap(), None);
     store.put(t, b"k", b"v1").await.unwrap();
     store.put(t, b"k", b"v2").await.unwrap();
-    assert_eq!(
-        store.get(t, b"k").await.unwrap().as_deref(),
-        Some(&b"v2"[..])
-    );
-    assert_eq!(
-        store.get(Table::Users, b"k").await.unwrap(),
-        None,
-        "tables are separate"
-    );
+    assert_eq!(store.get(t, b"k").await.unwrap().as_deref(), Some(&b"v2"[..]));
+    assert_eq!(store.get(Table::Users, b"k").await.unwrap(), None, "tables are separate");
     store.delete(t, b"k").await.unwrap();
     store.delete(t, b"k").await.unwrap();
     assert_eq!(store.get(t, b"k").await.unwrap(), None);
 
     let e = Table::UserEmails;
-    assert!(
-        store
-            .compare_and_swap(e, b"a@x", None, Some(b"u1"))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .compare_and_swap(e, b"a@x", None, Some(b"u2"))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .compare_and_swap(e, b"a@x", Some(b"u9"), Some(b"u2"))
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        store.get(e, b"a@x").await.unwrap().as_deref(),
-        Some(&b"u1"[..])
-    );
-    assert!(
-        store
-            .compare_and_swap(e, b"a@x", Some(b"u1"), Some(b"u2"))
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .compare_and_swap(e, b"a@x", Some(b"u2"), None)
-            .await
-            .unwrap()
-    );
+    assert!(store.compare_and_swap(e, b"a@x", None, Some(b"u1")).await.unwrap());
+    assert!(!store.compare_and_swap(e, b"a@x", None, Some(b"u2")).await.unwrap());
+    assert!(!store.compare_and_swap(e, b"a@x", Some(b"u9"), Some(b"u2")).await.unwrap());
+    assert_eq!(store.get(e, b"a@x").await.unwrap().as_deref(), Some(&b"u1"[..]));
+    assert!(store.compare_and_swap(e, b"a@x", Some(b"u1"), Some(b"u2")).await.unwrap());
+    assert!(store.compare_and_swap(e, b"a@x", Some(b"u2"), None).await.unwrap());
     assert_eq!(store.get(e, b"a@x").await.unwrap(), None);
 
     let o = Table::OrdersByUser;
@@ -346,29 +257,12 @@ pub async fn serves_keyed_tables<H: Harness>() {
         store.put(o, key.as_bytes(), key.as_bytes()).await.unwrap();
     }
     let keys = |rows: Vec<(Vec<u8>, Vec<u8>)>| {
-        rows.into_iter()
-            .map(|(k, _)| String::from_utf8(k).unwrap())
-            .collect::<Vec<_>>()
+        rows.into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect::<Vec<_>>()
     };
-    assert_eq!(
-        keys(store.scan(o, b"u1/", None, 10).await.unwrap()),
-        ["u1/o1", "u1/o2", "u1/o3"]
-    );
-    assert_eq!(
-        keys(store.scan(o, b"u1/", None, 2).await.unwrap()),
-        ["u1/o1", "u1/o2"]
-    );
-    assert_eq!(
-        keys(store.scan(o, b"u1/", Some(b"u1/o2"), 10).await.unwrap()),
-        ["u1/o3"]
-    );
-    assert!(
-        store
-            .scan(o, b"u1/", Some(b"u1/o3"), 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(keys(store.scan(o, b"u1/", None, 10).await.unwrap()), ["u1/o1", "u1/o2", "u1/o3"]);
+    assert_eq!(keys(store.scan(o, b"u1/", None, 2).await.unwrap()), ["u1/o1", "u1/o2"]);
+    assert_eq!(keys(store.scan(o, b"u1/", Some(b"u1/o2"), 10).await.unwrap()), ["u1/o3"]);
+    assert!(store.scan(o, b"u1/", Some(b"u1/o3"), 10).await.unwrap().is_empty());
     assert!(store.scan(o, b"u3/", None, 10).await.unwrap().is_empty());
     assert_eq!(store.scan(o, b"", None, 100).await.unwrap().len(), 5);
 }
@@ -385,37 +279,18 @@ pub async fn keeps_everything_across_a_reopen<H: Harness>() {
             payload: vec![],
         });
         store.append(request).await.unwrap();
-        store
-            .save_snapshot(
-                "s",
-                Snapshot {
-                    seq: 2,
-                    state: b"two".to_vec(),
-                },
-            )
-            .await
-            .unwrap();
+        store.save_snapshot("s", Snapshot { seq: 2, state: b"two".to_vec() }).await.unwrap();
         store.put(Table::Users, b"u", b"user").await.unwrap();
     }
     let store = H::open(&location).await;
     assert_eq!(store.read_events("s", 1, 10).await.unwrap().len(), 2);
-    assert_eq!(
-        store.load_snapshot("s").await.unwrap().map(|s| s.seq),
-        Some(2)
-    );
-    assert_eq!(
-        store.get(Table::Users, b"u").await.unwrap().as_deref(),
-        Some(&b"user"[..])
-    );
+    assert_eq!(store.load_snapshot("s").await.unwrap().map(|s| s.seq), Some(2));
+    assert_eq!(store.get(Table::Users, b"u").await.unwrap().as_deref(), Some(&b"user"[..]));
     let outbox = store.read_outbox(0, 10).await.unwrap();
     assert_eq!(outbox.len(), 1);
     // Positions keep increasing after a reopen.
     let mut next = append("s", 2, &[b"3"]);
-    next.outbox.push(OutboxRecord {
-        event_id: "f".into(),
-        topic: "t".into(),
-        payload: vec![],
-    });
+    next.outbox.push(OutboxRecord { event_id: "f".into(), topic: "t".into(), payload: vec![] });
     store.append(next).await.unwrap();
     let outbox = store.read_outbox(0, 10).await.unwrap();
     assert_eq!(outbox.len(), 2);
@@ -441,11 +316,8 @@ fn crash_event(seq: u64) -> Vec<u8> {
 /// acknowledged is read back, sequences have no gaps, no event is partial, and the outbox holds
 /// exactly one record per durable append.
 pub fn killed_writer_never_leaves_a_partial_event<H: Harness>(module: &str, test: &str) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     if let Ok(location) = std::env::var(CHILD_ENV) {
         runtime.block_on(crash_child::<H>(&location));
         std::process::exit(0);
@@ -459,12 +331,7 @@ pub fn killed_writer_never_leaves_a_partial_event<H: Harness>(module: &str, test
     let mut acked = [0u64; CRASH_STREAMS];
     for round in 0..KILL_ROUNDS {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                test_path.as_str(),
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args([test_path.as_str(), "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, &location)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -487,23 +354,15 @@ pub fn killed_writer_never_leaves_a_partial_event<H: Harness>(module: &str, test
             }
         }
         child.wait().unwrap();
-        assert_eq!(
-            acks, ACKS_BEFORE_KILL,
-            "round {round}: the writer stopped early"
-        );
+        assert_eq!(acks, ACKS_BEFORE_KILL, "round {round}: the writer stopped early");
     }
     runtime.block_on(async {
         let store = H::open(&location).await;
         let mut durable_appends = 0;
         for (stream, &acked) in acked.iter().enumerate() {
-            let events = store
-                .read_events(&format!("crash/{stream}"), 1, usize::MAX)
-                .await
-                .unwrap();
-            assert!(
-                events.len() as u64 >= acked,
-                "stream {stream} lost acknowledged events"
-            );
+            let events =
+                store.read_events(&format!("crash/{stream}"), 1, usize::MAX).await.unwrap();
+            assert!(events.len() as u64 >= acked, "stream {stream} lost acknowledged events");
             for (event, seq) in events.iter().zip(1..) {
                 assert_eq!(event.seq, seq, "stream {stream} has a gap");
                 assert_eq!(

@@ -59,10 +59,7 @@ impl Keyspaces {
     fn table(&self, table: Table) -> &SingleWriterTxKeyspace {
         // Every `Table` gets a keyspace at open (`Table::ALL`), so the lookup cannot miss; the
         // fallback only keeps this total.
-        self.tables
-            .iter()
-            .find(|(t, _)| *t == table)
-            .map_or(&self.journal, |(_, ks)| ks)
+        self.tables.iter().find(|(t, _)| *t == table).map_or(&self.journal, |(_, ks)| ks)
     }
 }
 
@@ -77,34 +74,17 @@ pub struct EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore")
-            .field("stats", &self.stats)
-            .finish()
+        f.debug_struct("EmbeddedStore").field("stats", &self.stats).finish()
     }
 }
 
 #[derive(Debug)]
 enum Write {
     Append(AppendRequest),
-    Snapshot {
-        stream: String,
-        snapshot: Snapshot,
-    },
-    Put {
-        table: Table,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Delete {
-        table: Table,
-        key: Vec<u8>,
-    },
-    Cas {
-        table: Table,
-        key: Vec<u8>,
-        expected: Option<Vec<u8>>,
-        new: Option<Vec<u8>>,
-    },
+    Snapshot { stream: String, snapshot: Snapshot },
+    Put { table: Table, key: Vec<u8>, value: Vec<u8> },
+    Delete { table: Table, key: Vec<u8> },
+    Cas { table: Table, key: Vec<u8>, expected: Option<Vec<u8>>, new: Option<Vec<u8>> },
 }
 
 #[derive(Debug)]
@@ -141,12 +121,10 @@ impl EmbeddedStore {
     pub async fn open(data_dir: &Path) -> Result<Self, StorageError> {
         let path = data_dir.join("store");
         let keyspaces = tokio::task::spawn_blocking(move || -> Result<Keyspaces, StorageError> {
-            let db = SingleWriterTxDatabase::builder(&path)
-                .open()
-                .map_err(StorageError::backend)?;
+            let db =
+                SingleWriterTxDatabase::builder(&path).open().map_err(StorageError::backend)?;
             let open = |name: &str| {
-                db.keyspace(name, KeyspaceCreateOptions::default)
-                    .map_err(StorageError::backend)
+                db.keyspace(name, KeyspaceCreateOptions::default).map_err(StorageError::backend)
             };
             let tables = Table::ALL
                 .iter()
@@ -169,21 +147,12 @@ impl EmbeddedStore {
         };
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
-        let writer = Writer {
-            keyspaces: keyspaces.clone(),
-            next_outbox,
-            stats: stats.clone(),
-        };
+        let writer = Writer { keyspaces: keyspaces.clone(), next_outbox, stats: stats.clone() };
         let writer = std::thread::Builder::new()
             .name("storefront-journal".into())
             .spawn(move || writer.run(rx))
             .map_err(StorageError::backend)?;
-        Ok(Self {
-            keyspaces,
-            writes: Some(tx),
-            writer: Some(writer),
-            stats,
-        })
+        Ok(Self { keyspaces, writes: Some(tx), writer: Some(writer), stats })
     }
 
     /// The writer thread's counters.
@@ -194,10 +163,7 @@ impl EmbeddedStore {
     async fn write(&self, write: Write) -> Result<Written, StorageError> {
         let (reply, answer) = oneshot::channel();
         let writes = self.writes.as_ref().ok_or(StorageError::Closed)?;
-        writes
-            .send(WriteOp { write, reply })
-            .await
-            .map_err(|_| StorageError::Closed)?;
+        writes.send(WriteOp { write, reply }).await.map_err(|_| StorageError::Closed)?;
         answer.await.map_err(|_| StorageError::Closed)?
     }
 
@@ -244,9 +210,7 @@ impl Writer {
             }
             let outcome = self.commit_group(&group);
             self.stats.commits.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .writes
-                .fetch_add(group.len() as u64, Ordering::Relaxed);
+            self.stats.writes.fetch_add(group.len() as u64, Ordering::Relaxed);
             match outcome {
                 Ok(results) => {
                     for (op, result) in group.drain(..).zip(results) {
@@ -287,20 +251,10 @@ impl Writer {
                     txn.remove(ks.table(*table), key.as_slice());
                     Ok(Written::Done)
                 }
-                Write::Cas {
-                    table,
-                    key,
-                    expected,
-                    new,
-                } => cas(
-                    &ks,
-                    &mut txn,
-                    *table,
-                    key,
-                    expected.as_deref(),
-                    new.as_deref(),
-                )
-                .map(Written::Swapped),
+                Write::Cas { table, key, expected, new } => {
+                    cas(&ks, &mut txn, *table, key, expected.as_deref(), new.as_deref())
+                        .map(Written::Swapped)
+                }
             };
             match result {
                 Err(err @ (StorageError::Conflict { .. } | StorageError::Invalid(_))) => {
@@ -327,9 +281,7 @@ impl Writer {
     ) -> Result<u64, StorageError> {
         let ks = &self.keyspaces;
         if request.stream.is_empty() || request.stream.contains('\0') {
-            return Err(StorageError::Invalid(
-                "stream name empty or containing NUL".into(),
-            ));
+            return Err(StorageError::Invalid("stream name empty or containing NUL".into()));
         }
         if request.events.is_empty() {
             return Err(StorageError::Invalid("append without events".into()));
@@ -350,16 +302,8 @@ impl Writer {
         }
         let first = actual + 1;
         let last = actual + request.events.len() as u64;
-        txn.insert(
-            &ks.heads,
-            request.stream.as_bytes(),
-            last.to_be_bytes().as_slice(),
-        );
-        txn.insert(
-            &ks.journal,
-            journal_key(&request.stream, first),
-            frame(&request.events),
-        );
+        txn.insert(&ks.heads, request.stream.as_bytes(), last.to_be_bytes().as_slice());
+        txn.insert(&ks.journal, journal_key(&request.stream, first), frame(&request.events));
         for record in &request.outbox {
             txn.insert(
                 &ks.outbox,
@@ -370,11 +314,9 @@ impl Writer {
         }
         for write in &request.puts {
             match &write.value {
-                Some(value) => txn.insert(
-                    ks.table(write.table),
-                    write.key.as_slice(),
-                    value.as_slice(),
-                ),
+                Some(value) => {
+                    txn.insert(ks.table(write.table), write.key.as_slice(), value.as_slice())
+                }
                 None => txn.remove(ks.table(write.table), write.key.as_slice()),
             }
         }
@@ -388,13 +330,11 @@ fn save_snapshot(
     stream: &str,
     snapshot: &Snapshot,
 ) -> Result<(), StorageError> {
-    let newer = match txn
-        .get(ks.snapshots.inner(), stream.as_bytes())
-        .map_err(StorageError::backend)?
-    {
-        Some(v) => u64_of(v.as_ref(), "snapshot")? > snapshot.seq,
-        None => false,
-    };
+    let newer =
+        match txn.get(ks.snapshots.inner(), stream.as_bytes()).map_err(StorageError::backend)? {
+            Some(v) => u64_of(v.as_ref(), "snapshot")? > snapshot.seq,
+            None => false,
+        };
     if !newer {
         let mut value = snapshot.seq.to_be_bytes().to_vec();
         value.extend_from_slice(&snapshot.state);
@@ -412,9 +352,7 @@ fn cas(
     new: Option<&[u8]>,
 ) -> Result<bool, StorageError> {
     let keyspace = ks.table(table);
-    let current = txn
-        .get(keyspace.inner(), key)
-        .map_err(StorageError::backend)?;
+    let current = txn.get(keyspace.inner(), key).map_err(StorageError::backend)?;
     if current.as_deref() != expected {
         return Ok(false);
     }
@@ -452,11 +390,7 @@ fn decode_outbox(bytes: &[u8]) -> Result<OutboxRecord, StorageError> {
     };
     let event_id = part()?;
     let topic = part()?;
-    Ok(OutboxRecord {
-        event_id,
-        topic,
-        payload: rest.to_vec(),
-    })
+    Ok(OutboxRecord { event_id, topic, payload: rest.to_vec() })
 }
 
 /// `[count: u32][len: u32, bytes]*`, little endian.
@@ -500,9 +434,7 @@ impl Store for EmbeddedStore {
     async fn append(&self, request: AppendRequest) -> Result<u64, StorageError> {
         match self.write(Write::Append(request)).await? {
             Written::Appended(last) => Ok(last),
-            other => Err(StorageError::Backend(format!(
-                "writer answered {other:?} to an append"
-            ))),
+            other => Err(StorageError::Backend(format!("writer answered {other:?} to an append"))),
         }
     }
 
@@ -517,10 +449,7 @@ impl Store for EmbeddedStore {
             let from_seq = from_seq.max(1);
             // The record holding `from_seq` is the last one starting at or before it.
             let start = match snapshot
-                .range(
-                    ks.journal.inner(),
-                    journal_key(&stream, 0)..=journal_key(&stream, from_seq),
-                )
+                .range(ks.journal.inner(), journal_key(&stream, 0)..=journal_key(&stream, from_seq))
                 .next_back()
             {
                 Some(guard) => guard.key().map_err(StorageError::backend)?.to_vec(),
@@ -539,10 +468,7 @@ impl Store for EmbeddedStore {
                     if out.len() == limit {
                         return Ok(out);
                     }
-                    out.push(StoredEvent {
-                        seq,
-                        payload: payload.to_vec(),
-                    });
+                    out.push(StoredEvent { seq, payload: payload.to_vec() });
                 }
             }
             Ok(out)
@@ -551,12 +477,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), StorageError> {
-        self.write(Write::Snapshot {
-            stream: stream.to_owned(),
-            snapshot,
-        })
-        .await
-        .map(drop)
+        self.write(Write::Snapshot { stream: stream.to_owned(), snapshot }).await.map(drop)
     }
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StorageError> {
@@ -584,10 +505,7 @@ impl Store for EmbeddedStore {
         self.read(move |ks, snapshot| {
             let from = after.saturating_add(1).to_be_bytes();
             let mut out = Vec::new();
-            for guard in snapshot
-                .range(ks.outbox.inner(), from.as_slice()..)
-                .take(limit)
-            {
+            for guard in snapshot.range(ks.outbox.inner(), from.as_slice()..).take(limit) {
                 let (key, value) = guard.into_inner().map_err(StorageError::backend)?;
                 out.push(OutboxEntry {
                     position: u64_of(&key, "outbox key")?,
@@ -611,22 +529,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        self.write(Write::Put {
-            table,
-            key: key.to_vec(),
-            value: value.to_vec(),
-        })
-        .await
-        .map(drop)
+        self.write(Write::Put { table, key: key.to_vec(), value: value.to_vec() }).await.map(drop)
     }
 
     async fn delete(&self, table: Table, key: &[u8]) -> Result<(), StorageError> {
-        self.write(Write::Delete {
-            table,
-            key: key.to_vec(),
-        })
-        .await
-        .map(drop)
+        self.write(Write::Delete { table, key: key.to_vec() }).await.map(drop)
     }
 
     async fn compare_and_swap(
@@ -644,9 +551,7 @@ impl Store for EmbeddedStore {
         };
         match self.write(write).await? {
             Written::Swapped(swapped) => Ok(swapped),
-            other => Err(StorageError::Backend(format!(
-                "writer answered {other:?} to a swap"
-            ))),
+            other => Err(StorageError::Backend(format!("writer answered {other:?} to a swap"))),
         }
     }
 
@@ -702,11 +607,7 @@ mod tests {
         }
 
         async fn open(location: &str) -> Arc<dyn Store> {
-            Arc::new(
-                EmbeddedStore::open(location.as_ref())
-                    .await
-                    .expect("open embedded store"),
-            )
+            Arc::new(EmbeddedStore::open(location.as_ref()).await.expect("open embedded store"))
         }
     }
 
@@ -738,9 +639,6 @@ mod tests {
         }
         let commits = store.stats().commits.load(Ordering::Relaxed);
         assert_eq!(store.stats().writes.load(Ordering::Relaxed), appends);
-        assert!(
-            commits < appends / 2,
-            "{commits} commits for {appends} concurrent appends"
-        );
+        assert!(commits < appends / 2, "{commits} commits for {appends} concurrent appends");
     }
 }

@@ -21,10 +21,7 @@ pub struct Node {
 
 /// Quick retries, and snapshots often enough that recovery exercises them.
 pub fn fast_settings() -> EntitySettings {
-    EntitySettings {
-        gateway_retry_base: Duration::from_millis(1),
-        ..EntitySettings::default()
-    }
+    EntitySettings { gateway_retry_base: Duration::from_millis(1), ..EntitySettings::default() }
 }
 
 impl Node {
@@ -36,23 +33,13 @@ impl Node {
             .try_init();
         let store = Arc::new(EmbeddedStore::open(dir).await.expect("open store"));
         let gateway = Arc::new(SimulatedGateway::new());
-        let config = RegionsConfig {
-            shard_count: 64,
-            settings,
-            call_timeout: Duration::from_secs(30),
-        };
+        let config =
+            RegionsConfig { shard_count: 64, settings, call_timeout: Duration::from_secs(30) };
         let regions = Regions::start(store.clone(), gateway.clone(), Clock::system(), config)
             .await
             .expect("start regions");
-        regions
-            .resume_open_orders()
-            .await
-            .expect("resume open orders");
-        Node {
-            regions,
-            store,
-            gateway,
-        }
+        regions.resume_open_orders().await.expect("resume open orders");
+        Node { regions, store, gateway }
     }
 
     /// Stops every entity and waits until nothing holds the store, so the data dir can be
@@ -72,13 +59,7 @@ impl Node {
 
     pub async fn stock_sku(&self, sku: &str, qty: u64) {
         self.regions
-            .stock(
-                sku,
-                StockCommand::Restock {
-                    restock_id: format!("{sku}/initial"),
-                    qty,
-                },
-            )
+            .stock(sku, StockCommand::Restock { restock_id: format!("{sku}/initial"), qty })
             .await
             .expect("restock");
     }
@@ -120,10 +101,18 @@ where
 {
     let deadline = tokio::time::Instant::now() + limit;
     while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The levels a SKU with these counts reports.
+pub fn levels(on_hand: u64, reserved: u64, sold: u64) -> storefront_actors::StockLevels {
+    storefront_actors::StockLevels { on_hand, reserved, available: on_hand - reserved, sold }
+}
+
+/// How many outbox records of `topic` the node's store holds.
+pub async fn outbox_count(node: &Node, topic: &str) -> usize {
+    let outbox = storefront_storage::Store::read_outbox(&*node.store, 0, usize::MAX).await.unwrap();
+    outbox.iter().filter(|e| e.record.topic == topic).count()
 }
