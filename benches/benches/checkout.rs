@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rust_decimal::Decimal;
 use storefront_actors::order::{OrderLine, OrderStatus, PlaceOrder};
-use storefront_actors::{
-    Clock, Currency, EntitySettings, Money, Quantity, SimulatedGateway, Sku, StockCommand,
-};
-use storefront_cluster::{Checkout, Regions, RegionsConfig};
-use storefront_storage::embedded::EmbeddedStore;
+use storefront_actors::{Currency, EntitySettings, Money, Quantity, Sku, StockCommand};
+use storefront_benches::BenchNode;
+use storefront_cluster::Checkout;
 
 const SKUS: u64 = 10_000;
 /// Checkouts per measured burst.
@@ -43,22 +41,12 @@ fn place(round: u64, n: u64) -> PlaceOrder {
 }
 
 fn checkout(c: &mut Criterion) {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let regions = runtime.block_on(async {
-        let store = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
-        let config = RegionsConfig {
-            settings: EntitySettings {
-                passivate_after: Duration::from_secs(5),
-                ..EntitySettings::default()
-            },
-            ..RegionsConfig::default()
-        };
-        let regions =
-            Regions::start(store, Arc::new(SimulatedGateway::new()), Clock::system(), config)
-                .await
-                .unwrap();
+    let node = BenchNode::start(EntitySettings {
+        passivate_after: Duration::from_secs(5),
+        ..EntitySettings::default()
+    });
+    let (runtime, regions) = (&node.runtime, node.regions.clone());
+    runtime.block_on(async {
         let stocking: Vec<_> = (0..SKUS)
             .map(|k| {
                 let regions = regions.clone();
@@ -72,7 +60,6 @@ fn checkout(c: &mut Criterion) {
         for task in stocking {
             task.await.unwrap();
         }
-        regions
     });
     let mut group = c.benchmark_group("checkout");
     group.throughput(Throughput::Elements(BURST));
@@ -81,7 +68,7 @@ fn checkout(c: &mut Criterion) {
     // Every burst places new orders: a repeated order id would only join the finished order.
     let rounds = Arc::new(std::sync::atomic::AtomicU64::new(0));
     group.bench_function("saga_confirmed_over_10k_skus", |b| {
-        b.to_async(&runtime).iter_custom(|iters| {
+        b.to_async(runtime).iter_custom(|iters| {
             let (regions, rounds) = (regions.clone(), rounds.clone());
             async move {
                 let mut elapsed = Duration::ZERO;

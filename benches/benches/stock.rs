@@ -7,14 +7,12 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use storefront_actors::sku::SkuStockState;
-use storefront_actors::{Clock, EntitySettings, SimulatedGateway, StockCommand};
-use storefront_cluster::{Regions, RegionsConfig};
-use storefront_storage::embedded::EmbeddedStore;
+use storefront_actors::{EntitySettings, StockCommand};
+use storefront_benches::BenchNode;
 
 /// Reservations per measured burst.
 const BURST: u64 = 100_000;
@@ -56,26 +54,16 @@ fn in_memory(c: &mut Criterion) {
 }
 
 fn durable(c: &mut Criterion) {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let regions = runtime.block_on(async {
-        let store = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
-        let config = RegionsConfig {
-            settings: EntitySettings { snapshot_every: 100_000, ..EntitySettings::default() },
-            ..RegionsConfig::default()
-        };
-        Regions::start(store, Arc::new(SimulatedGateway::new()), Clock::system(), config)
-            .await
-            .unwrap()
-    });
+    let node =
+        BenchNode::start(EntitySettings { snapshot_every: 100_000, ..EntitySettings::default() });
+    let (runtime, regions) = (&node.runtime, node.regions.clone());
     let mut group = c.benchmark_group("stock/durable");
     group.throughput(Throughput::Elements(BURST));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(15));
     let mut round = 0u64;
     group.bench_function("hot_sku_reserve_one_unit", |b| {
-        b.to_async(&runtime).iter_custom(|iters| {
+        b.to_async(runtime).iter_custom(|iters| {
             let regions = regions.clone();
             round += 1;
             let first_round = round;
