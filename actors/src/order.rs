@@ -362,12 +362,10 @@ impl OrderState {
         Next::Record(vec![OrderEvent::Confirmed])
     }
 
-    /// Turns a step's outcome into events. Stock errors that only mean "not reachable right now"
-    /// leave the work undone, to be retried.
+    /// Turns a step's outcome into events. A forward step that failed (after the runner's
+    /// retries) starts compensation; a compensation call that failed is left undone, to be
+    /// retried with back-off until it succeeds.
     fn decide_outcome(&self, outcome: StepOutcome) -> Vec<OrderEvent> {
-        let Some(order) = &self.order else {
-            return vec![];
-        };
         let mut events = Vec::new();
         match outcome {
             StepOutcome::Reserved(results) => {
@@ -378,12 +376,12 @@ impl OrderState {
                         Err(DomainError::OutOfStock { sku, available, .. }) => {
                             failure.get_or_insert(FailureReason::OutOfStock { sku, available });
                         }
-                        Err(err) if is_transient(&err) => {
-                            failure.get_or_insert(FailureReason::StockUnavailable);
+                        // The hold was already released (a late retry of a fenced-off id).
+                        Err(DomainError::ReservationGone(_)) => {
+                            failure.get_or_insert(FailureReason::ReservationLapsed);
                         }
                         Err(_) => {
-                            let sku = order.lines[line].sku.to_string();
-                            failure.get_or_insert(FailureReason::OutOfStock { sku, available: 0 });
+                            failure.get_or_insert(FailureReason::StockUnavailable);
                         }
                     }
                 }
