@@ -4,7 +4,7 @@
 //! Storefront. Every operation carries an idempotency key: the gateway applies a key once and
 //! answers a repeat with the first outcome, so the saga can retry after an error or a crash.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -71,8 +71,14 @@ struct Ledger {
     calls: HashMap<String, u32>,
     /// Authorization id -> (amount, captured, voided).
     authorizations: HashMap<String, Authorization>,
+    /// Keys and authorization ids in the order they were first seen, to forget them after
+    /// [`RETENTION`] as a real gateway forgets idempotency keys.
+    seen: VecDeque<(tokio::time::Instant, String)>,
     next_id: u64,
 }
+
+/// How long the simulated gateway remembers an idempotency key or an authorization.
+pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 #[derive(Debug)]
 struct Authorization {
@@ -125,7 +131,12 @@ impl SimulatedGateway {
         op: impl FnOnce(&mut Ledger) -> Result<String, GatewayError>,
     ) -> Result<String, GatewayError> {
         let mut ledger = self.lock();
-        *ledger.calls.entry(key.to_owned()).or_default() += 1;
+        ledger.forget_expired();
+        let calls = ledger.calls.entry(key.to_owned()).or_default();
+        *calls += 1;
+        if *calls == 1 {
+            ledger.seen.push_back((tokio::time::Instant::now(), key.to_owned()));
+        }
         if let Some(outcome) = ledger.outcomes.get(key) {
             return outcome.clone();
         }
@@ -157,6 +168,33 @@ fn parse_authorization(id: &str) -> Option<Money> {
 }
 
 impl Ledger {
+    /// The authorization `id` for `amount`, recorded (and remembered for [`RETENTION`]) if new.
+    fn authorization(&mut self, id: &str, amount: Money) -> &mut Authorization {
+        if !self.authorizations.contains_key(id) {
+            self.seen.push_back((tokio::time::Instant::now(), id.to_owned()));
+        }
+        self.authorizations.entry(id.to_owned()).or_insert(Authorization {
+            amount,
+            captured: false,
+            voided: false,
+        })
+    }
+
+    /// Drops what was first seen more than [`RETENTION`] ago (keys and authorization ids share
+    /// the queue; an id removes whichever map holds it).
+    fn forget_expired(&mut self) {
+        while let Some((at, _)) = self.seen.front() {
+            if at.elapsed() < RETENTION {
+                break;
+            }
+            if let Some((_, key)) = self.seen.pop_front() {
+                self.outcomes.remove(&key);
+                self.calls.remove(&key);
+                self.authorizations.remove(&key);
+            }
+        }
+    }
+
     fn new_id(&mut self, prefix: &str) -> String {
         self.next_id += 1;
         format!("{prefix}_{:08}", self.next_id)
@@ -174,10 +212,7 @@ impl PaymentGateway for SimulatedGateway {
         self.once(key, |ledger| match token {
             "tok_visa" | "tok_mastercard" => {
                 let id = authorization_id(key, amount);
-                ledger.authorizations.insert(
-                    id.clone(),
-                    Authorization { amount: *amount, captured: false, voided: false },
-                );
+                ledger.authorization(&id, *amount);
                 Ok(id)
             }
             "tok_chargeDeclined" => Err(GatewayError::Declined("card_declined".into())),
@@ -196,10 +231,7 @@ impl PaymentGateway for SimulatedGateway {
         self.once(key, |ledger| {
             let issued = parse_authorization(authorization)
                 .ok_or_else(|| GatewayError::Declined("no_such_authorization".into()))?;
-            let auth = ledger
-                .authorizations
-                .entry(authorization.to_owned())
-                .or_insert(Authorization { amount: issued, captured: false, voided: false });
+            let auth = ledger.authorization(authorization, issued);
             if auth.voided
                 || amount.amount() > auth.amount.amount()
                 || amount.currency() != auth.amount.currency()
@@ -243,6 +275,20 @@ mod tests {
     use super::*;
     use crate::Currency;
 
+    #[tokio::test(start_paused = true)]
+    async fn keys_are_forgotten_after_the_retention() {
+        let gw = SimulatedGateway::new();
+        let ten = Money::parse("10", Currency::USD).unwrap();
+        let auth = gw.authorize("old", "tok_visa", &ten).await.unwrap();
+        tokio::time::advance(RETENTION + std::time::Duration::from_secs(1)).await;
+        gw.authorize("new", "tok_visa", &ten).await.unwrap();
+        assert_eq!(gw.calls("old"), 0, "the old key is forgotten");
+        assert_eq!(gw.payment_state(&auth), None);
+        assert_eq!(gw.calls("new"), 1);
+        // A forgotten authorization is still recognized by its id.
+        assert!(gw.capture("old/capture", &auth, &ten).await.is_ok());
+    }
+
     #[tokio::test]
     async fn tokens_behave_as_documented_and_keys_are_idempotent() {
         let gw = SimulatedGateway::new();
@@ -284,6 +330,7 @@ mod tests {
         }
         assert_eq!(gw.calls("k6"), 3);
         let b = gw.authorize("k7", "tok_visa", &ten).await.unwrap();
+        assert_eq!(gw.calls("k7"), 1);
         gw.void("k7/void", &b).await.unwrap();
         assert_eq!(gw.payment_state(&b), Some(PaymentState::Voided));
         assert!(gw.capture("k7/capture", &b, &ten).await.is_err());
