@@ -19,6 +19,8 @@ pub trait Harness: Send + Sync + 'static {
     fn fresh_location() -> impl Future<Output = String> + Send;
     /// Opens a store at `location`; opening the same location again sees the same data.
     fn open(location: &str) -> impl Future<Output = Arc<dyn Store>> + Send;
+    /// Deletes `location` and everything in it, once no store is open there.
+    fn remove(location: &str) -> impl Future<Output = ()> + Send;
 }
 
 /// Expands to the whole suite as tests of the calling module, for the given [`Harness`] type.
@@ -49,14 +51,13 @@ macro_rules! store_conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                $crate::conformance::$name::<$harness>().await;
+                use $crate::conformance::Harness as _;
+                let location = <$harness>::fresh_location().await;
+                $crate::conformance::$name::<$harness>(&location).await;
+                <$harness>::remove(&location).await;
             }
         )*
     };
-}
-
-async fn fresh<H: Harness>() -> Arc<dyn Store> {
-    H::open(&H::fresh_location().await).await
 }
 
 fn append(stream: &str, expected_seq: u64, events: &[&[u8]]) -> AppendRequest {
@@ -74,8 +75,8 @@ fn payloads(events: &[crate::StoredEvent]) -> Vec<(u64, &[u8])> {
 }
 
 /// Appends get consecutive sequences from 1 and read back in order, per stream.
-pub async fn appends_and_reads_in_order<H: Harness>() {
-    let store = fresh::<H>().await;
+pub async fn appends_and_reads_in_order<H: Harness>(location: &str) {
+    let store = H::open(location).await;
     assert_eq!(store.append(append("a", 0, &[b"a1", b"a2"])).await.unwrap(), 2);
     assert_eq!(store.append(append("b", 0, &[b"b1"])).await.unwrap(), 1);
     assert_eq!(store.append(append("a", 2, &[b"a3"])).await.unwrap(), 3);
@@ -90,8 +91,8 @@ pub async fn appends_and_reads_in_order<H: Harness>() {
 }
 
 /// An append with the wrong expected sequence fails with the actual one and changes nothing.
-pub async fn rejects_a_sequence_conflict_and_writes_nothing<H: Harness>() {
-    let store = fresh::<H>().await;
+pub async fn rejects_a_sequence_conflict_and_writes_nothing<H: Harness>(location: &str) {
+    let store = H::open(location).await;
     store.append(append("s", 0, &[b"1"])).await.unwrap();
     for expected in [0, 2, 7] {
         let mut request = append("s", expected, &[b"stale"]);
@@ -119,8 +120,8 @@ pub async fn rejects_a_sequence_conflict_and_writes_nothing<H: Harness>() {
 }
 
 /// Of many writers appending at the same expected sequence, exactly one succeeds.
-pub async fn lets_exactly_one_of_racing_writers_win<H: Harness>() {
-    let store = fresh::<H>().await;
+pub async fn lets_exactly_one_of_racing_writers_win<H: Harness>(location: &str) {
+    let store = H::open(location).await;
     let racers: Vec<_> = (0..32u8)
         .map(|i| {
             let store = store.clone();
@@ -141,8 +142,8 @@ pub async fn lets_exactly_one_of_racing_writers_win<H: Harness>() {
 }
 
 /// Reads start at any sequence, inside or between appends, and stop at the limit.
-pub async fn reads_from_an_offset_with_a_limit<H: Harness>() {
-    let store = fresh::<H>().await;
+pub async fn reads_from_an_offset_with_a_limit<H: Harness>(location: &str) {
+    let store = H::open(location).await;
     let mut seq = 0;
     let mut expected = Vec::new();
     for batch in 1..=10u64 {
@@ -168,8 +169,8 @@ pub async fn reads_from_an_offset_with_a_limit<H: Harness>() {
 }
 
 /// The newest snapshot wins; an older one never replaces it.
-pub async fn keeps_the_newest_snapshot<H: Harness>() {
-    let store = fresh::<H>().await;
+pub async fn keeps_the_newest_snapshot<H: Harness>(location: &str) {
+    let store = H::open(location).await;
     assert_eq!(store.load_snapshot("s").await.unwrap(), None);
     let at = |seq: u64| Snapshot { seq, state: format!("state@{seq}").into_bytes() };
     store.save_snapshot("s", at(10)).await.unwrap();
@@ -180,8 +181,8 @@ pub async fn keeps_the_newest_snapshot<H: Harness>() {
 }
 
 /// Outbox records land with their events, in order, with increasing positions.
-pub async fn writes_the_outbox_with_the_events<H: Harness>() {
-    let store = fresh::<H>().await;
+pub async fn writes_the_outbox_with_the_events<H: Harness>(location: &str) {
+    let store = H::open(location).await;
     let record = |id: &str| OutboxRecord {
         event_id: id.to_owned(),
         topic: "order.confirmed".to_owned(),
@@ -204,8 +205,8 @@ pub async fn writes_the_outbox_with_the_events<H: Harness>() {
 }
 
 /// Keyed writes carried by an append land with it: set and delete.
-pub async fn writes_keyed_puts_with_the_events<H: Harness>() {
-    let store = fresh::<H>().await;
+pub async fn writes_keyed_puts_with_the_events<H: Harness>(location: &str) {
+    let store = H::open(location).await;
     store.put(Table::OpenOrders, b"old", b"").await.unwrap();
     let mut request = append("order/1", 0, &[b"placed"]);
     request.puts = vec![
@@ -231,8 +232,8 @@ pub async fn writes_keyed_puts_with_the_events<H: Harness>() {
 }
 
 /// Get, put, delete, compare-and-swap and prefix scans with a cursor.
-pub async fn serves_keyed_tables<H: Harness>() {
-    let store = fresh::<H>().await;
+pub async fn serves_keyed_tables<H: Harness>(location: &str) {
+    let store = H::open(location).await;
     let t = Table::Products;
     assert_eq!(store.get(t, b"k").await.unwrap(), None);
     store.put(t, b"k", b"v1").await.unwrap();
@@ -268,10 +269,9 @@ pub async fn serves_keyed_tables<H: Harness>() {
 }
 
 /// Everything written is there after the store is closed and opened again.
-pub async fn keeps_everything_across_a_reopen<H: Harness>() {
-    let location = H::fresh_location().await;
+pub async fn keeps_everything_across_a_reopen<H: Harness>(location: &str) {
     {
-        let store = H::open(&location).await;
+        let store = H::open(location).await;
         let mut request = append("s", 0, &[b"1", b"2"]);
         request.outbox.push(OutboxRecord {
             event_id: "e".into(),
@@ -282,7 +282,7 @@ pub async fn keeps_everything_across_a_reopen<H: Harness>() {
         store.save_snapshot("s", Snapshot { seq: 2, state: b"two".to_vec() }).await.unwrap();
         store.put(Table::Users, b"u", b"user").await.unwrap();
     }
-    let store = H::open(&location).await;
+    let store = H::open(location).await;
     assert_eq!(store.read_events("s", 1, 10).await.unwrap().len(), 2);
     assert_eq!(store.load_snapshot("s").await.unwrap().map(|s| s.seq), Some(2));
     assert_eq!(store.get(Table::Users, b"u").await.unwrap().as_deref(), Some(&b"user"[..]));
@@ -375,6 +375,8 @@ pub fn killed_writer_never_leaves_a_partial_event<H: Harness>(module: &str, test
         }
         let outbox = store.read_outbox(0, usize::MAX).await.unwrap();
         assert_eq!(outbox.len(), durable_appends, "outbox and journal disagree");
+        drop(store);
+        H::remove(&location).await;
     });
 }
 

@@ -596,7 +596,7 @@ mod tests {
     use crate::conformance::Harness;
     use crate::{AppendRequest, Store};
 
-    /// A fresh temporary directory per store; kept on disk until the test process ends.
+    /// A fresh temporary directory per store, removed by the suite when a test is done.
     #[derive(Debug)]
     struct Embedded;
 
@@ -608,6 +608,10 @@ mod tests {
 
         async fn open(location: &str) -> Arc<dyn Store> {
             Arc::new(EmbeddedStore::open(location.as_ref()).await.expect("open embedded store"))
+        }
+
+        async fn remove(location: &str) {
+            tokio::fs::remove_dir_all(location).await.expect("remove the test store");
         }
     }
 
