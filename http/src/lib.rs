@@ -1,9 +1,12 @@
 //! Storefront's HTTP edge.
 //!
 //! This crate will own the warp server of the v1 API contract (`../shared/design/API.md`). Today it
-//! owns the one mapping every handler will use: domain errors to RFC 9457 problem documents with a
-//! stable `type` ([`Problem`], [`ToProblem`]). It does not own what the errors mean.
+//! owns what every handler will use: domain errors as RFC 9457 problem documents with a stable
+//! `type` ([`Problem`], [`ToProblem`]), and the credentials' cryptography ([`auth`]: Argon2id
+//! passwords, HS256 access tokens with key rotation, rotating refresh-token families). It does not
+//! own what the errors mean, nor users' records.
 
+pub mod auth;
 mod problem;
 
 pub use problem::{CONTENT_TYPE, FieldError, Problem, ToProblem};

@@ -3,6 +3,8 @@
 use serde::Serialize;
 use storefront_actors::DomainError;
 
+use crate::auth::AuthError;
+
 /// The media type of a problem document.
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
@@ -97,6 +99,25 @@ impl ToProblem for DomainError {
     }
 }
 
+impl ToProblem for AuthError {
+    fn to_problem(&self) -> Problem {
+        let detail = self.to_string();
+        let p = |kind, title, status| Problem::new(kind, title, status, detail.clone());
+        match self {
+            AuthError::InvalidToken(_) => p("/problems/unauthorized", "Not authenticated", 401),
+            AuthError::Reused | AuthError::Revoked | AuthError::Expired => {
+                p("/problems/invalid-refresh-token", "Refresh token not valid", 401)
+            }
+            AuthError::WeakPassword(reason) => Problem {
+                errors: vec![FieldError { field: "password".into(), message: reason.clone() }],
+                ..p("/problems/validation", "Invalid request", 400)
+            },
+            AuthError::Config(_) => p("/problems/internal", "Server misconfigured", 500),
+            AuthError::Backend(_) => p("/problems/unavailable", "Temporarily unavailable", 503),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use storefront_actors::{Currency, Money};
@@ -127,6 +148,15 @@ mod tests {
         }
         let money = Money::parse("1.001", Currency::USD).unwrap_err().to_problem();
         assert_eq!((money.status, money.kind), (400, "/problems/invalid-money"));
+    }
+
+    #[test]
+    fn auth_errors_map_to_401_or_validation() {
+        assert_eq!(AuthError::InvalidToken("x".into()).to_problem().status, 401);
+        let reused = AuthError::Reused.to_problem();
+        assert_eq!((reused.status, reused.kind), (401, "/problems/invalid-refresh-token"));
+        let weak = AuthError::WeakPassword("at least 10 characters".into()).to_problem();
+        assert_eq!((weak.status, weak.errors[0].field.as_str()), (400, "password"));
     }
 
     #[test]

@@ -1,0 +1,38 @@
+//! Who is calling: password hashing, access tokens (JWT) and rotating refresh tokens.
+//!
+//! Owns the credentials' cryptography and the refresh-token families in the store. Does not own
+//! users' records or the HTTP routes that use these (the users and auth handlers).
+
+mod access;
+mod passwords;
+mod refresh;
+
+pub use access::{AccessTokens, Principal, Role, SigningKey};
+pub use passwords::{hash_password, validate_password, verify_password};
+pub use refresh::{RefreshTokens, Rotated};
+
+/// Why authentication failed or could not be done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The token is malformed, forged, expired, or signed with an unknown key.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    /// A refresh token that was already spent was presented again: its family is revoked.
+    #[error("refresh token reused; its family is revoked")]
+    Reused,
+    /// The refresh token's family was revoked (logout or reuse).
+    #[error("refresh token revoked")]
+    Revoked,
+    /// The refresh token has expired.
+    #[error("refresh token expired")]
+    Expired,
+    /// The configuration of keys is unusable.
+    #[error("invalid auth configuration: {0}")]
+    Config(String),
+    /// The password does not meet the rules.
+    #[error("weak password: {0}")]
+    WeakPassword(String),
+    /// Hashing failed or the store failed.
+    #[error("auth backend failed: {0}")]
+    Backend(String),
+}

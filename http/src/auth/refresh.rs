@@ -1,0 +1,244 @@
+//! Refresh tokens: opaque, single use, rotated on every refresh, kept durably in the store.
+//!
+//! A token is `{id}.{secret}`; the store keeps only a SHA-256 of the secret. Each login starts a
+//! family; each refresh spends its token (by compare-and-swap, so two concurrent refreshes cannot
+//! both succeed) and issues the next one in the same family. Presenting a spent token means it
+//! leaked: the whole family is revoked, including the token the thief or the user got next.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use storefront_actors::Clock;
+use storefront_storage::{Store, Table};
+
+use super::AuthError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    user_id: String,
+    family: String,
+    secret_sha256: String,
+    expires_at_ms: u64,
+    spent: bool,
+}
+
+/// The outcome of a successful refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    /// Whose token it was.
+    pub user_id: String,
+    /// The next refresh token of the family.
+    pub token: String,
+}
+
+/// Issues, rotates and revokes refresh tokens.
+#[derive(Debug, Clone)]
+pub struct RefreshTokens {
+    store: Arc<dyn Store>,
+    ttl: Duration,
+    clock: Clock,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_hex(secret: &str) -> String {
+    hmac_sha256::Hash::hash(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn token_key(id: &str) -> Vec<u8> {
+    format!("token/{id}").into_bytes()
+}
+
+fn family_key(family: &str) -> Vec<u8> {
+    format!("family/{family}").into_bytes()
+}
+
+fn backend(err: impl std::fmt::Display) -> AuthError {
+    AuthError::Backend(err.to_string())
+}
+
+impl RefreshTokens {
+    /// Refresh tokens in `store`, each valid for `ttl` unless spent or revoked first.
+    pub fn new(store: Arc<dyn Store>, ttl: Duration, clock: Clock) -> Self {
+        Self { store, ttl, clock }
+    }
+
+    /// The first token of a new family for `user_id` (a login).
+    pub async fn issue(&self, user_id: &str) -> Result<String, AuthError> {
+        self.mint(user_id, &random_hex(16)).await
+    }
+
+    /// Spends `token` and returns the next one of its family.
+    pub async fn rotate(&self, token: &str) -> Result<Rotated, AuthError> {
+        let (key, stored, record) = self.load(token).await?;
+        if record.spent {
+            self.revoke_family(&record.family).await?;
+            return Err(AuthError::Reused);
+        }
+        if self.clock.now_ms() >= record.expires_at_ms {
+            return Err(AuthError::Expired);
+        }
+        let spent =
+            serde_json::to_vec(&Record { spent: true, ..record.clone() }).map_err(backend)?;
+        let swapped = self
+            .store
+            .compare_and_swap(Table::RefreshTokens, &key, Some(&stored), Some(&spent))
+            .await
+            .map_err(backend)?;
+        if !swapped {
+            // Spent by a concurrent refresh: the same token was used twice.
+            self.revoke_family(&record.family).await?;
+            return Err(AuthError::Reused);
+        }
+        let token = self.mint(&record.user_id, &record.family).await?;
+        Ok(Rotated { user_id: record.user_id, token })
+    }
+
+    /// Revokes the family of `token` (a logout).
+    pub async fn revoke(&self, token: &str) -> Result<(), AuthError> {
+        match self.load(token).await {
+            Ok((_, _, record)) => self.revoke_family(&record.family).await,
+            // Logging out with a token of a revoked family changes nothing.
+            Err(AuthError::Revoked) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The token's record, checked: known, secret matching, family not revoked.
+    async fn load(&self, token: &str) -> Result<(Vec<u8>, Vec<u8>, Record), AuthError> {
+        let invalid = || AuthError::InvalidToken("unknown refresh token".into());
+        let (id, secret) = token.split_once('.').ok_or_else(invalid)?;
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid());
+        }
+        let key = token_key(id);
+        let stored = self
+            .store
+            .get(Table::RefreshTokens, &key)
+            .await
+            .map_err(backend)?
+            .ok_or_else(invalid)?;
+        let record: Record = serde_json::from_slice(&stored).map_err(backend)?;
+        if record.secret_sha256 != sha256_hex(secret) {
+            return Err(invalid());
+        }
+        if self
+            .store
+            .get(Table::RefreshTokens, &family_key(&record.family))
+            .await
+            .map_err(backend)?
+            .is_some()
+        {
+            return Err(AuthError::Revoked);
+        }
+        Ok((key, stored, record))
+    }
+
+    async fn revoke_family(&self, family: &str) -> Result<(), AuthError> {
+        self.store.put(Table::RefreshTokens, &family_key(family), b"revoked").await.map_err(backend)
+    }
+
+    async fn mint(&self, user_id: &str, family: &str) -> Result<String, AuthError> {
+        let (id, secret) = (random_hex(16), random_hex(32));
+        let record = Record {
+            user_id: user_id.to_owned(),
+            family: family.to_owned(),
+            secret_sha256: sha256_hex(&secret),
+            expires_at_ms: self.clock.now_ms().saturating_add(self.ttl.as_millis() as u64),
+            spent: false,
+        };
+        let value = serde_json::to_vec(&record).map_err(backend)?;
+        self.store.put(Table::RefreshTokens, &token_key(&id), &value).await.map_err(backend)?;
+        Ok(format!("{id}.{secret}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use storefront_storage::embedded::EmbeddedStore;
+
+    use super::*;
+
+    async fn refresh_tokens(dir: &tempfile::TempDir, ttl: Duration) -> RefreshTokens {
+        let store = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+        RefreshTokens::new(store, ttl, Clock::system())
+    }
+
+    #[tokio::test]
+    async fn rotation_spends_each_token_once_and_reuse_revokes_the_family() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = refresh_tokens(&dir, Duration::from_secs(3600)).await;
+        let first = tokens.issue("u1").await.unwrap();
+        let second = tokens.rotate(&first).await.unwrap();
+        assert_eq!(second.user_id, "u1");
+        let third = tokens.rotate(&second.token).await.unwrap();
+        // The first token again: reuse. The whole family dies, the newest token included.
+        assert_eq!(tokens.rotate(&first).await, Err(AuthError::Reused));
+        assert_eq!(tokens.rotate(&third.token).await, Err(AuthError::Revoked));
+        // Another family is untouched.
+        let other = tokens.issue("u1").await.unwrap();
+        assert!(tokens.rotate(&other).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn concurrent_refreshes_of_one_token_cannot_both_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = refresh_tokens(&dir, Duration::from_secs(3600)).await;
+        let token = tokens.issue("u1").await.unwrap();
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let (tokens, token) = (tokens.clone(), token.clone());
+                tokio::spawn(async move { tokens.rotate(&token).await })
+            })
+            .collect();
+        let mut won = 0;
+        for racer in racers {
+            if racer.await.unwrap().is_ok() {
+                won += 1;
+            }
+        }
+        assert!(won <= 1, "{won} refreshes of one token succeeded");
+    }
+
+    #[tokio::test]
+    async fn logout_revokes_and_bad_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = refresh_tokens(&dir, Duration::from_secs(3600)).await;
+        let token = tokens.issue("u1").await.unwrap();
+        let next = tokens.rotate(&token).await.unwrap().token;
+        tokens.revoke(&next).await.unwrap();
+        assert_eq!(tokens.rotate(&next).await, Err(AuthError::Revoked));
+        tokens.revoke(&next).await.unwrap();
+        let (id, _) = next.split_once('.').unwrap();
+        let wrong_secret = format!("{id}.{}", "0".repeat(64));
+        for bad in ["", "nodot", "zz.zz", wrong_secret.as_str(), &"a".repeat(5000)] {
+            assert!(
+                matches!(tokens.rotate(bad).await, Err(AuthError::InvalidToken(_))),
+                "{bad:.20}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = refresh_tokens(&dir, Duration::ZERO).await;
+        let token = tokens.issue("u1").await.unwrap();
+        assert_eq!(tokens.rotate(&token).await, Err(AuthError::Expired));
+    }
+
+    #[tokio::test]
+    async fn tokens_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let token =
+            refresh_tokens(&dir, Duration::from_secs(3600)).await.issue("u1").await.unwrap();
+        let reopened = refresh_tokens(&dir, Duration::from_secs(3600)).await;
+        assert_eq!(reopened.rotate(&token).await.unwrap().user_id, "u1");
+    }
+}
