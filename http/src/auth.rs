@@ -1,15 +1,17 @@
 //! Who is calling: password hashing, access tokens (JWT) and rotating refresh tokens.
 //!
-//! Owns the credentials' cryptography and the refresh-token families in the store. Does not own
-//! users' records or the HTTP routes that use these (the users and auth handlers).
+//! Owns the credentials' cryptography, the user directory and the refresh-token families in the
+//! store. Does not own the HTTP routes that use them (the auth and users handlers).
 
 mod access;
 mod passwords;
 mod refresh;
+mod users;
 
 pub use access::{AccessTokens, Principal, Role, SigningKey};
 pub use passwords::{hash_password, validate_password, verify_password};
 pub use refresh::{RefreshTokens, Rotated};
+pub use users::{User, Users, normalize_email};
 
 /// Why authentication failed or could not be done.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +34,15 @@ pub enum AuthError {
     /// The password does not meet the rules.
     #[error("weak password: {0}")]
     WeakPassword(String),
+    /// Not an email address.
+    #[error("invalid email address")]
+    InvalidEmail,
+    /// The email belongs to another account.
+    #[error("email already registered")]
+    EmailTaken,
+    /// Unknown email or wrong password (deliberately not saying which).
+    #[error("invalid email or password")]
+    InvalidCredentials,
     /// Hashing failed or the store failed.
     #[error("auth backend failed: {0}")]
     Backend(String),

@@ -112,6 +112,14 @@ impl ToProblem for AuthError {
                 errors: vec![FieldError { field: "password".into(), message: reason.clone() }],
                 ..p("/problems/validation", "Invalid request", 400)
             },
+            AuthError::InvalidEmail => Problem {
+                errors: vec![FieldError { field: "email".into(), message: detail.clone() }],
+                ..p("/problems/validation", "Invalid request", 400)
+            },
+            AuthError::EmailTaken => p("/problems/email-taken", "Email already registered", 409),
+            AuthError::InvalidCredentials => {
+                p("/problems/invalid-credentials", "Invalid email or password", 401)
+            }
             AuthError::Config(_) => p("/problems/internal", "Server misconfigured", 500),
             AuthError::Backend(_) => p("/problems/unavailable", "Temporarily unavailable", 503),
         }

@@ -1,0 +1,254 @@
+//! Users: plain stored records (read-mostly, not actors), unique by normalized email.
+//!
+//! Registration writes the user record, then claims the email by compare-and-swap: of two
+//! concurrent registrations of one email exactly one wins, and a crash between the two writes
+//! leaves only an unreachable record, never a claimed email without a user.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use storefront_storage::{Store, Table};
+
+use super::passwords::{hash_password, validate_password, verify_password};
+use super::{AuthError, Role};
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Stable id.
+    pub user_id: String,
+    /// Normalized (lower-case) email.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Roles.
+    pub roles: Vec<Role>,
+    password_hash: String,
+}
+
+/// The user directory.
+#[derive(Debug, Clone)]
+pub struct Users {
+    store: Arc<dyn Store>,
+}
+
+/// Normalizes and checks an email address: 3 to 254 bytes, one `@` between a non-empty local part
+/// and a domain with a dot, no spaces or control characters.
+pub fn normalize_email(email: &str) -> Result<String, AuthError> {
+    let email = email.trim().to_lowercase();
+    let valid = (3..=254).contains(&email.len())
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && match email.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            }
+            None => false,
+        };
+    if valid { Ok(email) } else { Err(AuthError::InvalidEmail) }
+}
+
+fn backend(err: impl std::fmt::Display) -> AuthError {
+    AuthError::Backend(err.to_string())
+}
+
+/// Verified against when the email is unknown, so both answers take as long.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2gJ3HV5ASV2cyQrYvb7ZzUc2dO0mYWqBXMVT6y+Yl0U";
+
+impl Users {
+    /// The directory in `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Registers a customer; fails with [`AuthError::EmailTaken`] if the email is in use.
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        name: Option<&str>,
+    ) -> Result<User, AuthError> {
+        self.create(email, password, name, vec![Role::Customer]).await
+    }
+
+    async fn create(
+        &self,
+        email: &str,
+        password: &str,
+        name: Option<&str>,
+        roles: Vec<Role>,
+    ) -> Result<User, AuthError> {
+        let email = normalize_email(email)?;
+        validate_password(password)?;
+        let user = User {
+            user_id: uuid::Uuid::now_v7().to_string(),
+            email: email.clone(),
+            name: name.map(str::to_owned),
+            roles,
+            password_hash: hash_password(password.to_owned()).await?,
+        };
+        self.save(&user).await?;
+        let claimed = self
+            .store
+            .compare_and_swap(
+                Table::UserEmails,
+                email.as_bytes(),
+                None,
+                Some(user.user_id.as_bytes()),
+            )
+            .await
+            .map_err(backend)?;
+        if !claimed {
+            self.store.delete(Table::Users, user.user_id.as_bytes()).await.map_err(backend)?;
+            return Err(AuthError::EmailTaken);
+        }
+        Ok(user)
+    }
+
+    /// The user with these credentials; the same error for an unknown email and a wrong password.
+    pub async fn authenticate(&self, email: &str, password: &str) -> Result<User, AuthError> {
+        let user = match normalize_email(email) {
+            Ok(email) => self.by_email(&email).await?,
+            Err(_) => None,
+        };
+        let stored = user.as_ref().map_or(DUMMY_HASH, |u| u.password_hash.as_str()).to_owned();
+        let matches = verify_password(password.to_owned(), stored).await?;
+        match user {
+            Some(user) if matches => Ok(user),
+            _ => Err(AuthError::InvalidCredentials),
+        }
+    }
+
+    /// A user by id.
+    pub async fn get(&self, user_id: &str) -> Result<Option<User>, AuthError> {
+        match self.store.get(Table::Users, user_id.as_bytes()).await.map_err(backend)? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(backend)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Makes sure `email` is an admin: creates the account with `password` if there is none,
+    /// otherwise keeps it (and its password) and adds the admin role.
+    pub async fn ensure_admin(&self, email: &str, password: &str) -> Result<User, AuthError> {
+        let normalized = normalize_email(email)?;
+        match self.by_email(&normalized).await? {
+            Some(mut user) if !user.roles.contains(&Role::Admin) => {
+                user.roles.push(Role::Admin);
+                self.save(&user).await?;
+                Ok(user)
+            }
+            Some(user) => Ok(user),
+            None => match self
+                .create(email, password, None, vec![Role::Customer, Role::Admin])
+                .await
+            {
+                // Another node created it meanwhile.
+                Err(AuthError::EmailTaken) => Box::pin(self.ensure_admin(email, password)).await,
+                other => other,
+            },
+        }
+    }
+
+    async fn by_email(&self, email: &str) -> Result<Option<User>, AuthError> {
+        match self.store.get(Table::UserEmails, email.as_bytes()).await.map_err(backend)? {
+            Some(id) => self.get(&String::from_utf8_lossy(&id)).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn save(&self, user: &User) -> Result<(), AuthError> {
+        let value = serde_json::to_vec(user).map_err(backend)?;
+        self.store.put(Table::Users, user.user_id.as_bytes(), &value).await.map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use storefront_storage::embedded::EmbeddedStore;
+
+    use super::*;
+
+    async fn users(dir: &tempfile::TempDir) -> Users {
+        Users::new(Arc::new(EmbeddedStore::open(dir.path()).await.unwrap()))
+    }
+
+    #[test]
+    fn emails_are_normalized_and_checked() {
+        assert_eq!(normalize_email("  Ann@Example.COM ").unwrap(), "ann@example.com");
+        for bad in
+            ["", "ann", "ann@", "@example.com", "ann@example", "a b@c.d", "a@b@c.d", "ann@.com"]
+        {
+            assert_eq!(normalize_email(bad), Err(AuthError::InvalidEmail), "{bad}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn register_login_and_uniqueness() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = users(&dir).await;
+        let ann = users.register("Ann@Example.com", "long enough pw", Some("Ann")).await.unwrap();
+        assert_eq!(ann.roles, [Role::Customer]);
+        assert_eq!(
+            users.register("ann@example.com", "another long pw", None).await,
+            Err(AuthError::EmailTaken)
+        );
+        assert!(matches!(
+            users.register("bob@example.com", "short", None).await,
+            Err(AuthError::WeakPassword(_))
+        ));
+        assert_eq!(users.authenticate("ANN@example.com", "long enough pw").await.unwrap(), ann);
+        assert_eq!(
+            users.authenticate("ann@example.com", "wrong password").await,
+            Err(AuthError::InvalidCredentials)
+        );
+        assert_eq!(
+            users.authenticate("nobody@example.com", "long enough pw").await,
+            Err(AuthError::InvalidCredentials)
+        );
+        assert_eq!(users.get(&ann.user_id).await.unwrap(), Some(ann));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_registrations_of_one_email_have_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = users(&dir).await;
+        let racers: Vec<_> = (0..4)
+            .map(|i| {
+                let users = users.clone();
+                tokio::spawn(async move {
+                    users.register("race@example.com", &format!("password-{i}-xyz"), None).await
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for racer in racers {
+            match racer.await.unwrap() {
+                Ok(user) => winners.push(user),
+                Err(err) => assert_eq!(err, AuthError::EmailTaken),
+            }
+        }
+        assert_eq!(winners.len(), 1);
+        let login = users.by_email("race@example.com").await.unwrap().unwrap();
+        assert_eq!(login.user_id, winners[0].user_id);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_admin_is_created_or_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = users(&dir).await;
+        let admin = users.ensure_admin("root@example.com", "admin password 1").await.unwrap();
+        assert!(admin.roles.contains(&Role::Admin));
+        // Kept at the next start, password unchanged even if the configured one changed.
+        let again = users.ensure_admin("root@example.com", "admin password 2").await.unwrap();
+        assert_eq!(again.user_id, admin.user_id);
+        assert!(users.authenticate("root@example.com", "admin password 1").await.is_ok());
+        // An existing customer is promoted.
+        let carl = users.register("carl@example.com", "carl password", None).await.unwrap();
+        let promoted = users.ensure_admin("carl@example.com", "ignored password").await.unwrap();
+        assert_eq!(promoted.user_id, carl.user_id);
+        assert_eq!(promoted.roles, [Role::Customer, Role::Admin]);
+    }
+}
