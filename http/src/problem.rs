@@ -4,6 +4,7 @@ use serde::Serialize;
 use storefront_actors::DomainError;
 
 use crate::auth::AuthError;
+use crate::idempotency::IdempotencyError;
 
 /// The media type of a problem document.
 pub const CONTENT_TYPE: &str = "application/problem+json";
@@ -122,6 +123,31 @@ impl ToProblem for AuthError {
             }
             AuthError::Config(_) => p("/problems/internal", "Server misconfigured", 500),
             AuthError::Backend(_) => p("/problems/unavailable", "Temporarily unavailable", 503),
+        }
+    }
+}
+
+impl ToProblem for IdempotencyError {
+    fn to_problem(&self) -> Problem {
+        let detail = self.to_string();
+        let p = |kind, title, status| Problem::new(kind, title, status, detail.clone());
+        match self {
+            IdempotencyError::InvalidKey => Problem {
+                errors: vec![FieldError {
+                    field: "Idempotency-Key".into(),
+                    message: detail.clone(),
+                }],
+                ..p("/problems/validation", "Invalid request", 400)
+            },
+            IdempotencyError::Reused => {
+                p("/problems/idempotency-key-reused", "Idempotency key reused", 422)
+            }
+            IdempotencyError::InProgress => {
+                p("/problems/idempotency-in-progress", "Request in progress", 409)
+            }
+            IdempotencyError::Backend(_) => {
+                p("/problems/unavailable", "Temporarily unavailable", 503)
+            }
         }
     }
 }

@@ -1,0 +1,264 @@
+//! Idempotency keys: the first response to a keyed request is stored durably with a hash of the
+//! request, and a retry with the same key gets it back byte for byte.
+//!
+//! A retry whose request differs is refused (`/problems/idempotency-key-reused`, 422). A duplicate
+//! that arrives while the first is still running is refused rather than made to wait
+//! (`/problems/idempotency-in-progress`, 409, with `Retry-After`): the client retries and then
+//! gets the stored response. A claim left behind by a crash is taken over after
+//! [`IdempotencyKeys::stale_after`]. A key is honoured for [`RETENTION`] (24 hours); after that it
+//! may be used for a new request. (Deleting expired keys in the background belongs to the server,
+//! which is not built yet.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use storefront_actors::Clock;
+use storefront_storage::{Store, Table};
+
+/// How long a completed response is kept.
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a keyed request cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdempotencyError {
+    /// Not 1 to 255 printable ASCII characters.
+    #[error("idempotency key must be 1 to 255 printable ASCII characters")]
+    InvalidKey,
+    /// The key was used for a different request.
+    #[error("idempotency key reused with a different request")]
+    Reused,
+    /// The first request with this key is still running.
+    #[error("a request with this idempotency key is in progress")]
+    InProgress,
+    /// The store failed.
+    #[error("idempotency store failed: {0}")]
+    Backend(String),
+}
+
+/// A response as it was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type` header.
+    pub content_type: String,
+    /// The body (JSON text).
+    pub body: String,
+}
+
+/// What to do with a keyed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// First time: run it, then [`IdempotencyKeys::complete`] (or [`IdempotencyKeys::abandon`]).
+    Run(Claim),
+    /// Seen before: send this response again.
+    Replay(StoredResponse),
+}
+
+/// The right to run a keyed request and store its response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    key: Vec<u8>,
+    claimed: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    request_sha256: String,
+    created_at_ms: u64,
+    response: Option<StoredResponse>,
+}
+
+/// The durable table of idempotency keys.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKeys {
+    store: Arc<dyn Store>,
+    clock: Clock,
+    stale_after: Duration,
+}
+
+fn backend(err: impl std::fmt::Display) -> IdempotencyError {
+    IdempotencyError::Backend(err.to_string())
+}
+
+/// SHA-256 of a request's identity (method, path, body), hex.
+pub fn request_hash(method: &str, path: &str, body: &[u8]) -> String {
+    let mut hash = hmac_sha256::Hash::new();
+    for part in [method.as_bytes(), b"\n", path.as_bytes(), b"\n", body] {
+        hash.update(part);
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl IdempotencyKeys {
+    /// Keys in `store`; an unfinished claim older than `stale_after` may be taken over.
+    pub fn new(store: Arc<dyn Store>, clock: Clock, stale_after: Duration) -> Self {
+        Self { store, clock, stale_after }
+    }
+
+    /// How long an unfinished claim blocks duplicates.
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after
+    }
+
+    /// Claims `key` within `scope` (the caller) for a request with hash `request`, or returns
+    /// the stored response of an earlier identical request.
+    pub async fn begin(
+        &self,
+        scope: &str,
+        key: &str,
+        request: &str,
+    ) -> Result<Begin, IdempotencyError> {
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(IdempotencyError::InvalidKey);
+        }
+        let store_key = format!("{scope}\n{key}").into_bytes();
+        let now = self.clock.now_ms();
+        let fresh =
+            Record { request_sha256: request.to_owned(), created_at_ms: now, response: None };
+        let fresh = serde_json::to_vec(&fresh).map_err(backend)?;
+        loop {
+            let current =
+                self.store.get(Table::IdempotencyKeys, &store_key).await.map_err(backend)?;
+            if let Some(bytes) = &current {
+                let record: Record = serde_json::from_slice(bytes).map_err(backend)?;
+                let age = now.saturating_sub(record.created_at_ms);
+                let expired = age >= RETENTION.as_millis() as u64;
+                let stale = record.response.is_none() && age >= self.stale_after.as_millis() as u64;
+                if !expired && !stale {
+                    if record.request_sha256 != request {
+                        return Err(IdempotencyError::Reused);
+                    }
+                    return match record.response {
+                        Some(response) => Ok(Begin::Replay(response)),
+                        None => Err(IdempotencyError::InProgress),
+                    };
+                }
+            }
+            let claimed = self
+                .store
+                .compare_and_swap(
+                    Table::IdempotencyKeys,
+                    &store_key,
+                    current.as_deref(),
+                    Some(&fresh),
+                )
+                .await
+                .map_err(backend)?;
+            if claimed {
+                return Ok(Begin::Run(Claim { key: store_key, claimed: fresh }));
+            }
+            // Someone else claimed or completed it meanwhile: look again.
+        }
+    }
+
+    /// Stores the response of a claimed request, durably, before it is sent.
+    pub async fn complete(
+        &self,
+        claim: Claim,
+        response: StoredResponse,
+    ) -> Result<(), IdempotencyError> {
+        let mut record: Record = serde_json::from_slice(&claim.claimed).map_err(backend)?;
+        record.response = Some(response);
+        let done = serde_json::to_vec(&record).map_err(backend)?;
+        let stored = self
+            .store
+            .compare_and_swap(Table::IdempotencyKeys, &claim.key, Some(&claim.claimed), Some(&done))
+            .await
+            .map_err(backend)?;
+        if stored {
+            Ok(())
+        } else {
+            Err(IdempotencyError::Backend("claim lost (taken over as stale)".into()))
+        }
+    }
+
+    /// Gives a claim up without a response (the request failed before doing anything), so a
+    /// retry runs it again.
+    pub async fn abandon(&self, claim: Claim) -> Result<(), IdempotencyError> {
+        self.store
+            .compare_and_swap(Table::IdempotencyKeys, &claim.key, Some(&claim.claimed), None)
+            .await
+            .map(drop)
+            .map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use storefront_storage::embedded::EmbeddedStore;
+
+    use super::*;
+
+    fn created(body: &str) -> StoredResponse {
+        StoredResponse { status: 201, content_type: "application/json".into(), body: body.into() }
+    }
+
+    async fn keys(dir: &tempfile::TempDir, stale_after: Duration) -> IdempotencyKeys {
+        let store = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+        IdempotencyKeys::new(store, Clock::system(), stale_after)
+    }
+
+    #[tokio::test]
+    async fn the_first_response_is_replayed_and_a_different_request_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(&dir, Duration::from_secs(60)).await;
+        let request = request_hash("POST", "/v1/checkout", br#"{"payment_token":"tok_visa"}"#);
+        let Begin::Run(claim) = keys.begin("user-1", "k-1", &request).await.unwrap() else {
+            panic!("replay")
+        };
+        assert_eq!(keys.begin("user-1", "k-1", &request).await, Err(IdempotencyError::InProgress));
+        keys.complete(claim, created(r#"{"order_id":"o1"}"#)).await.unwrap();
+        assert_eq!(
+            keys.begin("user-1", "k-1", &request).await,
+            Ok(Begin::Replay(created(r#"{"order_id":"o1"}"#)))
+        );
+        let other = request_hash("POST", "/v1/checkout", br#"{"payment_token":"tok_mastercard"}"#);
+        assert_eq!(keys.begin("user-1", "k-1", &other).await, Err(IdempotencyError::Reused));
+        // Keys belong to their caller.
+        assert!(matches!(keys.begin("user-2", "k-1", &other).await, Ok(Begin::Run(_))));
+    }
+
+    #[tokio::test]
+    async fn invalid_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(&dir, Duration::from_secs(60)).await;
+        for bad in ["", "tab\tkey", "é", &"k".repeat(256)] {
+            assert_eq!(
+                keys.begin("u", bad, "h").await,
+                Err(IdempotencyError::InvalidKey),
+                "{bad:.10}"
+            );
+        }
+        assert!(keys.begin("u", &"k".repeat(255), "h").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn abandoned_and_stale_claims_can_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(&dir, Duration::ZERO).await;
+        let Begin::Run(claim) = keys.begin("u", "k", "h").await.unwrap() else { panic!("replay") };
+        keys.abandon(claim).await.unwrap();
+        let Begin::Run(first) = keys.begin("u", "k", "h").await.unwrap() else { panic!("replay") };
+        // With no grace, an unfinished claim is stale at once and taken over; the first loses it.
+        let Begin::Run(second) = keys.begin("u", "k", "h").await.unwrap() else { panic!("replay") };
+        assert!(keys.complete(first, created("{}")).await.is_err());
+        keys.complete(second, created("{}")).await.unwrap();
+        assert_eq!(keys.begin("u", "k", "h").await, Ok(Begin::Replay(created("{}"))));
+    }
+
+    #[tokio::test]
+    async fn responses_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let keys = keys(&dir, Duration::from_secs(60)).await;
+            let Begin::Run(claim) = keys.begin("u", "k", "h").await.unwrap() else {
+                panic!("replay")
+            };
+            keys.complete(claim, created("{\"a\":1}")).await.unwrap();
+        }
+        let keys = keys(&dir, Duration::from_secs(60)).await;
+        assert_eq!(keys.begin("u", "k", "h").await, Ok(Begin::Replay(created("{\"a\":1}"))));
+    }
+}
