@@ -1,0 +1,146 @@
+use std::collections::BTreeSet;
+
+use storefront_storage::embedded::EmbeddedStore;
+
+use super::*;
+
+fn usd(amount: &str) -> Money {
+    Money::parse(amount, Currency::USD).unwrap()
+}
+
+fn new(sku: &str, name: &str, description: &str, category: &str) -> NewProduct {
+    NewProduct {
+        sku: Sku::parse(sku).unwrap(),
+        name: name.into(),
+        description: description.into(),
+        category: category.into(),
+        price: usd("9.99"),
+    }
+}
+
+async fn open(dir: &Path) -> Catalog {
+    let store = Arc::new(EmbeddedStore::open(&dir.join("store")).await.unwrap());
+    Catalog::open(store, &dir.join("search"), Currency::USD).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn products_are_created_validated_and_updated() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open(dir.path()).await;
+    let mug =
+        catalog.create(new("MUG-1", "Blue mug", "A mug for coffee", "kitchen")).await.unwrap();
+    assert_eq!(mug.product_id, "prod-mug-1");
+    assert_eq!(catalog.get("prod-mug-1").await.unwrap(), Some(mug.clone()));
+    assert_eq!(catalog.by_sku(&Sku::parse("MUG-1").unwrap()).await.unwrap(), Some(mug.clone()));
+    assert_eq!(
+        catalog.create(new("MUG-1", "Other", "", "kitchen")).await,
+        Err(CatalogError::SkuExists("MUG-1".into()))
+    );
+    for (field, bad) in [
+        ("name", new("A-1", " ", "", "kitchen")),
+        ("category", new("A-2", "Name", "", "Kitchen Stuff")),
+        ("description", new("A-3", "Name", &"x".repeat(5001), "kitchen")),
+    ] {
+        assert!(
+            matches!(catalog.create(bad).await, Err(CatalogError::Invalid { field: f, .. }) if f == field)
+        );
+    }
+    let mut eur = new("A-4", "Name", "", "kitchen");
+    eur.price = Money::parse("1", Currency::EUR).unwrap();
+    assert!(matches!(catalog.create(eur).await, Err(CatalogError::Invalid { field: "price", .. })));
+
+    let patch = ProductPatch {
+        name: Some("Red mug".into()),
+        price: Some(usd("12.50")),
+        ..ProductPatch::default()
+    };
+    let red = catalog.update("prod-mug-1", patch).await.unwrap();
+    assert_eq!(
+        (red.name.as_str(), red.price, red.description.as_str()),
+        ("Red mug", usd("12.50"), "A mug for coffee")
+    );
+    assert_eq!(
+        catalog.update("prod-none", ProductPatch::default()).await,
+        Err(CatalogError::NotFound("prod-none".into()))
+    );
+    // The index follows updates: the old name no longer matches.
+    assert!(catalog.search(Some("blue"), None, 10, None).await.unwrap().items.is_empty());
+    assert_eq!(catalog.search(Some("red"), None, 10, None).await.unwrap().items, vec![red]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_matches_text_filters_categories_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open(dir.path()).await;
+    for product in demo::products(120, Currency::USD) {
+        catalog.create(product).await.unwrap();
+    }
+    let tents = catalog.search(Some("tent"), None, 100, None).await.unwrap();
+    assert!(!tents.items.is_empty());
+    assert!(tents.items.iter().all(|p| p.name.to_lowercase().contains("tent")));
+    // Words of the description count too, and odd syntax never fails.
+    assert!(!catalog.search(Some("warranty"), None, 5, None).await.unwrap().items.is_empty());
+    assert!(catalog.search(Some("AND OR (( \"unclosed"), None, 5, None).await.is_ok());
+    let books = catalog.search(None, Some("books"), 100, None).await.unwrap();
+    assert_eq!(books.items.len(), 15);
+    assert!(books.items.iter().all(|p| p.category == "books"));
+
+    // Pages of 7 cover all 120 exactly once.
+    let mut seen = BTreeSet::new();
+    let mut cursor = None;
+    loop {
+        let page = catalog.search(None, None, 7, cursor.as_deref()).await.unwrap();
+        for product in page.items {
+            assert!(seen.insert(product.product_id), "a product appeared twice");
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 120);
+    assert!(matches!(
+        catalog.search(None, None, 0, None).await,
+        Err(CatalogError::Invalid { field: "limit", .. })
+    ));
+    assert!(matches!(
+        catalog.search(None, None, 101, None).await,
+        Err(CatalogError::Invalid { .. })
+    ));
+    assert!(matches!(
+        catalog.search(None, None, 5, Some("x")).await,
+        Err(CatalogError::Invalid { field: "cursor", .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_survives_a_restart_and_is_rebuilt_when_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let catalog = open(dir.path()).await;
+        catalog.create(new("LAMP-1", "Desk lamp", "Warm light", "home")).await.unwrap();
+        catalog.create(new("LAMP-2", "Floor lamp", "Tall and warm", "home")).await.unwrap();
+    }
+    let catalog = open(dir.path()).await;
+    assert_eq!(catalog.search(Some("lamp"), None, 10, None).await.unwrap().items.len(), 2);
+    drop(catalog);
+    std::fs::remove_dir_all(dir.path().join("search")).unwrap();
+    let catalog = open(dir.path()).await;
+    assert_eq!(catalog.search(Some("warm"), None, 10, None).await.unwrap().items.len(), 2);
+}
+
+#[test]
+fn the_demo_catalog_is_deterministic_and_varied() {
+    let first = demo::products(1000, Currency::USD);
+    assert_eq!(first, demo::products(1000, Currency::USD));
+    let categories: BTreeSet<_> = first.iter().map(|p| p.category.as_str()).collect();
+    assert_eq!(categories.len(), demo::CATEGORIES.len());
+    let skus: BTreeSet<_> = first.iter().map(|p| p.sku.as_str()).collect();
+    assert_eq!(skus.len(), 1000);
+    let names: BTreeSet<_> = first.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names.len(), 1000);
+    assert!(first.iter().all(|p| !p.price.is_negative() && p.price.currency() == Currency::USD));
+    let yen = demo::products(3, Currency::JPY);
+    assert_eq!(yen[0].price.amount().scale(), 0);
+    assert!((10..=209).contains(&demo::initial_stock(999)));
+}
