@@ -223,3 +223,22 @@ async fn an_order_answers_everything_sent_while_it_passivates() {
     }
     assert_eq!(levels(&node, "M").await.sold, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_right_after_the_outcome_completes_while_the_order_passivates() {
+    // The cancel may reach the order after it asked to stop: the stop must wait for the
+    // cancellation it accepted, not drop it.
+    let (_dir, node) = node().await;
+    node.stock_sku("M", 10_000).await;
+    for i in 0..100 {
+        let order_id = format!("c-{i}");
+        let place = order(&order_id, "u1", "tok_visa", &[("M", 1, "1.00")]);
+        let Checkout::Ended(view) = node.regions.checkout(place, WAIT).await.unwrap() else {
+            panic!("pending")
+        };
+        assert_eq!(view.status, OrderStatus::Confirmed);
+        let cancelled = node.regions.cancel_order(&order_id, WAIT).await.unwrap();
+        assert_eq!(cancelled.status, OrderStatus::Cancelled, "{order_id}");
+    }
+    assert_eq!(levels(&node, "M").await.on_hand, 10_000);
+}

@@ -172,16 +172,16 @@ impl Lifecycle {
         true
     }
 
-    /// Handles the stop message: every earlier command has been handled; stop now if
-    /// `journal_idle`, else once the journal is idle.
-    pub(crate) fn stop_when_idle(&mut self, myself: &ActorCell, journal_idle: bool) {
+    /// Handles the stop message: every earlier command has been handled; stop now if `ready`
+    /// (the journal idle and the entity's own work done), else as soon as it is.
+    pub(crate) fn stop_when_idle(&mut self, myself: &ActorCell, ready: bool) {
         self.stopping = Stopping::Draining;
-        self.after_write(myself, journal_idle);
+        self.after_write(myself, ready);
     }
 
-    /// At the end of every message: finishes a stop that waited for the journal.
-    pub(crate) fn after_write(&self, myself: &ActorCell, journal_idle: bool) {
-        if self.stopping == Stopping::Draining && journal_idle {
+    /// At the end of every message: finishes a stop that waited until the entity was `ready`.
+    pub(crate) fn after_write(&self, myself: &ActorCell, ready: bool) {
+        if self.stopping == Stopping::Draining && ready {
             myself.stop(Some("passivated".into()));
         }
     }

@@ -611,6 +611,16 @@ fn not_found(order_id: &str) -> DomainError {
 }
 
 impl OrderRunning {
+    /// Whether the order may stop: nothing being written, no saga or cancellation running, no
+    /// one waiting for an outcome. (A command that arrived while a stop was under way, such as a
+    /// cancellation, delays the stop until it is done.)
+    fn ready_to_stop(&self) -> bool {
+        self.journal.is_idle()
+            && !self.order.in_progress()
+            && !self.step_running
+            && self.waiters.is_empty()
+    }
+
     /// Records events with what must land with them, then has the saga advance.
     fn record(
         &mut self,
@@ -1040,17 +1050,13 @@ impl Actor for OrderActor {
             OrderMsg::Internal(Internal(message)) => match message {
                 InternalMsg::Persisted(outcome) => st.journal.persisted(outcome)?,
                 InternalMsg::IdleCheck => {
-                    let can_stop = st.journal.is_idle()
-                        && !st.order.in_progress()
-                        && !st.step_running
-                        && st.waiters.is_empty();
-                    st.lifecycle.idle_check(&myself, can_stop, internal);
+                    st.lifecycle.idle_check(&myself, st.ready_to_stop(), internal);
                 }
                 InternalMsg::Stop => {
-                    st.lifecycle.stop_when_idle(&myself.get_cell(), st.journal.is_idle());
+                    st.lifecycle.stop_when_idle(&myself.get_cell(), st.ready_to_stop());
                 }
                 InternalMsg::Done => {
-                    if !st.order.in_progress() && !st.step_running && st.waiters.is_empty() {
+                    if st.ready_to_stop() {
                         st.lifecycle.passivate_now(&myself, internal);
                     }
                 }
@@ -1060,7 +1066,7 @@ impl Actor for OrderActor {
             },
         }
         st.journal.flush(&st.order, &myself, persisted)?;
-        st.lifecycle.after_write(&myself.get_cell(), st.journal.is_idle());
+        st.lifecycle.after_write(&myself.get_cell(), st.ready_to_stop());
         Ok(())
     }
 }

@@ -65,6 +65,9 @@ pub struct Claim {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
+    /// Unique per claim, so that two claims of one key in the same millisecond differ and a
+    /// taken-over claim can never complete.
+    claim_id: String,
     request_sha256: String,
     created_at_ms: u64,
     response: Option<StoredResponse>,
@@ -115,8 +118,12 @@ impl IdempotencyKeys {
         }
         let store_key = format!("{scope}\n{key}").into_bytes();
         let now = self.clock.now_ms();
-        let fresh =
-            Record { request_sha256: request.to_owned(), created_at_ms: now, response: None };
+        let fresh = Record {
+            claim_id: uuid::Uuid::now_v7().to_string(),
+            request_sha256: request.to_owned(),
+            created_at_ms: now,
+            response: None,
+        };
         let fresh = serde_json::to_vec(&fresh).map_err(backend)?;
         loop {
             let current =
