@@ -149,6 +149,8 @@ async fn run_node(config: Config) -> anyhow::Result<()> {
     let regions =
         Regions::start(store, Arc::new(SimulatedGateway::new()), Clock::system(), regions_config)
             .await?;
+    // Handlers first: a signal that arrives once the node says it is running must stop it cleanly.
+    let shutdown = shutdown_signal()?;
     let resumed = regions.resume_open_orders().await?;
     tracing::info!(
         data_dir = %config.data_dir.display(),
@@ -156,17 +158,21 @@ async fn run_node(config: Config) -> anyhow::Result<()> {
         resumed_checkouts = resumed,
         "storefront node running (entities, journal and checkout saga; no HTTP edge in this build yet)"
     );
-    shutdown_signal().await?;
+    shutdown.await;
     tracing::info!("shutting down: draining entities");
     regions.shutdown(Duration::from_secs(10)).await;
     Ok(())
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        interrupted = tokio::signal::ctrl_c() => interrupted?,
-        _ = terminate.recv() => {}
-    }
-    Ok(())
+/// Installs the SIGINT and SIGTERM handlers now; the future completes on the first signal.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }
