@@ -442,6 +442,11 @@ impl OrderState {
     }
 }
 
+/// The wait before retry number `attempt` (from 0): the base doubled per attempt, capped.
+fn retry_backoff(settings: &EntitySettings, attempt: u32) -> Duration {
+    settings.gateway_retry_base.saturating_mul(1 << attempt.min(10)).min(MAX_BACKOFF)
+}
+
 fn is_transient(err: &DomainError) -> bool {
     matches!(err, DomainError::Unavailable(_) | DomainError::Storage(_))
 }
@@ -778,13 +783,8 @@ impl OrderRunning {
         if events.is_empty() {
             // Nothing moved: a compensation whose calls all failed for now. Retry with back-off.
             self.compensation_retries += 1;
-            let backoff = self
-                .settings
-                .gateway_retry_base
-                .saturating_mul(1 << self.compensation_retries.min(10));
-            ractor::time::send_after(backoff.min(MAX_BACKOFF), myself.get_cell(), || {
-                saga(SagaMsg::Advance)
-            });
+            let backoff = retry_backoff(&self.settings, self.compensation_retries);
+            ractor::time::send_after(backoff, myself.get_cell(), || saga(SagaMsg::Advance));
             if !compensating {
                 tracing::warn!(order_id = %self.order_id, "saga step made no progress");
             }
@@ -810,10 +810,6 @@ impl StepRunner {
 
     fn key(&self, operation: &str) -> String {
         format!("{}/{operation}", self.order.order_id)
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        self.settings.gateway_retry_base.saturating_mul(1 << attempt.min(10)).min(MAX_BACKOFF)
     }
 
     async fn run(self, step: Step) -> StepOutcome {
@@ -915,7 +911,7 @@ impl StepRunner {
                     attempt += 1;
                     match self.stock.stock(&sku, command.clone()).await {
                         Err(err) if is_transient(&err) && attempt < STOCK_ATTEMPTS => {
-                            tokio::time::sleep(self.backoff(attempt)).await;
+                            tokio::time::sleep(retry_backoff(&self.settings, attempt)).await;
                         }
                         result => return (line, result),
                     }
@@ -939,7 +935,7 @@ impl StepRunner {
                     if attempt < self.settings.gateway_max_attempts =>
                 {
                     tracing::debug!(order_id = %self.order.order_id, attempt, %why, "gateway error, retrying");
-                    tokio::time::sleep(self.backoff(attempt - 1)).await;
+                    tokio::time::sleep(retry_backoff(&self.settings, attempt - 1)).await;
                 }
                 result => return result,
             }

@@ -453,12 +453,12 @@ impl SkuStockRunning {
                     _ => None,
                 });
                 self.journal.record(&mut self.stock, now, events)?;
-                let after = self.stock.levels().available;
+                let after = self.stock.levels();
                 let threshold = self.settings.stock_low_threshold;
-                if before > threshold && after <= threshold {
-                    self.journal.outbox(stock_low(&self.sku, after, threshold, now));
+                if before > threshold && after.available <= threshold {
+                    self.journal.outbox(stock_low(&self.sku, after.available, threshold, now));
                 }
-                Ok(self.stock.levels())
+                Ok(after)
             }
             Err(refused) => Err(refused),
         };
