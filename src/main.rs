@@ -5,13 +5,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use storefront_actors::{Clock, Currency, EntitySettings, SimulatedGateway};
-use storefront_cluster::{Regions, RegionsConfig};
+use storefront_actors::Currency;
 use storefront_config::{Config, Override};
 
 /// mimalloc: the allocator the benchmarks were measured with (glibc's malloc cost about a quarter
@@ -123,44 +120,19 @@ fn init_logs(config: &Config) -> anyhow::Result<()> {
     installed.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }
 
-fn settings(config: &Config) -> EntitySettings {
-    let e = &config.entities;
-    EntitySettings {
-        snapshot_every: e.snapshot_every,
-        passivate_after: Duration::from_secs(e.passivate_after_secs),
-        cart_idle_expiry: Duration::from_secs(e.cart_idle_expiry_secs),
-        reservation_ttl: Duration::from_secs(e.reservation_ttl_secs),
-        stock_low_threshold: e.stock_low_threshold,
-        gateway_max_attempts: config.checkout.gateway_max_attempts,
-        gateway_retry_base: Duration::from_millis(config.checkout.gateway_retry_base_ms),
-    }
-}
-
 async fn run_node(config: Config) -> anyhow::Result<()> {
-    let store =
-        storefront_storage::open(&config.store, &config.data_dir).await.with_context(|| {
-            format!("cannot open the store `{}` under {}", config.store, config.data_dir.display())
-        })?;
-    let regions_config = RegionsConfig {
-        shard_count: config.entities.shard_count,
-        settings: settings(&config),
-        ..RegionsConfig::default()
-    };
-    let regions =
-        Regions::start(store, Arc::new(SimulatedGateway::new()), Clock::system(), regions_config)
-            .await?;
+    let metrics = storefront_http::metrics::install_recorder()
+        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
     // Handlers first: a signal that arrives once the node says it is running must stop it cleanly.
     let shutdown = shutdown_signal()?;
-    let resumed = regions.resume_open_orders().await?;
+    let app = storefront_http::App::build(&config, metrics).await?;
     tracing::info!(
+        http = %app.local_addr(),
         data_dir = %config.data_dir.display(),
         store = %config.store,
-        resumed_checkouts = resumed,
-        "storefront node running (entities, journal and checkout saga; no HTTP edge in this build yet)"
+        "storefront node running"
     );
-    shutdown.await;
-    tracing::info!("shutting down: draining entities");
-    regions.shutdown(Duration::from_secs(10)).await;
+    app.run(shutdown).await;
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use storefront_storage::{AppendRequest, KeyedWrite, OutboxRecord, Snapshot, Stor
 
 use crate::DomainError;
 use crate::codec::{decode, encode};
+use crate::metrics::{JOURNAL_APPEND_SECONDS, JOURNAL_BATCH_EVENTS};
 
 /// Answers a command once its events are durable (or failed).
 pub(crate) type Reply = Box<dyn FnOnce(Result<(), DomainError>) + Send>;
@@ -51,6 +52,8 @@ pub(crate) struct Journal {
     snapshot_every: u64,
     pending: Pending,
     in_flight: Option<Vec<Reply>>,
+    batch_events: metrics::Histogram,
+    append_seconds: metrics::Histogram,
 }
 
 #[derive(Default)]
@@ -103,7 +106,11 @@ impl Journal {
                 break;
             }
         }
+        // The entity kind is the stream's prefix (`sku/A-1` -> `sku`): a bounded label.
+        let kind = stream.split('/').next().unwrap_or_default().to_owned();
         let journal = Self {
+            batch_events: metrics::histogram!(JOURNAL_BATCH_EVENTS, "kind" => kind.clone()),
+            append_seconds: metrics::histogram!(JOURNAL_APPEND_SECONDS, "kind" => kind),
             stream,
             store,
             recorded_seq: seq,
@@ -187,11 +194,15 @@ impl Journal {
             None
         };
         self.in_flight = Some(pending.replies);
+        self.batch_events.record(request.events.len() as f64);
+        let append_seconds = self.append_seconds.clone();
         let store = self.store.clone();
         let myself = myself.clone();
         tokio::spawn(async move {
             let stream = request.stream.clone();
+            let started = std::time::Instant::now();
             let result = store.append(request).await;
+            append_seconds.record(started.elapsed().as_secs_f64());
             let save = snapshot.filter(|_| result.is_ok());
             // The entity may have stopped; its replies were then already failed.
             let _ = myself.send_message(wrap(Persisted(result)));

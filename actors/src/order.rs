@@ -33,6 +33,7 @@ use crate::clock::Clock;
 use crate::entity::{EntitySettings, Internal, InternalMsg, Lifecycle, Passivation};
 use crate::gateway::{GatewayError, PaymentGateway};
 use crate::journal::{Aggregate, Journal, Persisted};
+use crate::metrics::SAGAS_TOTAL;
 use crate::sku::{StockCommand, StockLevels};
 use crate::{Currency, DomainError, Money, Quantity, Sku};
 
@@ -225,6 +226,34 @@ pub struct OrderView {
     pub authorization: Option<String>,
 }
 
+/// An order as the order lists show it; kept in the order indexes, rewritten in the same append
+/// as every status change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderSummary {
+    /// The order.
+    pub order_id: String,
+    /// The buyer.
+    pub user_id: String,
+    /// Status as of its last change.
+    pub status: OrderStatus,
+    /// Sum of the lines, in the order's currency.
+    pub total: Money,
+    /// When it was placed (ms since the epoch).
+    pub created_at_ms: u64,
+}
+
+impl OrderSummary {
+    /// Key in [`Table::Orders`]: newest first in a forward scan (inverted creation time).
+    pub fn all_orders_key(&self) -> String {
+        format!("{:016x}/{}", u64::MAX - self.created_at_ms, self.order_id)
+    }
+
+    /// Key in [`Table::OrdersByUser`]: the buyer, then newest first.
+    pub fn by_user_key(&self) -> String {
+        format!("{}/{}", self.user_id, self.all_orders_key())
+    }
+}
+
 /// A unit of saga work that needs I/O.
 #[derive(Debug, Clone)]
 pub(crate) enum Step {
@@ -309,6 +338,30 @@ impl OrderState {
             failure: self.failure.clone(),
             in_progress: self.in_progress(),
             authorization: self.authorization.clone(),
+        })
+    }
+
+    /// The saga outcome metric's label for an ended order (a bounded set).
+    fn outcome_label(&self) -> &'static str {
+        match (self.status, &self.failure) {
+            (Some(OrderStatus::Confirmed), _) => "confirmed",
+            (Some(OrderStatus::Cancelled), _) => "cancelled",
+            (_, Some(FailureReason::OutOfStock { .. })) => "out_of_stock",
+            (_, Some(FailureReason::PaymentDeclined { .. })) => "payment_declined",
+            (_, Some(FailureReason::PaymentGatewayError)) => "payment_gateway_error",
+            _ => "other_failure",
+        }
+    }
+
+    /// The list entry, if the order exists.
+    pub fn summary(&self) -> Option<OrderSummary> {
+        let order = self.order.as_ref()?;
+        Some(OrderSummary {
+            order_id: order.order_id.clone(),
+            user_id: order.user_id.clone(),
+            status: self.status.unwrap_or(OrderStatus::Pending),
+            total: self.total().unwrap_or_else(|| Money::zero(order.currency)),
+            created_at_ms: self.created_at,
         })
     }
 
@@ -637,6 +690,7 @@ impl OrderRunning {
         }
         let now = self.clock.now_ms();
         let was_in_progress = self.order.in_progress();
+        let status_before = self.order.status;
         let placed = events.iter().any(|e| matches!(e, OrderEvent::Placed(_)));
         let reopened = events.contains(&OrderEvent::CancelRequested);
         let outbox: Vec<OutboxRecord> =
@@ -653,14 +707,21 @@ impl OrderRunning {
                 value: Some(vec![]),
             });
         }
-        if placed && let Some(order) = &self.order.order {
-            // Newest first in a forward scan: the key holds the inverted creation time.
-            let key = format!("{}/{:016x}/{}", order.user_id, u64::MAX - now, order.order_id);
-            self.journal.put(KeyedWrite {
-                table: Table::OrdersByUser,
-                key: key.into_bytes(),
-                value: Some(order.order_id.clone().into_bytes()),
-            });
+        if (placed || self.order.status != status_before)
+            && let Some(summary) = self.order.summary()
+        {
+            let value = serde_json::to_vec(&summary)
+                .map_err(|e| DomainError::Storage(format!("order summary: {e}")))?;
+            for (table, key) in [
+                (Table::Orders, summary.all_orders_key()),
+                (Table::OrdersByUser, summary.by_user_key()),
+            ] {
+                self.journal.put(KeyedWrite {
+                    table,
+                    key: key.into_bytes(),
+                    value: Some(value.clone()),
+                });
+            }
         }
         if was_in_progress && !self.order.in_progress() {
             // An ended order is rarely touched again: once its outcome is durable (and answered),
@@ -672,6 +733,7 @@ impl OrderRunning {
                 }
             }));
             self.journal.put(KeyedWrite { table: Table::OpenOrders, key: open_key, value: None });
+            metrics::counter!(SAGAS_TOTAL, "outcome" => self.order.outcome_label()).increment(1);
             self.notify_waiters();
         }
         if placed || reopened {

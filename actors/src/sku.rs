@@ -21,7 +21,9 @@ use storefront_storage::{OutboxRecord, Store};
 use crate::DomainError;
 use crate::clock::Clock;
 use crate::entity::{EntitySettings, Internal, InternalMsg, Lifecycle, Passivation};
+use crate::feed::{StockFeed, StockUpdate};
 use crate::journal::{Aggregate, Journal, Persisted};
+use crate::metrics::RESERVATIONS_TOTAL;
 
 /// How long a settled command id is remembered for deduplication.
 pub const DEDUP_RETENTION_MS: u64 = 24 * 3600 * 1000;
@@ -409,6 +411,8 @@ pub struct SkuStockArgs {
     pub settings: EntitySettings,
     /// The region's passivation handshake.
     pub passivation: Passivation,
+    /// Where durable level changes are published.
+    pub feed: StockFeed,
 }
 
 /// A running SKU actor's state.
@@ -421,6 +425,31 @@ pub struct SkuStockRunning {
     clock: Clock,
     settings: EntitySettings,
     expiry_armed_for: Option<u64>,
+    feed: StockFeed,
+    feed_name: Arc<str>,
+    /// The levels last published (or recovered).
+    published: StockLevels,
+    reservations: ReservationCounters,
+}
+
+/// Reservation outcomes, counted with handles looked up once.
+#[derive(Debug)]
+struct ReservationCounters {
+    reserved: metrics::Counter,
+    out_of_stock: metrics::Counter,
+    refused: metrics::Counter,
+}
+
+impl ReservationCounters {
+    fn new() -> Self {
+        let counter =
+            |outcome: &'static str| metrics::counter!(RESERVATIONS_TOTAL, "outcome" => outcome);
+        Self {
+            reserved: counter("reserved"),
+            out_of_stock: counter("out_of_stock"),
+            refused: counter("refused"),
+        }
+    }
 }
 
 /// The actor owning one SKU's stock.
@@ -462,6 +491,13 @@ impl SkuStockRunning {
             }
             Err(refused) => Err(refused),
         };
+        if matches!(command, StockCommand::Reserve { .. }) {
+            match &outcome {
+                Ok(_) => self.reservations.reserved.increment(1),
+                Err(DomainError::OutOfStock { .. }) => self.reservations.out_of_stock.increment(1),
+                Err(_) => self.reservations.refused.increment(1),
+            }
+        }
         if let Some(reply) = reply {
             // A refusal or a repeat may rest on writes not yet durable: answer after them.
             self.journal.after_durable(Box::new(move |durable| {
@@ -469,6 +505,21 @@ impl SkuStockRunning {
             }));
         }
         Ok(reserved_until)
+    }
+
+    /// Publishes the levels to the feed once they are durable, if they changed.
+    fn publish_levels(&mut self) {
+        let levels = self.stock.levels();
+        if levels == self.published {
+            return;
+        }
+        self.published = levels;
+        let (feed, sku) = (self.feed.clone(), self.feed_name.clone());
+        self.journal.after_durable(Box::new(move |durable| {
+            if durable.is_ok() {
+                feed.publish(StockUpdate { sku, levels });
+            }
+        }));
     }
 
     /// Expires every reservation that is due and arms the timer for the next deadline.
@@ -510,8 +561,13 @@ impl Actor for SkuStockActor {
         let (journal, stock) =
             Journal::recover::<SkuStockState>(args.store, stream, args.settings.snapshot_every)
                 .await?;
+        let published = stock.levels();
         let mut running = SkuStockRunning {
+            feed_name: Arc::from(args.sku.as_str()),
             sku: args.sku,
+            published,
+            feed: args.feed,
+            reservations: ReservationCounters::new(),
             stock,
             journal,
             lifecycle: Lifecycle::new(args.settings.passivate_after, args.passivation),
@@ -521,6 +577,7 @@ impl Actor for SkuStockActor {
         };
         running.lifecycle.start(&myself, internal);
         running.expire_due(&myself)?;
+        running.publish_levels();
         running.journal.flush(&running.stock, &myself, persisted)?;
         Ok(running)
     }
@@ -562,6 +619,7 @@ impl Actor for SkuStockActor {
                 InternalMsg::Saga(_) | InternalMsg::Done => {}
             },
         }
+        st.publish_levels();
         st.journal.flush(&st.stock, &myself, persisted)?;
         st.lifecycle.after_write(&myself.get_cell(), st.journal.is_idle());
         Ok(())

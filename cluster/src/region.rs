@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,9 @@ struct RegionInner<A: Actor> {
     make_args: Box<MakeArgs<A>>,
     supervisor: std::sync::OnceLock<ActorCell>,
     entities: Mutex<Entities<A::Msg>>,
+    /// Calls sent to entities and not yet answered: how deep the mailboxes are (ractor does not
+    /// expose mailbox lengths).
+    in_flight: AtomicUsize,
 }
 
 enum Slot<M> {
@@ -99,6 +103,7 @@ where
                 ids: HashMap::new(),
                 restarts: HashMap::new(),
             }),
+            in_flight: AtomicUsize::new(0),
         });
         let (supervisor, _) =
             Actor::spawn(None, RegionSupervisor::<A>(PhantomData), Arc::downgrade(&inner))
@@ -122,6 +127,11 @@ where
     /// Entities running (or stopping) now.
     pub fn live_entities(&self) -> usize {
         self.inner.lock().by_id.len()
+    }
+
+    /// Calls sent to this region's entities and not yet answered (or timed out).
+    pub fn calls_in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Relaxed)
     }
 
     /// Sends `message` to entity `id`, starting it if needed.
@@ -149,7 +159,10 @@ where
     ) -> Result<R, ClusterError> {
         let (tx, rx) = ractor::concurrency::oneshot();
         self.send(id, build(RpcReplyPort::from(tx)))?;
-        match tokio::time::timeout(timeout, rx).await {
+        self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
+        let answer = tokio::time::timeout(timeout, rx).await;
+        self.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+        match answer {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err(ClusterError::Dropped { kind: self.inner.kind, id: id.to_owned() }),
             Err(_) => Err(ClusterError::Timeout {

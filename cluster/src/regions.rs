@@ -8,8 +8,8 @@ use storefront_actors::cart::{CartCommand, CartView};
 use storefront_actors::order::{OrderView, PlaceOrder};
 use storefront_actors::{
     CartActor, CartArgs, CartMsg, Clock, DomainError, EntitySettings, OrderActor, OrderArgs,
-    OrderMsg, PaymentGateway, SkuStockActor, SkuStockArgs, SkuStockMsg, StockCommand, StockLevels,
-    StockPort,
+    OrderMsg, PaymentGateway, SkuStockActor, SkuStockArgs, SkuStockMsg, StockCommand, StockFeed,
+    StockLevels, StockPort,
 };
 use storefront_storage::{Store, Table};
 
@@ -24,6 +24,8 @@ pub struct RegionsConfig {
     pub settings: EntitySettings,
     /// How long one command to an entity may take before its outcome counts as unknown.
     pub call_timeout: Duration,
+    /// Where SKU actors publish their durable level changes.
+    pub stock_feed: StockFeed,
 }
 
 impl Default for RegionsConfig {
@@ -32,6 +34,7 @@ impl Default for RegionsConfig {
             shard_count: 256,
             settings: EntitySettings::default(),
             call_timeout: Duration::from_secs(10),
+            stock_feed: StockFeed::default(),
         }
     }
 }
@@ -80,7 +83,7 @@ impl Regions {
         clock: Clock,
         config: RegionsConfig,
     ) -> Result<Self, ClusterError> {
-        let RegionsConfig { shard_count, settings, call_timeout } = config;
+        let RegionsConfig { shard_count, settings, call_timeout, stock_feed } = config;
         let skus = {
             let (store, settings) = (store.clone(), settings.clone());
             ShardRegion::<SkuStockActor>::start("sku", shard_count, move |sku, passivation| {
@@ -90,6 +93,7 @@ impl Regions {
                     clock,
                     settings: settings.clone(),
                     passivation,
+                    feed: stock_feed.clone(),
                 }
             })
             .await?

@@ -50,6 +50,54 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Access and refresh tokens.
+    pub auth: AuthConfig,
+    /// The HTTP edge.
+    pub http: HttpConfig,
+}
+
+/// Tokens. `signing_keys` are `KID:SECRET` pairs (secrets of at least 32 bytes); the first signs
+/// new access tokens and every one verifies, so a key is rotated by putting a new one first and
+/// dropping the old one once `access_ttl_secs` have passed. With none configured, a node
+/// generates one key and keeps it in its data dir.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `KID:SECRET` signing keys, the active one first.
+    pub signing_keys: Vec<Secret>,
+    /// Access token lifetime.
+    pub access_ttl_secs: u64,
+    /// How far past its expiry a token is still accepted (clock skew between nodes).
+    pub clock_leeway_secs: u64,
+    /// Refresh token lifetime.
+    pub refresh_ttl_secs: u64,
+}
+
+/// The HTTP edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest request body accepted (413 above).
+    pub body_limit_bytes: u64,
+    /// How long a stopping node waits for in-flight requests.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            signing_keys: Vec::new(),
+            access_ttl_secs: 15 * 60,
+            clock_leeway_secs: 30,
+            refresh_ttl_secs: 30 * 24 * 3600,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { body_limit_bytes: 64 * 1024, shutdown_grace_secs: 10 }
+    }
 }
 
 /// Shop-wide settings.
@@ -143,6 +191,8 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             rate_limit: RateLimitConfig::default(),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }

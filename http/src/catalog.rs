@@ -7,8 +7,9 @@
 pub mod demo;
 mod search;
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use storefront_actors::{Currency, Money, Sku};
@@ -68,7 +69,7 @@ pub struct ProductPatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
     /// The products, best match first.
-    pub items: Vec<Product>,
+    pub items: Vec<Arc<Product>>,
     /// Where the next page starts, if there is one.
     pub next_cursor: Option<String>,
 }
@@ -114,6 +115,10 @@ pub struct Catalog {
     store: Arc<dyn Store>,
     index: Arc<SearchIndex>,
     base: Currency,
+    /// Every product this node has read or written, by id: product reads are the hottest read
+    /// of a shop and products change rarely. (With several nodes writing one shared store, a
+    /// node learns of another's writes only through the store; Step 4 owns that.)
+    cache: Arc<RwLock<HashMap<String, Arc<Product>>>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -131,8 +136,11 @@ impl Catalog {
         base: Currency,
     ) -> Result<Self, CatalogError> {
         let index = Arc::new(SearchIndex::open(index_dir)?);
-        let catalog = Self { store, index, base };
+        let catalog = Self { store, index, base, cache: Arc::default() };
         let products = catalog.all().await?;
+        for product in &products {
+            catalog.remember(product);
+        }
         if catalog.index.count()? != products.len() as u64 {
             tracing::info!(products = products.len(), "rebuilding the search index from the store");
             let index = catalog.index.clone();
@@ -143,6 +151,16 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// Products this node knows (all of them, on a single node).
+    pub fn len(&self) -> usize {
+        self.cache.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether the catalog has no products.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The shop's base currency.
     pub fn base_currency(&self) -> Currency {
         self.base
@@ -150,6 +168,23 @@ impl Catalog {
 
     /// Creates a product; its SKU must be new.
     pub async fn create(&self, new: NewProduct) -> Result<Product, CatalogError> {
+        let product = self.claim(new).await?;
+        self.save(std::slice::from_ref(&product)).await?;
+        Ok(product)
+    }
+
+    /// Creates many products (the demo seed) with one index commit; stops at the first failure.
+    pub async fn create_many(&self, new: Vec<NewProduct>) -> Result<Vec<Product>, CatalogError> {
+        let mut products = Vec::with_capacity(new.len());
+        for new in new {
+            products.push(self.claim(new).await?);
+        }
+        self.save(&products).await?;
+        Ok(products)
+    }
+
+    /// Validates a new product and claims its SKU.
+    async fn claim(&self, new: NewProduct) -> Result<Product, CatalogError> {
         let product = Product {
             product_id: product_id(&new.sku),
             sku: new.sku,
@@ -174,7 +209,6 @@ impl Catalog {
         if !claimed && self.get(&product.product_id).await?.is_some() {
             return Err(CatalogError::SkuExists(product.sku.to_string()));
         }
-        self.save(&product).await?;
         Ok(product)
     }
 
@@ -184,30 +218,48 @@ impl Catalog {
         product_id: &str,
         patch: ProductPatch,
     ) -> Result<Product, CatalogError> {
-        let mut product = self
-            .get(product_id)
-            .await?
-            .ok_or_else(|| CatalogError::NotFound(product_id.to_owned()))?;
+        let current = self.get(product_id).await?;
+        let current = current.ok_or_else(|| CatalogError::NotFound(product_id.to_owned()))?;
+        let mut product = Product::clone(&current);
         let ProductPatch { name, description, category, price } = patch;
         product.name = name.unwrap_or(product.name);
         product.description = description.unwrap_or(product.description);
         product.category = category.unwrap_or(product.category);
         product.price = price.unwrap_or(product.price);
         self.validate(&product)?;
-        self.save(&product).await?;
+        self.save(std::slice::from_ref(&product)).await?;
         Ok(product)
     }
 
     /// A product by id.
-    pub async fn get(&self, product_id: &str) -> Result<Option<Product>, CatalogError> {
+    pub async fn get(&self, product_id: &str) -> Result<Option<Arc<Product>>, CatalogError> {
+        if let Some(product) = self.cached(product_id) {
+            return Ok(Some(product));
+        }
         match self.store.get(Table::Products, product_id.as_bytes()).await.map_err(backend)? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(backend)?)),
+            Some(bytes) => {
+                let product: Product = serde_json::from_slice(&bytes).map_err(backend)?;
+                Ok(Some(self.remember(&product)))
+            }
             None => Ok(None),
         }
     }
 
+    fn cached(&self, product_id: &str) -> Option<Arc<Product>> {
+        // A poisoned lock only means a writer panicked mid-insert of a whole value: still usable.
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        cache.get(product_id).cloned()
+    }
+
+    fn remember(&self, product: &Product) -> Arc<Product> {
+        let product = Arc::new(product.clone());
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        cache.insert(product.product_id.clone(), product.clone());
+        product
+    }
+
     /// A product by SKU.
-    pub async fn by_sku(&self, sku: &Sku) -> Result<Option<Product>, CatalogError> {
+    pub async fn by_sku(&self, sku: &Sku) -> Result<Option<Arc<Product>>, CatalogError> {
         self.get(&product_id(sku)).await
     }
 
@@ -273,14 +325,18 @@ impl Catalog {
         Ok(())
     }
 
-    async fn save(&self, product: &Product) -> Result<(), CatalogError> {
-        let value = serde_json::to_vec(product).map_err(backend)?;
-        self.store
-            .put(Table::Products, product.product_id.as_bytes(), &value)
-            .await
-            .map_err(backend)?;
-        let (index, product) = (self.index.clone(), product.clone());
-        tokio::task::spawn_blocking(move || index.upsert(&product)).await.map_err(backend)?
+    /// Stores `products`, then indexes them (one commit).
+    async fn save(&self, products: &[Product]) -> Result<(), CatalogError> {
+        for product in products {
+            let value = serde_json::to_vec(product).map_err(backend)?;
+            self.store
+                .put(Table::Products, product.product_id.as_bytes(), &value)
+                .await
+                .map_err(backend)?;
+            self.remember(product);
+        }
+        let (index, products) = (self.index.clone(), products.to_vec());
+        tokio::task::spawn_blocking(move || index.upsert(&products)).await.map_err(backend)?
     }
 
     async fn all(&self) -> Result<Vec<Product>, CatalogError> {

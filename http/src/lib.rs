@@ -1,18 +1,31 @@
-//! Storefront's HTTP edge.
+//! Storefront's HTTP edge: the warp server of the v1 API contract (`../shared/design/API.md`).
 //!
-//! This crate will own the warp server of the v1 API contract (`../shared/design/API.md`). Built so
-//! far, for its handlers to use:
-//! - [`Problem`] and [`ToProblem`]: errors as RFC 9457 documents with a stable `type`;
+//! - [`app`]: builds a node (store, regions, catalog, keys, rates, demo seed), binds it, serves it
+//!   and drains it on shutdown;
+//! - [`routes`]: the route table; [`api`]: one handler module per resource;
+//! - [`extract`] and [`reply`]: reading requests strictly, answering with problem documents;
 //! - [`auth`]: Argon2id passwords, the user directory, HS256 access tokens with key rotation,
 //!   rotating refresh-token families;
-//! - [`idempotency`]: durable idempotency keys;
-//! - [`catalog`]: products and their embedded full-text index, and the demo catalog.
+//! - [`idempotency`], [`ratelimit`], [`fx`], [`catalog`] (products and their tantivy index),
+//!   [`metrics`], [`openapi`], [`seed`].
 //!
-//! It does not own what domain errors mean, nor stock, carts and orders (the entity actors).
+//! It does not own what domain errors mean, nor stock, carts and orders (the entity actors), nor
+//! where entities live (the regions).
 
+pub mod api;
+pub mod app;
 pub mod auth;
 pub mod catalog;
+pub mod extract;
+pub mod fx;
 pub mod idempotency;
+pub mod metrics;
+pub mod openapi;
 mod problem;
+pub mod ratelimit;
+pub mod reply;
+pub mod routes;
+pub mod seed;
 
+pub use app::{App, AppState, StartError};
 pub use problem::{CONTENT_TYPE, FieldError, Problem, ToProblem};

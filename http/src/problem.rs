@@ -4,6 +4,7 @@ use serde::Serialize;
 use storefront_actors::DomainError;
 
 use crate::auth::AuthError;
+use crate::catalog::CatalogError;
 use crate::idempotency::IdempotencyError;
 
 /// The media type of a problem document.
@@ -148,6 +149,22 @@ impl ToProblem for IdempotencyError {
             IdempotencyError::Backend(_) => {
                 p("/problems/unavailable", "Temporarily unavailable", 503)
             }
+        }
+    }
+}
+
+impl ToProblem for CatalogError {
+    fn to_problem(&self) -> Problem {
+        let detail = self.to_string();
+        let p = |kind, title, status| Problem::new(kind, title, status, detail.clone());
+        match self {
+            CatalogError::SkuExists(_) => p("/problems/sku-exists", "SKU already exists", 409),
+            CatalogError::NotFound(_) => p("/problems/not-found", "Not found", 404),
+            CatalogError::Invalid { field, reason } => Problem {
+                errors: vec![FieldError { field: (*field).to_owned(), message: reason.clone() }],
+                ..p("/problems/validation", "Invalid request", 400)
+            },
+            CatalogError::Backend(_) => p("/problems/unavailable", "Temporarily unavailable", 503),
         }
     }
 }

@@ -78,8 +78,12 @@ pub enum Table {
     Products,
     /// SKU -> product id.
     ProductSkus,
-    /// user id + order id -> order summary, for order history.
+    /// user id + inverted creation time + order id -> order summary, for a user's order history.
     OrdersByUser,
+    /// inverted creation time + order id -> order summary, for the admin's list of all orders.
+    Orders,
+    /// setting name -> value (the FX rates).
+    Settings,
     /// scope + idempotency key -> stored response.
     IdempotencyKeys,
     /// order id -> empty: checkouts whose saga has not ended, resumed at start.
@@ -90,13 +94,15 @@ pub enum Table {
 
 impl Table {
     /// Every table, for backends that create them up front.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 11] = [
         Table::Users,
         Table::UserEmails,
         Table::RefreshTokens,
         Table::Products,
         Table::ProductSkus,
         Table::OrdersByUser,
+        Table::Orders,
+        Table::Settings,
         Table::IdempotencyKeys,
         Table::OpenOrders,
         Table::RelayOffsets,
@@ -111,6 +117,8 @@ impl Table {
             Table::Products => "products",
             Table::ProductSkus => "product_skus",
             Table::OrdersByUser => "orders_by_user",
+            Table::Orders => "orders",
+            Table::Settings => "settings",
             Table::IdempotencyKeys => "idempotency_keys",
             Table::OpenOrders => "open_orders",
             Table::RelayOffsets => "relay_offsets",

@@ -33,8 +33,12 @@ impl Node {
             .try_init();
         let store = Arc::new(EmbeddedStore::open(dir).await.expect("open store"));
         let gateway = Arc::new(SimulatedGateway::new());
-        let config =
-            RegionsConfig { shard_count: 64, settings, call_timeout: Duration::from_secs(30) };
+        let config = RegionsConfig {
+            shard_count: 64,
+            settings,
+            call_timeout: Duration::from_secs(30),
+            ..RegionsConfig::default()
+        };
         let regions = Regions::start(store.clone(), gateway.clone(), Clock::system(), config)
             .await
             .expect("start regions");

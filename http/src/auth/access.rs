@@ -27,6 +27,16 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    /// The role's name in tokens and responses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct RoleClaims {
     roles: Vec<Role>,

@@ -68,11 +68,13 @@ impl SearchIndex {
         self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Replaces the document of `product` and commits (blocking).
-    pub(super) fn upsert(&self, product: &Product) -> Result<(), CatalogError> {
+    /// Replaces the documents of `products` and commits once (blocking).
+    pub(super) fn upsert(&self, products: &[Product]) -> Result<(), CatalogError> {
         let mut writer = self.lock();
-        writer.delete_term(Term::from_field_text(self.id, &product.product_id));
-        writer.add_document(self.document(product)).map_err(backend)?;
+        for product in products {
+            writer.delete_term(Term::from_field_text(self.id, &product.product_id));
+            writer.add_document(self.document(product)).map_err(backend)?;
+        }
         self.commit(&mut writer)
     }
 

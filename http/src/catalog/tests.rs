@@ -30,8 +30,8 @@ async fn products_are_created_validated_and_updated() {
     let mug =
         catalog.create(new("MUG-1", "Blue mug", "A mug for coffee", "kitchen")).await.unwrap();
     assert_eq!(mug.product_id, "prod-mug-1");
-    assert_eq!(catalog.get("prod-mug-1").await.unwrap(), Some(mug.clone()));
-    assert_eq!(catalog.by_sku(&Sku::parse("MUG-1").unwrap()).await.unwrap(), Some(mug.clone()));
+    assert_eq!(catalog.get("prod-mug-1").await.unwrap().as_deref(), Some(&mug));
+    assert_eq!(catalog.by_sku(&Sku::parse("MUG-1").unwrap()).await.unwrap().as_deref(), Some(&mug));
     assert_eq!(
         catalog.create(new("MUG-1", "Other", "", "kitchen")).await,
         Err(CatalogError::SkuExists("MUG-1".into()))
@@ -65,7 +65,10 @@ async fn products_are_created_validated_and_updated() {
     );
     // The index follows updates: the old name no longer matches.
     assert!(catalog.search(Some("blue"), None, 10, None).await.unwrap().items.is_empty());
-    assert_eq!(catalog.search(Some("red"), None, 10, None).await.unwrap().items, vec![red]);
+    assert_eq!(
+        catalog.search(Some("red"), None, 10, None).await.unwrap().items,
+        vec![Arc::new(red)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +94,7 @@ async fn search_matches_text_filters_categories_and_pages() {
     loop {
         let page = catalog.search(None, None, 7, cursor.as_deref()).await.unwrap();
         for product in page.items {
-            assert!(seen.insert(product.product_id), "a product appeared twice");
+            assert!(seen.insert(product.product_id.clone()), "a product appeared twice");
         }
         match page.next_cursor {
             Some(next) => cursor = Some(next),

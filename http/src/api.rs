@@ -1,0 +1,238 @@
+//! The handlers, one module per resource of the contract, and what they share: admission (rate
+//! limits), the caller (bearer token, roles), idempotent writes, and the JSON views.
+
+pub mod auth;
+pub mod cart;
+pub mod checkout;
+pub mod cluster;
+pub mod currencies;
+pub mod inventory;
+pub mod orders;
+pub mod products;
+pub mod service;
+
+use std::future::Future;
+
+use http::{HeaderValue, StatusCode};
+use serde::Serialize;
+use storefront_actors::{Currency, Money, StockLevels};
+
+use crate::Problem;
+use crate::app::AppState;
+use crate::auth::{Principal, Role};
+use crate::catalog::Product;
+use crate::extract::{Req, bearer, require};
+use crate::idempotency::{Begin, StoredResponse, request_hash};
+use crate::ratelimit::Limit;
+use crate::reply::{ApiError, ApiResponse, ApiResult};
+
+/// The header naming an idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+impl AppState {
+    /// Counts a request against `limit` for `key`; 429 with `Retry-After` when over it.
+    pub async fn admit(&self, limit: Limit, key: &str) -> Result<(), ApiError> {
+        self.limiter.check(limit, key).await.map_err(|wait| {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            ApiError::new(Problem::new(
+                "/problems/rate-limited",
+                "Too many requests",
+                429,
+                format!("rate limit exceeded; retry in {secs} s"),
+            ))
+            .with_header("retry-after", HeaderValue::from(secs))
+        })
+    }
+
+    /// The authenticated caller (401 without a valid token), counted against the per-user limit.
+    pub async fn caller(&self, req: &Req) -> Result<Principal, ApiError> {
+        let principal = bearer(req, |token| self.tokens.verify(token))?;
+        self.admit(Limit::User, &principal.user_id).await?;
+        Ok(principal)
+    }
+
+    /// The caller, who must be a customer (403 otherwise).
+    pub async fn customer(&self, req: &Req) -> Result<Principal, ApiError> {
+        let principal = self.caller(req).await?;
+        require(&principal, Role::Customer)?;
+        Ok(principal)
+    }
+
+    /// The caller, who must be an admin (403 otherwise).
+    pub async fn admin(&self, req: &Req) -> Result<Principal, ApiError> {
+        let principal = self.caller(req).await?;
+        require(&principal, Role::Admin)?;
+        Ok(principal)
+    }
+
+    /// The currency a request asks prices in (`?currency=`, default the base currency).
+    pub fn display_currency(&self, requested: Option<&str>) -> Result<Currency, ApiError> {
+        match requested {
+            None => Ok(self.base),
+            Some(code) => Currency::parse(code).map_err(ApiError::from),
+        }
+    }
+
+    /// `price` (in the base currency) shown in `currency` at the current rates.
+    pub fn show(&self, price: &Money, currency: Currency) -> Result<Money, ApiError> {
+        Ok(self.fx.current().convert(price, currency)?)
+    }
+}
+
+/// Runs `run` once per idempotency key: with a key (`Idempotency-Key`), the first final response
+/// is stored with the request's hash and replayed byte for byte to a retry (with the header
+/// `Idempotent-Replayed: true`); a different request under the same key is refused (422); a
+/// duplicate that arrives while the first still runs is refused (409 with `Retry-After: 1`), not
+/// made to wait. Responses that are not final are not stored: a 202 (the checkout still runs: a
+/// retry joins the same order and returns its outcome) and a 5xx other than 502 (the outcome is
+/// unknown: a retry runs again, safely, since what it does is keyed too).
+pub async fn idempotent<F, Fut>(
+    state: &AppState,
+    scope: &str,
+    key: Option<&str>,
+    req: &Req,
+    method: &str,
+    path: &str,
+    run: F,
+) -> ApiResult
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ApiResult>,
+{
+    let Some(key) = key else {
+        return run().await;
+    };
+    let hash = request_hash(method, path, &req.body);
+    let claim = match state.idempotency.begin(scope, key, &hash).await {
+        Ok(Begin::Run(claim)) => claim,
+        Ok(Begin::Replay(stored)) => return Ok(replay(stored)),
+        Err(err) => {
+            let in_progress = matches!(err, crate::idempotency::IdempotencyError::InProgress);
+            let error = ApiError::from(err);
+            return Err(if in_progress {
+                error.with_header("retry-after", HeaderValue::from_static("1"))
+            } else {
+                error
+            });
+        }
+    };
+    let response = run().await.unwrap_or_else(ApiError::into_api_response);
+    let status = response.status;
+    let final_response = status != StatusCode::ACCEPTED
+        && (!status.is_server_error() || status == StatusCode::BAD_GATEWAY)
+        && status != StatusCode::TOO_MANY_REQUESTS;
+    if final_response {
+        let stored = StoredResponse {
+            status: status.as_u16(),
+            content_type: response.content_type.unwrap_or_default().to_owned(),
+            body: String::from_utf8_lossy(&response.body).into_owned(),
+        };
+        state.idempotency.complete(claim, stored).await?;
+    } else {
+        state.idempotency.abandon(claim).await?;
+    }
+    Ok(response)
+}
+
+fn replay(stored: StoredResponse) -> ApiResponse {
+    let content_type = match stored.content_type.as_str() {
+        crate::reply::JSON => Some(crate::reply::JSON),
+        crate::CONTENT_TYPE => Some(crate::CONTENT_TYPE),
+        _ => None,
+    };
+    ApiResponse {
+        status: StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+        content_type,
+        body: stored.body.into_bytes().into(),
+        headers: vec![("idempotent-replayed", HeaderValue::from_static("true"))],
+    }
+}
+
+/// A product as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProductView {
+    /// Stable id.
+    pub product_id: String,
+    /// The SKU.
+    pub sku: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Category slug.
+    pub category: String,
+    /// Price in the requested currency.
+    #[schema(value_type = MoneySchema)]
+    pub price: Money,
+    /// Units available to buy now.
+    pub available: u64,
+}
+
+impl ProductView {
+    /// The view of `product` with its price in `currency`.
+    pub fn new(product: &Product, price: Money, available: u64) -> Self {
+        Self {
+            product_id: product.product_id.clone(),
+            sku: product.sku.to_string(),
+            name: product.name.clone(),
+            description: product.description.clone(),
+            category: product.category.clone(),
+            price,
+            available,
+        }
+    }
+}
+
+/// Stock levels as the API shows them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LevelsView {
+    /// The SKU.
+    pub sku: String,
+    /// Units in the warehouse, reserved ones included.
+    pub on_hand: u64,
+    /// Units held by checkouts in progress.
+    pub reserved: u64,
+    /// `on_hand - reserved`, never negative.
+    pub available: u64,
+}
+
+impl LevelsView {
+    /// The view of `sku`'s levels.
+    pub fn new(sku: &str, levels: StockLevels) -> Self {
+        Self {
+            sku: sku.to_owned(),
+            on_hand: levels.on_hand,
+            reserved: levels.reserved,
+            available: levels.available,
+        }
+    }
+}
+
+/// Money: `amount` a decimal string with exactly the currency's ISO 4217 minor digits.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"amount": "19.99", "currency": "USD"}))]
+pub struct MoneySchema {
+    /// Decimal string, e.g. `"19.99"` (USD), `"1999"` (JPY), `"1.999"` (KWD).
+    pub amount: String,
+    /// ISO 4217 code.
+    pub currency: String,
+}
+
+/// A page of a list.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// `201 Created` with `value`.
+pub fn created(value: &impl Serialize) -> ApiResult {
+    ApiResponse::json(StatusCode::CREATED, value)
+}
+
+/// `200 OK` with `value`.
+pub fn ok(value: &impl Serialize) -> ApiResult {
+    ApiResponse::json(StatusCode::OK, value)
+}

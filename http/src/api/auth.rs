@@ -1,0 +1,154 @@
+//! `/v1/auth/*` and `/v1/me`: accounts, tokens, the caller.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::auth::AuthError;
+use crate::extract::Req;
+use crate::reply::{ApiError, ApiResponse, ApiResult};
+
+/// `POST /v1/auth/register` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    /// Email address (its case does not matter).
+    pub email: String,
+    /// At least 10 characters.
+    pub password: String,
+    /// Display name.
+    pub name: Option<String>,
+}
+
+/// `POST /v1/auth/login` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// Email address.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+/// `POST /v1/auth/refresh` and `/v1/auth/logout` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// A refresh token from login or an earlier refresh.
+    pub refresh_token: String,
+}
+
+/// A token pair.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenPair {
+    /// HS256 JWT, sent as `Authorization: Bearer ...`.
+    pub access_token: String,
+    /// Single use: exchange it at `/v1/auth/refresh` for a new pair.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds the access token is valid.
+    pub expires_in: u64,
+}
+
+/// `GET /v1/me`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Me {
+    /// The user.
+    pub user_id: String,
+    /// Email.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// `customer`, `admin`.
+    pub roles: Vec<&'static str>,
+}
+
+#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = Register,
+    responses((status = 201, description = "Registered: `{user_id}`"),
+        (status = 400, description = "Bad email, weak password (< 10 characters): `/problems/validation`"),
+        (status = 409, description = "`/problems/email-taken`"),
+        (status = 429, description = "`/problems/rate-limited`, with `Retry-After`")))]
+/// Registers a customer.
+pub async fn register(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let body: Register = req.json()?;
+    if body.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+        return Err(ApiError::validation("name", "at most 200 characters"));
+    }
+    let user = state.users.register(&body.email, &body.password, body.name.as_deref()).await?;
+    super::created(&serde_json::json!({ "user_id": user.user_id }))
+}
+
+async fn pair(state: &AppState, user_id: &str, roles: &[crate::auth::Role]) -> ApiResult {
+    let access_token = state.tokens.issue(user_id, roles)?;
+    let refresh_token = state.refresh.issue(user_id).await?;
+    super::ok(&TokenPair {
+        access_token,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: state.tokens.ttl().as_secs(),
+    })
+}
+
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = Login,
+    responses((status = 200, body = TokenPair),
+        (status = 401, description = "`/problems/invalid-credentials` (also for an unknown email)"),
+        (status = 429, description = "`/problems/rate-limited`")))]
+/// Logs in.
+pub async fn login(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let body: Login = req.json()?;
+    let user = state.users.authenticate(&body.email, &body.password).await?;
+    pair(&state, &user.user_id, &user.roles).await
+}
+
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenPair),
+        (status = 401, description = "`/problems/invalid-refresh-token`: unknown, expired, revoked, or spent (a spent token revokes its whole family)")))]
+/// Exchanges a refresh token for a new pair; the old one is spent.
+pub async fn refresh(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let body: RefreshRequest = req.json()?;
+    let rotated = state.refresh.rotate(&body.refresh_token).await?;
+    let user = state.users.get(&rotated.user_id).await?.ok_or(AuthError::Revoked)?;
+    let access_token = state.tokens.issue(&user.user_id, &user.roles)?;
+    super::ok(&TokenPair {
+        access_token,
+        refresh_token: rotated.token,
+        token_type: "Bearer",
+        expires_in: state.tokens.ttl().as_secs(),
+    })
+}
+
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
+    responses((status = 204, description = "The token's family is revoked"),
+        (status = 401, description = "`/problems/invalid-refresh-token`: not a token of ours")))]
+/// Logs out: revokes the refresh token's family.
+pub async fn logout(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let body: RefreshRequest = req.json()?;
+    state.refresh.revoke(&body.refresh_token).await?;
+    Ok(ApiResponse::empty(StatusCode::NO_CONTENT))
+}
+
+#[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = Me), (status = 401, description = "`/problems/unauthorized`")))]
+/// The caller.
+pub async fn me(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let principal = state.caller(&req).await?;
+    let user = state
+        .users
+        .get(&principal.user_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
+    super::ok(&Me {
+        user_id: user.user_id,
+        email: user.email,
+        name: user.name,
+        roles: user.roles.iter().map(|r| r.as_str()).collect(),
+    })
+}

@@ -1,0 +1,271 @@
+//! `POST /v1/checkout`: runs the checkout saga for the caller's cart or the given items.
+//!
+//! The `Idempotency-Key` is required. The order id derives from the caller, the key and the
+//! request, so a retry of the same checkout always reaches the same order: a retry after a 202
+//! waits for that order again and answers its outcome, and a retry after a crash resumes it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::{HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+use storefront_actors::cart::CartCommand;
+use storefront_actors::order::{FailureReason, OrderLine, OrderStatus, OrderView, PlaceOrder};
+use storefront_actors::{Money, Quantity, Sku};
+use storefront_cluster::Checkout;
+
+use crate::Problem;
+use crate::app::AppState;
+use crate::extract::Req;
+use crate::idempotency::request_hash;
+use crate::reply::{ApiError, ApiResponse, ApiResult};
+
+/// One line to buy.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutItem {
+    /// The SKU.
+    pub sku: String,
+    /// Units, 1 to 100.
+    pub qty: u32,
+}
+
+/// `POST /v1/checkout` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutRequest {
+    /// The payment gateway's token (`tok_...`); card data is refused.
+    pub payment_token: String,
+    /// The order's currency (default: the shop's base currency).
+    pub currency: Option<String>,
+    /// What to buy; without it, the cart (emptied once the order is confirmed).
+    pub items: Option<Vec<CheckoutItem>>,
+    /// Where to ship (free-form JSON, at most 2,000 bytes).
+    #[schema(value_type = Option<Object>)]
+    pub shipping_address: Option<serde_json::Value>,
+}
+
+/// The checkout's answer (201 confirmed, 202 pending).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckoutResponse {
+    /// The order.
+    pub order_id: String,
+    /// `confirmed` (201) or `pending` (202).
+    pub status: String,
+    /// The order's total (201 only).
+    #[schema(value_type = Option<super::MoneySchema>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<Money>,
+}
+
+fn check_token(token: &str) -> Result<(), ApiError> {
+    let digits = token.bytes().filter(u8::is_ascii_digit).count();
+    if digits >= 12 && token.bytes().all(|b| b.is_ascii_digit() || b == b' ' || b == b'-') {
+        return Err(ApiError::validation(
+            "payment_token",
+            "looks like a card number: send the gateway's token (tok_...), never card data",
+        ));
+    }
+    let well_formed = token.starts_with("tok_")
+        && (5..=255).contains(&token.len())
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if well_formed {
+        Ok(())
+    } else {
+        Err(ApiError::validation(
+            "payment_token",
+            "must be a gateway token: tok_ and letters, digits, _",
+        ))
+    }
+}
+
+/// What to buy, merged by SKU: the request's items or the cart's lines.
+async fn wanted(
+    state: &AppState,
+    user_id: &str,
+    items: Option<Vec<CheckoutItem>>,
+) -> Result<(BTreeMap<Sku, u32>, bool), ApiError> {
+    let (lines, from_cart): (Vec<(String, u32, String)>, bool) = match items {
+        Some(items) => (
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| (item.sku, item.qty, format!("items[{i}]")))
+                .collect(),
+            false,
+        ),
+        None => {
+            let cart = state.regions.cart(user_id).await?;
+            (cart.lines.into_iter().map(|l| (l.sku, l.qty, "cart".to_owned())).collect(), true)
+        }
+    };
+    if lines.is_empty() {
+        let field = if from_cart { "cart" } else { "items" };
+        return Err(ApiError::validation(field, "nothing to buy"));
+    }
+    let mut merged: BTreeMap<Sku, u32> = BTreeMap::new();
+    for (sku, qty, field) in lines {
+        let sku = Sku::parse(&sku)
+            .map_err(|e| ApiError::validation(format!("{field}.sku"), e.to_string()))?;
+        Quantity::new(qty)
+            .map_err(|e| ApiError::validation(format!("{field}.qty"), e.to_string()))?;
+        let total = merged.entry(sku).or_default();
+        *total += qty;
+        if *total > Quantity::MAX {
+            return Err(ApiError::validation(
+                format!("{field}.qty"),
+                format!("at most {} units of one SKU", Quantity::MAX),
+            ));
+        }
+    }
+    if merged.len() > storefront_actors::order::MAX_LINES {
+        return Err(ApiError::validation(
+            "items",
+            format!("at most {} SKUs", storefront_actors::order::MAX_LINES),
+        ));
+    }
+    Ok((merged, from_cart))
+}
+
+/// The order id of a checkout: the same caller, key and request give the same id.
+fn order_id(user_id: &str, key: &str, request: &str) -> String {
+    let hash = request_hash(user_id, key, request.as_bytes());
+    format!("ord_{}", &hash[..32])
+}
+
+#[utoipa::path(post, path = "/v1/checkout", tag = "orders", security(("bearer" = [])),
+    request_body = CheckoutRequest,
+    params(("Idempotency-Key" = String, Header, description = "Required, 1-255 printable ASCII; a retry returns the first final response byte for byte")),
+    responses((status = 201, body = CheckoutResponse, description = "Confirmed: stock committed and payment captured"),
+        (status = 202, body = CheckoutResponse, description = "Still running after the configured wait; poll `GET /v1/orders/{order_id}` (or retry with the same key)"),
+        (status = 400, description = "Validation (missing key, bad token, qty, currency, empty cart)"),
+        (status = 402, description = "`/problems/payment-declined`"),
+        (status = 404, description = "A SKU no product has"),
+        (status = 409, description = "`/problems/out-of-stock` (nothing stays held); `/problems/idempotency-in-progress` for a duplicate while the first runs"),
+        (status = 422, description = "`/problems/idempotency-key-reused`"),
+        (status = 502, description = "`/problems/payment-gateway-error`: the gateway kept failing; the order failed and released its stock")))]
+/// Checks out.
+pub async fn checkout(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let me = state.customer(&req).await?;
+    let key = req
+        .header(super::IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::validation("Idempotency-Key", "the header is required on checkout")
+        })?
+        .to_owned();
+    let body: CheckoutRequest = req.json()?;
+    check_token(&body.payment_token)?;
+    let currency = state.display_currency(body.currency.as_deref())?;
+    let shipping_address = match &body.shipping_address {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) => {
+            let text = value.to_string();
+            if text.len() > 2000 {
+                return Err(ApiError::validation("shipping_address", "at most 2000 bytes"));
+            }
+            Some(text)
+        }
+    };
+    let request = request_hash("POST", "/v1/checkout", &req.body);
+    super::idempotent(&state, &me.user_id, Some(&key), &req, "POST", "/v1/checkout", || async {
+        let (wanted, from_cart) = wanted(&state, &me.user_id, body.items).await?;
+        let rates = state.fx.current();
+        let mut lines = Vec::with_capacity(wanted.len());
+        for (sku, qty) in wanted {
+            let product = state
+                .catalog
+                .by_sku(&sku)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("no product has sku {sku}")))?;
+            let unit_price = rates.convert(&product.price, currency)?;
+            // `qty` was checked to be 1..=100 above.
+            let qty = Quantity::new(qty)?;
+            lines.push(OrderLine { sku, qty, unit_price });
+        }
+        let fx_rate = (currency != state.base)
+            .then(|| rates.rate(currency).map(|r| r.normalize().to_string()))
+            .flatten();
+        let order = PlaceOrder {
+            order_id: order_id(&me.user_id, &key, &request),
+            user_id: me.user_id.clone(),
+            lines,
+            currency,
+            fx_rate,
+            payment_token: body.payment_token,
+            shipping_address,
+        };
+        match state.regions.checkout(order, state.checkout_wait).await? {
+            Checkout::Ended(view) => {
+                if from_cart && view.status == OrderStatus::Confirmed {
+                    state.regions.update_cart(&me.user_id, CartCommand::Clear).await?;
+                }
+                ended(&view)
+            }
+            Checkout::Pending { order_id } => {
+                let location = HeaderValue::try_from(format!("/v1/orders/{order_id}"))
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                Ok(ApiResponse::json(
+                    StatusCode::ACCEPTED,
+                    &CheckoutResponse { order_id, status: "pending".into(), total: None },
+                )?
+                .with_header("location", location))
+            }
+        }
+    })
+    .await
+}
+
+/// The answer for a saga that ended.
+fn ended(view: &OrderView) -> ApiResult {
+    let problem = |kind, title, status, detail: String| {
+        Err(ApiError::new(Problem::new(
+            kind,
+            title,
+            status,
+            format!("order {}: {detail}", view.order_id),
+        )))
+    };
+    match (&view.status, &view.failure) {
+        (OrderStatus::Failed, Some(FailureReason::OutOfStock { sku, available })) => problem(
+            "/problems/out-of-stock",
+            "Out of stock",
+            409,
+            format!("{sku} has {available} available; nothing is held"),
+        ),
+        (OrderStatus::Failed, Some(FailureReason::PaymentDeclined { code })) => problem(
+            "/problems/payment-declined",
+            "Payment declined",
+            402,
+            format!("declined: {code}"),
+        ),
+        (OrderStatus::Failed, Some(FailureReason::PaymentGatewayError)) => problem(
+            "/problems/payment-gateway-error",
+            "Payment gateway error",
+            502,
+            "the payment gateway kept failing; the order failed and its stock was released".into(),
+        ),
+        (OrderStatus::Failed, reason) => problem(
+            "/problems/checkout-failed",
+            "Checkout failed",
+            503,
+            format!(
+                "{}; nothing is held, retry",
+                reason.as_ref().map_or("failed", super::orders::failure_label)
+            ),
+        ),
+        (status, _) => {
+            let location = HeaderValue::try_from(format!("/v1/orders/{}", view.order_id))
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok(ApiResponse::json(
+                StatusCode::CREATED,
+                &CheckoutResponse {
+                    order_id: view.order_id.clone(),
+                    status: status.to_string(),
+                    total: Some(view.total),
+                },
+            )?
+            .with_header("location", location))
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! `/v1/inventory/*` and `/v1/admin/inventory/*`: stock levels, restocks, and the live stream.
+//!
+//! The stream (`GET /v1/inventory/stream?sku=a,b`; without `sku`, every SKU) is server-sent
+//! events fed by the SKU actors through the node's [`StockFeed`](storefront_actors::StockFeed):
+//! first one `stock` event per requested SKU with its levels now, then one per change, coalesced
+//! to at most one per SKU every 100 ms (the latest levels win). A client that does not read fast
+//! enough falls behind the feed's ring and is disconnected; the actors never wait for a client.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use serde::Deserialize;
+use storefront_actors::{Sku, StockCommand, StockUpdate};
+use tokio::sync::{broadcast, watch};
+use warp::Reply;
+use warp::sse::Event;
+
+use super::LevelsView;
+use crate::app::AppState;
+use crate::extract::Req;
+use crate::metrics::SSE_CLIENTS;
+use crate::reply::{ApiError, ApiResult};
+
+/// How often a SKU's changes are sent at most.
+pub const COALESCE: Duration = Duration::from_millis(100);
+/// Most SKUs one stream may name.
+pub const MAX_STREAM_SKUS: usize = 100;
+
+/// `POST /v1/admin/inventory/{sku}/restock` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Restock {
+    /// Units to add, at least 1.
+    pub qty: u64,
+}
+
+/// `PUT /v1/admin/inventory/{sku}` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetStock {
+    /// The new on-hand level (not below what is reserved).
+    pub on_hand: u64,
+}
+
+/// A SKU of the catalog, or 400 (not a SKU) / 404 (no product has it).
+async fn known_sku(state: &AppState, raw: &str) -> Result<Sku, ApiError> {
+    let sku = Sku::parse(raw).map_err(|e| ApiError::validation("sku", e.to_string()))?;
+    if state.catalog.by_sku(&sku).await?.is_none() {
+        return Err(ApiError::not_found(format!("no product has sku {sku}")));
+    }
+    Ok(sku)
+}
+
+#[utoipa::path(get, path = "/v1/inventory/{sku}", tag = "inventory", params(("sku" = String, Path)),
+    responses((status = 200, body = LevelsView), (status = 404, description = "No product has this SKU")))]
+/// A SKU's stock levels.
+pub async fn get(sku: String, state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    req?;
+    let sku = known_sku(&state, &sku).await?;
+    let levels = state.regions.stock_levels(sku.as_str()).await?;
+    super::ok(&LevelsView::new(sku.as_str(), levels))
+}
+
+/// The id that makes an admin stock write idempotent: from the `Idempotency-Key` when given (a
+/// retry is then applied once by the SKU actor too), else fresh.
+fn command_id(req: &Req, admin: &str, what: &str) -> String {
+    match req.header(super::IDEMPOTENCY_KEY) {
+        Some(key) => format!("{what}/{admin}/{key}"),
+        None => format!("{what}/{}", uuid::Uuid::now_v7()),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/admin/inventory/{sku}/restock", tag = "inventory", security(("bearer" = [])),
+    request_body = Restock, params(("sku" = String, Path)),
+    responses((status = 200, body = LevelsView), (status = 400, description = "`qty` not a whole number >= 1"),
+        (status = 404, description = "No product has this SKU")))]
+/// Adds units on hand (admin).
+pub async fn restock(sku: String, state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let admin = state.admin(&req).await?;
+    let body: Restock = req.json()?;
+    if body.qty == 0 {
+        return Err(ApiError::validation("qty", "must be at least 1"));
+    }
+    let sku = known_sku(&state, &sku).await?;
+    let restock_id = command_id(&req, &admin.user_id, "restock");
+    let path = format!("/v1/admin/inventory/{sku}/restock");
+    let key = req.header(super::IDEMPOTENCY_KEY);
+    super::idempotent(&state, &admin.user_id, key, &req, "POST", &path, || async {
+        let command = StockCommand::Restock { restock_id, qty: body.qty };
+        let levels = state.regions.stock(sku.as_str(), command).await?;
+        super::ok(&LevelsView::new(sku.as_str(), levels))
+    })
+    .await
+}
+
+#[utoipa::path(put, path = "/v1/admin/inventory/{sku}", tag = "inventory", security(("bearer" = [])),
+    request_body = SetStock, params(("sku" = String, Path)),
+    responses((status = 200, body = LevelsView), (status = 409, description = "`/problems/below-reserved`"),
+        (status = 404, description = "No product has this SKU")))]
+/// Sets units on hand (admin).
+pub async fn set(sku: String, state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let admin = state.admin(&req).await?;
+    let body: SetStock = req.json()?;
+    let sku = known_sku(&state, &sku).await?;
+    let set_id = command_id(&req, &admin.user_id, "set");
+    let path = format!("/v1/admin/inventory/{sku}");
+    let key = req.header(super::IDEMPOTENCY_KEY);
+    super::idempotent(&state, &admin.user_id, key, &req, "PUT", &path, || async {
+        let command = StockCommand::Set { set_id, on_hand: body.on_hand };
+        let levels = state.regions.stock(sku.as_str(), command).await?;
+        super::ok(&LevelsView::new(sku.as_str(), levels))
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/v1/inventory/stream", tag = "inventory",
+    params(("sku" = Option<String>, Query, description = "Comma-separated SKUs (at most 100); all SKUs when absent")),
+    responses((status = 200, content_type = "text/event-stream",
+        description = "`event: stock` with data `{sku, on_hand, reserved, available}`: the current levels of each named SKU first, then changes, at most one per SKU per 100 ms")))]
+/// The live stock stream.
+pub async fn stream(
+    state: Arc<AppState>,
+    req: Result<Req, ApiError>,
+) -> Result<warp::reply::Response, ApiError> {
+    let req = req?;
+    let query = req.query()?;
+    let wanted: Option<Vec<Sku>> = match query.get("sku") {
+        None => None,
+        Some(list) => {
+            let skus = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Sku::parse(s).map_err(|e| ApiError::validation("sku", e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            if skus.len() > MAX_STREAM_SKUS {
+                return Err(ApiError::validation("sku", format!("at most {MAX_STREAM_SKUS} SKUs")));
+            }
+            Some(skus)
+        }
+    };
+    // Subscribe before reading the current levels, so no change falls between the two.
+    let updates = state.feed.subscribe();
+    let mut ready = VecDeque::new();
+    for sku in wanted.iter().flatten() {
+        if state.catalog.by_sku(sku).await?.is_some() {
+            let levels = state.regions.stock_levels(sku.as_str()).await?;
+            ready.push_back(LevelsView::new(sku.as_str(), levels));
+        }
+    }
+    let filter = wanted.map(|skus| skus.iter().map(|s| s.as_str().to_owned()).collect());
+    let events = stock_events(updates, filter, ready, state.stopping.clone());
+    let keep_alive = warp::sse::keep_alive().interval(Duration::from_secs(15));
+    Ok(warp::sse::reply(keep_alive.stream(events)).into_response())
+}
+
+/// A stream's state between events.
+struct Coalescer {
+    updates: broadcast::Receiver<StockUpdate>,
+    filter: Option<HashSet<String>>,
+    ready: VecDeque<LevelsView>,
+    pending: BTreeMap<Arc<str>, storefront_actors::StockLevels>,
+    tick: tokio::time::Interval,
+    stopping: watch::Receiver<bool>,
+    _client: ClientGauge,
+}
+
+/// Counts open streams in the `storefront_sse_clients` gauge while it lives.
+struct ClientGauge;
+
+impl ClientGauge {
+    fn new() -> Self {
+        metrics::gauge!(SSE_CLIENTS).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for ClientGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(SSE_CLIENTS).decrement(1.0);
+    }
+}
+
+fn event(levels: &LevelsView) -> Result<Event, Infallible> {
+    // `LevelsView` is strings and numbers: it always serializes.
+    Ok(Event::default().event("stock").data(serde_json::to_string(levels).unwrap_or_default()))
+}
+
+/// The events of one stream (see the module doc); it ends when the client falls behind, the
+/// feed closes, or the node stops.
+pub fn stock_events(
+    updates: broadcast::Receiver<StockUpdate>,
+    filter: Option<HashSet<String>>,
+    ready: VecDeque<LevelsView>,
+    stopping: watch::Receiver<bool>,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + Sync + 'static {
+    let mut tick = tokio::time::interval(COALESCE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let state = Coalescer {
+        updates,
+        filter,
+        ready,
+        pending: BTreeMap::new(),
+        tick,
+        stopping,
+        _client: ClientGauge::new(),
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(levels) = st.ready.pop_front() {
+                return Some((event(&levels), st));
+            }
+            if *st.stopping.borrow() {
+                return None;
+            }
+            tokio::select! {
+                _ = st.stopping.changed() => return None,
+                update = st.updates.recv() => match update {
+                    Ok(StockUpdate { sku, levels }) => {
+                        if st.filter.as_ref().is_none_or(|f| f.contains(&*sku)) {
+                            st.pending.insert(sku, levels);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::info!(missed, "stock stream client too slow; disconnecting it");
+                        return None;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = st.tick.tick(), if !st.pending.is_empty() => {
+                    let pending = std::mem::take(&mut st.pending);
+                    st.ready.extend(pending.iter().map(|(sku, levels)| LevelsView::new(sku, *levels)));
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,285 @@
+//! `/v1/orders` and `/v1/admin/orders`: order history, one order, cancellation.
+//!
+//! A customer sees only their own orders: another customer's order id answers 404, exactly as an
+//! order that does not exist (so ids cannot be probed). Lists are read from the order indexes that
+//! every order keeps in the same journal append as each status change.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+use storefront_actors::order::{FailureReason, OrderSummary, OrderView};
+use storefront_actors::{DomainError, Money};
+use storefront_storage::Table;
+
+use super::Page;
+use crate::app::AppState;
+use crate::auth::{Principal, Role};
+use crate::extract::{Query, Req};
+use crate::reply::{ApiError, ApiResult};
+
+/// An instant as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// One order line.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrderItem {
+    /// The SKU.
+    pub sku: String,
+    /// Units.
+    pub qty: u32,
+    /// Price of one unit, in the order's currency, fixed at checkout.
+    #[schema(value_type = super::MoneySchema)]
+    pub unit_price: Money,
+    /// `unit_price * qty`.
+    #[schema(value_type = super::MoneySchema)]
+    pub line_total: Money,
+}
+
+/// A status change.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrderEventView {
+    /// The status entered.
+    pub status: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// An order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrderBody {
+    /// The order.
+    pub order_id: String,
+    /// The buyer.
+    pub user_id: String,
+    /// `pending`, `reserved`, `paid`, `confirmed`, `cancelled` or `failed`.
+    pub status: String,
+    /// The lines.
+    pub items: Vec<OrderItem>,
+    /// Sum of the lines, in the order's currency.
+    #[schema(value_type = super::MoneySchema)]
+    pub total: Money,
+    /// Units of the order's currency per unit of the base currency used at checkout, when the
+    /// order is not in the base currency.
+    pub fx_rate: Option<String>,
+    /// When it was placed (RFC 3339).
+    pub created_at: String,
+    /// Every status change, oldest first.
+    pub events: Vec<OrderEventView>,
+    /// Why a failed order failed: `out_of_stock`, `payment_declined`, `payment_gateway_error`,
+    /// `reservation_lapsed`, `stock_unavailable`.
+    pub failure_reason: Option<&'static str>,
+}
+
+/// The label of a failure.
+pub fn failure_label(reason: &FailureReason) -> &'static str {
+    match reason {
+        FailureReason::OutOfStock { .. } => "out_of_stock",
+        FailureReason::PaymentDeclined { .. } => "payment_declined",
+        FailureReason::PaymentGatewayError => "payment_gateway_error",
+        FailureReason::ReservationLapsed => "reservation_lapsed",
+        FailureReason::StockUnavailable => "stock_unavailable",
+    }
+}
+
+impl OrderBody {
+    /// The API's view of an order.
+    pub fn new(view: &OrderView) -> Result<Self, ApiError> {
+        let mut items = Vec::with_capacity(view.lines.len());
+        for line in &view.lines {
+            items.push(OrderItem {
+                sku: line.sku.to_string(),
+                qty: line.qty.get(),
+                unit_price: line.unit_price,
+                line_total: line.unit_price.checked_mul(line.qty.get())?,
+            });
+        }
+        Ok(Self {
+            order_id: view.order_id.clone(),
+            user_id: view.user_id.clone(),
+            status: view.status.to_string(),
+            items,
+            total: view.total,
+            fx_rate: view.fx_rate.clone(),
+            created_at: rfc3339(view.created_at_ms),
+            events: view
+                .history
+                .iter()
+                .map(|c| OrderEventView { status: c.status.to_string(), at: rfc3339(c.at_ms) })
+                .collect(),
+            failure_reason: view.failure.as_ref().map(failure_label),
+        })
+    }
+}
+
+/// An order in a list.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrderListItem {
+    /// The order.
+    pub order_id: String,
+    /// The buyer.
+    pub user_id: String,
+    /// Status as of its last change.
+    pub status: String,
+    /// Total in the order's currency.
+    #[schema(value_type = super::MoneySchema)]
+    pub total: Money,
+    /// When it was placed (RFC 3339).
+    pub created_at: String,
+}
+
+impl From<OrderSummary> for OrderListItem {
+    fn from(s: OrderSummary) -> Self {
+        Self {
+            order_id: s.order_id,
+            user_id: s.user_id,
+            status: s.status.to_string(),
+            total: s.total,
+            created_at: rfc3339(s.created_at_ms),
+        }
+    }
+}
+
+/// Refuses ids that cannot be order ids, before any entity is started for them.
+pub fn check_order_id(id: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok { Ok(()) } else { Err(ApiError::not_found(format!("order {id}"))) }
+}
+
+/// The order, if the caller may see it (its buyer, or an admin); 404 otherwise.
+async fn visible(state: &AppState, me: &Principal, id: &str) -> Result<OrderView, ApiError> {
+    check_order_id(id)?;
+    let not_found = || ApiError::not_found(format!("order {id}"));
+    let view = match state.regions.order(id).await {
+        Ok(view) => view,
+        Err(DomainError::NotFound { .. }) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    if view.user_id != me.user_id && !me.has(Role::Admin) {
+        return Err(not_found());
+    }
+    Ok(view)
+}
+
+/// A page of `table` under `prefix`, newest first, keeping the entries `keep` accepts.
+async fn page(
+    state: &AppState,
+    table: Table,
+    prefix: &str,
+    query: &Query,
+    keep: impl Fn(&OrderSummary) -> bool,
+) -> Result<Page<OrderListItem>, ApiError> {
+    let limit = query.limit()?;
+    let mut after = match query.get("cursor") {
+        Some(cursor) => {
+            if !cursor
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'/')
+            {
+                return Err(ApiError::validation("cursor", "not a cursor of this list"));
+            }
+            Some(format!("{prefix}{cursor}").into_bytes())
+        }
+        None => None,
+    };
+    let mut items = Vec::new();
+    let mut last_key = None;
+    loop {
+        let chunk = state
+            .store
+            .scan(table, prefix.as_bytes(), after.as_deref(), 200)
+            .await
+            .map_err(DomainError::from)?;
+        let exhausted = chunk.len() < 200;
+        for (key, value) in chunk {
+            let summary: OrderSummary = serde_json::from_slice(&value)
+                .map_err(|e| ApiError::internal(format!("order index entry: {e}")))?;
+            after = Some(key.clone());
+            if keep(&summary) {
+                items.push(OrderListItem::from(summary));
+                last_key = Some(key);
+                if items.len() == limit {
+                    break;
+                }
+            }
+        }
+        if items.len() == limit || exhausted {
+            break;
+        }
+    }
+    // There may be more only when the page is full.
+    let next_cursor = (items.len() == limit)
+        .then(|| last_key.map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned()))
+        .flatten();
+    Ok(Page { items, next_cursor })
+}
+
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", security(("bearer" = [])),
+    params(("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, description = "`{items: [{order_id, user_id, status, total, created_at}], next_cursor}`, newest first")))]
+/// The caller's orders.
+pub async fn list(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let me = state.customer(&req).await?;
+    let prefix = format!("{}/", me.user_id);
+    super::ok(&page(&state, Table::OrdersByUser, &prefix, &req.query()?, |_| true).await?)
+}
+
+#[utoipa::path(get, path = "/v1/admin/orders", tag = "orders", security(("bearer" = [])),
+    params(("status" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, description = "Every order, newest first, optionally of one status"), (status = 403, description = "Not an admin")))]
+/// All orders (admin).
+pub async fn list_all(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    state.admin(&req).await?;
+    let query = req.query()?;
+    let status = match query.get("status") {
+        None => None,
+        Some(s @ ("pending" | "reserved" | "paid" | "confirmed" | "cancelled" | "failed")) => {
+            Some(s.to_owned())
+        }
+        Some(_) => {
+            return Err(ApiError::validation(
+                "status",
+                "one of pending, reserved, paid, confirmed, cancelled, failed",
+            ));
+        }
+    };
+    let keep = |s: &OrderSummary| status.as_ref().is_none_or(|want| s.status.to_string() == *want);
+    super::ok(&page(&state, Table::Orders, "", &query, keep).await?)
+}
+
+#[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "orders", security(("bearer" = [])),
+    params(("order_id" = String, Path)),
+    responses((status = 200, body = OrderBody), (status = 404, description = "No such order, or not the caller's")))]
+/// One order (its buyer or an admin).
+pub async fn get(id: String, state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let me = state.caller(&req).await?;
+    let view = visible(&state, &me, &id).await?;
+    super::ok(&OrderBody::new(&view)?)
+}
+
+#[utoipa::path(post, path = "/v1/orders/{order_id}/cancel", tag = "orders", security(("bearer" = [])),
+    params(("order_id" = String, Path)),
+    responses((status = 200, body = OrderBody, description = "Cancelled: refunded and restocked"),
+        (status = 202, body = OrderBody, description = "The refund is still running after the wait; poll the order"),
+        (status = 404, description = "No such order, or not the caller's"),
+        (status = 409, description = "`/problems/invalid-order-state`: not a confirmed order")))]
+/// Cancels a confirmed order (its buyer or an admin).
+pub async fn cancel(id: String, state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let me = state.caller(&req).await?;
+    visible(&state, &me, &id).await?;
+    match state.regions.cancel_order(&id, state.checkout_wait).await {
+        Ok(view) => super::ok(&OrderBody::new(&view)?),
+        Err(DomainError::Unavailable(_)) => {
+            let view = state.regions.order(&id).await?;
+            crate::reply::ApiResponse::json(http::StatusCode::ACCEPTED, &OrderBody::new(&view)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

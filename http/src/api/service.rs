@@ -1,0 +1,76 @@
+//! Service endpoints: liveness, readiness, metrics, the OpenAPI document, the admin dashboard.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use serde::Serialize;
+use storefront_storage::Table;
+
+use crate::app::AppState;
+use crate::reply::{ApiResponse, ApiResult};
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> ApiResult {
+    super::ok(&serde_json::json!({"status": "ok"}))
+}
+
+#[derive(Debug, Serialize)]
+struct Readiness {
+    status: &'static str,
+    reasons: Vec<String>,
+}
+
+/// `GET /readyz`: 200 when the store answers and the node is not stopping, else 503 with reasons.
+pub async fn readyz(state: Arc<AppState>) -> ApiResult {
+    let mut reasons = Vec::new();
+    if *state.stopping.borrow() {
+        reasons.push("the node is shutting down".to_owned());
+    }
+    match tokio::time::timeout(Duration::from_secs(2), state.store.get(Table::Settings, b"ready"))
+        .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => reasons.push(format!("storage: {e}")),
+        Err(_) => reasons.push("storage: no answer within 2 s".to_owned()),
+    }
+    if reasons.is_empty() {
+        super::ok(&Readiness { status: "ready", reasons })
+    } else {
+        ApiResponse::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Readiness { status: "not_ready", reasons },
+        )
+    }
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub async fn metrics(state: Arc<AppState>) -> ApiResult {
+    let text = crate::metrics::render(&state.metrics, &state.regions);
+    Ok(ApiResponse {
+        status: StatusCode::OK,
+        content_type: Some("text/plain; version=0.0.4; charset=utf-8"),
+        body: text.into(),
+        headers: Vec::new(),
+    })
+}
+
+/// `GET /openapi.json`: the OpenAPI 3.1 document generated from the handlers' annotations.
+pub async fn openapi() -> ApiResult {
+    Ok(ApiResponse {
+        status: StatusCode::OK,
+        content_type: Some(crate::reply::JSON),
+        body: crate::openapi::document().into(),
+        headers: Vec::new(),
+    })
+}
+
+/// `GET /admin`: the dashboard page (it logs in with the API itself).
+pub async fn dashboard() -> ApiResult {
+    Ok(ApiResponse {
+        status: StatusCode::OK,
+        content_type: Some("text/html; charset=utf-8"),
+        body: include_str!("dashboard.html").into(),
+        headers: Vec::new(),
+    })
+}

@@ -1,0 +1,331 @@
+//! Building and running a node's HTTP edge: [`App::build`] opens the store, starts the regions,
+//! loads the catalog, keys and rates, seeds the demo shop and binds the listener; [`App::run`]
+//! serves until its shutdown future fires, then stops accepting, lets in-flight requests finish
+//! (within the grace period), ends the stock streams and drains the entities (their journals
+//! flushed) before it returns.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use storefront_actors::{Clock, Currency, EntitySettings, SimulatedGateway, StockFeed};
+use storefront_cluster::{Regions, RegionsConfig};
+use storefront_config::Config;
+use storefront_storage::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::{AccessTokens, RefreshTokens, SigningKey, Users};
+use crate::catalog::Catalog;
+use crate::fx::FxBook;
+use crate::idempotency::IdempotencyKeys;
+use crate::ratelimit::{LocalLimiter, RateLimiter, Unlimited};
+use crate::{routes, seed};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is unusable.
+    #[error("invalid config key `{key}`: {reason}")]
+    Config {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The store, the data dir or the listener failed.
+    #[error("{what}: {reason}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        reason: String,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(String) -> StartError {
+    let what = what.into();
+    move |reason| StartError::Io { what, reason }
+}
+
+/// Everything a handler may use.
+#[derive(Debug)]
+pub struct AppState {
+    /// This node's id.
+    pub node_id: String,
+    /// Shards per entity kind.
+    pub shard_count: u32,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The entity regions.
+    pub regions: Regions,
+    /// Products and search.
+    pub catalog: Catalog,
+    /// Accounts.
+    pub users: Users,
+    /// Access tokens.
+    pub tokens: AccessTokens,
+    /// Refresh tokens.
+    pub refresh: RefreshTokens,
+    /// Idempotency keys.
+    pub idempotency: IdempotencyKeys,
+    /// Rate limits.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// FX rates.
+    pub fx: FxBook,
+    /// Live stock levels.
+    pub feed: StockFeed,
+    /// The metrics exposition.
+    pub metrics: PrometheusHandle,
+    /// The shop's base currency.
+    pub base: Currency,
+    /// How long a checkout waits for its saga before answering 202.
+    pub checkout_wait: Duration,
+    /// Largest request body.
+    pub body_limit: u64,
+    /// `true` once the node is stopping: readiness fails and streams end.
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// A bound, ready-to-serve node.
+#[derive(Debug)]
+pub struct App {
+    state: Arc<AppState>,
+    listener: TcpListener,
+    stop: watch::Sender<bool>,
+    grace: Duration,
+    limiter_upkeep: Arc<dyn RateLimiter>,
+}
+
+/// The entity settings a configuration gives.
+pub fn entity_settings(config: &Config) -> EntitySettings {
+    let e = &config.entities;
+    EntitySettings {
+        snapshot_every: e.snapshot_every,
+        passivate_after: Duration::from_secs(e.passivate_after_secs),
+        cart_idle_expiry: Duration::from_secs(e.cart_idle_expiry_secs),
+        reservation_ttl: Duration::from_secs(e.reservation_ttl_secs),
+        stock_low_threshold: e.stock_low_threshold,
+        gateway_max_attempts: config.checkout.gateway_max_attempts,
+        gateway_retry_base: Duration::from_millis(config.checkout.gateway_retry_base_ms),
+    }
+}
+
+impl App {
+    /// Opens and starts everything `config` describes and binds the HTTP listener.
+    pub async fn build(config: &Config, metrics: PrometheusHandle) -> Result<App, StartError> {
+        let base = Currency::parse(&config.shop.base_currency)
+            .map_err(|e| StartError::Config { key: "shop.base_currency", reason: e.to_string() })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| e.to_string())
+            .map_err(io(format!("cannot create the data dir {}", config.data_dir.display())))?;
+        let store = storefront_storage::open(&config.store, &config.data_dir)
+            .await
+            .map_err(|e| e.to_string())
+            .map_err(io(format!(
+                "cannot open the store `{}` under {}",
+                config.store,
+                config.data_dir.display()
+            )))?;
+        let clock = Clock::system();
+        let tokens = access_tokens(config)?;
+        let feed = StockFeed::default();
+        let regions = Regions::start(
+            store.clone(),
+            Arc::new(SimulatedGateway::new()),
+            clock,
+            RegionsConfig {
+                shard_count: config.entities.shard_count,
+                settings: entity_settings(config),
+                stock_feed: feed.clone(),
+                ..RegionsConfig::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())
+        .map_err(io("cannot start the entity regions"))?;
+        let resumed = regions
+            .resume_open_orders()
+            .await
+            .map_err(|e| e.to_string())
+            .map_err(io("cannot resume open checkouts"))?;
+        let catalog = Catalog::open(store.clone(), &config.data_dir.join("search-index"), base)
+            .await
+            .map_err(|e| e.to_string())
+            .map_err(io("cannot open the catalog"))?;
+        let fx = FxBook::load(store.clone(), base)
+            .await
+            .map_err(|e| e.to_string())
+            .map_err(io("cannot load the FX rates"))?;
+        let users = Users::new(store.clone());
+        if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
+            users
+                .ensure_admin(email, password.expose())
+                .await
+                .map_err(|e| StartError::Config { key: "admin_email", reason: e.to_string() })?;
+        }
+        if config.demo_data {
+            seed::demo_shop(&store, &catalog, &regions)
+                .await
+                .map_err(|e| e.to_string())
+                .map_err(io("cannot seed the demo catalog"))?;
+        }
+        let checkout_wait = Duration::from_millis(config.checkout.wait_ms);
+        let limiter: Arc<dyn RateLimiter> = if config.rate_limit.enabled {
+            Arc::new(LocalLimiter::new(&config.rate_limit))
+        } else {
+            Arc::new(Unlimited)
+        };
+        let addr: SocketAddr =
+            config.http_addr.parse().map_err(|e: std::net::AddrParseError| StartError::Config {
+                key: "http_addr",
+                reason: e.to_string(),
+            })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| e.to_string())
+            .map_err(io(format!("cannot listen on {addr}")))?;
+        let (stop, stopping) = watch::channel(false);
+        let state = Arc::new(AppState {
+            node_id: config.cluster.node_id.clone(),
+            shard_count: config.entities.shard_count,
+            refresh: RefreshTokens::new(
+                store.clone(),
+                Duration::from_secs(config.auth.refresh_ttl_secs),
+                clock,
+            ),
+            idempotency: IdempotencyKeys::new(
+                store.clone(),
+                clock,
+                (checkout_wait * 4).max(Duration::from_secs(60)),
+            ),
+            store,
+            regions,
+            catalog,
+            users,
+            tokens,
+            limiter: limiter.clone(),
+            fx,
+            feed,
+            metrics,
+            base,
+            checkout_wait,
+            body_limit: config.http.body_limit_bytes,
+            stopping,
+        });
+        tracing::info!(resumed_checkouts = resumed, products = state.catalog.len(), "node ready");
+        Ok(App {
+            state,
+            listener,
+            stop,
+            grace: Duration::from_secs(config.http.shutdown_grace_secs),
+            limiter_upkeep: limiter,
+        })
+    }
+
+    /// Where the HTTP edge listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound listener always has an address (the OS gave it at bind).
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves until `shutdown` completes, then drains (see the module doc).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let App { state, listener, stop, grace, limiter_upkeep } = self;
+        let upkeep = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                limiter_upkeep.forget_quiet();
+            }
+        });
+        let mut stopping = state.stopping.clone();
+        let server =
+            warp::serve(routes::routes(state.clone())).incoming(listener).graceful(async move {
+                let _ = stopping.wait_for(|stopping| *stopping).await;
+            });
+        let serving = server.run();
+        tokio::pin!(serving);
+        tokio::select! {
+            () = &mut serving => tracing::error!("the HTTP server stopped by itself"),
+            () = shutdown => {
+                tracing::info!("shutting down: no new connections; finishing in-flight requests");
+                // Stops accepting, fails readiness and ends the stock streams, all at once.
+                let _ = stop.send(true);
+                if tokio::time::timeout(grace, &mut serving).await.is_err() {
+                    tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the grace period");
+                }
+            }
+        }
+        upkeep.abort();
+        tracing::info!("draining entities");
+        state.regions.shutdown(grace).await;
+        tracing::info!("stopped");
+    }
+}
+
+/// The access-token keys: configured ones, or this node's own key kept in the data dir.
+fn access_tokens(config: &Config) -> Result<AccessTokens, StartError> {
+    let mut keys = Vec::new();
+    for key in &config.auth.signing_keys {
+        // Validated by the config loader: `KID:SECRET`.
+        if let Some((id, secret)) = key.expose().split_once(':') {
+            keys.push(SigningKey { id: id.to_owned(), secret: secret.as_bytes().to_vec() });
+        }
+    }
+    if keys.is_empty() {
+        keys.push(local_key(&config.data_dir)?);
+    }
+    let active = keys[0].id.clone();
+    AccessTokens::new(
+        keys,
+        &active,
+        Duration::from_secs(config.auth.access_ttl_secs),
+        Duration::from_secs(config.auth.clock_leeway_secs),
+    )
+    .map_err(|e| StartError::Config { key: "auth.signing_keys", reason: e.to_string() })
+}
+
+/// The node's generated key (`auth-signing-key` in the data dir, mode 0600), made on first start.
+fn local_key(data_dir: &Path) -> Result<SigningKey, StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let path = data_dir.join("auth-signing-key");
+    let describe = |what: &str| format!("cannot {what} {}", path.display());
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let secret = decode_hex(text.trim()).ok_or_else(|| StartError::Io {
+                what: describe("use"),
+                reason: "not a hex key".into(),
+            })?;
+            Ok(SigningKey { id: "local".into(), secret })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = jwt_simple::algorithms::HS256Key::generate().to_bytes();
+            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| e.to_string())
+                .map_err(io(describe("create")))?;
+            file.write_all(hex.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| e.to_string())
+                .map_err(io(describe("write")))?;
+            Ok(SigningKey { id: "local".into(), secret })
+        }
+        Err(e) => Err(StartError::Io { what: describe("read"), reason: e.to_string() }),
+    }
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}

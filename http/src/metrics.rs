@@ -1,0 +1,103 @@
+//! The edge's metrics and the Prometheus exposition.
+//!
+//! Names are defined once, here and in `storefront_actors::metrics`, with their unit in the name;
+//! labels are bounded (route templates, status codes, entity kinds). Exposed on `GET /metrics`:
+//! - `storefront_http_request_duration_seconds{route}`: latency per route template (histogram);
+//! - `storefront_http_responses_total{route,status}`: responses by status;
+//! - `storefront_reservations_total{outcome}`, `storefront_sagas_total{outcome}`,
+//!   `storefront_journal_batch_events{kind}`, `storefront_journal_append_seconds{kind}`: recorded
+//!   by the entity actors;
+//! - `storefront_live_entities{kind}`: entity actors in memory;
+//! - `storefront_entity_mailbox_depth{kind}`: commands sent to entities and not yet answered
+//!   (ractor does not expose mailbox lengths, so the regions count calls in flight);
+//! - `storefront_sse_clients`: open stock streams.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use storefront_cluster::Regions;
+
+/// Latency of a request, by route template.
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "storefront_http_request_duration_seconds";
+/// Responses, by route template and status.
+pub const HTTP_RESPONSES_TOTAL: &str = "storefront_http_responses_total";
+/// Entity actors in memory, by kind.
+pub const LIVE_ENTITIES: &str = "storefront_live_entities";
+/// Unanswered commands to entities, by kind.
+pub const ENTITY_MAILBOX_DEPTH: &str = "storefront_entity_mailbox_depth";
+/// Open server-sent-event stock streams.
+pub const SSE_CLIENTS: &str = "storefront_sse_clients";
+
+const SECONDS_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const EVENTS_BUCKETS: &[f64] =
+    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0];
+
+/// Installs the process's Prometheus recorder (once; later calls return the same handle). The
+/// binary calls this at start; library code only records.
+pub fn install_recorder() -> Result<PrometheusHandle, String> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_events".into()), EVENTS_BUCKETS)
+                })
+                .map_err(|e| e.to_string())?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+            let upkeep = handle.clone();
+            // Histograms are drained into the exposition lazily; keep that bounded.
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            Ok(handle)
+        })
+        .clone()
+}
+
+/// Per-route handles, looked up once when the routes are built.
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    route: &'static str,
+    duration: metrics::Histogram,
+}
+
+impl RouteMetrics {
+    /// Handles for `route` (a template such as `GET /v1/products/{product_id}`).
+    pub fn new(route: &'static str) -> Self {
+        Self {
+            route,
+            duration: metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, "route" => route),
+        }
+    }
+
+    /// Records one response.
+    pub fn record(&self, status: http::StatusCode, elapsed: Duration) {
+        self.duration.record(elapsed.as_secs_f64());
+        metrics::counter!(HTTP_RESPONSES_TOTAL, "route" => self.route, "status" => status.as_str().to_owned())
+            .increment(1);
+    }
+}
+
+/// The exposition, with the gauges read from the regions first.
+pub fn render(handle: &PrometheusHandle, regions: &Regions) -> String {
+    for (kind, live, depth) in [
+        ("sku", regions.skus().live_entities(), regions.skus().calls_in_flight()),
+        ("cart", regions.carts().live_entities(), regions.carts().calls_in_flight()),
+        ("order", regions.orders().live_entities(), regions.orders().calls_in_flight()),
+    ] {
+        metrics::gauge!(LIVE_ENTITIES, "kind" => kind).set(live as f64);
+        metrics::gauge!(ENTITY_MAILBOX_DEPTH, "kind" => kind).set(depth as f64);
+    }
+    handle.render()
+}

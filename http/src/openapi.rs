@@ -1,0 +1,64 @@
+//! The OpenAPI 3.1 document of the v1 API, generated from the handlers' `#[utoipa::path]`
+//! annotations and the request and response types.
+
+use std::sync::OnceLock;
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::api;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Storefront API",
+        version = "1",
+        description = "The v1 storefront API. Errors are `application/problem+json` (RFC 9457) with a stable `type`; validation problems list `errors: [{field, message}]`. Money is `{amount: decimal string with the currency's minor digits, currency: ISO 4217}`. Lists take `limit` (1-100, default 20) and `cursor`. Every `/v1` route is rate limited per client IP (and per user when authenticated; registration and login more strictly): 429 with `Retry-After`. Bodies over the limit (64 KiB by default): 413; unknown JSON fields: 400. Idempotency keys (`Idempotency-Key`, required on checkout, optional on admin writes) are scoped to the caller and kept 24 hours; a concurrent duplicate is refused with 409 `/problems/idempotency-in-progress` and `Retry-After: 1` rather than made to wait."
+    ),
+    paths(
+        api::auth::register, api::auth::login, api::auth::refresh, api::auth::logout, api::auth::me,
+        api::products::search, api::products::get, api::products::create, api::products::update,
+        api::currencies::list, api::currencies::set_rates,
+        api::inventory::get, api::inventory::restock, api::inventory::set, api::inventory::stream,
+        api::cart::get, api::cart::add, api::cart::set_qty, api::cart::remove, api::cart::clear,
+        api::checkout::checkout,
+        api::orders::list, api::orders::get, api::orders::cancel, api::orders::list_all,
+        api::cluster::status, api::cluster::locate, api::cluster::leave,
+    ),
+    components(schemas(api::MoneySchema, api::ProductView, api::LevelsView)),
+    modifiers(&Bearer),
+    tags(
+        (name = "auth", description = "Accounts and tokens"),
+        (name = "catalog", description = "Products, search, currencies"),
+        (name = "inventory", description = "Stock levels and the live stream"),
+        (name = "cart", description = "The caller's cart"),
+        (name = "orders", description = "Checkout and orders"),
+        (name = "cluster", description = "Operators"),
+    )
+)]
+struct ApiDoc;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
+            ),
+        );
+    }
+}
+
+/// The document as JSON (built once).
+pub fn document() -> String {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        doc.openapi = utoipa::openapi::OpenApiVersion::Version31;
+        doc.to_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    })
+    .clone()
+}

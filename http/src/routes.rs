@@ -1,0 +1,406 @@
+//! The route table: every endpoint of the v1 contract, each with its template (the metrics label),
+//! its rate limit and its handler. Unmatched requests become problem documents too.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use warp::filters::BoxedFilter;
+use warp::{Filter, Rejection};
+
+use crate::Problem;
+use crate::api;
+use crate::app::AppState;
+use crate::extract::{Req, read_body, req};
+use crate::metrics::RouteMetrics;
+use crate::ratelimit::Limit;
+use crate::reply::{ApiError, ApiResult};
+
+type Response = warp::reply::Response;
+
+/// A handler's input: the request (with its body for writes), once it passed the rate limits.
+type Input = BoxedFilter<(Result<Req, ApiError>,)>;
+
+/// The request, read and admitted: API routes count against the per-IP limit, and registration
+/// and login also against the stricter auth limit.
+fn input(state: &Arc<AppState>, limit: Limit, with_body: bool) -> Input {
+    let body_limit = state.body_limit;
+    let state = state.clone();
+    let admit = move |req: Result<Req, ApiError>| {
+        let state = state.clone();
+        async move {
+            let req = req?;
+            let ip = req.ip().to_string();
+            state.admit(Limit::Ip, &ip).await?;
+            if limit == Limit::Auth {
+                state.admit(Limit::Auth, &ip).await?;
+            }
+            Ok(req)
+        }
+    };
+    if with_body {
+        req()
+            .and(warp::body::stream())
+            .then(move |req, body| read_body(req, body, body_limit))
+            .then(admit)
+            .boxed()
+    } else {
+        req().map(Ok).then(admit).boxed()
+    }
+}
+
+/// Times a route, turns its error into a problem response and records both.
+fn finish<F>(route: &'static str, filter: F) -> BoxedFilter<(Response,)>
+where
+    F: Filter<Extract = (ApiResult,), Error = Rejection> + Clone + Send + Sync + 'static,
+{
+    let metrics = RouteMetrics::new(route);
+    warp::any()
+        .map(Instant::now)
+        .and(filter)
+        .map(move |started: Instant, result: ApiResult| {
+            let response = result.unwrap_or_else(ApiError::into_api_response);
+            metrics.record(response.status, started.elapsed());
+            response.into_response()
+        })
+        .boxed()
+}
+
+/// [`finish`] for a streaming route: its status is recorded when the stream starts.
+fn finish_stream<F>(route: &'static str, filter: F) -> BoxedFilter<(Response,)>
+where
+    F: Filter<Extract = (Result<Response, ApiError>,), Error = Rejection>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let metrics = RouteMetrics::new(route);
+    warp::any()
+        .map(Instant::now)
+        .and(filter)
+        .map(move |started: Instant, result: Result<Response, ApiError>| {
+            let response = result.unwrap_or_else(|e| e.into_api_response().into_response());
+            metrics.record(response.status(), started.elapsed());
+            response
+        })
+        .boxed()
+}
+
+fn with(
+    state: &Arc<AppState>,
+) -> impl Filter<Extract = (Arc<AppState>,), Error = Infallible> + Clone + use<> {
+    let state = state.clone();
+    warp::any().map(move || state.clone())
+}
+
+/// Every route of the node.
+pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
+    let s = &state;
+    let get = || warp::get();
+    let post = || warp::post();
+    let put = || warp::put();
+    let delete = || warp::delete();
+    let patch = || warp::patch();
+    let read = || input(s, Limit::Ip, false);
+    let write = || input(s, Limit::Ip, true);
+
+    let service =
+        finish("GET /healthz", warp::path!("healthz").and(get()).then(api::service::healthz))
+            .or(finish(
+                "GET /readyz",
+                warp::path!("readyz").and(get()).and(with(s)).then(api::service::readyz),
+            ))
+            .unify()
+            .or(finish(
+                "GET /metrics",
+                warp::path!("metrics").and(get()).and(with(s)).then(api::service::metrics),
+            ))
+            .unify()
+            .or(finish(
+                "GET /openapi.json",
+                warp::path!("openapi.json").and(get()).then(api::service::openapi),
+            ))
+            .unify()
+            .or(finish("GET /admin", warp::path!("admin").and(get()).then(api::service::dashboard)))
+            .unify()
+            .boxed();
+
+    let auth = finish(
+        "POST /v1/auth/register",
+        warp::path!("v1" / "auth" / "register")
+            .and(post())
+            .and(with(s))
+            .and(input(s, Limit::Auth, true))
+            .then(api::auth::register),
+    )
+    .or(finish(
+        "POST /v1/auth/login",
+        warp::path!("v1" / "auth" / "login")
+            .and(post())
+            .and(with(s))
+            .and(input(s, Limit::Auth, true))
+            .then(api::auth::login),
+    ))
+    .unify()
+    .or(finish(
+        "POST /v1/auth/refresh",
+        warp::path!("v1" / "auth" / "refresh")
+            .and(post())
+            .and(with(s))
+            .and(write())
+            .then(api::auth::refresh),
+    ))
+    .unify()
+    .or(finish(
+        "POST /v1/auth/logout",
+        warp::path!("v1" / "auth" / "logout")
+            .and(post())
+            .and(with(s))
+            .and(write())
+            .then(api::auth::logout),
+    ))
+    .unify()
+    .or(finish(
+        "GET /v1/me",
+        warp::path!("v1" / "me").and(get()).and(with(s)).and(read()).then(api::auth::me),
+    ))
+    .unify()
+    .boxed();
+
+    let catalog = finish(
+        "GET /v1/products",
+        warp::path!("v1" / "products")
+            .and(get())
+            .and(with(s))
+            .and(read())
+            .then(api::products::search),
+    )
+    .or(finish(
+        "GET /v1/products/{product_id}",
+        warp::path!("v1" / "products" / String)
+            .and(get())
+            .and(with(s))
+            .and(read())
+            .then(api::products::get),
+    ))
+    .unify()
+    .or(finish(
+        "POST /v1/admin/products",
+        warp::path!("v1" / "admin" / "products")
+            .and(post())
+            .and(with(s))
+            .and(write())
+            .then(api::products::create),
+    ))
+    .unify()
+    .or(finish(
+        "PATCH /v1/admin/products/{product_id}",
+        warp::path!("v1" / "admin" / "products" / String)
+            .and(patch())
+            .and(with(s))
+            .and(write())
+            .then(api::products::update),
+    ))
+    .unify()
+    .or(finish(
+        "GET /v1/currencies",
+        warp::path!("v1" / "currencies")
+            .and(get())
+            .and(with(s))
+            .and(read())
+            .then(api::currencies::list),
+    ))
+    .unify()
+    .or(finish(
+        "PUT /v1/admin/fx-rates",
+        warp::path!("v1" / "admin" / "fx-rates")
+            .and(put())
+            .and(with(s))
+            .and(write())
+            .then(api::currencies::set_rates),
+    ))
+    .unify()
+    .boxed();
+
+    let inventory = finish_stream(
+        "GET /v1/inventory/stream",
+        warp::path!("v1" / "inventory" / "stream")
+            .and(get())
+            .and(with(s))
+            .and(read())
+            .then(api::inventory::stream),
+    )
+    .or(finish(
+        "GET /v1/inventory/{sku}",
+        warp::path!("v1" / "inventory" / String)
+            .and(get())
+            .and(with(s))
+            .and(read())
+            .then(api::inventory::get),
+    ))
+    .unify()
+    .or(finish(
+        "POST /v1/admin/inventory/{sku}/restock",
+        warp::path!("v1" / "admin" / "inventory" / String / "restock")
+            .and(post())
+            .and(with(s))
+            .and(write())
+            .then(api::inventory::restock),
+    ))
+    .unify()
+    .or(finish(
+        "PUT /v1/admin/inventory/{sku}",
+        warp::path!("v1" / "admin" / "inventory" / String)
+            .and(put())
+            .and(with(s))
+            .and(write())
+            .then(api::inventory::set),
+    ))
+    .unify()
+    .boxed();
+
+    let cart = finish(
+        "GET /v1/cart",
+        warp::path!("v1" / "cart").and(get()).and(with(s)).and(read()).then(api::cart::get),
+    )
+    .or(finish(
+        "DELETE /v1/cart",
+        warp::path!("v1" / "cart").and(delete()).and(with(s)).and(read()).then(api::cart::clear),
+    ))
+    .unify()
+    .or(finish(
+        "POST /v1/cart/items",
+        warp::path!("v1" / "cart" / "items")
+            .and(post())
+            .and(with(s))
+            .and(write())
+            .then(api::cart::add),
+    ))
+    .unify()
+    .or(finish(
+        "PUT /v1/cart/items/{sku}",
+        warp::path!("v1" / "cart" / "items" / String)
+            .and(put())
+            .and(with(s))
+            .and(write())
+            .then(api::cart::set_qty),
+    ))
+    .unify()
+    .or(finish(
+        "DELETE /v1/cart/items/{sku}",
+        warp::path!("v1" / "cart" / "items" / String)
+            .and(delete())
+            .and(with(s))
+            .and(read())
+            .then(api::cart::remove),
+    ))
+    .unify()
+    .boxed();
+
+    let orders = finish(
+        "POST /v1/checkout",
+        warp::path!("v1" / "checkout")
+            .and(post())
+            .and(with(s))
+            .and(write())
+            .then(api::checkout::checkout),
+    )
+    .or(finish(
+        "GET /v1/orders",
+        warp::path!("v1" / "orders").and(get()).and(with(s)).and(read()).then(api::orders::list),
+    ))
+    .unify()
+    .or(finish(
+        "GET /v1/orders/{order_id}",
+        warp::path!("v1" / "orders" / String)
+            .and(get())
+            .and(with(s))
+            .and(read())
+            .then(api::orders::get),
+    ))
+    .unify()
+    .or(finish(
+        "POST /v1/orders/{order_id}/cancel",
+        warp::path!("v1" / "orders" / String / "cancel")
+            .and(post())
+            .and(with(s))
+            .and(write())
+            .then(api::orders::cancel),
+    ))
+    .unify()
+    .or(finish(
+        "GET /v1/admin/orders",
+        warp::path!("v1" / "admin" / "orders")
+            .and(get())
+            .and(with(s))
+            .and(read())
+            .then(api::orders::list_all),
+    ))
+    .unify()
+    .boxed();
+
+    let cluster = finish(
+        "GET /v1/admin/cluster",
+        warp::path!("v1" / "admin" / "cluster")
+            .and(get())
+            .and(with(s))
+            .and(read())
+            .then(api::cluster::status),
+    )
+    .or(finish(
+        "GET /v1/admin/cluster/locate",
+        warp::path!("v1" / "admin" / "cluster" / "locate")
+            .and(get())
+            .and(with(s))
+            .and(read())
+            .then(api::cluster::locate),
+    ))
+    .unify()
+    .or(finish(
+        "POST /v1/admin/cluster/leave",
+        warp::path!("v1" / "admin" / "cluster" / "leave")
+            .and(post())
+            .and(with(s))
+            .and(write())
+            .then(api::cluster::leave),
+    ))
+    .unify()
+    .boxed();
+
+    service
+        .or(auth)
+        .unify()
+        .or(catalog)
+        .unify()
+        .or(inventory)
+        .unify()
+        .or(cart)
+        .unify()
+        .or(orders)
+        .unify()
+        .or(cluster)
+        .unify()
+        .recover(unmatched)
+        .unify()
+        .boxed()
+}
+
+/// A request no route takes: 404, or 405 for a known path with another method.
+async fn unmatched(rejection: Rejection) -> Result<Response, Infallible> {
+    let problem = if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        Problem::new(
+            "/problems/method-not-allowed",
+            "Method not allowed",
+            405,
+            "this path does not take this method",
+        )
+    } else if rejection.is_not_found() {
+        Problem::new("/problems/not-found", "Not found", 404, "no such endpoint")
+    } else {
+        Problem::new("/problems/bad-request", "Bad request", 400, format!("{rejection:?}"))
+    };
+    let response = ApiError::new(problem).into_api_response();
+    RouteMetrics::new("unmatched").record(response.status, std::time::Duration::ZERO);
+    Ok(response.into_response())
+}
