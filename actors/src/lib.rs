@@ -27,7 +27,7 @@ pub use cart::{CartActor, CartArgs, CartMsg};
 pub use clock::Clock;
 pub use entity::{EntitySettings, Internal, Passivation};
 pub use error::DomainError;
-pub use feed::{StockFeed, StockUpdate};
+pub use feed::{FEED_CAPACITY, StockFeed, StockUpdate};
 pub use gateway::{GatewayError, PaymentGateway, SimulatedGateway};
 pub use ids::{Quantity, Sku};
 pub use money::{Currency, FxRates, Money};

@@ -240,3 +240,39 @@ pub fn stock_events(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use storefront_actors::{StockFeed, StockLevels};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reader_that_falls_behind_the_feed_is_dropped_and_publishing_never_waits() {
+        let feed = StockFeed::default();
+        let (_stop, stopping) = watch::channel(false);
+        let stream = stock_events(feed.subscribe(), None, VecDeque::new(), stopping);
+        let levels = StockLevels { on_hand: 1, reserved: 0, available: 1, sold: 0 };
+        // Publishing more than the ring holds to a reader that is not reading returns at once.
+        for _ in 0..storefront_actors::FEED_CAPACITY + 10 {
+            feed.publish(StockUpdate { sku: Arc::from("A"), levels });
+        }
+        let mut stream = std::pin::pin!(stream);
+        assert!(stream.next().await.is_none(), "the lagging reader's stream ends");
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_when_the_node_stops() {
+        let feed = StockFeed::default();
+        let (stop, stopping) = watch::channel(false);
+        let ready = VecDeque::from([LevelsView::new(
+            "A",
+            StockLevels { on_hand: 2, reserved: 1, available: 1, sold: 0 },
+        )]);
+        let mut stream = std::pin::pin!(stock_events(feed.subscribe(), None, ready, stopping));
+        assert!(stream.next().await.is_some(), "the current levels come first");
+        stop.send(true).unwrap();
+        assert!(stream.next().await.is_none());
+    }
+}

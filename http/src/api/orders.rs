@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
-use storefront_actors::order::{FailureReason, OrderSummary, OrderView};
+use storefront_actors::order::{FailureReason, OrderStatus, OrderSummary, OrderView};
 use storefront_actors::{DomainError, Money};
 use storefront_storage::Table;
 
@@ -273,7 +273,16 @@ pub async fn get(id: String, state: Arc<AppState>, req: Result<Req, ApiError>) -
 pub async fn cancel(id: String, state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
     let req = req?;
     let me = state.caller(&req).await?;
-    visible(&state, &me, &id).await?;
+    let view = visible(&state, &me, &id).await?;
+    // The contract: only a confirmed order can be cancelled; a cancelled one answers 409 too.
+    if view.status != OrderStatus::Confirmed {
+        return Err(DomainError::InvalidOrderState {
+            order_id: id,
+            status: view.status.to_string(),
+            action: "cancelled",
+        }
+        .into());
+    }
     match state.regions.cancel_order(&id, state.checkout_wait).await {
         Ok(view) => super::ok(&OrderBody::new(&view)?),
         Err(DomainError::Unavailable(_)) => {

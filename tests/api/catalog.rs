@@ -1,0 +1,249 @@
+//! Products, search, currencies, inventory.
+
+use std::collections::BTreeSet;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn admins_manage_products_and_prices_are_validated() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let created = app.product(&admin, "MUG-1", "12.50", 7).await;
+    assert_eq!(created["product_id"], "prod-mug-1");
+    assert_eq!(created["price"], json!({"amount": "12.50", "currency": "USD"}));
+    assert_eq!(created["available"], 7);
+
+    let body = |sku: &str, price: serde_json::Value| json!({"sku": sku, "name": "N", "description": "", "category": "tests", "price": price});
+    app.post(
+        "/v1/admin/products",
+        Some(&admin),
+        &body("MUG-1", json!({"amount": "1.00", "currency": "USD"})),
+    )
+    .await
+    .problem(409, "/problems/sku-exists");
+    for price in [
+        json!({"amount": "1.001", "currency": "USD"}),
+        json!({"amount": 1.5, "currency": "USD"}),
+        json!({"amount": "1.00", "currency": "XYZ"}),
+        json!({"amount": "1.00", "currency": "EUR"}),
+        json!({"amount": "-1.00", "currency": "USD"}),
+        json!({"amount": "1e3", "currency": "USD"}),
+    ] {
+        let refused =
+            app.post("/v1/admin/products", Some(&admin), &body("NEW-1", price.clone())).await;
+        assert_eq!(refused.status, 400, "{price}: {}", refused.text);
+        assert_eq!(refused.content_type(), "application/problem+json");
+        assert!(!refused.json()["errors"].as_array().unwrap().is_empty(), "{}", refused.text);
+    }
+    app.get("/v1/products/prod-new-1", None).await.problem(404, "/problems/not-found");
+
+    let changed = app
+        .send(
+            Method::PATCH,
+            "/v1/admin/products/prod-mug-1",
+            Some(&admin),
+            Some(&json!({"name": "Big mug", "price": {"amount": "14.00", "currency": "USD"}})),
+            &[],
+        )
+        .await
+        .ok(200);
+    assert_eq!(changed["name"], "Big mug");
+    let read = app.get("/v1/products/prod-mug-1", None).await.ok(200);
+    assert_eq!(read["price"]["amount"], "14.00");
+    assert_eq!(read["description"], "The MUG-1 for tests");
+    app.send(
+        Method::PATCH,
+        "/v1/admin/products/prod-none",
+        Some(&admin),
+        Some(&json!({"name": "x"})),
+        &[],
+    )
+    .await
+    .problem(404, "/problems/not-found");
+
+    // Prices in other currencies, converted at the current rates; rates replaced by an admin.
+    let eur = app.get("/v1/products/prod-mug-1?currency=EUR", None).await.ok(200);
+    assert_eq!(eur["price"]["currency"], "EUR");
+    assert_eq!(eur["price"]["amount"], "12.89", "14.00 USD * 0.9210 = 12.894");
+    let jpy = app.get("/v1/products/prod-mug-1?currency=JPY", None).await.ok(200);
+    assert_eq!(jpy["price"]["amount"], "2117", "JPY has no minor digits");
+    app.get("/v1/products/prod-mug-1?currency=XYZ", None)
+        .await
+        .problem(400, "/problems/unknown-currency");
+    let rates = json!({"base": "USD", "rates": {"EUR": "0.5", "KWD": "0.3"}});
+    let set =
+        app.send(Method::PUT, "/v1/admin/fx-rates", Some(&admin), Some(&rates), &[]).await.ok(200);
+    assert_eq!(set["base"], "USD");
+    let eur = app.get("/v1/products/prod-mug-1?currency=EUR", None).await.ok(200);
+    assert_eq!(eur["price"]["amount"], "7.00");
+    let kwd = app.get("/v1/products/prod-mug-1?currency=KWD", None).await.ok(200);
+    assert_eq!(kwd["price"]["amount"], "4.200");
+    let currencies = app.get("/v1/currencies", None).await.ok(200);
+    let codes: Vec<&str> = currencies["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["USD", "EUR", "KWD"]);
+    app.send(
+        Method::PUT,
+        "/v1/admin/fx-rates",
+        Some(&admin),
+        Some(&json!({"base": "EUR", "rates": {}})),
+        &[],
+    )
+    .await
+    .problem(400, "/problems/validation");
+    app.send(
+        Method::PUT,
+        "/v1/admin/fx-rates",
+        Some(&admin),
+        Some(&json!({"base": "USD", "rates": {"EUR": "-1"}})),
+        &[],
+    )
+    .await
+    .problem(400, "/problems/validation");
+}
+
+#[tokio::test]
+async fn search_filters_by_text_and_category_and_pages_with_cursors() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    for (i, (name, category)) in
+        [("Red kettle", "kitchen"), ("Blue kettle", "kitchen"), ("Red tent", "outdoor")]
+            .iter()
+            .enumerate()
+    {
+        let body = json!({
+            "sku": format!("S-{i}"), "name": name, "description": format!("a {name} you will love"),
+            "category": category, "price": {"amount": "10.00", "currency": "USD"}, "initial_stock": 3,
+        });
+        app.post("/v1/admin/products", Some(&admin), &body).await.ok(201);
+    }
+    for i in 0..25 {
+        app.product(&admin, &format!("P-{i:02}"), "1.00", 1).await;
+    }
+    let names = |v: &serde_json::Value| -> BTreeSet<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let red = app.get("/v1/products?q=red", None).await.ok(200);
+    assert_eq!(names(&red), BTreeSet::from(["Red kettle".into(), "Red tent".into()]));
+    let red_kitchen = app.get("/v1/products?q=red&category=kitchen", None).await.ok(200);
+    assert_eq!(names(&red_kitchen), BTreeSet::from(["Red kettle".into()]));
+    let kettles = app.get("/v1/products?q=kettle&currency=GBP", None).await.ok(200);
+    assert!(kettles["items"].as_array().unwrap().iter().all(|p| p["price"]["currency"] == "GBP"));
+    assert_eq!(kettles["items"][0]["available"], 3);
+
+    // Every product exactly once over the pages.
+    let mut seen = BTreeSet::new();
+    let mut path = "/v1/products?limit=7".to_owned();
+    loop {
+        let page = app.get(&path, None).await.ok(200);
+        for p in page["items"].as_array().unwrap() {
+            assert!(seen.insert(p["product_id"].as_str().unwrap().to_owned()), "repeated: {p}");
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/products?limit=7&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 28);
+    app.get("/v1/products?limit=0", None).await.problem(400, "/problems/validation");
+    app.get("/v1/products?limit=101", None).await.problem(400, "/problems/validation");
+    app.get("/v1/products?cursor=zz", None).await.problem(400, "/problems/validation");
+}
+
+#[tokio::test]
+async fn inventory_is_read_restocked_and_set_by_admins() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let customer = app.customer("c@example.com").await;
+    app.product(&admin, "INV-1", "5.00", 10).await;
+    assert_eq!(
+        app.levels("INV-1").await,
+        json!({"sku": "INV-1", "on_hand": 10, "reserved": 0, "available": 10})
+    );
+    app.get("/v1/inventory/NOPE-1", None).await.problem(404, "/problems/not-found");
+    app.get("/v1/inventory/bad%20sku", None).await.problem(400, "/problems/validation");
+
+    let restocked = app
+        .post("/v1/admin/inventory/INV-1/restock", Some(&admin), &json!({"qty": 5}))
+        .await
+        .ok(200);
+    assert_eq!(restocked["on_hand"], 15);
+    app.post("/v1/admin/inventory/INV-1/restock", Some(&customer), &json!({"qty": 5}))
+        .await
+        .problem(403, "/problems/forbidden");
+    for bad in
+        [json!({"qty": 0}), json!({"qty": -3}), json!({"qty": 1.5}), json!({"qty": "2"}), json!({})]
+    {
+        let res = app.post("/v1/admin/inventory/INV-1/restock", Some(&admin), &bad).await;
+        res.problem(400, "/problems/validation");
+    }
+    // A retried restock with the same key is applied once.
+    for _ in 0..2 {
+        let res = app
+            .send(
+                Method::POST,
+                "/v1/admin/inventory/INV-1/restock",
+                Some(&admin),
+                Some(&json!({"qty": 1})),
+                &[("idempotency-key", "restock-1")],
+            )
+            .await
+            .ok(200);
+        assert_eq!(res["on_hand"], 16);
+    }
+    let set = app
+        .send(
+            Method::PUT,
+            "/v1/admin/inventory/INV-1",
+            Some(&admin),
+            Some(&json!({"on_hand": 3})),
+            &[],
+        )
+        .await
+        .ok(200);
+    assert_eq!(set, json!({"sku": "INV-1", "on_hand": 3, "reserved": 0, "available": 3}));
+}
+
+#[tokio::test]
+async fn the_demo_catalog_is_seeded_once_on_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path());
+    config.demo_data = true;
+    let app = crate::helpers::start(config).await;
+    let mut categories = BTreeSet::new();
+    let mut count = 0;
+    let mut path = "/v1/products?limit=100".to_owned();
+    loop {
+        let page = app.get(&path, None).await.ok(200);
+        for p in page["items"].as_array().unwrap() {
+            categories.insert(p["category"].as_str().unwrap().to_owned());
+            count += 1;
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/products?limit=100&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert!(count >= 1000, "{count} products");
+    assert!(categories.len() >= 5, "{categories:?}");
+    let coffee = app.get("/v1/products?q=grinder&category=coffee", None).await.ok(200);
+    assert!(!coffee["items"].as_array().unwrap().is_empty());
+    let first = app.get("/v1/products/prod-demo-00000", None).await.ok(200);
+    assert!(first["available"].as_u64().unwrap() >= 10, "demo stock is set");
+    // A restart does not seed again (the products are the same 1,200, with the same stock).
+    let app = app.restart().await;
+    let again = app.get("/v1/products/prod-demo-00000", None).await.ok(200);
+    assert_eq!(again, first);
+}

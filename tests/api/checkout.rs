@@ -1,0 +1,251 @@
+//! Checkout, orders, cancellation, idempotency.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, start, test_config};
+
+#[tokio::test]
+async fn a_full_purchase_from_cart_to_cancelled_order() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let ann = app.customer("ann@example.com").await;
+    app.product(&admin, "LAMP-1", "20.00", 10).await;
+    app.post("/v1/cart/items", Some(&ann), &json!({"sku": "LAMP-1", "qty": 2})).await.ok(200);
+
+    app.send(
+        Method::POST,
+        "/v1/checkout",
+        Some(&ann),
+        Some(&json!({"payment_token": "tok_visa"})),
+        &[],
+    )
+    .await
+    .problem(400, "/problems/validation");
+    let res =
+        app.checkout(&ann, "buy-1", &json!({"payment_token": "tok_visa", "currency": "EUR"})).await;
+    let order = res.ok(201);
+    assert_eq!(order["status"], "confirmed");
+    assert_eq!(
+        order["total"],
+        json!({"amount": "36.84", "currency": "EUR"}),
+        "40.00 USD at 0.9210"
+    );
+    let order_id = order["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(res.headers["location"], format!("/v1/orders/{order_id}").as_str());
+    assert_eq!(
+        app.get("/v1/cart", Some(&ann)).await.ok(200)["items"],
+        json!([]),
+        "the cart is emptied"
+    );
+    assert_eq!(
+        app.levels("LAMP-1").await,
+        json!({"sku": "LAMP-1", "on_hand": 8, "reserved": 0, "available": 8})
+    );
+
+    // The same key and body: the same response, byte for byte.
+    let again =
+        app.checkout(&ann, "buy-1", &json!({"payment_token": "tok_visa", "currency": "EUR"})).await;
+    assert_eq!((again.status.as_u16(), again.text.as_str()), (201, res.text.as_str()));
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    app.checkout(&ann, "buy-1", &json!({"payment_token": "tok_mastercard"}))
+        .await
+        .problem(422, "/problems/idempotency-key-reused");
+    assert_eq!(app.levels("LAMP-1").await["on_hand"], 8, "a replay buys nothing");
+
+    let read = app.get(&format!("/v1/orders/{order_id}"), Some(&ann)).await.ok(200);
+    assert_eq!(read["status"], "confirmed");
+    assert_eq!(read["fx_rate"], "0.921");
+    assert_eq!(
+        read["items"],
+        json!([{"sku": "LAMP-1", "qty": 2, "unit_price": {"amount": "18.42", "currency": "EUR"}, "line_total": {"amount": "36.84", "currency": "EUR"}}])
+    );
+    let statuses: Vec<&str> =
+        read["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["pending", "reserved", "paid", "confirmed"]);
+    assert!(read["created_at"].as_str().unwrap().ends_with('Z'));
+
+    // Another customer can neither read nor cancel it; an admin can read it.
+    let bob = app.customer("bob@example.com").await;
+    app.get(&format!("/v1/orders/{order_id}"), Some(&bob))
+        .await
+        .problem(404, "/problems/not-found");
+    app.post(&format!("/v1/orders/{order_id}/cancel"), Some(&bob), &json!({}))
+        .await
+        .problem(404, "/problems/not-found");
+    app.get(&format!("/v1/orders/{order_id}"), Some(&admin)).await.ok(200);
+    app.get("/v1/orders/ord_doesnotexist", Some(&ann)).await.problem(404, "/problems/not-found");
+
+    let cancelled =
+        app.post(&format!("/v1/orders/{order_id}/cancel"), Some(&ann), &json!({})).await.ok(200);
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(app.levels("LAMP-1").await["on_hand"], 10, "cancel restocks");
+    app.post(&format!("/v1/orders/{order_id}/cancel"), Some(&ann), &json!({}))
+        .await
+        .problem(409, "/problems/invalid-order-state");
+}
+
+#[tokio::test]
+async fn failed_checkouts_answer_their_problem_and_hold_nothing() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let ann = app.customer("ann@example.com").await;
+    app.product(&admin, "BOOK-1", "9.99", 3).await;
+    let items = |qty: u32| json!([{"sku": "BOOK-1", "qty": qty}]);
+
+    app.checkout(&ann, "k-oos", &json!({"payment_token": "tok_visa", "items": items(4)}))
+        .await
+        .problem(409, "/problems/out-of-stock");
+    for (key, token) in [("k-dec", "tok_chargeDeclined"), ("k-funds", "tok_insufficientFunds")] {
+        app.checkout(&ann, key, &json!({"payment_token": token, "items": items(1)}))
+            .await
+            .problem(402, "/problems/payment-declined");
+    }
+    app.checkout(
+        &ann,
+        "k-err",
+        &json!({"payment_token": "tok_processingError", "items": items(1)}),
+    )
+    .await
+    .problem(502, "/problems/payment-gateway-error");
+    assert_eq!(
+        app.levels("BOOK-1").await,
+        json!({"sku": "BOOK-1", "on_hand": 3, "reserved": 0, "available": 3})
+    );
+
+    for bad in [
+        json!({"payment_token": "4242424242424242", "items": items(1)}),
+        json!({"payment_token": "tok_visa", "items": []}),
+        json!({"payment_token": "tok_visa", "items": [{"sku": "BOOK-1", "qty": -1}]}),
+        json!({"payment_token": "tok_visa", "items": [{"sku": "BOOK-1", "qty": 0.5}]}),
+        json!({"payment_token": "tok_visa", "items": items(1), "currency": "ABC"}),
+        json!({"payment_token": "tok_visa", "items": items(1), "coupon": "FREE"}),
+    ] {
+        let res = app.checkout(&ann, "k-bad", &bad).await;
+        assert_eq!(res.status, 400, "{bad}: {}", res.text);
+    }
+    app.checkout(&ann, "k-empty-cart", &json!({"payment_token": "tok_visa"}))
+        .await
+        .problem(400, "/problems/validation");
+    app.checkout(
+        &ann,
+        "k-nosku",
+        &json!({"payment_token": "tok_visa", "items": [{"sku": "NOPE-9", "qty": 1}]}),
+    )
+    .await
+    .problem(404, "/problems/not-found");
+
+    // History: the failed orders are listed, newest first, with their status.
+    let orders = app.get("/v1/orders?limit=2", Some(&ann)).await.ok(200);
+    assert_eq!(orders["items"].as_array().unwrap().len(), 2);
+    assert_eq!(orders["items"][0]["status"], "failed");
+    let next = orders["next_cursor"].as_str().unwrap();
+    let rest = app.get(&format!("/v1/orders?cursor={next}"), Some(&ann)).await.ok(200);
+    assert_eq!(rest["items"].as_array().unwrap().len(), 2);
+    assert!(rest["next_cursor"].is_null());
+    let failed = app.get("/v1/admin/orders?status=failed", Some(&admin)).await.ok(200);
+    assert_eq!(failed["items"].as_array().unwrap().len(), 4);
+    let confirmed = app.get("/v1/admin/orders?status=confirmed", Some(&admin)).await.ok(200);
+    assert_eq!(confirmed["items"], json!([]));
+    app.get("/v1/admin/orders?status=lost", Some(&admin))
+        .await
+        .problem(400, "/problems/validation");
+}
+
+#[tokio::test]
+async fn a_slow_checkout_answers_202_and_a_retry_gets_the_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.checkout.wait_ms = 1000;
+    // Three gateway attempts 1 s and 2 s apart: the saga outlasts the wait.
+    config.checkout.gateway_retry_base_ms = 1000;
+    let app = start(config).await;
+    let admin = app.admin().await;
+    let ann = app.customer("ann@example.com").await;
+    app.product(&admin, "SLOW-1", "1.00", 5).await;
+    let body =
+        json!({"payment_token": "tok_processingError", "items": [{"sku": "SLOW-1", "qty": 2}]});
+    // Two identical requests at once: one runs, the duplicate is refused (not run twice).
+    let (a, b) = tokio::join!(app.checkout(&ann, "slow", &body), app.checkout(&ann, "slow", &body));
+    let (res, duplicate) = if a.status == 202 { (a, b) } else { (b, a) };
+    duplicate.problem(409, "/problems/idempotency-in-progress");
+    assert_eq!(duplicate.headers["retry-after"], "1");
+    let pending = res.ok(202);
+    assert_eq!(pending["status"], "pending");
+    let order_id = pending["order_id"].as_str().unwrap();
+    assert_eq!(res.headers["location"], format!("/v1/orders/{order_id}").as_str());
+    // While it runs, its units are held: on hand cannot go below them.
+    assert_eq!(app.levels("SLOW-1").await["reserved"], 2);
+    app.send(
+        Method::PUT,
+        "/v1/admin/inventory/SLOW-1",
+        Some(&admin),
+        Some(&json!({"on_hand": 1})),
+        &[],
+    )
+    .await
+    .problem(409, "/problems/below-reserved");
+    // Retrying with the same key joins the same order and, once it ends, answers its outcome
+    // (each retry waits up to the configured second for it).
+    let mut outcome = None;
+    for _ in 0..30 {
+        let res = app.checkout(&ann, "slow", &body).await;
+        if res.status != 202 && res.status != 409 {
+            outcome = Some(res);
+            break;
+        }
+        if res.status == 202 {
+            assert_eq!(res.json()["order_id"], order_id, "the same order");
+        }
+    }
+    let outcome = outcome.expect("the saga ends within its three attempts");
+    outcome.problem(502, "/problems/payment-gateway-error");
+    let order = app.get(&format!("/v1/orders/{order_id}"), Some(&ann)).await.ok(200);
+    assert_eq!(order["status"], "failed");
+    assert_eq!(order["failure_reason"], "payment_gateway_error");
+    assert_eq!(app.levels("SLOW-1").await["reserved"], 0);
+}
+
+#[tokio::test]
+async fn everything_acknowledged_survives_a_restart() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    app.post(
+        "/v1/auth/register",
+        None,
+        &json!({"email": "ann@example.com", "password": "a-good-password"}),
+    )
+    .await
+    .ok(201);
+    let pair = app.login("ann@example.com", "a-good-password").await;
+    let ann = pair["access_token"].as_str().unwrap().to_owned();
+    app.product(&admin, "KEEP-1", "2.50", 9).await;
+    let body = json!({"payment_token": "tok_visa", "items": [{"sku": "KEEP-1", "qty": 4}]});
+    let first = app.checkout(&ann, "keep", &body).await;
+    first.ok(201);
+    let order_id = first.json()["order_id"].as_str().unwrap().to_owned();
+    let order = app.get(&format!("/v1/orders/{order_id}"), Some(&ann)).await.ok(200);
+
+    let app = app.restart().await;
+    // Users (and their refresh tokens), products, stock, orders and idempotency keys.
+    app.login("ann@example.com", "a-good-password").await;
+    app.post("/v1/auth/refresh", None, &json!({"refresh_token": pair["refresh_token"]}))
+        .await
+        .ok(200);
+    app.get(&format!("/v1/orders/{order_id}"), Some(&ann)).await.ok(200);
+    assert_eq!(app.get(&format!("/v1/orders/{order_id}"), Some(&ann)).await.json(), order);
+    assert_eq!(app.get("/v1/products/prod-keep-1", None).await.ok(200)["name"], "Product KEEP-1");
+    assert_eq!(
+        app.levels("KEEP-1").await,
+        json!({"sku": "KEEP-1", "on_hand": 5, "reserved": 0, "available": 5})
+    );
+    let replay = app.checkout(&ann, "keep", &body).await;
+    assert_eq!((replay.status, replay.text), (first.status, first.text));
+    assert_eq!(app.levels("KEEP-1").await["on_hand"], 5);
+    assert_eq!(
+        app.get("/v1/orders", Some(&ann)).await.ok(200)["items"].as_array().unwrap().len(),
+        1
+    );
+    let found = app.get("/v1/products?q=KEEP", None).await.ok(200);
+    assert_eq!(found["items"].as_array().unwrap().len(), 1, "the search index is intact");
+}

@@ -1,0 +1,220 @@
+//! Service endpoints, bad input, the live stock stream, metrics.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn health_readiness_openapi_and_unknown_routes() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz", None).await.ok(200)["status"], "ok");
+    assert_eq!(app.get("/readyz", None).await.ok(200)["status"], "ready");
+    let doc = app.get("/openapi.json", None).await.ok(200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/v1/checkout",
+        "/v1/products/{product_id}",
+        "/v1/inventory/stream",
+        "/v1/admin/cluster/locate",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    let page = app.get("/admin", None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.content_type().starts_with("text/html"));
+    app.get("/v1/nothing-here", None).await.problem(404, "/problems/not-found");
+    app.send(Method::DELETE, "/v1/products", None, None, &[])
+        .await
+        .problem(405, "/problems/method-not-allowed");
+}
+
+#[tokio::test]
+async fn bad_bodies_are_client_errors_never_500() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let p = "/v1/admin/products";
+    app.post_raw(p, Some(&admin), b"{\"sku\": ".to_vec())
+        .await
+        .problem(400, "/problems/malformed-json");
+    app.post_raw(p, Some(&admin), b"[1,2,3]".to_vec()).await.problem(400, "/problems/validation");
+    app.post_raw(p, Some(&admin), Vec::new()).await.problem(400, "/problems/malformed-json");
+    app.post_raw(p, Some(&admin), vec![0xff, 0xfe, 0x00])
+        .await
+        .problem(400, "/problems/malformed-json");
+    let unknown = app
+        .post(p, Some(&admin), &json!({"sku": "A-1", "name": "n", "category": "c", "price": {"amount": "1.00", "currency": "USD"}, "colour": "red"}))
+        .await
+        .problem(400, "/problems/validation");
+    assert_eq!(unknown["errors"][0]["field"], "colour");
+    let huge = format!("{{\"email\": \"{}\", \"password\": \"x\"}}", "a".repeat(70 * 1024));
+    app.post_raw("/v1/auth/register", None, huge.into_bytes())
+        .await
+        .problem(413, "/problems/payload-too-large");
+    let form = app
+        .client
+        .post(format!("{}/v1/auth/login", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("email=a&password=b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 415);
+    // A huge body sent without a length (chunked) is cut off at the limit too.
+    let chunks = futures::stream::iter((0..100).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])));
+    let chunked = app
+        .client
+        .post(format!("{}/v1/auth/login", app.base))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chunked.status(), 413);
+}
+
+#[tokio::test]
+async fn the_stock_stream_sends_current_levels_then_coalesced_changes() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    app.product(&admin, "LIVE-1", "1.00", 10).await;
+    app.product(&admin, "LIVE-2", "1.00", 10).await;
+    let stream = app
+        .client
+        .get(format!("{}/v1/inventory/stream?sku=LIVE-1", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut body = stream;
+    // 50 restocks of LIVE-1 (and changes to LIVE-2, not asked for) as fast as they go.
+    let writes = async {
+        for i in 0..50 {
+            for sku in ["LIVE-1", "LIVE-2"] {
+                let path = format!("/v1/admin/inventory/{sku}/restock");
+                let key = format!("{sku}-{i}");
+                app.send(
+                    Method::POST,
+                    &path,
+                    Some(&admin),
+                    Some(&json!({"qty": 1})),
+                    &[("idempotency-key", &key)],
+                )
+                .await
+                .ok(200);
+            }
+        }
+    };
+    let first = {
+        let mut chunk = String::new();
+        while !chunk.contains("\n\n") {
+            chunk.push_str(std::str::from_utf8(&body.chunk().await.unwrap().unwrap()).unwrap());
+        }
+        chunk
+    };
+    assert!(
+        first.contains(r#""sku":"LIVE-1","on_hand":10,"reserved":0,"available":10"#),
+        "{first}"
+    );
+    writes.await;
+    // Changes arrive until the last one, coalesced (fewer events than the 50 changes), all LIVE-1.
+    let mut seen = Vec::new();
+    let mut stream = body;
+    loop {
+        let mut got = events_from(&mut stream).await;
+        let done = got.iter().any(|e| e["on_hand"] == 60);
+        seen.append(&mut got);
+        if done {
+            break;
+        }
+    }
+    assert!(seen.iter().all(|e| e["sku"] == "LIVE-1"), "{seen:?}");
+    assert!(seen.len() < 50, "{} events for 50 changes: not coalesced", seen.len());
+    assert_eq!(
+        seen.last().unwrap(),
+        &json!({"sku": "LIVE-1", "on_hand": 60, "reserved": 0, "available": 60})
+    );
+    let on_hand: Vec<u64> = seen.iter().map(|e| e["on_hand"].as_u64().unwrap()).collect();
+    assert!(on_hand.windows(2).all(|w| w[0] < w[1]), "in order: {on_hand:?}");
+}
+
+async fn events_from(response: &mut reqwest::Response) -> Vec<Value> {
+    let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+        .await
+        .expect("an event within 10 s")
+        .unwrap()
+        .expect("the stream stays open");
+    std::str::from_utf8(&chunk)
+        .unwrap()
+        .split("\n\n")
+        .filter(|block| block.contains("event:stock"))
+        .map(|block| {
+            serde_json::from_str(block.lines().find_map(|l| l.strip_prefix("data:")).unwrap())
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_does_not_slow_the_shop() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    app.product(&admin, "BUSY-1", "1.00", 0).await;
+    // A raw client that asks for every SKU's stream and then never reads a byte.
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    silent.write_all(b"GET /v1/inventory/stream HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    // Writes go on at full speed while it sits there.
+    let writes = (0..2000).map(|i| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let key = format!("busy-{i}");
+            app.send(
+                Method::POST,
+                "/v1/admin/inventory/BUSY-1/restock",
+                Some(admin),
+                Some(&json!({"qty": 1})),
+                &[("idempotency-key", &key)],
+            )
+            .await
+            .ok(200);
+        }
+    });
+    futures::stream::iter(writes).buffer_unordered(32).collect::<Vec<()>>().await;
+    assert_eq!(app.levels("BUSY-1").await["on_hand"], 2000);
+    drop(silent);
+}
+
+#[tokio::test]
+async fn metrics_count_routes_reservations_and_sagas() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let ann = app.customer("ann@example.com").await;
+    app.product(&admin, "MET-1", "1.00", 5).await;
+    app.checkout(
+        &ann,
+        "m1",
+        &json!({"payment_token": "tok_visa", "items": [{"sku": "MET-1", "qty": 1}]}),
+    )
+    .await
+    .ok(201);
+    app.get("/v1/products/prod-met-1", None).await.ok(200);
+    let text = app.get("/metrics", None).await.text;
+    for needle in [
+        r#"storefront_http_request_duration_seconds_bucket{route="GET /v1/products/{product_id}""#,
+        r#"storefront_http_responses_total{route="POST /v1/checkout",status="201"}"#,
+        r#"storefront_reservations_total{outcome="reserved"}"#,
+        r#"storefront_sagas_total{outcome="confirmed"}"#,
+        r#"storefront_journal_batch_events_bucket{kind="sku""#,
+        r#"storefront_journal_append_seconds_bucket{kind="order""#,
+        r#"storefront_live_entities{kind="sku"}"#,
+        r#"storefront_entity_mailbox_depth{kind="order"}"#,
+    ] {
+        assert!(text.contains(needle), "missing {needle}");
+    }
+}
