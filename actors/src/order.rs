@@ -690,7 +690,6 @@ impl OrderRunning {
         }
         let now = self.clock.now_ms();
         let was_in_progress = self.order.in_progress();
-        let status_before = self.order.status;
         let placed = events.iter().any(|e| matches!(e, OrderEvent::Placed(_)));
         let reopened = events.contains(&OrderEvent::CancelRequested);
         let outbox: Vec<OutboxRecord> =
@@ -707,7 +706,10 @@ impl OrderRunning {
                 value: Some(vec![]),
             });
         }
-        if (placed || self.order.status != status_before)
+        // The lists show an order as placed and as it ended (the order itself shows every step):
+        // two index writes per checkout instead of one per step.
+        let ended = was_in_progress && !self.order.in_progress();
+        if (placed || ended)
             && let Some(summary) = self.order.summary()
         {
             let value = serde_json::to_vec(&summary)
@@ -723,7 +725,7 @@ impl OrderRunning {
                 });
             }
         }
-        if was_in_progress && !self.order.in_progress() {
+        if ended {
             // An ended order is rarely touched again: once its outcome is durable (and answered),
             // it leaves memory; a later read rebuilds it from its journal.
             let me = myself.clone();

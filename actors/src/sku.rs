@@ -351,6 +351,10 @@ fn invalid_qty() -> DomainError {
 impl Aggregate for SkuStockState {
     type Event = StockEvent;
 
+    fn weight(&self) -> u64 {
+        (self.open.len() + self.settled.len()) as u64
+    }
+
     fn apply(&mut self, at: u64, event: &StockEvent) {
         match event {
             StockEvent::Reserved { reservation_id, order_id, qty, expires_at } => {

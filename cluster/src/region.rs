@@ -77,6 +77,22 @@ struct Entities<M> {
     restarts: HashMap<String, (Instant, u32)>,
 }
 
+/// One call counted in a region's `in_flight` while it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Why an entity actor ended.
 enum Exit {
     Stopped,
@@ -159,9 +175,11 @@ where
     ) -> Result<R, ClusterError> {
         let (tx, rx) = ractor::concurrency::oneshot();
         self.send(id, build(RpcReplyPort::from(tx)))?;
-        self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
-        let answer = tokio::time::timeout(timeout, rx).await;
-        self.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let answer = {
+            // Counted until answered, timed out, or the caller gave up (the guard's drop).
+            let _counted = InFlight::enter(&self.inner.in_flight);
+            tokio::time::timeout(timeout, rx).await
+        };
         match answer {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err(ClusterError::Dropped { kind: self.inner.kind, id: id.to_owned() }),

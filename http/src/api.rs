@@ -129,7 +129,7 @@ where
         };
         state.idempotency.complete(claim, stored).await?;
     } else {
-        state.idempotency.abandon(claim).await?;
+        state.idempotency.release(claim).await?;
     }
     Ok(response)
 }

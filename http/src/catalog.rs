@@ -19,6 +19,10 @@ use search::SearchIndex;
 
 /// Most products one page returns.
 pub const MAX_PAGE: usize = 100;
+/// How deep into one result list pages may go (the index ranks `offset + limit` hits per page).
+pub const MAX_OFFSET: usize = 100_000;
+/// The highest price a product may have, in units of the base currency.
+pub const MAX_PRICE_UNITS: i64 = 1_000_000_000;
 
 /// A product.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,7 +198,9 @@ impl Catalog {
             price: new.price,
         };
         self.validate(&product)?;
-        let sku_key = product.sku.as_str().as_bytes();
+        // SKUs are unique regardless of case (product ids are lower case).
+        let sku_key = product.sku.as_str().to_ascii_lowercase();
+        let sku_key = sku_key.as_bytes();
         let claimed = self
             .store
             .compare_and_swap(
@@ -278,7 +284,9 @@ impl Catalog {
         let offset = match cursor {
             Some(cursor) => cursor
                 .parse::<usize>()
-                .map_err(|_| invalid("cursor", "not a cursor of this list"))?,
+                .ok()
+                .filter(|offset| *offset <= MAX_OFFSET)
+                .ok_or_else(|| invalid("cursor", "not a cursor of this list"))?,
             None => 0,
         };
         let (index, query, category) =
@@ -321,6 +329,9 @@ impl Catalog {
         }
         if product.price.is_negative() {
             return Err(invalid("price", "must not be negative"));
+        }
+        if product.price.amount() > rust_decimal::Decimal::from(MAX_PRICE_UNITS) {
+            return Err(invalid("price", format!("at most {MAX_PRICE_UNITS}")));
         }
         Ok(())
     }

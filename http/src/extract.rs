@@ -40,6 +40,28 @@ impl Req {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The `Idempotency-Key` header, if sent: 1 to 255 printable ASCII characters (400 else).
+    pub fn idempotency_key(&self) -> Result<Option<&str>, ApiError> {
+        let Some(value) = self.headers.get("idempotency-key") else { return Ok(None) };
+        let key = value.to_str().ok().filter(|k| {
+            (1..=255).contains(&k.len()) && k.bytes().all(|b| (0x20..0x7f).contains(&b))
+        });
+        key.map(Some).ok_or_else(|| {
+            ApiError::validation("Idempotency-Key", "1 to 255 printable ASCII characters")
+        })
+    }
+
+    /// Refuses a body on a route that takes none but `{}` (unknown fields are 400 everywhere).
+    pub fn no_fields(&self) -> Result<(), ApiError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Empty {}
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        self.json::<Empty>().map(drop)
+    }
+
     /// The body as `T`, strictly (see [`parse_json`]).
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         if let Some(content_type) = self.header("content-type")

@@ -50,7 +50,7 @@ pub struct StoredResponse {
 /// What to do with a keyed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
-    /// First time: run it, then [`IdempotencyKeys::complete`] (or [`IdempotencyKeys::abandon`]).
+    /// First time: run it, then [`IdempotencyKeys::complete`] (or [`IdempotencyKeys::release`]).
     Run(Claim),
     /// Seen before: send this response again.
     Replay(StoredResponse),
@@ -71,6 +71,9 @@ struct Record {
     request_sha256: String,
     created_at_ms: u64,
     response: Option<StoredResponse>,
+    /// Given up without a final response: a retry of the same request may run it again.
+    #[serde(default)]
+    released: bool,
 }
 
 /// The durable table of idempotency keys.
@@ -123,6 +126,7 @@ impl IdempotencyKeys {
             request_sha256: request.to_owned(),
             created_at_ms: now,
             response: None,
+            released: false,
         };
         let fresh = serde_json::to_vec(&fresh).map_err(backend)?;
         loop {
@@ -132,15 +136,20 @@ impl IdempotencyKeys {
                 let record: Record = serde_json::from_slice(bytes).map_err(backend)?;
                 let age = now.saturating_sub(record.created_at_ms);
                 let expired = age >= RETENTION.as_millis() as u64;
-                let stale = record.response.is_none() && age >= self.stale_after.as_millis() as u64;
-                if !expired && !stale {
+                let stale = age >= self.stale_after.as_millis() as u64;
+                if !expired {
+                    // The key stays bound to its request for the whole retention.
                     if record.request_sha256 != request {
                         return Err(IdempotencyError::Reused);
                     }
-                    return match record.response {
-                        Some(response) => Ok(Begin::Replay(response)),
-                        None => Err(IdempotencyError::InProgress),
-                    };
+                    match record.response {
+                        Some(response) => return Ok(Begin::Replay(response)),
+                        None if !record.released && !stale => {
+                            return Err(IdempotencyError::InProgress);
+                        }
+                        // Released, or left behind by a crash: this retry takes it over.
+                        None => {}
+                    }
                 }
             }
             let claimed = self
@@ -181,11 +190,19 @@ impl IdempotencyKeys {
         }
     }
 
-    /// Gives a claim up without a response (the request failed before doing anything), so a
-    /// retry runs it again.
-    pub async fn abandon(&self, claim: Claim) -> Result<(), IdempotencyError> {
+    /// Gives a claim up without a final response (the outcome is not known yet, or nothing was
+    /// done): the key stays bound to this request, and a retry of the same request runs it again.
+    pub async fn release(&self, claim: Claim) -> Result<(), IdempotencyError> {
+        let mut record: Record = serde_json::from_slice(&claim.claimed).map_err(backend)?;
+        record.released = true;
+        let released = serde_json::to_vec(&record).map_err(backend)?;
         self.store
-            .compare_and_swap(Table::IdempotencyKeys, &claim.key, Some(&claim.claimed), None)
+            .compare_and_swap(
+                Table::IdempotencyKeys,
+                &claim.key,
+                Some(&claim.claimed),
+                Some(&released),
+            )
             .await
             .map(drop)
             .map_err(backend)
@@ -242,17 +259,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn abandoned_and_stale_claims_can_run_again() {
+    async fn released_and_stale_claims_can_run_again_but_only_for_their_request() {
         let dir = tempfile::tempdir().unwrap();
+        let long = keys(&dir, Duration::from_secs(3600)).await;
+        let Begin::Run(claim) = long.begin("u", "k", "h").await.unwrap() else { panic!("replay") };
+        assert_eq!(long.begin("u", "k", "h").await, Err(IdempotencyError::InProgress));
+        long.release(claim).await.unwrap();
+        // Released: still bound to its request, and a retry of that request runs again.
+        assert_eq!(long.begin("u", "k", "other").await, Err(IdempotencyError::Reused));
+        let Begin::Run(claim) = long.begin("u", "k", "h").await.unwrap() else { panic!("replay") };
+        long.release(claim).await.unwrap();
+        drop(long);
         let keys = keys(&dir, Duration::ZERO).await;
-        let Begin::Run(claim) = keys.begin("u", "k", "h").await.unwrap() else { panic!("replay") };
-        keys.abandon(claim).await.unwrap();
         let Begin::Run(first) = keys.begin("u", "k", "h").await.unwrap() else { panic!("replay") };
         // With no grace, an unfinished claim is stale at once and taken over; the first loses it.
         let Begin::Run(second) = keys.begin("u", "k", "h").await.unwrap() else { panic!("replay") };
         assert!(keys.complete(first, created("{}")).await.is_err());
         keys.complete(second, created("{}")).await.unwrap();
         assert_eq!(keys.begin("u", "k", "h").await, Ok(Begin::Replay(created("{}"))));
+        assert_eq!(keys.begin("u", "k", "other").await, Err(IdempotencyError::Reused));
     }
 
     #[tokio::test]

@@ -116,6 +116,9 @@ fn u64_of(bytes: &[u8], what: &str) -> Result<u64, StorageError> {
     Ok(u64::from_be_bytes(head))
 }
 
+/// Largest memtable per keyspace before it is flushed to a table.
+const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+
 impl EmbeddedStore {
     /// Opens (or creates) the store under `data_dir`.
     pub async fn open(data_dir: &Path) -> Result<Self, StorageError> {
@@ -123,8 +126,13 @@ impl EmbeddedStore {
         let keyspaces = tokio::task::spawn_blocking(move || -> Result<Keyspaces, StorageError> {
             let db =
                 SingleWriterTxDatabase::builder(&path).open().map_err(StorageError::backend)?;
+            // Smaller memtables than fjall's 64 MiB default: with 16 keyspaces the default lets
+            // memtables alone take a gigabyte, and lookups in them slow as they grow.
             let open = |name: &str| {
-                db.keyspace(name, KeyspaceCreateOptions::default).map_err(StorageError::backend)
+                db.keyspace(name, || {
+                    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+                })
+                .map_err(StorageError::backend)
             };
             let tables = Table::ALL
                 .iter()

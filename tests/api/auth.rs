@@ -141,6 +141,11 @@ async fn bad_tokens_are_refused_and_roles_are_enforced() {
     app.get("/v1/admin/orders", Some(&none)).await.problem(401, "/problems/unauthorized");
     // nor garbage.
     app.get("/v1/me", Some("not.a.token")).await.problem(401, "/problems/unauthorized");
+    // The scheme name is case-insensitive.
+    let lower = format!("bearer {customer}");
+    app.send(reqwest::Method::GET, "/v1/me", None, None, &[("authorization", &lower)])
+        .await
+        .ok(200);
 }
 
 #[tokio::test]

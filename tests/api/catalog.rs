@@ -24,6 +24,14 @@ async fn admins_manage_products_and_prices_are_validated() {
     )
     .await
     .problem(409, "/problems/sku-exists");
+    // SKUs differing only in case are the same product id, so the same SKU.
+    app.post(
+        "/v1/admin/products",
+        Some(&admin),
+        &body("mug-1", json!({"amount": "1.00", "currency": "USD"})),
+    )
+    .await
+    .problem(409, "/problems/sku-exists");
     for price in [
         json!({"amount": "1.001", "currency": "USD"}),
         json!({"amount": 1.5, "currency": "USD"}),
@@ -31,6 +39,7 @@ async fn admins_manage_products_and_prices_are_validated() {
         json!({"amount": "1.00", "currency": "EUR"}),
         json!({"amount": "-1.00", "currency": "USD"}),
         json!({"amount": "1e3", "currency": "USD"}),
+        json!({"amount": "10000000000.00", "currency": "USD"}),
     ] {
         let refused =
             app.post("/v1/admin/products", Some(&admin), &body("NEW-1", price.clone())).await;
@@ -160,6 +169,9 @@ async fn search_filters_by_text_and_category_and_pages_with_cursors() {
     app.get("/v1/products?limit=0", None).await.problem(400, "/problems/validation");
     app.get("/v1/products?limit=101", None).await.problem(400, "/problems/validation");
     app.get("/v1/products?cursor=zz", None).await.problem(400, "/problems/validation");
+    app.get("/v1/products?cursor=100000000000000000", None)
+        .await
+        .problem(400, "/problems/validation");
 }
 
 #[tokio::test]

@@ -121,9 +121,22 @@ async fn failed_checkouts_answer_their_problem_and_hold_nothing() {
         json!({"payment_token": "tok_visa", "items": items(1), "currency": "ABC"}),
         json!({"payment_token": "tok_visa", "items": items(1), "coupon": "FREE"}),
     ] {
-        let res = app.checkout(&ann, "k-bad", &bad).await;
+        let res = app.checkout(&ann, &format!("k-bad-{bad}"), &bad).await;
         assert_eq!(res.status, 400, "{bad}: {}", res.text);
     }
+    // The same key with another body is refused even when that body is invalid.
+    app.checkout(&ann, "k-dec", &json!({"payment_token": "tok_visa", "items": []}))
+        .await
+        .problem(422, "/problems/idempotency-key-reused");
+    app.send(
+        Method::POST,
+        "/v1/checkout",
+        Some(&ann),
+        Some(&json!({"payment_token": "tok_visa"})),
+        &[("idempotency-key", "caf\u{e9}")],
+    )
+    .await
+    .problem(400, "/problems/validation");
     app.checkout(&ann, "k-empty-cart", &json!({"payment_token": "tok_visa"}))
         .await
         .problem(400, "/problems/validation");
@@ -174,6 +187,9 @@ async fn a_slow_checkout_answers_202_and_a_retry_gets_the_outcome() {
     assert_eq!(pending["status"], "pending");
     let order_id = pending["order_id"].as_str().unwrap();
     assert_eq!(res.headers["location"], format!("/v1/orders/{order_id}").as_str());
+    // The key is bound to this request even while its outcome is unknown.
+    let other = json!({"payment_token": "tok_visa", "items": [{"sku": "SLOW-1", "qty": 1}]});
+    app.checkout(&ann, "slow", &other).await.problem(422, "/problems/idempotency-key-reused");
     // While it runs, its units are held: on hand cannot go below them.
     assert_eq!(app.levels("SLOW-1").await["reserved"], 2);
     app.send(

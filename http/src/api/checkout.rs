@@ -149,11 +149,21 @@ pub async fn checkout(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiRe
     let req = req?;
     let me = state.customer(&req).await?;
     let key = req
-        .header(super::IDEMPOTENCY_KEY)
+        .idempotency_key()?
         .ok_or_else(|| {
             ApiError::validation("Idempotency-Key", "the header is required on checkout")
         })?
         .to_owned();
+    let request = request_hash("POST", "/v1/checkout", &req.body);
+    // Validation runs under the key too: the same key with another body is 422, even if invalid.
+    super::idempotent(&state, &me.user_id, Some(&key), &req, "POST", "/v1/checkout", || {
+        place(&state, &req, &me.user_id, order_id(&me.user_id, &key, &request))
+    })
+    .await
+}
+
+/// Validates the checkout, places the order and answers with its outcome within the wait.
+async fn place(state: &Arc<AppState>, req: &Req, user_id: &str, order_id: String) -> ApiResult {
     let body: CheckoutRequest = req.json()?;
     check_token(&body.payment_token)?;
     let currency = state.display_currency(body.currency.as_deref())?;
@@ -167,53 +177,78 @@ pub async fn checkout(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiRe
             Some(text)
         }
     };
-    let request = request_hash("POST", "/v1/checkout", &req.body);
-    super::idempotent(&state, &me.user_id, Some(&key), &req, "POST", "/v1/checkout", || async {
-        let (wanted, from_cart) = wanted(&state, &me.user_id, body.items).await?;
-        let rates = state.fx.current();
-        let mut lines = Vec::with_capacity(wanted.len());
-        for (sku, qty) in wanted {
-            let product = state
-                .catalog
-                .by_sku(&sku)
-                .await?
-                .ok_or_else(|| ApiError::not_found(format!("no product has sku {sku}")))?;
-            let unit_price = rates.convert(&product.price, currency)?;
-            // `qty` was checked to be 1..=100 above.
-            let qty = Quantity::new(qty)?;
-            lines.push(OrderLine { sku, qty, unit_price });
-        }
-        let fx_rate = (currency != state.base)
-            .then(|| rates.rate(currency).map(|r| r.normalize().to_string()))
-            .flatten();
-        let order = PlaceOrder {
-            order_id: order_id(&me.user_id, &key, &request),
-            user_id: me.user_id.clone(),
-            lines,
-            currency,
-            fx_rate,
-            payment_token: body.payment_token,
-            shipping_address,
-        };
-        match state.regions.checkout(order, state.checkout_wait).await? {
-            Checkout::Ended(view) => {
-                if from_cart && view.status == OrderStatus::Confirmed {
-                    state.regions.update_cart(&me.user_id, CartCommand::Clear).await?;
-                }
-                ended(&view)
+    let (wanted, from_cart) = wanted(state, user_id, body.items).await?;
+    let rates = state.fx.current();
+    let mut lines = Vec::with_capacity(wanted.len());
+    for (sku, qty) in wanted {
+        let product = state
+            .catalog
+            .by_sku(&sku)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no product has sku {sku}")))?;
+        let unit_price = rates.convert(&product.price, currency)?;
+        // `qty` was checked to be 1..=100 above.
+        let qty = Quantity::new(qty)?;
+        lines.push(OrderLine { sku, qty, unit_price });
+    }
+    let fx_rate = (currency != state.base)
+        .then(|| rates.rate(currency).map(|r| r.normalize().to_string()))
+        .flatten();
+    let bought: Vec<Sku> = lines.iter().map(|l| l.sku.clone()).collect();
+    let order = PlaceOrder {
+        order_id,
+        user_id: user_id.to_owned(),
+        lines,
+        currency,
+        fx_rate,
+        payment_token: body.payment_token,
+        shipping_address,
+    };
+    match state.regions.checkout(order, state.checkout_wait).await? {
+        Checkout::Ended(view) => {
+            if from_cart && view.status == OrderStatus::Confirmed {
+                empty_bought_lines(state, user_id, &bought).await?;
             }
-            Checkout::Pending { order_id } => {
-                let location = HeaderValue::try_from(format!("/v1/orders/{order_id}"))
-                    .map_err(|e| ApiError::internal(e.to_string()))?;
-                Ok(ApiResponse::json(
-                    StatusCode::ACCEPTED,
-                    &CheckoutResponse { order_id, status: "pending".into(), total: None },
-                )?
-                .with_header("location", location))
-            }
+            ended(&view)
         }
-    })
-    .await
+        Checkout::Pending { order_id } => {
+            if from_cart {
+                // The cart is emptied when the order confirms, even after this answer.
+                let (state, user_id, order_id) =
+                    (state.clone(), user_id.to_owned(), order_id.clone());
+                tokio::spawn(async move {
+                    let outcome = state.regions.order_outcome(&order_id, LATE_CONFIRM_WAIT).await;
+                    if outcome.is_ok_and(|view| view.status == OrderStatus::Confirmed)
+                        && let Err(e) = empty_bought_lines(&state, &user_id, &bought).await
+                    {
+                        tracing::warn!(%order_id, error = ?e.problem, "cart not emptied after a late confirmation");
+                    }
+                });
+            }
+            let location = HeaderValue::try_from(format!("/v1/orders/{order_id}"))
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok(ApiResponse::json(
+                StatusCode::ACCEPTED,
+                &CheckoutResponse { order_id, status: "pending".into(), total: None },
+            )?
+            .with_header("location", location))
+        }
+    }
+}
+
+/// How long a checkout answered 202 is watched to empty its cart when it confirms.
+const LATE_CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes the bought SKUs' lines from the cart (lines added meanwhile for other SKUs stay).
+async fn empty_bought_lines(
+    state: &AppState,
+    user_id: &str,
+    bought: &[Sku],
+) -> Result<(), ApiError> {
+    for sku in bought {
+        state.regions.update_cart(user_id, CartCommand::Remove { sku: sku.clone() }).await?;
+    }
+    Ok(())
 }
 
 /// The answer for a saga that ended.

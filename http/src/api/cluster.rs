@@ -66,6 +66,7 @@ pub async fn locate(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
 pub async fn leave(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
     let req = req?;
     state.admin(&req).await?;
+    req.no_fields()?;
     Err(ApiError::new(Problem::new(
         "/problems/last-node",
         "No node to hand off to",

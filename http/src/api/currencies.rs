@@ -12,6 +12,9 @@ use crate::app::AppState;
 use crate::extract::Req;
 use crate::reply::{ApiError, ApiResult};
 
+/// The highest rate accepted (units of a currency per unit of the base).
+pub const MAX_RATE: u32 = 1_000_000;
+
 /// One supported currency.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CurrencyView {
@@ -44,7 +47,7 @@ fn view(rates: &FxRates) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({ "base": rates.base().code(), "items": items })
+    serde_json::json!({ "base": rates.base().code(), "items": items, "next_cursor": null })
 }
 
 #[utoipa::path(get, path = "/v1/currencies", tag = "catalog",
@@ -77,12 +80,17 @@ pub async fn set_rates(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiR
             Currency::parse(code).map_err(|e| ApiError::validation(&field, e.to_string()))?;
         let rate = Decimal::from_str(rate)
             .ok()
-            .filter(|r| *r > Decimal::ZERO)
-            .ok_or_else(|| ApiError::validation(&field, "must be a positive decimal string"))?;
+            .filter(|r| *r > Decimal::ZERO && *r <= Decimal::from(MAX_RATE))
+            .ok_or_else(|| {
+                ApiError::validation(
+                    &field,
+                    format!("must be a decimal string above 0, at most {MAX_RATE}"),
+                )
+            })?;
         rates.insert(currency, rate);
     }
     let rates = FxRates::new(state.base, rates)?;
-    let key = req.header(super::IDEMPOTENCY_KEY);
+    let key = req.idempotency_key()?;
     super::idempotent(&state, &admin.user_id, key, &req, "PUT", "/v1/admin/fx-rates", || async {
         let rates = state.fx.replace(rates).await?;
         super::ok(&view(&rates))

@@ -67,9 +67,9 @@ pub async fn get(sku: String, state: Arc<AppState>, req: Result<Req, ApiError>) 
 /// The id that makes an admin stock write idempotent: from the `Idempotency-Key` when given (a
 /// retry is then applied once by the SKU actor too), else fresh.
 fn command_id(req: &Req, admin: &str, what: &str) -> String {
-    match req.header(super::IDEMPOTENCY_KEY) {
-        Some(key) => format!("{what}/{admin}/{key}"),
-        None => format!("{what}/{}", uuid::Uuid::now_v7()),
+    match req.idempotency_key() {
+        Ok(Some(key)) => format!("{what}/{admin}/{key}"),
+        _ => format!("{what}/{}", uuid::Uuid::now_v7()),
     }
 }
 
@@ -88,7 +88,7 @@ pub async fn restock(sku: String, state: Arc<AppState>, req: Result<Req, ApiErro
     let sku = known_sku(&state, &sku).await?;
     let restock_id = command_id(&req, &admin.user_id, "restock");
     let path = format!("/v1/admin/inventory/{sku}/restock");
-    let key = req.header(super::IDEMPOTENCY_KEY);
+    let key = req.idempotency_key()?;
     super::idempotent(&state, &admin.user_id, key, &req, "POST", &path, || async {
         let command = StockCommand::Restock { restock_id, qty: body.qty };
         let levels = state.regions.stock(sku.as_str(), command).await?;
@@ -109,7 +109,7 @@ pub async fn set(sku: String, state: Arc<AppState>, req: Result<Req, ApiError>) 
     let sku = known_sku(&state, &sku).await?;
     let set_id = command_id(&req, &admin.user_id, "set");
     let path = format!("/v1/admin/inventory/{sku}");
-    let key = req.header(super::IDEMPOTENCY_KEY);
+    let key = req.idempotency_key()?;
     super::idempotent(&state, &admin.user_id, key, &req, "PUT", &path, || async {
         let command = StockCommand::Set { set_id, on_hand: body.on_hand };
         let levels = state.regions.stock(sku.as_str(), command).await?;

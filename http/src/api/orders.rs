@@ -266,13 +266,14 @@ pub async fn get(id: String, state: Arc<AppState>, req: Result<Req, ApiError>) -
 #[utoipa::path(post, path = "/v1/orders/{order_id}/cancel", tag = "orders", security(("bearer" = [])),
     params(("order_id" = String, Path)),
     responses((status = 200, body = OrderBody, description = "Cancelled: refunded and restocked"),
-        (status = 202, body = OrderBody, description = "The refund is still running after the wait; poll the order"),
+        (status = 503, description = "`/problems/cancellation-in-progress` with `Retry-After`: the refund outlasted the wait and goes on; a retry answers 200 once done"),
         (status = 404, description = "No such order, or not the caller's"),
         (status = 409, description = "`/problems/invalid-order-state`: not a confirmed order")))]
 /// Cancels a confirmed order (its buyer or an admin).
 pub async fn cancel(id: String, state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
     let req = req?;
     let me = state.caller(&req).await?;
+    req.no_fields()?;
     let view = visible(&state, &me, &id).await?;
     // The contract: only a confirmed order can be cancelled; a cancelled one answers 409 too.
     if view.status != OrderStatus::Confirmed {
@@ -285,10 +286,14 @@ pub async fn cancel(id: String, state: Arc<AppState>, req: Result<Req, ApiError>
     }
     match state.regions.cancel_order(&id, state.checkout_wait).await {
         Ok(view) => super::ok(&OrderBody::new(&view)?),
-        Err(DomainError::Unavailable(_)) => {
-            let view = state.regions.order(&id).await?;
-            crate::reply::ApiResponse::json(http::StatusCode::ACCEPTED, &OrderBody::new(&view)?)
-        }
+        // The refund outlasted the wait: it goes on; a retry joins it and answers 200.
+        Err(DomainError::Unavailable(_)) => Err(ApiError::new(crate::Problem::new(
+            "/problems/cancellation-in-progress",
+            "Cancellation in progress",
+            503,
+            format!("order {id} is being cancelled; retry to get the cancelled order"),
+        ))
+        .with_header("retry-after", http::HeaderValue::from_static("1"))),
         Err(e) => Err(e.into()),
     }
 }

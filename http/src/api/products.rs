@@ -105,7 +105,7 @@ pub async fn create(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
     let admin = state.admin(&req).await?;
     let body: CreateProduct = req.json()?;
     let sku = Sku::parse(&body.sku).map_err(|e| ApiError::validation("sku", e.to_string()))?;
-    let key = req.header(super::IDEMPOTENCY_KEY);
+    let key = req.idempotency_key()?;
     super::idempotent(&state, &admin.user_id, key, &req, "POST", "/v1/admin/products", || async {
         let product = state
             .catalog
@@ -135,7 +135,7 @@ pub async fn update(id: String, state: Arc<AppState>, req: Result<Req, ApiError>
     let req = req?;
     let admin = state.admin(&req).await?;
     let body: UpdateProduct = req.json()?;
-    let key = req.header(super::IDEMPOTENCY_KEY);
+    let key = req.idempotency_key()?;
     let path = format!("/v1/admin/products/{id}");
     super::idempotent(&state, &admin.user_id, key, &req, "PATCH", &path, || async {
         let patch = ProductPatch {
