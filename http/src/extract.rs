@@ -12,9 +12,9 @@ use http::HeaderMap;
 use serde::de::DeserializeOwned;
 use warp::Filter;
 
+use crate::Problem;
 use crate::auth::{Principal, Role};
 use crate::reply::ApiError;
-use crate::{FieldError, Problem};
 
 /// What every handler gets besides its path parameters.
 #[derive(Debug)]
@@ -187,15 +187,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
                     Some(at) => message[..at].to_owned(),
                     None => message,
                 };
-                ApiError::new(Problem {
-                    errors: vec![FieldError { field: field.clone(), message: message.clone() }],
-                    ..Problem::new(
-                        "/problems/validation",
-                        "Invalid request",
-                        400,
-                        format!("{field}: {message}"),
-                    )
-                })
+                ApiError::validation(field, message)
             }
             _ => malformed(inner.to_string()),
         }

@@ -218,3 +218,31 @@ async fn metrics_count_routes_reservations_and_sagas() {
         assert!(text.contains(needle), "missing {needle}");
     }
 }
+
+#[tokio::test]
+async fn the_cluster_endpoints_describe_a_cluster_of_one() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let customer = app.customer("c@example.com").await;
+    let cluster = app.get("/v1/admin/cluster", Some(&admin)).await.ok(200);
+    assert_eq!(cluster["node_id"], "node-1");
+    assert_eq!(cluster["shard_count"], 16);
+    assert_eq!(cluster["nodes"][0]["status"], "up");
+    assert_eq!(cluster["shards_by_node"]["node-1"], 16);
+    let located = app.get("/v1/admin/cluster/locate?kind=sku&id=HOT-1", Some(&admin)).await.ok(200);
+    assert_eq!(located["node_id"], "node-1");
+    assert_eq!(located["shard"], storefront_cluster::shard_of("sku", "HOT-1", 16));
+    app.get("/v1/admin/cluster/locate?kind=planet&id=x", Some(&admin))
+        .await
+        .problem(400, "/problems/validation");
+    app.get("/v1/admin/cluster/locate?kind=sku", Some(&admin))
+        .await
+        .problem(400, "/problems/validation");
+    app.post("/v1/admin/cluster/leave", Some(&admin), &json!({}))
+        .await
+        .problem(409, "/problems/last-node");
+    app.get("/v1/admin/cluster", Some(&customer)).await.problem(403, "/problems/forbidden");
+    app.post("/v1/admin/cluster/leave", None, &json!({}))
+        .await
+        .problem(401, "/problems/unauthorized");
+}

@@ -64,13 +64,27 @@ pub async fn get(sku: String, state: Arc<AppState>, req: Result<Req, ApiError>) 
     super::ok(&LevelsView::new(sku.as_str(), levels))
 }
 
-/// The id that makes an admin stock write idempotent: from the `Idempotency-Key` when given (a
-/// retry is then applied once by the SKU actor too), else fresh.
-fn command_id(req: &Req, admin: &str, what: &str) -> String {
-    match req.idempotency_key() {
-        Ok(Some(key)) => format!("{what}/{admin}/{key}"),
-        _ => format!("{what}/{}", uuid::Uuid::now_v7()),
-    }
+/// An admin's stock command on `sku`, made idempotent by the `Idempotency-Key` when one is given
+/// (the response is stored, and the command's id derives from the key, so the SKU actor applies a
+/// retry once too).
+async fn admin_stock_write(
+    state: &AppState,
+    req: &Req,
+    admin: &str,
+    sku: &Sku,
+    (method, path): (&str, &str),
+    command: impl FnOnce(String) -> StockCommand,
+) -> ApiResult {
+    let key = req.idempotency_key()?;
+    let id = match key {
+        Some(key) => format!("{method} {path}/{admin}/{key}"),
+        None => format!("{method} {path}/{}", uuid::Uuid::now_v7()),
+    };
+    super::idempotent(state, admin, key, req, method, path, || async {
+        let levels = state.regions.stock(sku.as_str(), command(id)).await?;
+        super::ok(&LevelsView::new(sku.as_str(), levels))
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/admin/inventory/{sku}/restock", tag = "inventory", security(("bearer" = [])),
@@ -86,13 +100,9 @@ pub async fn restock(sku: String, state: Arc<AppState>, req: Result<Req, ApiErro
         return Err(ApiError::validation("qty", "must be at least 1"));
     }
     let sku = known_sku(&state, &sku).await?;
-    let restock_id = command_id(&req, &admin.user_id, "restock");
     let path = format!("/v1/admin/inventory/{sku}/restock");
-    let key = req.idempotency_key()?;
-    super::idempotent(&state, &admin.user_id, key, &req, "POST", &path, || async {
-        let command = StockCommand::Restock { restock_id, qty: body.qty };
-        let levels = state.regions.stock(sku.as_str(), command).await?;
-        super::ok(&LevelsView::new(sku.as_str(), levels))
+    admin_stock_write(&state, &req, &admin.user_id, &sku, ("POST", &path), |restock_id| {
+        StockCommand::Restock { restock_id, qty: body.qty }
     })
     .await
 }
@@ -107,13 +117,9 @@ pub async fn set(sku: String, state: Arc<AppState>, req: Result<Req, ApiError>) 
     let admin = state.admin(&req).await?;
     let body: SetStock = req.json()?;
     let sku = known_sku(&state, &sku).await?;
-    let set_id = command_id(&req, &admin.user_id, "set");
     let path = format!("/v1/admin/inventory/{sku}");
-    let key = req.idempotency_key()?;
-    super::idempotent(&state, &admin.user_id, key, &req, "PUT", &path, || async {
-        let command = StockCommand::Set { set_id, on_hand: body.on_hand };
-        let levels = state.regions.stock(sku.as_str(), command).await?;
-        super::ok(&LevelsView::new(sku.as_str(), levels))
+    admin_stock_write(&state, &req, &admin.user_id, &sku, ("PUT", &path), |set_id| {
+        StockCommand::Set { set_id, on_hand: body.on_hand }
     })
     .await
 }
