@@ -599,8 +599,10 @@ impl Aggregate for OrderState {
 #[derive(Debug)]
 pub enum OrderMsg {
     /// Start the checkout (or join it, if this order id was already placed with the same
-    /// contents); the reply comes when the saga has ended.
-    Place(PlaceOrder, RpcReplyPort<Result<OrderView, DomainError>>),
+    /// contents); the reply comes when the saga has ended. The keyed writes are made in the same
+    /// append as `Placed` when the order is new (the edge's idempotency record), and dropped
+    /// when it is not.
+    Place(PlaceOrder, Vec<KeyedWrite>, RpcReplyPort<Result<OrderView, DomainError>>),
     /// The order as it stands.
     Get(RpcReplyPort<Result<OrderView, DomainError>>),
     /// The order once its saga (or cancellation) has ended.
@@ -1049,7 +1051,7 @@ impl Actor for OrderActor {
         st: &mut OrderRunning,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            OrderMsg::Place(place, reply) => {
+            OrderMsg::Place(place, with, reply) => {
                 st.lifecycle.touch();
                 match &st.order.order {
                     _ if place.order_id != st.order_id => {
@@ -1070,6 +1072,9 @@ impl Actor for OrderActor {
                         Ok(()) => {
                             st.waiters.push(reply);
                             st.record(&myself, vec![OrderEvent::Placed(place)])?;
+                            for write in with {
+                                st.journal.put(write);
+                            }
                         }
                     },
                 }

@@ -11,7 +11,7 @@ use storefront_actors::{
     OrderMsg, PaymentGateway, SkuStockActor, SkuStockArgs, SkuStockMsg, StockCommand, StockFeed,
     StockLevels, StockPort,
 };
-use storefront_storage::{Store, Table};
+use storefront_storage::{KeyedWrite, Store, Table};
 
 use crate::{ClusterError, ShardRegion};
 
@@ -198,8 +198,18 @@ impl Regions {
         order: PlaceOrder,
         wait: Duration,
     ) -> Result<Checkout, DomainError> {
+        self.checkout_with(order, Vec::new(), wait).await
+    }
+
+    /// [`Regions::checkout`], with keyed writes made atomically with the order's placement.
+    pub async fn checkout_with(
+        &self,
+        order: PlaceOrder,
+        with: Vec<KeyedWrite>,
+        wait: Duration,
+    ) -> Result<Checkout, DomainError> {
         let order_id = order.order_id.clone();
-        match self.orders.call(&order_id, |r| OrderMsg::Place(order, r), wait).await {
+        match self.orders.call(&order_id, |r| OrderMsg::Place(order, with, r), wait).await {
             Ok(outcome) => outcome.map(Checkout::Ended),
             Err(ClusterError::Timeout { .. }) => Ok(Checkout::Pending { order_id }),
             Err(err) => Err(err.into()),

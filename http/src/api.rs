@@ -16,13 +16,14 @@ use std::future::Future;
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 use storefront_actors::{Currency, Money, StockLevels};
+use storefront_storage::KeyedWrite;
 
 use crate::Problem;
 use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::catalog::Product;
 use crate::extract::{Req, bearer, require};
-use crate::idempotency::{Begin, StoredResponse, request_hash};
+use crate::idempotency::{Begin, BeginDeferred, StoredResponse, request_hash};
 use crate::ratelimit::Limit;
 use crate::reply::{ApiError, ApiResponse, ApiResult};
 
@@ -83,9 +84,8 @@ impl AppState {
 /// is stored with the request's hash and replayed byte for byte to a retry (with the header
 /// `Idempotent-Replayed: true`); a different request under the same key is refused (422); a
 /// duplicate that arrives while the first still runs is refused (409 with `Retry-After: 1`), not
-/// made to wait. Responses that are not final are not stored: a 202 (the checkout still runs: a
-/// retry joins the same order and returns its outcome) and a 5xx other than 502 (the outcome is
-/// unknown: a retry runs again, safely, since what it does is keyed too).
+/// made to wait. Responses that are not final are not stored (see [`is_final`]): the key stays
+/// bound to the request, and a retry of it runs again, safely, since what it does is keyed too.
 pub async fn idempotent<F, Fut>(
     state: &AppState,
     scope: &str,
@@ -103,35 +103,68 @@ where
         return run().await;
     };
     let hash = request_hash(method, path, &req.body);
-    let claim = match state.idempotency.begin(scope, key, &hash).await {
-        Ok(Begin::Run(claim)) => claim,
-        Ok(Begin::Replay(stored)) => return Ok(replay(stored)),
-        Err(err) => {
-            let in_progress = matches!(err, crate::idempotency::IdempotencyError::InProgress);
-            let error = ApiError::from(err);
-            return Err(if in_progress {
-                error.with_header("retry-after", HeaderValue::from_static("1"))
-            } else {
-                error
-            });
-        }
+    let claim = match state.idempotency.begin(scope, key, &hash).await.map_err(refusal)? {
+        Begin::Run(claim) => claim,
+        Begin::Replay(stored) => return Ok(replay(stored)),
     };
     let response = run().await.unwrap_or_else(ApiError::into_api_response);
-    let status = response.status;
-    let final_response = status != StatusCode::ACCEPTED
-        && (!status.is_server_error() || status == StatusCode::BAD_GATEWAY)
-        && status != StatusCode::TOO_MANY_REQUESTS;
-    if final_response {
-        let stored = StoredResponse {
-            status: status.as_u16(),
-            content_type: response.content_type.unwrap_or_default().to_owned(),
-            body: String::from_utf8_lossy(&response.body).into_owned(),
-        };
-        state.idempotency.complete(claim, stored).await?;
-    } else {
-        state.idempotency.release(claim).await?;
+    match stored(&response) {
+        Some(stored) => state.idempotency.complete(claim, stored).await?,
+        None => state.idempotency.release(claim).await?,
     }
     Ok(response)
+}
+
+/// [`idempotent`] for a request whose effects are keyed by an id derived from its key (a
+/// checkout): nothing is written before it runs; `run` gets the claim record to write atomically
+/// with its first effect, and the response is stored after it is sent (a crash before that is
+/// harmless: a retry reaches the same effects and answers the same). One durable write less
+/// before the work and one less after it (see [`crate::idempotency::Deferred`]).
+pub async fn idempotent_keyed<F, Fut>(
+    state: &AppState,
+    scope: &str,
+    key: &str,
+    req: &Req,
+    (method, path): (&str, &str),
+    run: F,
+) -> ApiResult
+where
+    F: FnOnce(KeyedWrite) -> Fut,
+    Fut: Future<Output = ApiResult>,
+{
+    let hash = request_hash(method, path, &req.body);
+    let claim = match state.idempotency.begin_deferred(scope, key, &hash).await.map_err(refusal)? {
+        BeginDeferred::Run(claim) => claim,
+        BeginDeferred::Replay(stored) => return Ok(replay(stored)),
+    };
+    let response = run(claim.claim_write()?).await.unwrap_or_else(ApiError::into_api_response);
+    state.idempotency.finish(claim, stored(&response));
+    Ok(response)
+}
+
+/// A response that is the request's final answer, to store: not a 202 (the work goes on), not a
+/// 429, and not a 5xx other than 502 (the outcome is unknown).
+fn stored(response: &ApiResponse) -> Option<StoredResponse> {
+    let status = response.status;
+    let is_final = status != StatusCode::ACCEPTED
+        && status != StatusCode::TOO_MANY_REQUESTS
+        && (!status.is_server_error() || status == StatusCode::BAD_GATEWAY);
+    is_final.then(|| StoredResponse {
+        status: status.as_u16(),
+        content_type: response.content_type.unwrap_or_default().to_owned(),
+        body: String::from_utf8_lossy(&response.body).into_owned(),
+    })
+}
+
+/// The problem for a key that cannot run now; a duplicate in progress may retry in a second.
+fn refusal(err: crate::idempotency::IdempotencyError) -> ApiError {
+    let in_progress = matches!(err, crate::idempotency::IdempotencyError::InProgress);
+    let error = ApiError::from(err);
+    if in_progress {
+        error.with_header("retry-after", HeaderValue::from_static("1"))
+    } else {
+        error
+    }
 }
 
 fn replay(stored: StoredResponse) -> ApiResponse {

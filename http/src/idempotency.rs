@@ -9,12 +9,13 @@
 //! may be used for a new request. (Deleting expired keys in the background belongs to the server,
 //! which is not built yet.)
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use storefront_actors::Clock;
-use storefront_storage::{Store, Table};
+use storefront_storage::{KeyedWrite, Store, Table};
 
 /// How long a completed response is kept.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -82,6 +83,48 @@ pub struct IdempotencyKeys {
     store: Arc<dyn Store>,
     clock: Clock,
     stale_after: Duration,
+    /// Keys whose request runs on this node now (the deferred path, see [`Deferred`]).
+    running: Arc<Mutex<HashSet<Vec<u8>>>>,
+}
+
+/// What to do with a keyed request on the deferred path.
+#[derive(Debug)]
+pub enum BeginDeferred {
+    /// Run it: persist [`Deferred::claim_write`] atomically with the request's first effect,
+    /// then [`IdempotencyKeys::finish`].
+    Run(Deferred),
+    /// Seen before: send this response again.
+    Replay(StoredResponse),
+}
+
+/// A claim held in memory rather than written first: for a request whose effects are keyed by
+/// an id derived from the idempotency key (a checkout's order id), so that running it again
+/// after a crash reaches the same effects and gives the same answer. The claim record (binding
+/// the key to the request) is written in the same atomic write as the request's first effect,
+/// and the response after it is sent; a duplicate on this node meanwhile is refused.
+#[derive(Debug)]
+pub struct Deferred {
+    key: Vec<u8>,
+    record: Record,
+    running: Arc<Mutex<HashSet<Vec<u8>>>>,
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        // A poisoned set still holds whole keys.
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+    }
+}
+
+impl Deferred {
+    /// The claim record, to write with the request's first effect.
+    pub fn claim_write(&self) -> Result<KeyedWrite, IdempotencyError> {
+        Ok(KeyedWrite {
+            table: Table::IdempotencyKeys,
+            key: self.key.clone(),
+            value: Some(serde_json::to_vec(&self.record).map_err(backend)?),
+        })
+    }
 }
 
 fn backend(err: impl std::fmt::Display) -> IdempotencyError {
@@ -100,7 +143,7 @@ pub fn request_hash(method: &str, path: &str, body: &[u8]) -> String {
 impl IdempotencyKeys {
     /// Keys in `store`; an unfinished claim older than `stale_after` may be taken over.
     pub fn new(store: Arc<dyn Store>, clock: Clock, stale_after: Duration) -> Self {
-        Self { store, clock, stale_after }
+        Self { store, clock, stale_after, running: Arc::default() }
     }
 
     /// How long an unfinished claim blocks duplicates.
@@ -188,6 +231,74 @@ impl IdempotencyKeys {
         } else {
             Err(IdempotencyError::Backend("claim lost (taken over as stale)".into()))
         }
+    }
+
+    /// The deferred path's [`IdempotencyKeys::begin`]: nothing is written now (see [`Deferred`]).
+    pub async fn begin_deferred(
+        &self,
+        scope: &str,
+        key: &str,
+        request: &str,
+    ) -> Result<BeginDeferred, IdempotencyError> {
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(IdempotencyError::InvalidKey);
+        }
+        let store_key = format!("{scope}\n{key}").into_bytes();
+        let now = self.clock.now_ms();
+        if let Some(bytes) =
+            self.store.get(Table::IdempotencyKeys, &store_key).await.map_err(backend)?
+        {
+            let record: Record = serde_json::from_slice(&bytes).map_err(backend)?;
+            let expired = now.saturating_sub(record.created_at_ms) >= RETENTION.as_millis() as u64;
+            if !expired {
+                if record.request_sha256 != request {
+                    return Err(IdempotencyError::Reused);
+                }
+                if let Some(response) = record.response {
+                    return Ok(BeginDeferred::Replay(response));
+                }
+                // Claimed before, by a run still going on here (refused below), one that ended
+                // without a final response, or one on a node that stopped: this one runs it
+                // again and reaches the same keyed effects.
+            }
+        }
+        if !self.running.lock().unwrap_or_else(|e| e.into_inner()).insert(store_key.clone()) {
+            return Err(IdempotencyError::InProgress);
+        }
+        let claim = Deferred {
+            key: store_key,
+            record: Record {
+                claim_id: uuid::Uuid::now_v7().to_string(),
+                request_sha256: request.to_owned(),
+                created_at_ms: now,
+                response: None,
+                released: false,
+            },
+            running: self.running.clone(),
+        };
+        Ok(BeginDeferred::Run(claim))
+    }
+
+    /// Ends a deferred claim: stores the final `response` (or, with `None`, releases the key for
+    /// a retry of the same request), in the background, so the answer need not wait for it. The
+    /// key stays refused to duplicates on this node until the write is durable.
+    pub fn finish(&self, mut claim: Deferred, response: Option<StoredResponse>) {
+        claim.record.released = response.is_none();
+        claim.record.response = response;
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let written = match serde_json::to_vec(&claim.record) {
+                Ok(value) => {
+                    store.put(Table::IdempotencyKeys, &claim.key, &value).await.map_err(backend)
+                }
+                Err(e) => Err(backend(e)),
+            };
+            if let Err(e) = written {
+                // The effects are keyed: a retry recomputes the same answer from them.
+                tracing::warn!(error = %e, "idempotency record not stored");
+            }
+            drop(claim);
+        });
     }
 
     /// Gives a claim up without a final response (the outcome is not known yet, or nothing was
@@ -292,5 +403,35 @@ mod tests {
         }
         let keys = keys(&dir, Duration::from_secs(60)).await;
         assert_eq!(keys.begin("u", "k", "h").await, Ok(Begin::Replay(created("{\"a\":1}"))));
+    }
+
+    #[tokio::test]
+    async fn a_deferred_claim_refuses_duplicates_and_its_response_is_stored_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(&dir, Duration::from_secs(60)).await;
+        let BeginDeferred::Run(claim) = keys.begin_deferred("u", "k", "h").await.unwrap() else {
+            panic!("replay")
+        };
+        assert_eq!(
+            keys.begin_deferred("u", "k", "h").await.unwrap_err(),
+            IdempotencyError::InProgress
+        );
+        // The claim record goes with the request's first effect (here: written alone).
+        let write = claim.claim_write().unwrap();
+        keys.store.put(write.table, &write.key, write.value.as_deref().unwrap()).await.unwrap();
+        assert_eq!(
+            keys.begin_deferred("u", "k", "other").await.unwrap_err(),
+            IdempotencyError::Reused
+        );
+        keys.finish(claim, Some(created("{\"order\":1}")));
+        // Stored in the background; until then a retry is refused as in progress.
+        let replayed = loop {
+            match keys.begin_deferred("u", "k", "h").await {
+                Ok(BeginDeferred::Replay(response)) => break response,
+                Err(IdempotencyError::InProgress) => tokio::task::yield_now().await,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(replayed, created("{\"order\":1}"));
     }
 }

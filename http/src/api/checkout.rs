@@ -13,6 +13,7 @@ use storefront_actors::cart::CartCommand;
 use storefront_actors::order::{FailureReason, OrderLine, OrderStatus, OrderView, PlaceOrder};
 use storefront_actors::{Money, Quantity, Sku};
 use storefront_cluster::Checkout;
+use storefront_storage::KeyedWrite;
 
 use crate::Problem;
 use crate::app::AppState;
@@ -156,14 +157,23 @@ pub async fn checkout(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiRe
         .to_owned();
     let request = request_hash("POST", "/v1/checkout", &req.body);
     // Validation runs under the key too: the same key with another body is 422, even if invalid.
-    super::idempotent(&state, &me.user_id, Some(&key), &req, "POST", "/v1/checkout", || {
-        place(&state, &req, &me.user_id, order_id(&me.user_id, &key, &request))
+    // The order id derives from the key and the request: the effects are keyed.
+    let order_id = order_id(&me.user_id, &key, &request);
+    super::idempotent_keyed(&state, &me.user_id, &key, &req, ("POST", "/v1/checkout"), |claim| {
+        place(&state, &req, &me.user_id, order_id, claim)
     })
     .await
 }
 
-/// Validates the checkout, places the order and answers with its outcome within the wait.
-async fn place(state: &Arc<AppState>, req: &Req, user_id: &str, order_id: String) -> ApiResult {
+/// Validates the checkout, places the order (with the idempotency `claim` in the same write) and
+/// answers with its outcome within the wait.
+async fn place(
+    state: &Arc<AppState>,
+    req: &Req,
+    user_id: &str,
+    order_id: String,
+    claim: KeyedWrite,
+) -> ApiResult {
     let body: CheckoutRequest = req.json()?;
     check_token(&body.payment_token)?;
     let currency = state.display_currency(body.currency.as_deref())?;
@@ -204,7 +214,7 @@ async fn place(state: &Arc<AppState>, req: &Req, user_id: &str, order_id: String
         payment_token: body.payment_token,
         shipping_address,
     };
-    match state.regions.checkout(order, state.checkout_wait).await? {
+    match state.regions.checkout_with(order, vec![claim], state.checkout_wait).await? {
         Checkout::Ended(view) => {
             if from_cart && view.status == OrderStatus::Confirmed {
                 empty_bought_lines(state, user_id, &bought).await?;
