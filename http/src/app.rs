@@ -234,11 +234,19 @@ impl App {
     /// Serves until `shutdown` completes, then drains (see the module doc).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let App { state, listener, stop, grace, limiter_upkeep } = self;
+        let keys = state.idempotency.clone();
         let upkeep = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
+            for minute in 0u64.. {
                 tick.tick().await;
                 limiter_upkeep.forget_quiet();
+                if minute % 60 == 0 {
+                    match keys.sweep_expired().await {
+                        Ok(0) => {}
+                        Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),
+                        Err(e) => tracing::warn!(error = %e, "idempotency key sweep failed"),
+                    }
+                }
             }
         });
         let mut stopping = state.stopping.clone();

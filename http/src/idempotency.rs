@@ -6,8 +6,8 @@
 //! (`/problems/idempotency-in-progress`, 409, with `Retry-After`): the client retries and then
 //! gets the stored response. A claim left behind by a crash is taken over after
 //! [`IdempotencyKeys::stale_after`]. A key is honoured for [`RETENTION`] (24 hours); after that it
-//! may be used for a new request. (Deleting expired keys in the background belongs to the server,
-//! which is not built yet.)
+//! may be used for a new request, and [`IdempotencyKeys::sweep_expired`] (run hourly by the
+//! server) deletes it.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -301,6 +301,39 @@ impl IdempotencyKeys {
         });
     }
 
+    /// Deletes the records older than [`RETENTION`]; returns how many.
+    pub async fn sweep_expired(&self) -> Result<usize, IdempotencyError> {
+        let now = self.clock.now_ms();
+        let mut after: Option<Vec<u8>> = None;
+        let mut deleted = 0;
+        loop {
+            let page = self
+                .store
+                .scan(Table::IdempotencyKeys, b"", after.as_deref(), 1000)
+                .await
+                .map_err(backend)?;
+            for (key, value) in &page {
+                let expired = serde_json::from_slice::<Record>(value).is_ok_and(|record| {
+                    now.saturating_sub(record.created_at_ms) >= RETENTION.as_millis() as u64
+                });
+                // Compare-and-delete: a record renewed meanwhile stays.
+                if expired
+                    && self
+                        .store
+                        .compare_and_swap(Table::IdempotencyKeys, key, Some(value), None)
+                        .await
+                        .map_err(backend)?
+                {
+                    deleted += 1;
+                }
+            }
+            match page.last() {
+                Some((key, _)) if page.len() == 1000 => after = Some(key.clone()),
+                _ => return Ok(deleted),
+            }
+        }
+    }
+
     /// Gives a claim up without a final response (the outcome is not known yet, or nothing was
     /// done): the key stays bound to this request, and a retry of the same request runs it again.
     pub async fn release(&self, claim: Claim) -> Result<(), IdempotencyError> {
@@ -433,5 +466,23 @@ mod tests {
             }
         };
         assert_eq!(replayed, created("{\"order\":1}"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_older_than_the_retention_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(&dir, Duration::from_secs(60)).await;
+        let Begin::Run(old) = keys.begin("u", "old", "h").await.unwrap() else { panic!("replay") };
+        keys.complete(old, created("{}")).await.unwrap();
+        tokio::time::advance(RETENTION - Duration::from_secs(1)).await;
+        let Begin::Run(young) = keys.begin("u", "young", "h").await.unwrap() else {
+            panic!("replay")
+        };
+        keys.complete(young, created("{}")).await.unwrap();
+        assert_eq!(keys.sweep_expired().await.unwrap(), 0, "nothing is a day old yet");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(keys.sweep_expired().await.unwrap(), 1);
+        assert_eq!(keys.begin("u", "young", "h").await, Ok(Begin::Replay(created("{}"))));
+        assert!(matches!(keys.begin("u", "old", "other").await, Ok(Begin::Run(_))));
     }
 }
