@@ -26,7 +26,7 @@ use crate::api;
         api::cluster::status, api::cluster::locate, api::cluster::leave,
     ),
     components(schemas(api::MoneySchema, api::ProductView, api::LevelsView)),
-    modifiers(&Bearer),
+    modifiers(&Bearer, &CommonResponses),
     tags(
         (name = "auth", description = "Accounts and tokens"),
         (name = "catalog", description = "Products, search, currencies"),
@@ -49,6 +49,52 @@ impl Modify for Bearer {
                 HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
             ),
         );
+    }
+}
+
+/// The answers every operation may give, documented once here rather than on each handler: 400
+/// (malformed or invalid input), 413 and 415 (bodies), 429 (rate limits, with `Retry-After`), and
+/// 401 and 403 on the operations that need a token.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::ResponseBuilder;
+        let problem = |text: &str| {
+            ResponseBuilder::new()
+                .description(format!("{text} (`application/problem+json`)"))
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations =
+                [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let mut common = vec![
+                    (
+                        "400",
+                        "Malformed or invalid input: `/problems/malformed-json`, `/problems/validation` with `errors[]`",
+                    ),
+                    ("413", "Body over the limit: `/problems/payload-too-large`"),
+                    ("415", "A body that is not JSON: `/problems/unsupported-media-type`"),
+                    (
+                        "429",
+                        "Rate limited: `/problems/rate-limited`, with `Retry-After` in seconds",
+                    ),
+                ];
+                if secured {
+                    common.push(("401", "No valid access token: `/problems/unauthorized`"));
+                    common.push(("403", "The token lacks the role: `/problems/forbidden`"));
+                }
+                for (status, text) in common {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| problem(text).into());
+                }
+            }
+        }
     }
 }
 

@@ -49,6 +49,63 @@ fn input(state: &Arc<AppState>, limit: Limit, with_body: bool) -> Input {
     }
 }
 
+/// Every route's template (`METHOD /path/{param}`), for the `Allow` header of a 405.
+const TEMPLATES: &[&str] = &[
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+    "GET /openapi.json",
+    "GET /admin",
+    "POST /v1/auth/register",
+    "POST /v1/auth/login",
+    "POST /v1/auth/refresh",
+    "POST /v1/auth/logout",
+    "GET /v1/me",
+    "GET /v1/products",
+    "GET /v1/products/{product_id}",
+    "POST /v1/admin/products",
+    "PATCH /v1/admin/products/{product_id}",
+    "GET /v1/currencies",
+    "PUT /v1/admin/fx-rates",
+    "GET /v1/inventory/stream",
+    "GET /v1/inventory/{sku}",
+    "POST /v1/admin/inventory/{sku}/restock",
+    "PUT /v1/admin/inventory/{sku}",
+    "GET /v1/cart",
+    "DELETE /v1/cart",
+    "POST /v1/cart/items",
+    "PUT /v1/cart/items/{sku}",
+    "DELETE /v1/cart/items/{sku}",
+    "POST /v1/checkout",
+    "GET /v1/orders",
+    "GET /v1/orders/{order_id}",
+    "POST /v1/orders/{order_id}/cancel",
+    "GET /v1/admin/orders",
+    "GET /v1/admin/cluster",
+    "GET /v1/admin/cluster/locate",
+    "POST /v1/admin/cluster/leave",
+];
+
+/// The methods some route takes for `path`, as an `Allow` header value.
+fn allowed_methods(path: &str) -> String {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let mut methods: Vec<&str> = TEMPLATES
+        .iter()
+        .filter_map(|template| template.split_once(' '))
+        .filter(|(_, pattern)| {
+            let pattern: Vec<&str> = pattern.trim_matches('/').split('/').collect();
+            pattern.len() == segments.len()
+                && pattern.iter().zip(&segments).all(|(p, s)| p.starts_with('{') || p == s)
+        })
+        // A literal route (`stream`) does not also allow the methods of `{sku}` there: close
+        // enough for an `Allow` header, which lists what may work.
+        .map(|(method, _)| method)
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    methods.join(", ")
+}
+
 /// Times a route, turns its error into a problem response and records both.
 fn finish<F>(route: &'static str, filter: F) -> BoxedFilter<(Response,)>
 where
@@ -381,26 +438,42 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(cluster)
         .unify()
-        .recover(unmatched)
+        .or(warp::path::full().and(warp::method()).map(unmatched))
         .unify()
         .boxed()
 }
 
-/// A request no route takes: 404, or 405 for a known path with another method.
-async fn unmatched(rejection: Rejection) -> Result<Response, Infallible> {
-    let problem = if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        Problem::new(
+/// A request no route takes: 405 with `Allow` for a known path with another method, else 404.
+fn unmatched(path: warp::path::FullPath, method: warp::http::Method) -> Response {
+    let allow = allowed_methods(path.as_str());
+    let response = if allow.is_empty() {
+        ApiError::new(Problem::new("/problems/not-found", "Not found", 404, "no such endpoint"))
+    } else {
+        let detail = format!("{} {} is not served; this path takes {allow}", method, path.as_str());
+        let allow = warp::http::HeaderValue::from_str(&allow)
+            .unwrap_or(warp::http::HeaderValue::from_static("GET"));
+        ApiError::new(Problem::new(
             "/problems/method-not-allowed",
             "Method not allowed",
             405,
-            "this path does not take this method",
-        )
-    } else if rejection.is_not_found() {
-        Problem::new("/problems/not-found", "Not found", 404, "no such endpoint")
-    } else {
-        Problem::new("/problems/bad-request", "Bad request", 400, format!("{rejection:?}"))
-    };
-    let response = ApiError::new(problem).into_api_response();
+            detail,
+        ))
+        .with_header("allow", allow)
+    }
+    .into_api_response();
     RouteMetrics::new("unmatched").record(response.status, std::time::Duration::ZERO);
-    Ok(response.into_response())
+    response.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_lists_the_methods_of_a_path() {
+        assert_eq!(allowed_methods("/v1/cart"), "DELETE, GET");
+        assert_eq!(allowed_methods("/v1/cart/items/SKU-1"), "DELETE, PUT");
+        assert_eq!(allowed_methods("/v1/products/prod-1"), "GET");
+        assert_eq!(allowed_methods("/v1/nothing"), "");
+    }
 }

@@ -25,13 +25,22 @@ async fn health_readiness_openapi_and_unknown_routes() {
         assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    let mut operation_ids = std::collections::BTreeSet::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values() {
+            let id = operation["operationId"].as_str().unwrap();
+            assert!(operation_ids.insert(id.to_owned()), "operationId {id} twice");
+            assert!(operation["responses"]["429"].is_object(), "{id} documents 429");
+        }
+    }
+    assert_eq!(operation_ids.len(), 28);
     let page = app.get("/admin", None).await;
     assert_eq!(page.status, 200);
     assert!(page.content_type().starts_with("text/html"));
     app.get("/v1/nothing-here", None).await.problem(404, "/problems/not-found");
-    app.send(Method::DELETE, "/v1/products", None, None, &[])
-        .await
-        .problem(405, "/problems/method-not-allowed");
+    let not_allowed = app.send(Method::DELETE, "/v1/products", None, None, &[]).await;
+    not_allowed.problem(405, "/problems/method-not-allowed");
+    assert_eq!(not_allowed.headers["allow"], "GET");
 }
 
 #[tokio::test]

@@ -15,8 +15,10 @@ use crate::reply::{ApiError, ApiResponse, ApiResult};
 #[serde(deny_unknown_fields)]
 pub struct Register {
     /// Email address (its case does not matter).
+    #[schema(format = "email")]
     pub email: String,
     /// At least 10 characters.
+    #[schema(min_length = 10, max_length = 1024)]
     pub password: String,
     /// Display name.
     pub name: Option<String>,
@@ -66,7 +68,7 @@ pub struct Me {
     pub roles: Vec<&'static str>,
 }
 
-#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = Register,
+#[utoipa::path(post, operation_id = "auth_register", path = "/v1/auth/register", tag = "auth", request_body = Register,
     responses((status = 201, description = "Registered: `{user_id}`"),
         (status = 400, description = "Bad email, weak password (< 10 characters): `/problems/validation`"),
         (status = 409, description = "`/problems/email-taken`"),
@@ -93,7 +95,7 @@ async fn pair(state: &AppState, user_id: &str, roles: &[crate::auth::Role]) -> A
     })
 }
 
-#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = Login,
+#[utoipa::path(post, operation_id = "auth_login", path = "/v1/auth/login", tag = "auth", request_body = Login,
     responses((status = 200, body = TokenPair),
         (status = 401, description = "`/problems/invalid-credentials` (also for an unknown email)"),
         (status = 429, description = "`/problems/rate-limited`")))]
@@ -105,7 +107,7 @@ pub async fn login(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResul
     pair(&state, &user.user_id, &user.roles).await
 }
 
-#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+#[utoipa::path(post, operation_id = "auth_refresh", path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenPair),
         (status = 401, description = "`/problems/invalid-refresh-token`: unknown, expired, revoked, or spent (a spent token revokes its whole family)")))]
 /// Exchanges a refresh token for a new pair; the old one is spent.
@@ -123,7 +125,7 @@ pub async fn refresh(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiRes
     })
 }
 
-#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
+#[utoipa::path(post, operation_id = "auth_logout", path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204, description = "The token's family is revoked"),
         (status = 401, description = "`/problems/invalid-refresh-token`: not a token of ours")))]
 /// Logs out: revokes the refresh token's family.
@@ -134,7 +136,7 @@ pub async fn logout(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
     Ok(ApiResponse::empty(StatusCode::NO_CONTENT))
 }
 
-#[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "auth_me", path = "/v1/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = Me), (status = 401, description = "`/problems/unauthorized`")))]
 /// The caller.
 pub async fn me(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {

@@ -18,6 +18,7 @@ pub struct AddItem {
     /// The SKU.
     pub sku: String,
     /// Units to add, 1 to 100 (a line holds at most 100).
+    #[schema(minimum = 1, maximum = 100)]
     pub qty: u32,
 }
 
@@ -26,6 +27,7 @@ pub struct AddItem {
 #[serde(deny_unknown_fields)]
 pub struct SetItem {
     /// Units, 0 to 100; 0 removes the line.
+    #[schema(minimum = 0, maximum = 100)]
     pub qty: u32,
 }
 
@@ -113,7 +115,7 @@ async fn answer(state: &AppState, req: &Req, user_id: &str, cart: CartView) -> A
     super::ok(&priced(state, user_id, &cart, currency).await?)
 }
 
-#[utoipa::path(get, path = "/v1/cart", tag = "cart", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "cart_get", path = "/v1/cart", tag = "cart", security(("bearer" = [])),
     params(("currency" = Option<String>, Query)), responses((status = 200, body = CartBody)))]
 /// The caller's cart.
 pub async fn get(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
@@ -123,7 +125,7 @@ pub async fn get(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult 
     answer(&state, &req, &me.user_id, cart).await
 }
 
-#[utoipa::path(post, path = "/v1/cart/items", tag = "cart", security(("bearer" = [])), request_body = AddItem,
+#[utoipa::path(post, operation_id = "cart_add", path = "/v1/cart/items", tag = "cart", security(("bearer" = [])), request_body = AddItem,
     responses((status = 200, body = CartBody), (status = 400, description = "Bad SKU or qty"),
         (status = 404, description = "No product has this SKU"), (status = 409, description = "`/problems/out-of-stock`")))]
 /// Adds units of a SKU.
@@ -140,8 +142,8 @@ pub async fn add(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult 
     answer(&state, &req, &me.user_id, cart).await
 }
 
-#[utoipa::path(put, path = "/v1/cart/items/{sku}", tag = "cart", security(("bearer" = [])), request_body = SetItem,
-    params(("sku" = String, Path)),
+#[utoipa::path(put, operation_id = "cart_set_qty", path = "/v1/cart/items/{sku}", tag = "cart", security(("bearer" = [])), request_body = SetItem,
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")),
     responses((status = 200, body = CartBody), (status = 409, description = "`/problems/out-of-stock`")))]
 /// Sets a line's units (0 removes it).
 pub async fn set_qty(sku: String, state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
@@ -162,8 +164,8 @@ pub async fn set_qty(sku: String, state: Arc<AppState>, req: Result<Req, ApiErro
     answer(&state, &req, &me.user_id, cart).await
 }
 
-#[utoipa::path(delete, path = "/v1/cart/items/{sku}", tag = "cart", security(("bearer" = [])),
-    params(("sku" = String, Path)), responses((status = 200, body = CartBody)))]
+#[utoipa::path(delete, operation_id = "cart_remove", path = "/v1/cart/items/{sku}", tag = "cart", security(("bearer" = [])),
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")), responses((status = 200, body = CartBody)))]
 /// Removes a line (removing an absent line changes nothing).
 pub async fn remove(sku: String, state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
     let req = req?;
@@ -173,7 +175,7 @@ pub async fn remove(sku: String, state: Arc<AppState>, req: Result<Req, ApiError
     answer(&state, &req, &me.user_id, cart).await
 }
 
-#[utoipa::path(delete, path = "/v1/cart", tag = "cart", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "cart_clear", path = "/v1/cart", tag = "cart", security(("bearer" = [])),
     responses((status = 200, body = CartBody, description = "The emptied cart")))]
 /// Empties the cart.
 pub async fn clear(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {

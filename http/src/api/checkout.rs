@@ -28,6 +28,7 @@ pub struct CheckoutItem {
     /// The SKU.
     pub sku: String,
     /// Units, 1 to 100.
+    #[schema(minimum = 1, maximum = 100)]
     pub qty: u32,
 }
 
@@ -36,6 +37,7 @@ pub struct CheckoutItem {
 #[serde(deny_unknown_fields)]
 pub struct CheckoutRequest {
     /// The payment gateway's token (`tok_...`); card data is refused.
+    #[schema(pattern = "^tok_[A-Za-z0-9_]+$", max_length = 255)]
     pub payment_token: String,
     /// The order's currency (default: the shop's base currency).
     pub currency: Option<String>,
@@ -134,7 +136,7 @@ fn order_id(user_id: &str, key: &str, request: &str) -> String {
     format!("ord_{}", &hash[..32])
 }
 
-#[utoipa::path(post, path = "/v1/checkout", tag = "orders", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "checkout_checkout", path = "/v1/checkout", tag = "orders", security(("bearer" = [])),
     request_body = CheckoutRequest,
     params(("Idempotency-Key" = String, Header, description = "Required, 1-255 printable ASCII; a retry returns the first final response byte for byte")),
     responses((status = 201, body = CheckoutResponse, description = "Confirmed: stock committed and payment captured"),

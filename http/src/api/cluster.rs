@@ -19,7 +19,7 @@ struct NodeView {
     shards: u32,
 }
 
-#[utoipa::path(get, path = "/v1/admin/cluster", tag = "cluster", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "cluster_status", path = "/v1/admin/cluster", tag = "cluster", security(("bearer" = [])),
     responses((status = 200, description = "`{node_id, nodes: [{node_id, addr, status, shards}], shard_count, shards_by_node}`")))]
 /// The cluster's nodes and who owns how many shards (admin).
 pub async fn status(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
@@ -39,7 +39,7 @@ pub async fn status(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
     }))
 }
 
-#[utoipa::path(get, path = "/v1/admin/cluster/locate", tag = "cluster", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "cluster_locate", path = "/v1/admin/cluster/locate", tag = "cluster", security(("bearer" = [])),
     params(("kind" = String, Query, description = "`sku`, `cart` or `order`"), ("id" = String, Query)),
     responses((status = 200, description = "`{kind, id, shard, node_id}`"), (status = 400, description = "Bad kind or missing id")))]
 /// Where an entity lives now (admin).
@@ -60,7 +60,7 @@ pub async fn locate(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
     }))
 }
 
-#[utoipa::path(post, path = "/v1/admin/cluster/leave", tag = "cluster", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "cluster_leave", path = "/v1/admin/cluster/leave", tag = "cluster", security(("bearer" = [])),
     responses((status = 409, description = "`/problems/last-node`: a node alone has no one to hand its shards to")))]
 /// Hands this node's shards off and leaves (admin).
 pub async fn leave(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {

@@ -50,7 +50,7 @@ fn view(rates: &FxRates) -> serde_json::Value {
     serde_json::json!({ "base": rates.base().code(), "items": items, "next_cursor": null })
 }
 
-#[utoipa::path(get, path = "/v1/currencies", tag = "catalog",
+#[utoipa::path(get, operation_id = "currencies_list", path = "/v1/currencies", tag = "catalog",
     responses((status = 200, description = "`{base, items: [{code, minor_digits, rate}]}`")))]
 /// Supported currencies and their current rates.
 pub async fn list(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
@@ -58,7 +58,7 @@ pub async fn list(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult
     super::ok(&view(&state.fx.current()))
 }
 
-#[utoipa::path(put, path = "/v1/admin/fx-rates", tag = "catalog", security(("bearer" = [])),
+#[utoipa::path(put, operation_id = "currencies_set_rates", path = "/v1/admin/fx-rates", tag = "catalog", security(("bearer" = [])),
     request_body = SetRates,
     responses((status = 200, description = "The new rates, as `GET /v1/currencies`"),
         (status = 400, description = "Another base, an unknown currency, a rate that is not a positive decimal string")))]

@@ -34,6 +34,7 @@ pub const MAX_STREAM_SKUS: usize = 100;
 #[serde(deny_unknown_fields)]
 pub struct Restock {
     /// Units to add, at least 1.
+    #[schema(minimum = 1)]
     pub qty: u64,
 }
 
@@ -54,7 +55,7 @@ async fn known_sku(state: &AppState, raw: &str) -> Result<Sku, ApiError> {
     Ok(sku)
 }
 
-#[utoipa::path(get, path = "/v1/inventory/{sku}", tag = "inventory", params(("sku" = String, Path)),
+#[utoipa::path(get, operation_id = "inventory_get", path = "/v1/inventory/{sku}", tag = "inventory", params(("sku" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")),
     responses((status = 200, body = LevelsView), (status = 404, description = "No product has this SKU")))]
 /// A SKU's stock levels.
 pub async fn get(sku: String, state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
@@ -87,8 +88,8 @@ async fn admin_stock_write(
     .await
 }
 
-#[utoipa::path(post, path = "/v1/admin/inventory/{sku}/restock", tag = "inventory", security(("bearer" = [])),
-    request_body = Restock, params(("sku" = String, Path)),
+#[utoipa::path(post, operation_id = "inventory_restock", path = "/v1/admin/inventory/{sku}/restock", tag = "inventory", security(("bearer" = [])),
+    request_body = Restock, params(("sku" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")),
     responses((status = 200, body = LevelsView), (status = 400, description = "`qty` not a whole number >= 1"),
         (status = 404, description = "No product has this SKU")))]
 /// Adds units on hand (admin).
@@ -107,8 +108,8 @@ pub async fn restock(sku: String, state: Arc<AppState>, req: Result<Req, ApiErro
     .await
 }
 
-#[utoipa::path(put, path = "/v1/admin/inventory/{sku}", tag = "inventory", security(("bearer" = [])),
-    request_body = SetStock, params(("sku" = String, Path)),
+#[utoipa::path(put, operation_id = "inventory_set", path = "/v1/admin/inventory/{sku}", tag = "inventory", security(("bearer" = [])),
+    request_body = SetStock, params(("sku" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")),
     responses((status = 200, body = LevelsView), (status = 409, description = "`/problems/below-reserved`"),
         (status = 404, description = "No product has this SKU")))]
 /// Sets units on hand (admin).
@@ -124,7 +125,7 @@ pub async fn set(sku: String, state: Arc<AppState>, req: Result<Req, ApiError>) 
     .await
 }
 
-#[utoipa::path(get, path = "/v1/inventory/stream", tag = "inventory",
+#[utoipa::path(get, operation_id = "inventory_stream", path = "/v1/inventory/stream", tag = "inventory",
     params(("sku" = Option<String>, Query, description = "Comma-separated SKUs (at most 100); all SKUs when absent")),
     responses((status = 200, content_type = "text/event-stream",
         description = "`event: stock` with data `{sku, on_hand, reserved, available}`: the current levels of each named SKU first, then changes, at most one per SKU per 100 ms")))]

@@ -217,7 +217,7 @@ async fn page(
     Ok(Page { items, next_cursor })
 }
 
-#[utoipa::path(get, path = "/v1/orders", tag = "orders", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "orders_list", path = "/v1/orders", tag = "orders", security(("bearer" = [])),
     params(("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "`{items: [{order_id, user_id, status, total, created_at}], next_cursor}`, newest first")))]
 /// The caller's orders.
@@ -228,7 +228,7 @@ pub async fn list(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult
     super::ok(&page(&state, Table::OrdersByUser, &prefix, &req.query()?, |_| true).await?)
 }
 
-#[utoipa::path(get, path = "/v1/admin/orders", tag = "orders", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "orders_list_all", path = "/v1/admin/orders", tag = "orders", security(("bearer" = [])),
     params(("status" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "Every order, newest first, optionally of one status"), (status = 403, description = "Not an admin")))]
 /// All orders (admin).
@@ -252,7 +252,7 @@ pub async fn list_all(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiRe
     super::ok(&page(&state, Table::Orders, "", &query, keep).await?)
 }
 
-#[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "orders", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "orders_get", path = "/v1/orders/{order_id}", tag = "orders", security(("bearer" = [])),
     params(("order_id" = String, Path)),
     responses((status = 200, body = OrderBody), (status = 404, description = "No such order, or not the caller's")))]
 /// One order (its buyer or an admin).
@@ -263,7 +263,7 @@ pub async fn get(id: String, state: Arc<AppState>, req: Result<Req, ApiError>) -
     super::ok(&OrderBody::new(&view)?)
 }
 
-#[utoipa::path(post, path = "/v1/orders/{order_id}/cancel", tag = "orders", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "orders_cancel", path = "/v1/orders/{order_id}/cancel", tag = "orders", security(("bearer" = [])),
     params(("order_id" = String, Path)),
     responses((status = 200, body = OrderBody, description = "Cancelled: refunded and restocked"),
         (status = 503, description = "`/problems/cancellation-in-progress` with `Retry-After`: the refund outlasted the wait and goes on; a retry answers 200 once done"),

@@ -57,7 +57,7 @@ pub async fn view(
     Ok(ProductView::new(product, price, levels.available))
 }
 
-#[utoipa::path(get, path = "/v1/products", tag = "catalog",
+#[utoipa::path(get, operation_id = "products_search", path = "/v1/products", tag = "catalog",
     params(("q" = Option<String>, Query, description = "Full text over name and description"),
         ("category" = Option<String>, Query, description = "Category slug"),
         ("currency" = Option<String>, Query, description = "ISO 4217 code for prices (default: the base currency)"),
@@ -79,7 +79,7 @@ pub async fn search(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
     super::ok(&Page { items, next_cursor: page.next_cursor })
 }
 
-#[utoipa::path(get, path = "/v1/products/{product_id}", tag = "catalog",
+#[utoipa::path(get, operation_id = "products_get", path = "/v1/products/{product_id}", tag = "catalog",
     params(("product_id" = String, Path), ("currency" = Option<String>, Query)),
     responses((status = 200, body = ProductView), (status = 404, description = "`/problems/not-found`")))]
 /// One product.
@@ -94,7 +94,7 @@ pub async fn get(id: String, state: Arc<AppState>, req: Result<Req, ApiError>) -
     super::ok(&view(&state, &product, currency).await?)
 }
 
-#[utoipa::path(post, path = "/v1/admin/products", tag = "catalog", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "products_create", path = "/v1/admin/products", tag = "catalog", security(("bearer" = [])),
     request_body = CreateProduct,
     params(("Idempotency-Key" = Option<String>, Header, description = "Optional: a retry returns the first response")),
     responses((status = 201, body = ProductView), (status = 400, description = "Validation"),
@@ -127,7 +127,7 @@ pub async fn create(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
     .await
 }
 
-#[utoipa::path(patch, path = "/v1/admin/products/{product_id}", tag = "catalog", security(("bearer" = [])),
+#[utoipa::path(patch, operation_id = "products_update", path = "/v1/admin/products/{product_id}", tag = "catalog", security(("bearer" = [])),
     request_body = UpdateProduct, params(("product_id" = String, Path)),
     responses((status = 200, body = ProductView), (status = 404, description = "No such product")))]
 /// Changes a product (admin).
