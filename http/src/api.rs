@@ -84,7 +84,7 @@ impl AppState {
 /// is stored with the request's hash and replayed byte for byte to a retry (with the header
 /// `Idempotent-Replayed: true`); a different request under the same key is refused (422); a
 /// duplicate that arrives while the first still runs is refused (409 with `Retry-After: 1`), not
-/// made to wait. Responses that are not final are not stored (see [`is_final`]): the key stays
+/// made to wait. Responses whose outcome is unknown are not stored (see [`stored`]): the key stays
 /// bound to the request, and a retry of it runs again, safely, since what it does is keyed too.
 pub async fn idempotent<F, Fut>(
     state: &AppState,
@@ -142,12 +142,12 @@ where
     Ok(response)
 }
 
-/// A response that is the request's final answer, to store: not a 202 (the work goes on), not a
-/// 429, and not a 5xx other than 502 (the outcome is unknown).
+/// A response to store as the request's answer: any but a 429 and a 5xx other than 502 (their
+/// outcome is unknown: a retry runs again). A 202 is stored too: a retry gets it again, as the
+/// contract says, and polls the order it names.
 fn stored(response: &ApiResponse) -> Option<StoredResponse> {
     let status = response.status;
-    let is_final = status != StatusCode::ACCEPTED
-        && status != StatusCode::TOO_MANY_REQUESTS
+    let is_final = status != StatusCode::TOO_MANY_REQUESTS
         && (!status.is_server_error() || status == StatusCode::BAD_GATEWAY);
     is_final.then(|| StoredResponse {
         status: status.as_u16(),

@@ -144,7 +144,8 @@ pub async fn add(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult 
 
 #[utoipa::path(put, operation_id = "cart_set_qty", path = "/v1/cart/items/{sku}", tag = "cart", security(("bearer" = [])), request_body = SetItem,
     params(("sku" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")),
-    responses((status = 200, body = CartBody), (status = 409, description = "`/problems/out-of-stock`")))]
+    responses((status = 200, body = CartBody), (status = 404, description = "No product has this SKU"),
+        (status = 409, description = "`/problems/out-of-stock`")))]
 /// Sets a line's units (0 removes it).
 pub async fn set_qty(sku: String, state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
     let req = req?;

@@ -1,8 +1,9 @@
 //! `POST /v1/checkout`: runs the checkout saga for the caller's cart or the given items.
 //!
 //! The `Idempotency-Key` is required. The order id derives from the caller, the key and the
-//! request, so a retry of the same checkout always reaches the same order: a retry after a 202
-//! waits for that order again and answers its outcome, and a retry after a crash resumes it.
+//! request, so a retry of the same checkout always reaches the same order: a retry after a crash
+//! resumes it and answers its outcome. A 202 is an answer like any other: a retry with the key
+//! gets the same 202 again, and the order is polled with `GET /v1/orders/{order_id}`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -140,7 +141,7 @@ fn order_id(user_id: &str, key: &str, request: &str) -> String {
     request_body = CheckoutRequest,
     params(("Idempotency-Key" = String, Header, description = "Required, 1-255 printable ASCII; a retry returns the first final response byte for byte")),
     responses((status = 201, body = CheckoutResponse, description = "Confirmed: stock committed and payment captured"),
-        (status = 202, body = CheckoutResponse, description = "Still running after the configured wait; poll `GET /v1/orders/{order_id}` (or retry with the same key)"),
+        (status = 202, body = CheckoutResponse, description = "Still running after the configured wait; poll `GET /v1/orders/{order_id}` (a retry with the same key answers this 202 again)"),
         (status = 400, description = "Validation (missing key, bad token, qty, currency, empty cart)"),
         (status = 402, description = "`/problems/payment-declined`"),
         (status = 404, description = "A SKU no product has"),
