@@ -44,8 +44,9 @@ async fn a_full_purchase_from_cart_to_cancelled_order() {
     );
 
     // The same key and body: the same response, byte for byte.
-    let again =
-        app.checkout(&ann, "buy-1", &json!({"payment_token": "tok_visa", "currency": "EUR"})).await;
+    let again = app
+        .checkout_retry(&ann, "buy-1", &json!({"payment_token": "tok_visa", "currency": "EUR"}))
+        .await;
     assert_eq!((again.status.as_u16(), again.text.as_str()), (201, res.text.as_str()));
     assert_eq!(again.headers["idempotent-replayed"], "true");
     app.checkout(&ann, "buy-1", &json!({"payment_token": "tok_mastercard"}))
@@ -201,8 +202,9 @@ async fn a_slow_checkout_answers_202_again_on_retry_and_the_order_is_polled() {
     )
     .await
     .problem(409, "/problems/below-reserved");
-    // A retry with the same key answers the same 202, byte for byte.
-    let again = app.checkout(&ann, "slow", &body).await;
+    // A retry with the same key answers the same 202, byte for byte (once the answer is stored,
+    // just after it was sent: until then a retry is refused as in progress).
+    let again = app.checkout_retry(&ann, "slow", &body).await;
     assert_eq!((again.status, &again.text), (res.status, &res.text));
     assert_eq!(again.headers["idempotent-replayed"], "true");
     // The order is polled until its saga ends (three gateway attempts, 1 s and 2 s apart).
@@ -255,7 +257,7 @@ async fn everything_acknowledged_survives_a_restart() {
         app.levels("KEEP-1").await,
         json!({"sku": "KEEP-1", "on_hand": 5, "reserved": 0, "available": 5})
     );
-    let replay = app.checkout(&ann, "keep", &body).await;
+    let replay = app.checkout_retry(&ann, "keep", &body).await;
     assert_eq!((replay.status, replay.text), (first.status, first.text));
     assert_eq!(app.levels("KEEP-1").await["on_hand"], 5);
     assert_eq!(

@@ -190,6 +190,21 @@ impl TestApp {
         .await
     }
 
+    /// A retry of a checkout: as a client honouring `Retry-After` does, it tries again while the
+    /// first answer is still being stored (409 in progress), for at most 10 s.
+    pub async fn checkout_retry(&self, token: &str, key: &str, body: &Value) -> Res {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let res = self.checkout(token, key, body).await;
+            if res.status != StatusCode::CONFLICT
+                || res.json()["type"] != "/problems/idempotency-in-progress"
+            {
+                return res;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "still in progress after 10 s");
+        }
+    }
+
     /// Registers `email` and logs in; returns the access token.
     pub async fn customer(&self, email: &str) -> String {
         let password = "a-good-password";
