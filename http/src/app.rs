@@ -268,6 +268,11 @@ impl App {
             }
         }
         upkeep.abort();
+        if tokio::time::timeout(grace, state.idempotency.stored_all()).await.is_err() {
+            tracing::warn!(
+                "some checkout answers were sent but not stored (a retry recomputes them)"
+            );
+        }
         tracing::info!("draining entities");
         state.regions.shutdown(grace).await;
         tracing::info!("stopped");
