@@ -79,6 +79,13 @@ struct Record {
     released: bool,
 }
 
+/// A key's record as [`IdempotencyKeys::bound`] found it.
+#[derive(Debug, Default)]
+struct Seen {
+    claimed: bool,
+    replay: Option<StoredResponse>,
+}
+
 /// The durable table of idempotency keys.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKeys {
@@ -238,8 +245,8 @@ impl IdempotencyKeys {
     }
 
     /// The deferred path's [`IdempotencyKeys::begin`]: nothing is written now (see [`Deferred`]).
-    /// A retry that reads the record just before the first answer is stored may run again: it
-    /// reaches the same keyed effects and gives the same answer.
+    /// Two identical requests racing on a fresh key may both run: they reach the same keyed
+    /// effects and give the same answer.
     pub async fn begin_deferred(
         &self,
         scope: &str,
@@ -251,22 +258,9 @@ impl IdempotencyKeys {
         }
         let store_key = format!("{scope}\n{key}").into_bytes();
         let now = self.clock.now_ms();
-        if let Some(bytes) =
-            self.store.get(Table::IdempotencyKeys, &store_key).await.map_err(backend)?
-        {
-            let record: Record = serde_json::from_slice(&bytes).map_err(backend)?;
-            let expired = now.saturating_sub(record.created_at_ms) >= RETENTION.as_millis() as u64;
-            if !expired {
-                if record.request_sha256 != request {
-                    return Err(IdempotencyError::Reused);
-                }
-                if let Some(response) = record.response {
-                    return Ok(BeginDeferred::Replay(response));
-                }
-                // Claimed before, by a run still going on here (refused below), one that ended
-                // without a final response, or one on a node that stopped: this one runs it
-                // again and reaches the same keyed effects.
-            }
+        let seen = self.bound(&store_key, request, now).await?;
+        if let Some(replay) = seen.replay {
+            return Ok(BeginDeferred::Replay(replay));
         }
         if !self.running.lock().unwrap_or_else(|e| e.into_inner()).insert(store_key.clone()) {
             return Err(IdempotencyError::InProgress);
@@ -282,6 +276,14 @@ impl IdempotencyKeys {
             },
             running: self.running.clone(),
         };
+        if seen.claimed {
+            // Claimed before: by a run still going on here (refused above), one that ended
+            // without a final response, one on a node that stopped, or one whose answer was
+            // stored since the read above: look again now that this key is ours here.
+            if let Some(replay) = self.bound(&claim.key, request, now).await?.replay {
+                return Ok(BeginDeferred::Replay(replay));
+            }
+        }
         Ok(BeginDeferred::Run(claim))
     }
 
@@ -322,6 +324,23 @@ impl IdempotencyKeys {
             }
             notified.await;
         }
+    }
+
+    /// What the store says of `key` for `request`: refused if bound to another request, else its
+    /// stored answer, and whether it was claimed at all (unexpired records only).
+    async fn bound(&self, key: &[u8], request: &str, now: u64) -> Result<Seen, IdempotencyError> {
+        let Some(bytes) = self.store.get(Table::IdempotencyKeys, key).await.map_err(backend)?
+        else {
+            return Ok(Seen::default());
+        };
+        let record: Record = serde_json::from_slice(&bytes).map_err(backend)?;
+        if now.saturating_sub(record.created_at_ms) >= RETENTION.as_millis() as u64 {
+            return Ok(Seen::default());
+        }
+        if record.request_sha256 != request {
+            return Err(IdempotencyError::Reused);
+        }
+        Ok(Seen { claimed: true, replay: record.response })
     }
 
     /// Deletes the records older than [`RETENTION`]; returns how many.
@@ -485,9 +504,6 @@ mod tests {
             match keys.begin_deferred("u", "k", "h").await {
                 Ok(BeginDeferred::Replay(response)) => break response,
                 Err(IdempotencyError::InProgress) => tokio::task::yield_now().await,
-                // Read just before the answer landed, claimed just after: it may run again
-                // (reaching the same keyed effects); here it gives the claim up.
-                Ok(BeginDeferred::Run(again)) => drop(again),
                 other => panic!("{other:?}"),
             }
         };
