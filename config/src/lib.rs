@@ -81,6 +81,8 @@ pub struct HttpConfig {
     pub body_limit_bytes: u64,
     /// How long a stopping node waits for in-flight requests.
     pub shutdown_grace_secs: u64,
+    /// Where `/metrics` is served instead of on `http_addr` (HOST:PORT), if set.
+    pub metrics_addr: Option<String>,
 }
 
 impl Default for AuthConfig {
@@ -96,7 +98,7 @@ impl Default for AuthConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { body_limit_bytes: 64 * 1024, shutdown_grace_secs: 10 }
+        Self { body_limit_bytes: 64 * 1024, shutdown_grace_secs: 10, metrics_addr: None }
     }
 }
 
@@ -401,6 +403,35 @@ impl Config {
             .contains(&0)
         {
             return Err(invalid("rate_limit", "limits must be at least 1 when enabled"));
+        }
+        for (i, key) in self.auth.signing_keys.iter().enumerate() {
+            let well_formed = key
+                .expose()
+                .split_once(':')
+                .is_some_and(|(kid, secret)| !kid.is_empty() && secret.len() >= 32);
+            if !well_formed {
+                return Err(invalid(
+                    &format!("auth.signing_keys[{i}]"),
+                    "expected KID:SECRET with a secret of at least 32 bytes",
+                ));
+            }
+        }
+        if !(60..=24 * 3600).contains(&self.auth.access_ttl_secs) {
+            return Err(invalid("auth.access_ttl_secs", "must be between 60 and 86400"));
+        }
+        if self.auth.clock_leeway_secs > 300 {
+            return Err(invalid("auth.clock_leeway_secs", "must be at most 300"));
+        }
+        if self.auth.refresh_ttl_secs < self.auth.access_ttl_secs {
+            return Err(invalid("auth.refresh_ttl_secs", "must be at least auth.access_ttl_secs"));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.http.body_limit_bytes) {
+            return Err(invalid("http.body_limit_bytes", "must be between 1024 and 16777216"));
+        }
+        if let Some(addr) = &self.http.metrics_addr {
+            addr.parse::<SocketAddr>().map_err(|e| {
+                invalid("http.metrics_addr", format!("`{addr}` is not HOST:PORT: {e}"))
+            })?;
         }
         Ok(())
     }

@@ -103,6 +103,14 @@ fn validate_names_the_bad_key() {
         (&[("STOREFRONT_CHECKOUT__GATEWAY_MAX_ATTEMPTS", "0")], "checkout.gateway_max_attempts"),
         (&[("STOREFRONT_ADMIN_EMAIL", "a@b.c")], "admin_password"),
         (&[("STOREFRONT_CLUSTER__SEEDS", "10.0.0.2:7000")], "cluster.seeds"),
+        (&[("STOREFRONT_AUTH__SIGNING_KEYS", "k1:short")], "auth.signing_keys[0]"),
+        (
+            &[("STOREFRONT_AUTH__SIGNING_KEYS", "k2:0123456789abcdef0123456789abcdef,nokid")],
+            "auth.signing_keys[1]",
+        ),
+        (&[("STOREFRONT_AUTH__ACCESS_TTL_SECS", "5")], "auth.access_ttl_secs"),
+        (&[("STOREFRONT_HTTP__BODY_LIMIT_BYTES", "10")], "http.body_limit_bytes"),
+        (&[("STOREFRONT_HTTP__METRICS_ADDR", "nowhere")], "http.metrics_addr"),
         (
             &[
                 ("STOREFRONT_CLUSTER__SEEDS", "n2:7000, n3:7000"),

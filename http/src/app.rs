@@ -87,6 +87,8 @@ pub struct AppState {
     pub body_limit: u64,
     /// `true` once the node is stopping: readiness fails and streams end.
     pub stopping: watch::Receiver<bool>,
+    /// Whether `/metrics` is served on its own address (and so not on the API's).
+    pub metrics_apart: bool,
 }
 
 /// A bound, ready-to-serve node.
@@ -94,6 +96,7 @@ pub struct AppState {
 pub struct App {
     state: Arc<AppState>,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     stop: watch::Sender<bool>,
     grace: Duration,
     limiter_upkeep: Arc<dyn RateLimiter>,
@@ -187,6 +190,15 @@ impl App {
             .await
             .map_err(|e| e.to_string())
             .map_err(io(format!("cannot listen on {addr}")))?;
+        let metrics_listener = match &config.http.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .map_err(io(format!("cannot listen on {addr} for metrics")))?,
+            ),
+            None => None,
+        };
         let (stop, stopping) = watch::channel(false);
         let state = Arc::new(AppState {
             node_id: config.cluster.node_id.clone(),
@@ -214,11 +226,13 @@ impl App {
             checkout_wait,
             body_limit: config.http.body_limit_bytes,
             stopping,
+            metrics_apart: metrics_listener.is_some(),
         });
         tracing::info!(resumed_checkouts = resumed, products = state.catalog.len(), "node ready");
         Ok(App {
             state,
             listener,
+            metrics_listener,
             stop,
             grace: Duration::from_secs(config.http.shutdown_grace_secs),
             limiter_upkeep: limiter,
@@ -231,9 +245,23 @@ impl App {
         self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
+    /// Where `/metrics` is served, when it has its own address.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then drains (see the module doc).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let App { state, listener, stop, grace, limiter_upkeep } = self;
+        let App { state, listener, metrics_listener, stop, grace, limiter_upkeep } = self;
+        if let Some(listener) = metrics_listener {
+            let mut stopping = state.stopping.clone();
+            let server = warp::serve(routes::metrics_only(state.clone()))
+                .incoming(listener)
+                .graceful(async move {
+                    let _ = stopping.wait_for(|stopping| *stopping).await;
+                });
+            tokio::spawn(server.run());
+        }
         let keys = state.idempotency.clone();
         let upkeep = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -283,10 +311,11 @@ impl App {
 fn access_tokens(config: &Config) -> Result<AccessTokens, StartError> {
     let mut keys = Vec::new();
     for key in &config.auth.signing_keys {
-        // Validated by the config loader: `KID:SECRET`.
-        if let Some((id, secret)) = key.expose().split_once(':') {
-            keys.push(SigningKey { id: id.to_owned(), secret: secret.as_bytes().to_vec() });
-        }
+        let (id, secret) = key.expose().split_once(':').ok_or_else(|| StartError::Config {
+            key: "auth.signing_keys",
+            reason: "expected KID:SECRET".into(),
+        })?;
+        keys.push(SigningKey { id: id.to_owned(), secret: secret.as_bytes().to_vec() });
     }
     if keys.is_empty() {
         keys.push(local_key(&config.data_dir)?);

@@ -443,6 +443,21 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// The routes of the separate metrics address: `GET /metrics` only.
+pub fn metrics_only(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
+    finish(
+        "GET /metrics (metrics address)",
+        warp::path!("metrics").and(warp::get()).and(with(&state)).then(api::service::exposition),
+    )
+    .or(warp::any().map(|| {
+        let problem =
+            Problem::new("/problems/not-found", "Not found", 404, "only GET /metrics here");
+        ApiError::new(problem).into_api_response().into_response()
+    }))
+    .unify()
+    .boxed()
+}
+
 /// A request no route takes: 405 with `Allow` for a known path with another method, else 404.
 fn unmatched(path: warp::path::FullPath, method: warp::http::Method) -> Response {
     let allow = allowed_methods(path.as_str());

@@ -19,6 +19,8 @@ pub const KEY_SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 /// A running node.
 pub struct TestApp {
     pub base: String,
+    /// `http://` and the metrics address, when `/metrics` has its own.
+    pub metrics_base: Option<String>,
     pub client: reqwest::Client,
     pub config: Config,
     stop: Option<oneshot::Sender<()>>,
@@ -94,12 +96,14 @@ pub async fn start(config: Config) -> TestApp {
     let metrics = storefront_http::metrics::install_recorder().unwrap();
     let app = App::build(&config, metrics).await.unwrap();
     let base = format!("http://{}", app.local_addr());
+    let metrics_base = app.metrics_addr().map(|addr| format!("http://{addr}"));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run(async move {
         let _ = stopped.await;
     }));
     TestApp {
         base,
+        metrics_base,
         client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
         config,
         stop: Some(stop),

@@ -255,3 +255,18 @@ async fn the_cluster_endpoints_describe_a_cluster_of_one() {
         .await
         .problem(401, "/problems/unauthorized");
 }
+
+#[tokio::test]
+async fn metrics_can_have_their_own_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path());
+    config.http.metrics_addr = Some("127.0.0.1:0".into());
+    let app = crate::helpers::start(config).await;
+    app.get("/metrics", None).await.problem(404, "/problems/not-found");
+    let metrics_base = app.metrics_base.clone().unwrap();
+    let text = app.client.get(format!("{metrics_base}/metrics")).send().await.unwrap();
+    assert_eq!(text.status(), 200);
+    assert!(text.text().await.unwrap().contains("storefront_live_entities"));
+    let api = app.client.get(format!("{metrics_base}/v1/products")).send().await.unwrap();
+    assert_eq!(api.status(), 404, "the metrics address serves nothing else");
+}

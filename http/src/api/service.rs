@@ -44,8 +44,16 @@ pub async fn readyz(state: Arc<AppState>) -> ApiResult {
     }
 }
 
-/// `GET /metrics`: the Prometheus text exposition.
+/// `GET /metrics` on the API's address: the Prometheus text exposition, unless it has its own.
 pub async fn metrics(state: Arc<AppState>) -> ApiResult {
+    if state.metrics_apart {
+        return Err(crate::reply::ApiError::not_found("metrics are served on their own address"));
+    }
+    exposition(state).await
+}
+
+/// `GET /metrics` on the metrics address (`http.metrics_addr`).
+pub async fn exposition(state: Arc<AppState>) -> ApiResult {
     let text = crate::metrics::render(&state.metrics, &state.regions);
     Ok(ApiResponse {
         status: StatusCode::OK,
