@@ -385,6 +385,12 @@ impl Config {
             if self.cluster.addr.is_none() {
                 return Err(invalid("cluster.addr", "required when seeds are given"));
             }
+            if self.auth.signing_keys.is_empty() {
+                return Err(invalid(
+                    "auth.signing_keys",
+                    "required in a cluster: every node must verify the tokens the others sign",
+                ));
+            }
         }
         match (&self.admin_email, &self.admin_password) {
             (Some(_), None) => return Err(invalid("admin_password", "required with admin_email")),

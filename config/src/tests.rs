@@ -118,6 +118,14 @@ fn validate_names_the_bad_key() {
             ],
             "cluster.addr",
         ),
+        (
+            &[
+                ("STOREFRONT_CLUSTER__SEEDS", "n2:7000"),
+                ("STOREFRONT_CLUSTER__ADDR", "n1:7000"),
+                ("STOREFRONT_STORE", "postgres://u@localhost:5432/db"),
+            ],
+            "auth.signing_keys",
+        ),
     ];
     for (vars, key) in cases {
         let err = Config::load(None, env(vars), vec![]).unwrap_err();
@@ -133,6 +141,7 @@ fn seeds_split_on_commas() {
             ("STOREFRONT_CLUSTER__SEEDS", "n2:7000, n3:7000"),
             ("STOREFRONT_CLUSTER__ADDR", "n1:7000"),
             ("STOREFRONT_STORE", "postgres://u@localhost:5432/db"),
+            ("STOREFRONT_AUTH__SIGNING_KEYS", "k1:0123456789abcdef0123456789abcdef"),
         ]),
         vec![],
     )
