@@ -226,8 +226,8 @@ pub struct OrderView {
     pub authorization: Option<String>,
 }
 
-/// An order as the order lists show it; kept in the order indexes, rewritten in the same append
-/// as every status change.
+/// An order as the order lists show it; kept in the order indexes, written in the order's own
+/// appends when it is placed and when its saga (or a cancellation) ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderSummary {
     /// The order.

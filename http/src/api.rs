@@ -27,9 +27,6 @@ use crate::idempotency::{Begin, BeginDeferred, StoredResponse, request_hash};
 use crate::ratelimit::Limit;
 use crate::reply::{ApiError, ApiResponse, ApiResult};
 
-/// The header naming an idempotency key.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
 impl AppState {
     /// Counts a request against `limit` for `key`; 429 with `Retry-After` when over it.
     pub async fn admit(&self, limit: Limit, key: &str) -> Result<(), ApiError> {
@@ -105,7 +102,7 @@ where
     let hash = request_hash(method, path, &req.body);
     let claim = match state.idempotency.begin(scope, key, &hash).await.map_err(refusal)? {
         Begin::Run(claim) => claim,
-        Begin::Replay(stored) => return Ok(replay(stored)),
+        Begin::Replay(stored) => return replay(stored),
     };
     let response = run().await.unwrap_or_else(ApiError::into_api_response);
     match stored(&response) {
@@ -129,17 +126,27 @@ pub async fn idempotent_keyed<F, Fut>(
     run: F,
 ) -> ApiResult
 where
-    F: FnOnce(KeyedWrite) -> Fut,
+    F: FnOnce(Claimed) -> Fut,
     Fut: Future<Output = ApiResult>,
 {
     let hash = request_hash(method, path, &req.body);
     let claim = match state.idempotency.begin_deferred(scope, key, &hash).await.map_err(refusal)? {
         BeginDeferred::Run(claim) => claim,
-        BeginDeferred::Replay(stored) => return Ok(replay(stored)),
+        BeginDeferred::Replay(stored) => return replay(stored),
     };
-    let response = run(claim.claim_write()?).await.unwrap_or_else(ApiError::into_api_response);
+    let claimed = Claimed { write: claim.claim_write()?, before: claim.claimed_before() };
+    let response = run(claimed).await.unwrap_or_else(ApiError::into_api_response);
     state.idempotency.finish(claim, stored(&response));
     Ok(response)
+}
+
+/// A deferred claim as a keyed request's run gets it.
+#[derive(Debug)]
+pub struct Claimed {
+    /// The claim record, to write atomically with the request's first effect.
+    pub write: KeyedWrite,
+    /// The key was claimed before without a stored answer: the first run may have had effects.
+    pub before: bool,
 }
 
 /// A response to store as the request's answer: any but a 429 and a 5xx other than 502 (their
@@ -167,18 +174,21 @@ fn refusal(err: crate::idempotency::IdempotencyError) -> ApiError {
     }
 }
 
-fn replay(stored: StoredResponse) -> ApiResponse {
+fn replay(stored: StoredResponse) -> Result<ApiResponse, ApiError> {
     let content_type = match stored.content_type.as_str() {
         crate::reply::JSON => Some(crate::reply::JSON),
         crate::CONTENT_TYPE => Some(crate::CONTENT_TYPE),
         _ => None,
     };
-    ApiResponse {
-        status: StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+    let status = StatusCode::from_u16(stored.status).map_err(|_| {
+        ApiError::internal(format!("stored response with status {}", stored.status))
+    })?;
+    Ok(ApiResponse {
+        status,
         content_type,
         body: stored.body.into_bytes().into(),
         headers: vec![("idempotent-replayed", HeaderValue::from_static("true"))],
-    }
+    })
 }
 
 /// A product as the API shows it.

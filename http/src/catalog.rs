@@ -123,6 +123,8 @@ pub struct Catalog {
     /// of a shop and products change rarely. (With several nodes writing one shared store, a
     /// node learns of another's writes only through the store; Step 4 owns that.)
     cache: Arc<RwLock<HashMap<String, Arc<Product>>>>,
+    /// Product writes one at a time, so the store, the index and the cache end in one order.
+    writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -140,7 +142,7 @@ impl Catalog {
         base: Currency,
     ) -> Result<Self, CatalogError> {
         let index = Arc::new(SearchIndex::open(index_dir)?);
-        let catalog = Self { store, index, base, cache: Arc::default() };
+        let catalog = Self { store, index, base, cache: Arc::default(), writes: Arc::default() };
         let products = catalog.all().await?;
         for product in &products {
             catalog.remember(product);
@@ -172,6 +174,7 @@ impl Catalog {
 
     /// Creates a product; its SKU must be new.
     pub async fn create(&self, new: NewProduct) -> Result<Product, CatalogError> {
+        let _one_writer = self.writes.lock().await;
         let product = self.claim(new).await?;
         self.save(std::slice::from_ref(&product)).await?;
         Ok(product)
@@ -179,6 +182,7 @@ impl Catalog {
 
     /// Creates many products (the demo seed) with one index commit; stops at the first failure.
     pub async fn create_many(&self, new: Vec<NewProduct>) -> Result<Vec<Product>, CatalogError> {
+        let _one_writer = self.writes.lock().await;
         let mut products = Vec::with_capacity(new.len());
         for new in new {
             products.push(self.claim(new).await?);
@@ -224,6 +228,7 @@ impl Catalog {
         product_id: &str,
         patch: ProductPatch,
     ) -> Result<Product, CatalogError> {
+        let _one_writer = self.writes.lock().await;
         let current = self.get(product_id).await?;
         let current = current.ok_or_else(|| CatalogError::NotFound(product_id.to_owned()))?;
         let mut product = Product::clone(&current);

@@ -43,9 +43,7 @@ impl Req {
     /// The `Idempotency-Key` header, if sent: 1 to 255 printable ASCII characters (400 else).
     pub fn idempotency_key(&self) -> Result<Option<&str>, ApiError> {
         let Some(value) = self.headers.get("idempotency-key") else { return Ok(None) };
-        let key = value.to_str().ok().filter(|k| {
-            (1..=255).contains(&k.len()) && k.bytes().all(|b| (0x20..0x7f).contains(&b))
-        });
+        let key = value.to_str().ok().filter(|k| crate::idempotency::valid_key(k));
         key.map(Some).ok_or_else(|| {
             ApiError::validation("Idempotency-Key", "1 to 255 printable ASCII characters")
         })

@@ -46,6 +46,8 @@ const PER_USD: [(&str, &str); 24] = [
 pub struct FxBook {
     store: Arc<dyn Store>,
     current: Arc<RwLock<Arc<FxRates>>>,
+    /// Replacements one at a time, so the store and memory end with the same rates.
+    writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The indicative rates from `base`.
@@ -91,7 +93,7 @@ impl FxBook {
             Some(rates) => rates,
             None => default_rates(base)?,
         };
-        Ok(Self { store, current: Arc::new(RwLock::new(Arc::new(rates))) })
+        Ok(Self { store, current: Arc::new(RwLock::new(Arc::new(rates))), writes: Arc::default() })
     }
 
     /// The rates now.
@@ -102,6 +104,7 @@ impl FxBook {
 
     /// Replaces the rates: stored first, then used.
     pub async fn replace(&self, rates: FxRates) -> Result<Arc<FxRates>, DomainError> {
+        let _one_writer = self.writes.lock().await;
         let bytes = serde_json::to_vec(&rates)
             .map_err(|e| DomainError::Storage(format!("FX rates: {e}")))?;
         self.store.put(Table::Settings, KEY, &bytes).await?;

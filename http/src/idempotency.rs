@@ -1,13 +1,22 @@
-//! Idempotency keys: the first response to a keyed request is stored durably with a hash of the
-//! request, and a retry with the same key gets it back byte for byte.
+//! Idempotency keys: the first final answer to a keyed request is stored durably with a hash of
+//! the request, and a retry with the same key gets it back byte for byte.
 //!
-//! A retry whose request differs is refused (`/problems/idempotency-key-reused`, 422). A duplicate
-//! that arrives while the first is still running is refused rather than made to wait
-//! (`/problems/idempotency-in-progress`, 409, with `Retry-After`): the client retries and then
-//! gets the stored response. A claim left behind by a crash is taken over after
-//! [`IdempotencyKeys::stale_after`]. A key is honoured for [`RETENTION`] (24 hours); after that it
-//! may be used for a new request, and [`IdempotencyKeys::sweep_expired`] (run hourly by the
-//! server) deletes it.
+//! A retry whose request differs is refused (`/problems/idempotency-key-reused`, 422) for as
+//! long as the key is kept. A duplicate that arrives while the first is still running is refused
+//! rather than made to wait (`/problems/idempotency-in-progress`, 409, with `Retry-After`): the
+//! client retries and then gets the stored answer. Two paths:
+//! - [`IdempotencyKeys::begin`] (admin writes): the claim is written durably before the request
+//!   runs and the answer before it is sent; a claim left behind by a crash is taken over after
+//!   [`IdempotencyKeys::stale_after`]; [`IdempotencyKeys::release`] gives a claim up without an
+//!   answer (outcome unknown), keeping the key bound to its request.
+//! - [`IdempotencyKeys::begin_deferred`] (checkout, whose effects are keyed by an id derived from
+//!   the key): nothing is written first; the claim record goes into the request's first atomic
+//!   write, and [`IdempotencyKeys::finish`] stores the answer in the background after it is sent
+//!   (never over an answer already stored). A retry of a claim without an answer runs again at
+//!   once and reaches the same effects; on one node a duplicate in flight is refused.
+//!
+//! A key is honoured for [`RETENTION`] (24 hours); after that it may be used for a new request,
+//! and [`IdempotencyKeys::sweep_expired`] (run hourly by the server) deletes it.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -79,6 +88,23 @@ struct Record {
     released: bool,
 }
 
+/// Stores a deferred claim's record, unless an answer is stored already (a run that raced this
+/// one stored it first: the first answer stays).
+async fn store_answer(store: &dyn Store, claim: &Deferred) -> Result<(), IdempotencyError> {
+    let current = store.get(Table::IdempotencyKeys, &claim.key).await.map_err(backend)?;
+    if let Some(bytes) = &current
+        && serde_json::from_slice::<Record>(bytes).is_ok_and(|r| r.response.is_some())
+    {
+        return Ok(());
+    }
+    let value = serde_json::to_vec(&claim.record).map_err(backend)?;
+    let stored = store
+        .compare_and_swap(Table::IdempotencyKeys, &claim.key, current.as_deref(), Some(&value))
+        .await
+        .map_err(backend)?;
+    if stored { Ok(()) } else { Err(IdempotencyError::Backend("record changed meanwhile".into())) }
+}
+
 /// A key's record as [`IdempotencyKeys::bound`] found it.
 #[derive(Debug, Default)]
 struct Seen {
@@ -118,6 +144,7 @@ pub struct Deferred {
     key: Vec<u8>,
     record: Record,
     running: Arc<Mutex<HashSet<Vec<u8>>>>,
+    claimed_before: bool,
 }
 
 impl Drop for Deferred {
@@ -128,6 +155,12 @@ impl Drop for Deferred {
 }
 
 impl Deferred {
+    /// Whether the key was claimed before without a stored answer: a retry of a request whose
+    /// first run may have had effects (or a crash took its answer).
+    pub fn claimed_before(&self) -> bool {
+        self.claimed_before
+    }
+
     /// The claim record, to write with the request's first effect.
     pub fn claim_write(&self) -> Result<KeyedWrite, IdempotencyError> {
         Ok(KeyedWrite {
@@ -140,6 +173,19 @@ impl Deferred {
 
 fn backend(err: impl std::fmt::Display) -> IdempotencyError {
     IdempotencyError::Backend(err.to_string())
+}
+
+/// Whether `key` is a valid idempotency key: 1 to 255 printable ASCII characters.
+pub fn valid_key(key: &str) -> bool {
+    (1..=255).contains(&key.len()) && key.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// Where the record of `key` for the caller `scope` lives.
+fn store_key(scope: &str, key: &str) -> Result<Vec<u8>, IdempotencyError> {
+    if !valid_key(key) {
+        return Err(IdempotencyError::InvalidKey);
+    }
+    Ok(format!("{scope}\n{key}").into_bytes())
 }
 
 /// SHA-256 of a request's identity (method, path, body), hex.
@@ -170,10 +216,7 @@ impl IdempotencyKeys {
         key: &str,
         request: &str,
     ) -> Result<Begin, IdempotencyError> {
-        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-            return Err(IdempotencyError::InvalidKey);
-        }
-        let store_key = format!("{scope}\n{key}").into_bytes();
+        let store_key = store_key(scope, key)?;
         let now = self.clock.now_ms();
         let fresh = Record {
             claim_id: uuid::Uuid::now_v7().to_string(),
@@ -245,18 +288,15 @@ impl IdempotencyKeys {
     }
 
     /// The deferred path's [`IdempotencyKeys::begin`]: nothing is written now (see [`Deferred`]).
-    /// Two identical requests racing on a fresh key may both run: they reach the same keyed
-    /// effects and give the same answer.
+    /// A duplicate running on another node is not seen here: both reach the same keyed effects
+    /// and give the same answer.
     pub async fn begin_deferred(
         &self,
         scope: &str,
         key: &str,
         request: &str,
     ) -> Result<BeginDeferred, IdempotencyError> {
-        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-            return Err(IdempotencyError::InvalidKey);
-        }
-        let store_key = format!("{scope}\n{key}").into_bytes();
+        let store_key = store_key(scope, key)?;
         let now = self.clock.now_ms();
         let seen = self.bound(&store_key, request, now).await?;
         if let Some(replay) = seen.replay {
@@ -275,6 +315,7 @@ impl IdempotencyKeys {
                 released: false,
             },
             running: self.running.clone(),
+            claimed_before: seen.claimed,
         };
         if seen.claimed {
             // Claimed before: by a run still going on here (refused above), one that ended
@@ -297,12 +338,7 @@ impl IdempotencyKeys {
         let unstored = self.unstored.clone();
         unstored.0.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
-            let written = match serde_json::to_vec(&claim.record) {
-                Ok(value) => {
-                    store.put(Table::IdempotencyKeys, &claim.key, &value).await.map_err(backend)
-                }
-                Err(e) => Err(backend(e)),
-            };
+            let written = store_answer(&*store, &claim).await;
             if let Err(e) = written {
                 // The effects are keyed: a retry recomputes the same answer from them.
                 tracing::warn!(error = %e, "idempotency record not stored");

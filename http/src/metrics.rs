@@ -8,8 +8,10 @@
 //!   `storefront_journal_batch_events{kind}`, `storefront_journal_append_seconds{kind}`: recorded
 //!   by the entity actors;
 //! - `storefront_live_entities{kind}`: entity actors in memory;
-//! - `storefront_entity_mailbox_depth{kind}`: commands sent to entities and not yet answered
-//!   (ractor does not expose mailbox lengths, so the regions count calls in flight);
+//! - `storefront_entity_calls_in_flight{kind}`: commands sent to entities and not yet answered,
+//!   queued in a mailbox, being handled, or waiting for an outcome (ractor does not expose
+//!   mailbox lengths: this is the nearest measure, and includes long waits such as a checkout
+//!   waiting for its saga);
 //! - `storefront_sse_clients`: open stock streams.
 
 use std::sync::OnceLock;
@@ -25,7 +27,7 @@ pub const HTTP_RESPONSES_TOTAL: &str = "storefront_http_responses_total";
 /// Entity actors in memory, by kind.
 pub const LIVE_ENTITIES: &str = "storefront_live_entities";
 /// Unanswered commands to entities, by kind.
-pub const ENTITY_MAILBOX_DEPTH: &str = "storefront_entity_mailbox_depth";
+pub const ENTITY_CALLS_IN_FLIGHT: &str = "storefront_entity_calls_in_flight";
 /// Open server-sent-event stock streams.
 pub const SSE_CLIENTS: &str = "storefront_sse_clients";
 
@@ -97,7 +99,7 @@ pub fn render(handle: &PrometheusHandle, regions: &Regions) -> String {
         ("order", regions.orders().live_entities(), regions.orders().calls_in_flight()),
     ] {
         metrics::gauge!(LIVE_ENTITIES, "kind" => kind).set(live as f64);
-        metrics::gauge!(ENTITY_MAILBOX_DEPTH, "kind" => kind).set(depth as f64);
+        metrics::gauge!(ENTITY_CALLS_IN_FLIGHT, "kind" => kind).set(depth as f64);
     }
     handle.render()
 }

@@ -26,20 +26,32 @@ pub enum SeedError {
     Domain(#[from] DomainError),
 }
 
-/// Seeds the demo shop if this store never was and has no products. Returns products created.
+/// Seeds the demo shop unless this store was seeded (the marker) or has products of its own.
+/// A seeding cut short by a crash is finished at the next start: existing demo products are kept,
+/// missing ones created, and every demo SKU's stock set (idempotent by its set id). Returns the
+/// products created.
 pub async fn demo_shop(
     store: &Arc<dyn Store>,
     catalog: &Catalog,
     regions: &Regions,
 ) -> Result<usize, SeedError> {
-    if store.get(Table::Settings, MARKER).await.map_err(DomainError::from)?.is_some()
-        || !catalog.is_empty()
-    {
+    if store.get(Table::Settings, MARKER).await.map_err(DomainError::from)?.is_some() {
         return Ok(0);
     }
-    let products =
-        catalog.create_many(demo::products(DEMO_PRODUCTS, catalog.base_currency())).await?;
-    let stock = products.iter().enumerate().map(|(i, product)| {
+    let demo = demo::products(DEMO_PRODUCTS, catalog.base_currency());
+    let mut missing = Vec::new();
+    for product in &demo {
+        if catalog.by_sku(&product.sku).await?.is_none() {
+            missing.push(product.clone());
+        }
+    }
+    if missing.len() == demo.len() && !catalog.is_empty() {
+        // A shop with products of its own, never seeded: leave it so.
+        store.put(Table::Settings, MARKER, b"0").await.map_err(DomainError::from)?;
+        return Ok(0);
+    }
+    let created = catalog.create_many(missing).await?.len();
+    let stock = demo.iter().enumerate().map(|(i, product)| {
         let set = StockCommand::Set {
             set_id: format!("demo-seed/{}", product.sku),
             on_hand: demo::initial_stock(i),
@@ -50,6 +62,6 @@ pub async fn demo_shop(
         levels?;
     }
     store.put(Table::Settings, MARKER, b"1").await.map_err(DomainError::from)?;
-    tracing::info!(products = products.len(), "demo catalog seeded");
-    Ok(products.len())
+    tracing::info!(products = created, "demo catalog seeded");
+    Ok(created)
 }

@@ -222,7 +222,7 @@ async fn metrics_count_routes_reservations_and_sagas() {
         r#"storefront_journal_batch_events_bucket{kind="sku""#,
         r#"storefront_journal_append_seconds_bucket{kind="order""#,
         r#"storefront_live_entities{kind="sku"}"#,
-        r#"storefront_entity_mailbox_depth{kind="order"}"#,
+        r#"storefront_entity_calls_in_flight{kind="order"}"#,
     ] {
         assert!(text.contains(needle), "missing {needle}");
     }

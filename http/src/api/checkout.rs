@@ -12,10 +12,10 @@ use http::{HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use storefront_actors::cart::CartCommand;
 use storefront_actors::order::{FailureReason, OrderLine, OrderStatus, OrderView, PlaceOrder};
-use storefront_actors::{Money, Quantity, Sku};
+use storefront_actors::{DomainError, Money, Quantity, Sku};
 use storefront_cluster::Checkout;
-use storefront_storage::KeyedWrite;
 
+use super::Claimed;
 use crate::Problem;
 use crate::app::AppState;
 use crate::extract::Req;
@@ -175,8 +175,22 @@ async fn place(
     req: &Req,
     user_id: &str,
     order_id: String,
-    claim: KeyedWrite,
+    claim: Claimed,
 ) -> ApiResult {
+    if claim.before {
+        // A retry of a checkout whose answer was not stored: its order (if it got that far)
+        // answers, not the cart as it is now (emptied by that very order, perhaps).
+        match state.regions.order_outcome(&order_id, state.checkout_wait).await {
+            Ok(view) if view.in_progress => {
+                return answer(Checkout::Pending { order_id });
+            }
+            Ok(view) => return ended(&view),
+            Err(DomainError::NotFound { .. }) => {}
+            Err(DomainError::Unavailable(_)) => return answer(Checkout::Pending { order_id }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let claim = claim.write;
     let body: CheckoutRequest = req.json()?;
     check_token(&body.payment_token)?;
     let currency = state.display_currency(body.currency.as_deref())?;
@@ -217,27 +231,18 @@ async fn place(
         payment_token: body.payment_token,
         shipping_address,
     };
-    match state.regions.checkout_with(order, vec![claim], state.checkout_wait).await? {
-        Checkout::Ended(view) => {
-            if from_cart && view.status == OrderStatus::Confirmed {
-                empty_bought_lines(state, user_id, &bought).await?;
-            }
-            ended(&view)
-        }
+    let outcome = state.regions.checkout_with(order, vec![claim], state.checkout_wait).await?;
+    if from_cart {
+        empty_cart_on_confirm(state, user_id, &outcome, bought).await;
+    }
+    answer(outcome)
+}
+
+/// The answer for a checkout's outcome within the wait.
+fn answer(outcome: Checkout) -> ApiResult {
+    match outcome {
+        Checkout::Ended(view) => ended(&view),
         Checkout::Pending { order_id } => {
-            if from_cart {
-                // The cart is emptied when the order confirms, even after this answer.
-                let (state, user_id, order_id) =
-                    (state.clone(), user_id.to_owned(), order_id.clone());
-                tokio::spawn(async move {
-                    let outcome = state.regions.order_outcome(&order_id, LATE_CONFIRM_WAIT).await;
-                    if outcome.is_ok_and(|view| view.status == OrderStatus::Confirmed)
-                        && let Err(e) = empty_bought_lines(&state, &user_id, &bought).await
-                    {
-                        tracing::warn!(%order_id, error = ?e.problem, "cart not emptied after a late confirmation");
-                    }
-                });
-            }
             let location = HeaderValue::try_from(format!("/v1/orders/{order_id}"))
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             Ok(ApiResponse::json(
@@ -245,6 +250,41 @@ async fn place(
                 &CheckoutResponse { order_id, status: "pending".into(), total: None },
             )?
             .with_header("location", location))
+        }
+    }
+}
+
+/// Removes the bought lines from the cart once the order is confirmed: now, or (for a 202) when
+/// it confirms later, watched until the node stops. A failure to empty the cart never turns a
+/// confirmed order into an error.
+async fn empty_cart_on_confirm(
+    state: &Arc<AppState>,
+    user_id: &str,
+    outcome: &Checkout,
+    bought: Vec<Sku>,
+) {
+    match outcome {
+        Checkout::Ended(view) => {
+            if view.status == OrderStatus::Confirmed
+                && let Err(e) = empty_bought_lines(state, user_id, &bought).await
+            {
+                tracing::warn!(order_id = %view.order_id, error = ?e.problem, "cart not emptied");
+            }
+        }
+        Checkout::Pending { order_id } => {
+            let (state, user_id, order_id) = (state.clone(), user_id.to_owned(), order_id.clone());
+            let mut stopping = state.stopping.clone();
+            tokio::spawn(async move {
+                let outcome = tokio::select! {
+                    outcome = state.regions.order_outcome(&order_id, LATE_CONFIRM_WAIT) => outcome,
+                    _ = stopping.wait_for(|stopping| *stopping) => return,
+                };
+                if outcome.is_ok_and(|view| view.status == OrderStatus::Confirmed)
+                    && let Err(e) = empty_bought_lines(&state, &user_id, &bought).await
+                {
+                    tracing::warn!(%order_id, error = ?e.problem, "cart not emptied after a late confirmation");
+                }
+            });
         }
     }
 }
@@ -296,9 +336,9 @@ fn ended(view: &OrderView) -> ApiResult {
         (OrderStatus::Failed, reason) => problem(
             "/problems/checkout-failed",
             "Checkout failed",
-            503,
+            409,
             format!(
-                "{}; nothing is held, retry",
+                "{}; nothing is held; try again with a new Idempotency-Key",
                 reason.as_ref().map_or("failed", super::orders::failure_label)
             ),
         ),
