@@ -134,7 +134,7 @@ where
         BeginDeferred::Run(claim) => claim,
         BeginDeferred::Replay(stored) => return replay(stored),
     };
-    let claimed = Claimed { write: claim.claim_write()?, before: claim.claimed_before() };
+    let claimed = Claimed { write: claim.claim_write(), before: claim.claimed_before() };
     let response = run(claimed).await.unwrap_or_else(ApiError::into_api_response);
     state.idempotency.finish(claim, stored(&response));
     Ok(response)

@@ -91,13 +91,24 @@ struct Record {
 /// Stores a deferred claim's record, unless an answer is stored already (a run that raced this
 /// one stored it first: the first answer stays).
 async fn store_answer(store: &dyn Store, claim: &Deferred) -> Result<(), IdempotencyError> {
+    let value = serde_json::to_vec(&claim.record).map_err(backend)?;
+    // The usual cases, without a read: over this claim's own record, or where none was written.
+    for expected in [Some(claim.claim_bytes.as_slice()), None] {
+        let stored = store
+            .compare_and_swap(Table::IdempotencyKeys, &claim.key, expected, Some(&value))
+            .await
+            .map_err(backend)?;
+        if stored {
+            return Ok(());
+        }
+    }
+    // Claimed before by another run.
     let current = store.get(Table::IdempotencyKeys, &claim.key).await.map_err(backend)?;
     if let Some(bytes) = &current
         && serde_json::from_slice::<Record>(bytes).is_ok_and(|r| r.response.is_some())
     {
         return Ok(());
     }
-    let value = serde_json::to_vec(&claim.record).map_err(backend)?;
     let stored = store
         .compare_and_swap(Table::IdempotencyKeys, &claim.key, current.as_deref(), Some(&value))
         .await
@@ -143,6 +154,8 @@ pub enum BeginDeferred {
 pub struct Deferred {
     key: Vec<u8>,
     record: Record,
+    /// The claim record as [`Deferred::claim_write`] writes it.
+    claim_bytes: Vec<u8>,
     running: Arc<Mutex<HashSet<Vec<u8>>>>,
     claimed_before: bool,
 }
@@ -162,12 +175,12 @@ impl Deferred {
     }
 
     /// The claim record, to write with the request's first effect.
-    pub fn claim_write(&self) -> Result<KeyedWrite, IdempotencyError> {
-        Ok(KeyedWrite {
+    pub fn claim_write(&self) -> KeyedWrite {
+        KeyedWrite {
             table: Table::IdempotencyKeys,
             key: self.key.clone(),
-            value: Some(serde_json::to_vec(&self.record).map_err(backend)?),
-        })
+            value: Some(self.claim_bytes.clone()),
+        }
     }
 }
 
@@ -305,15 +318,17 @@ impl IdempotencyKeys {
         if !self.running.lock().unwrap_or_else(|e| e.into_inner()).insert(store_key.clone()) {
             return Err(IdempotencyError::InProgress);
         }
+        let record = Record {
+            claim_id: uuid::Uuid::now_v7().to_string(),
+            request_sha256: request.to_owned(),
+            created_at_ms: now,
+            response: None,
+            released: false,
+        };
         let claim = Deferred {
             key: store_key,
-            record: Record {
-                claim_id: uuid::Uuid::now_v7().to_string(),
-                request_sha256: request.to_owned(),
-                created_at_ms: now,
-                response: None,
-                released: false,
-            },
+            claim_bytes: serde_json::to_vec(&record).map_err(backend)?,
+            record,
             running: self.running.clone(),
             claimed_before: seen.claimed,
         };
@@ -528,7 +543,7 @@ mod tests {
             IdempotencyError::InProgress
         );
         // The claim record goes with the request's first effect (here: written alone).
-        let write = claim.claim_write().unwrap();
+        let write = claim.claim_write();
         keys.store.put(write.table, &write.key, write.value.as_deref().unwrap()).await.unwrap();
         assert_eq!(
             keys.begin_deferred("u", "k", "other").await.unwrap_err(),
