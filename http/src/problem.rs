@@ -46,6 +46,18 @@ impl Problem {
     ) -> Self {
         Self { kind, title, status, detail: detail.into(), errors: Vec::new() }
     }
+
+    /// 400 `/problems/validation` naming one invalid field.
+    pub fn validation(
+        field: impl Into<String>,
+        message: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            errors: vec![FieldError { field: field.into(), message: message.into() }],
+            ..Self::new("/problems/validation", "Invalid request", 400, detail)
+        }
+    }
 }
 
 /// Maps an error to the problem an API client sees.
@@ -59,10 +71,9 @@ impl ToProblem for DomainError {
         let detail = self.to_string();
         let p = |kind, title, status| Problem::new(kind, title, status, detail.clone());
         match self {
-            DomainError::Invalid { field, reason } => Problem {
-                errors: vec![FieldError { field: field.clone(), message: reason.clone() }],
-                ..p("/problems/validation", "Invalid request", 400)
-            },
+            DomainError::Invalid { field, reason } => {
+                Problem::validation(field.clone(), reason.clone(), detail)
+            }
             DomainError::InvalidMoney(_) => p("/problems/invalid-money", "Invalid amount", 400),
             DomainError::UnknownCurrency(_) => {
                 p("/problems/unknown-currency", "Unknown currency", 400)
@@ -110,14 +121,10 @@ impl ToProblem for AuthError {
             AuthError::Reused | AuthError::Revoked | AuthError::Expired => {
                 p("/problems/invalid-refresh-token", "Refresh token not valid", 401)
             }
-            AuthError::WeakPassword(reason) => Problem {
-                errors: vec![FieldError { field: "password".into(), message: reason.clone() }],
-                ..p("/problems/validation", "Invalid request", 400)
-            },
-            AuthError::InvalidEmail => Problem {
-                errors: vec![FieldError { field: "email".into(), message: detail.clone() }],
-                ..p("/problems/validation", "Invalid request", 400)
-            },
+            AuthError::WeakPassword(reason) => {
+                Problem::validation("password", reason.clone(), detail)
+            }
+            AuthError::InvalidEmail => Problem::validation("email", detail.clone(), detail),
             AuthError::EmailTaken => p("/problems/email-taken", "Email already registered", 409),
             AuthError::InvalidCredentials => {
                 p("/problems/invalid-credentials", "Invalid email or password", 401)
@@ -133,13 +140,9 @@ impl ToProblem for IdempotencyError {
         let detail = self.to_string();
         let p = |kind, title, status| Problem::new(kind, title, status, detail.clone());
         match self {
-            IdempotencyError::InvalidKey => Problem {
-                errors: vec![FieldError {
-                    field: "Idempotency-Key".into(),
-                    message: detail.clone(),
-                }],
-                ..p("/problems/validation", "Invalid request", 400)
-            },
+            IdempotencyError::InvalidKey => {
+                Problem::validation("Idempotency-Key", detail.clone(), detail)
+            }
             IdempotencyError::Reused => {
                 p("/problems/idempotency-key-reused", "Idempotency key reused", 422)
             }
@@ -160,10 +163,9 @@ impl ToProblem for CatalogError {
         match self {
             CatalogError::SkuExists(_) => p("/problems/sku-exists", "SKU already exists", 409),
             CatalogError::NotFound(_) => p("/problems/not-found", "Not found", 404),
-            CatalogError::Invalid { field, reason } => Problem {
-                errors: vec![FieldError { field: (*field).to_owned(), message: reason.clone() }],
-                ..p("/problems/validation", "Invalid request", 400)
-            },
+            CatalogError::Invalid { field, reason } => {
+                Problem::validation(*field, reason.clone(), detail)
+            }
             CatalogError::Backend(_) => p("/problems/unavailable", "Temporarily unavailable", 503),
         }
     }

@@ -9,7 +9,7 @@ use storefront_actors::DomainError;
 use crate::auth::AuthError;
 use crate::catalog::CatalogError;
 use crate::idempotency::IdempotencyError;
-use crate::{CONTENT_TYPE, FieldError, Problem, ToProblem};
+use crate::{CONTENT_TYPE, Problem, ToProblem};
 
 /// The media type of every JSON body.
 pub const JSON: &str = "application/json; charset=utf-8";
@@ -78,17 +78,9 @@ impl ApiError {
 
     /// 400 with one field error.
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
-        let message = message.into();
-        let field = field.into();
-        Self::new(Problem {
-            errors: vec![FieldError { field: field.clone(), message: message.clone() }],
-            ..Problem::new(
-                "/problems/validation",
-                "Invalid request",
-                400,
-                format!("{field}: {message}"),
-            )
-        })
+        let (field, message) = (field.into(), message.into());
+        let detail = format!("{field}: {message}");
+        Self::new(Problem::validation(field, message, detail))
     }
 
     /// 404 for a resource that does not exist (or that the caller may not see).
