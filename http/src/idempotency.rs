@@ -116,6 +116,37 @@ async fn store_answer(store: &dyn Store, claim: &Deferred) -> Result<(), Idempot
     if stored { Ok(()) } else { Err(IdempotencyError::Backend("record changed meanwhile".into())) }
 }
 
+impl Record {
+    /// A fresh claim of a key for `request`, at `now`.
+    fn claim(request: &str, now: u64) -> Self {
+        Self {
+            claim_id: uuid::Uuid::now_v7().to_string(),
+            request_sha256: request.to_owned(),
+            created_at_ms: now,
+            response: None,
+            released: false,
+        }
+    }
+}
+
+/// The stored record of a key as it stands at `now` for `request`: `None` when there is none or
+/// it has expired; refused when the key is bound to another request (for the whole retention).
+fn live(
+    stored: Option<&[u8]>,
+    request: &str,
+    now: u64,
+) -> Result<Option<Record>, IdempotencyError> {
+    let Some(bytes) = stored else { return Ok(None) };
+    let record: Record = serde_json::from_slice(bytes).map_err(backend)?;
+    if now.saturating_sub(record.created_at_ms) >= RETENTION.as_millis() as u64 {
+        return Ok(None);
+    }
+    if record.request_sha256 != request {
+        return Err(IdempotencyError::Reused);
+    }
+    Ok(Some(record))
+}
+
 /// A key's record as [`IdempotencyKeys::bound`] found it.
 #[derive(Debug, Default)]
 struct Seen {
@@ -231,35 +262,20 @@ impl IdempotencyKeys {
     ) -> Result<Begin, IdempotencyError> {
         let store_key = store_key(scope, key)?;
         let now = self.clock.now_ms();
-        let fresh = Record {
-            claim_id: uuid::Uuid::now_v7().to_string(),
-            request_sha256: request.to_owned(),
-            created_at_ms: now,
-            response: None,
-            released: false,
-        };
-        let fresh = serde_json::to_vec(&fresh).map_err(backend)?;
+        let fresh = serde_json::to_vec(&Record::claim(request, now)).map_err(backend)?;
         loop {
             let current =
                 self.store.get(Table::IdempotencyKeys, &store_key).await.map_err(backend)?;
-            if let Some(bytes) = &current {
-                let record: Record = serde_json::from_slice(bytes).map_err(backend)?;
-                let age = now.saturating_sub(record.created_at_ms);
-                let expired = age >= RETENTION.as_millis() as u64;
-                let stale = age >= self.stale_after.as_millis() as u64;
-                if !expired {
-                    // The key stays bound to its request for the whole retention.
-                    if record.request_sha256 != request {
-                        return Err(IdempotencyError::Reused);
+            if let Some(record) = live(current.as_deref(), request, now)? {
+                let stale =
+                    now.saturating_sub(record.created_at_ms) >= self.stale_after.as_millis() as u64;
+                match record.response {
+                    Some(response) => return Ok(Begin::Replay(response)),
+                    None if !record.released && !stale => {
+                        return Err(IdempotencyError::InProgress);
                     }
-                    match record.response {
-                        Some(response) => return Ok(Begin::Replay(response)),
-                        None if !record.released && !stale => {
-                            return Err(IdempotencyError::InProgress);
-                        }
-                        // Released, or left behind by a crash: this retry takes it over.
-                        None => {}
-                    }
+                    // Released, or left behind by a crash: this retry takes it over.
+                    None => {}
                 }
             }
             let claimed = self
@@ -318,13 +334,7 @@ impl IdempotencyKeys {
         if !self.running.lock().unwrap_or_else(|e| e.into_inner()).insert(store_key.clone()) {
             return Err(IdempotencyError::InProgress);
         }
-        let record = Record {
-            claim_id: uuid::Uuid::now_v7().to_string(),
-            request_sha256: request.to_owned(),
-            created_at_ms: now,
-            response: None,
-            released: false,
-        };
+        let record = Record::claim(request, now);
         let claim = Deferred {
             key: store_key,
             claim_bytes: serde_json::to_vec(&record).map_err(backend)?,
@@ -380,18 +390,11 @@ impl IdempotencyKeys {
     /// What the store says of `key` for `request`: refused if bound to another request, else its
     /// stored answer, and whether it was claimed at all (unexpired records only).
     async fn bound(&self, key: &[u8], request: &str, now: u64) -> Result<Seen, IdempotencyError> {
-        let Some(bytes) = self.store.get(Table::IdempotencyKeys, key).await.map_err(backend)?
-        else {
-            return Ok(Seen::default());
-        };
-        let record: Record = serde_json::from_slice(&bytes).map_err(backend)?;
-        if now.saturating_sub(record.created_at_ms) >= RETENTION.as_millis() as u64 {
-            return Ok(Seen::default());
-        }
-        if record.request_sha256 != request {
-            return Err(IdempotencyError::Reused);
-        }
-        Ok(Seen { claimed: true, replay: record.response })
+        let current = self.store.get(Table::IdempotencyKeys, key).await.map_err(backend)?;
+        Ok(match live(current.as_deref(), request, now)? {
+            Some(record) => Seen { claimed: true, replay: record.response },
+            None => Seen::default(),
+        })
     }
 
     /// Deletes the records older than [`RETENTION`]; returns how many.
