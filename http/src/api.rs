@@ -112,28 +112,28 @@ where
     Ok(response)
 }
 
-/// [`idempotent`] for a request whose effects are keyed by an id derived from its key (a
-/// checkout): nothing is written before it runs; `run` gets the claim record to write atomically
-/// with its first effect, and the response is stored after it is sent (a crash before that is
-/// harmless: a retry reaches the same effects and answers the same). One durable write less
-/// before the work and one less after it (see [`crate::idempotency::Deferred`]).
+/// [`idempotent`] for a request whose effects are keyed by an id derived from its key and
+/// `request` (its [`request_hash`], which the caller computed for that id): a checkout. Nothing
+/// is written before it runs; `run` gets the claim record to write atomically with its first
+/// effect, and the response is stored after it is sent (a crash before that is harmless: a retry
+/// reaches the same effects and answers the same). One durable write less before the work and
+/// one less after it (see [`crate::idempotency::Deferred`]).
 pub async fn idempotent_keyed<F, Fut>(
     state: &AppState,
     scope: &str,
     key: &str,
-    req: &Req,
-    (method, path): (&str, &str),
+    request: &str,
     run: F,
 ) -> ApiResult
 where
     F: FnOnce(Claimed) -> Fut,
     Fut: Future<Output = ApiResult>,
 {
-    let hash = request_hash(method, path, &req.body);
-    let claim = match state.idempotency.begin_deferred(scope, key, &hash).await.map_err(refusal)? {
-        BeginDeferred::Run(claim) => claim,
-        BeginDeferred::Replay(stored) => return replay(stored),
-    };
+    let claim =
+        match state.idempotency.begin_deferred(scope, key, request).await.map_err(refusal)? {
+            BeginDeferred::Run(claim) => claim,
+            BeginDeferred::Replay(stored) => return replay(stored),
+        };
     let claimed = Claimed { write: claim.claim_write(), before: claim.claimed_before() };
     let response = run(claimed).await.unwrap_or_else(ApiError::into_api_response);
     state.idempotency.finish(claim, stored(&response));

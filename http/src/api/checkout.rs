@@ -162,7 +162,7 @@ pub async fn checkout(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiRe
     // Validation runs under the key too: the same key with another body is 422, even if invalid.
     // The order id derives from the key and the request: the effects are keyed.
     let order_id = order_id(&me.user_id, &key, &request);
-    super::idempotent_keyed(&state, &me.user_id, &key, &req, ("POST", "/v1/checkout"), |claim| {
+    super::idempotent_keyed(&state, &me.user_id, &key, &request, |claim| {
         place(&state, &req, &me.user_id, order_id, claim)
     })
     .await
