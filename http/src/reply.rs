@@ -61,6 +61,12 @@ impl ApiResponse {
     }
 }
 
+impl From<ApiResponse> for warp::reply::Response {
+    fn from(response: ApiResponse) -> Self {
+        response.into_response()
+    }
+}
+
 /// A request that failed: the problem its client sees, plus headers such as `Retry-After`.
 #[derive(Debug, Clone)]
 pub struct ApiError {

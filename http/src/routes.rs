@@ -14,7 +14,7 @@ use crate::app::AppState;
 use crate::extract::{Req, read_body, req};
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::Limit;
-use crate::reply::{ApiError, ApiResult};
+use crate::reply::ApiError;
 
 type Response = warp::reply::Response;
 
@@ -106,38 +106,20 @@ fn allowed_methods(path: &str) -> String {
     methods.join(", ")
 }
 
-/// Times a route, turns its error into a problem response and records both.
-fn finish<F>(route: &'static str, filter: F) -> BoxedFilter<(Response,)>
+/// Times a route, turns its error into a problem response and records both (a streaming
+/// route's status when its stream starts).
+fn finish<F, T>(route: &'static str, filter: F) -> BoxedFilter<(Response,)>
 where
-    F: Filter<Extract = (ApiResult,), Error = Rejection> + Clone + Send + Sync + 'static,
+    F: Filter<Extract = (Result<T, ApiError>,), Error = Rejection> + Clone + Send + Sync + 'static,
+    T: Into<Response> + Send,
 {
     let metrics = RouteMetrics::new(route);
     warp::any()
         .map(Instant::now)
         .and(filter)
-        .map(move |started: Instant, result: ApiResult| {
-            let response = result.unwrap_or_else(ApiError::into_api_response);
-            metrics.record(response.status, started.elapsed());
-            response.into_response()
-        })
-        .boxed()
-}
-
-/// [`finish`] for a streaming route: its status is recorded when the stream starts.
-fn finish_stream<F>(route: &'static str, filter: F) -> BoxedFilter<(Response,)>
-where
-    F: Filter<Extract = (Result<Response, ApiError>,), Error = Rejection>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-{
-    let metrics = RouteMetrics::new(route);
-    warp::any()
-        .map(Instant::now)
-        .and(filter)
-        .map(move |started: Instant, result: Result<Response, ApiError>| {
-            let response = result.unwrap_or_else(|e| e.into_api_response().into_response());
+        .map(move |started: Instant, result: Result<T, ApiError>| {
+            let response: Response =
+                result.map_or_else(|e| e.into_api_response().into(), Into::into);
             metrics.record(response.status(), started.elapsed());
             response
         })
@@ -280,7 +262,7 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
     .unify()
     .boxed();
 
-    let inventory = finish_stream(
+    let inventory = finish(
         "GET /v1/inventory/stream",
         warp::path!("v1" / "inventory" / "stream")
             .and(get())
