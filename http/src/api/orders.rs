@@ -191,7 +191,6 @@ async fn page(
         None => None,
     };
     let mut items = Vec::new();
-    let mut last_key = None;
     let mut scanned = 0;
     loop {
         let chunk = state
@@ -204,30 +203,25 @@ async fn page(
         for (key, value) in chunk {
             let summary: OrderSummary = serde_json::from_slice(&value)
                 .map_err(|e| ApiError::internal(format!("order index entry: {e}")))?;
-            after = Some(key.clone());
+            after = Some(key);
             if keep(&summary) {
                 items.push(OrderListItem::from(summary));
-                last_key = Some(key);
                 if items.len() == limit {
                     break;
                 }
             }
         }
-        if items.len() == limit || exhausted {
-            break;
+        // A full page (there may be more), or a rare status over a long history (answer what was
+        // found): the rest starts after the last entry read.
+        if items.len() == limit || (!exhausted && scanned >= MAX_SCANNED) {
+            let next_cursor =
+                after.map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+            return Ok(Page { items, next_cursor });
         }
-        if scanned >= MAX_SCANNED {
-            // A rare status over a long history: answer what was found, and where to go on.
-            let cursor =
-                after.as_ref().map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
-            return Ok(Page { items, next_cursor: cursor });
+        if exhausted {
+            return Ok(Page { items, next_cursor: None });
         }
     }
-    // There may be more only when the page is full.
-    let next_cursor = (items.len() == limit)
-        .then(|| last_key.map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned()))
-        .flatten();
-    Ok(Page { items, next_cursor })
 }
 
 #[utoipa::path(get, operation_id = "orders_list", path = "/v1/orders", tag = "orders", security(("bearer" = [])),
