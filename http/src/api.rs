@@ -28,9 +28,9 @@ use crate::ratelimit::Limit;
 use crate::reply::{ApiError, ApiResponse, ApiResult};
 
 impl AppState {
-    /// Counts a request against `limit` for `key`; 429 with `Retry-After` when over it.
-    pub async fn admit(&self, limit: Limit, key: &str) -> Result<(), ApiError> {
-        self.limiter.check(limit, key).await.map_err(|wait| {
+    /// Counts a request against `limit`; 429 with `Retry-After` when over it.
+    pub async fn admit(&self, limit: Limit<'_>) -> Result<(), ApiError> {
+        self.limiter.check(limit).await.map_err(|wait| {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             ApiError::new(Problem::new(
                 "/problems/rate-limited",
@@ -45,7 +45,7 @@ impl AppState {
     /// The authenticated caller (401 without a valid token), counted against the per-user limit.
     pub async fn caller(&self, req: &Req) -> Result<Principal, ApiError> {
         let principal = bearer(req, |token| self.tokens.verify(token))?;
-        self.admit(Limit::User, &principal.user_id).await?;
+        self.admit(Limit::User(&principal.user_id)).await?;
         Ok(principal)
     }
 

@@ -14,22 +14,22 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use storefront_config::RateLimitConfig;
 
-/// Which limit a request counts against.
+/// Which limit a request counts against, and for whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
+pub enum Limit<'a> {
     /// Every API request, by client IP.
-    Ip,
+    Ip(IpAddr),
     /// Every authenticated request, by user.
-    User,
+    User(&'a str),
     /// Registration and login, by client IP.
-    Auth,
+    Auth(IpAddr),
 }
 
 /// Decides whether a request may go ahead.
 #[async_trait]
 pub trait RateLimiter: Send + Sync + std::fmt::Debug + 'static {
     /// `Ok` to go ahead, or how long to wait before the next request can be admitted.
-    async fn check(&self, limit: Limit, key: &str) -> Result<(), Duration>;
+    async fn check(&self, limit: Limit<'_>) -> Result<(), Duration>;
 
     /// Drops state of keys that are quiet again (called now and then).
     fn forget_quiet(&self) {}
@@ -41,7 +41,7 @@ pub struct Unlimited;
 
 #[async_trait]
 impl RateLimiter for Unlimited {
-    async fn check(&self, _: Limit, _: &str) -> Result<(), Duration> {
+    async fn check(&self, _: Limit<'_>) -> Result<(), Duration> {
         Ok(())
     }
 }
@@ -79,14 +79,11 @@ impl LocalLimiter {
 
 #[async_trait]
 impl RateLimiter for LocalLimiter {
-    async fn check(&self, limit: Limit, key: &str) -> Result<(), Duration> {
+    async fn check(&self, limit: Limit<'_>) -> Result<(), Duration> {
         let outcome = match limit {
-            Limit::User => self.user.check_key(&key.to_owned()),
-            Limit::Ip | Limit::Auth => {
-                // A key that is not an IP (never from our own callers) shares one bucket.
-                let ip = key.parse::<IpAddr>().unwrap_or(IpAddr::from([0, 0, 0, 0]));
-                if limit == Limit::Ip { self.ip.check_key(&ip) } else { self.auth.check_key(&ip) }
-            }
+            Limit::Ip(ip) => self.ip.check_key(&ip),
+            Limit::User(user) => self.user.check_key(&user.to_owned()),
+            Limit::Auth(ip) => self.auth.check_key(&ip),
         };
         outcome.map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
@@ -110,15 +107,16 @@ mod tests {
             per_user_per_second: 2,
             auth_per_minute: 3,
         });
+        let (first, second) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
         for _ in 0..3 {
-            limiter.check(Limit::Auth, "10.0.0.1").await.unwrap();
+            limiter.check(Limit::Auth(first)).await.unwrap();
         }
-        let wait = limiter.check(Limit::Auth, "10.0.0.1").await.unwrap_err();
+        let wait = limiter.check(Limit::Auth(first)).await.unwrap_err();
         assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(20), "{wait:?}");
-        limiter.check(Limit::Auth, "10.0.0.2").await.unwrap();
-        limiter.check(Limit::User, "u1").await.unwrap();
-        limiter.check(Limit::User, "u1").await.unwrap();
-        assert!(limiter.check(Limit::User, "u1").await.is_err());
-        limiter.check(Limit::User, "u2").await.unwrap();
+        limiter.check(Limit::Auth(second)).await.unwrap();
+        limiter.check(Limit::User("u1")).await.unwrap();
+        limiter.check(Limit::User("u1")).await.unwrap();
+        assert!(limiter.check(Limit::User("u1")).await.is_err());
+        limiter.check(Limit::User("u2")).await.unwrap();
     }
 }

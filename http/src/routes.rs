@@ -23,17 +23,16 @@ type Input = BoxedFilter<(Result<Req, ApiError>,)>;
 
 /// The request, read and admitted: API routes count against the per-IP limit, and registration
 /// and login also against the stricter auth limit.
-fn input(state: &Arc<AppState>, limit: Limit, with_body: bool) -> Input {
+fn input(state: &Arc<AppState>, auth: bool, with_body: bool) -> Input {
     let body_limit = state.body_limit;
     let state = state.clone();
     let admit = move |req: Result<Req, ApiError>| {
         let state = state.clone();
         async move {
             let req = req?;
-            let ip = req.ip().to_string();
-            state.admit(Limit::Ip, &ip).await?;
-            if limit == Limit::Auth {
-                state.admit(Limit::Auth, &ip).await?;
+            state.admit(Limit::Ip(req.ip())).await?;
+            if auth {
+                state.admit(Limit::Auth(req.ip())).await?;
             }
             Ok(req)
         }
@@ -141,8 +140,10 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
     let put = || warp::put();
     let delete = || warp::delete();
     let patch = || warp::patch();
-    let read = || input(s, Limit::Ip, false);
-    let write = || input(s, Limit::Ip, true);
+    let read = || input(s, false, false);
+    let write = || input(s, false, true);
+    // Registration and login: also under the stricter per-IP auth limit.
+    let auth_write = || input(s, true, true);
 
     let service =
         finish("GET /healthz", warp::path!("healthz").and(get()).then(api::service::healthz))
@@ -170,7 +171,7 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         warp::path!("v1" / "auth" / "register")
             .and(post())
             .and(with(s))
-            .and(input(s, Limit::Auth, true))
+            .and(auth_write())
             .then(api::auth::register),
     )
     .or(finish(
@@ -178,7 +179,7 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         warp::path!("v1" / "auth" / "login")
             .and(post())
             .and(with(s))
-            .and(input(s, Limit::Auth, true))
+            .and(auth_write())
             .then(api::auth::login),
     ))
     .unify()
