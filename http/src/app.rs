@@ -103,7 +103,7 @@ pub struct App {
 }
 
 /// The entity settings a configuration gives.
-pub fn entity_settings(config: &Config) -> EntitySettings {
+fn entity_settings(config: &Config) -> EntitySettings {
     let e = &config.entities;
     EntitySettings {
         snapshot_every: e.snapshot_every,
