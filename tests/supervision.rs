@@ -123,12 +123,15 @@ async fn idle_entities_are_passivated_and_restart_with_their_state() {
     };
     node.regions.update_cart("u1", add("A", 2)).await.unwrap();
     node.regions.update_cart("u2", add("B", 1)).await.unwrap();
-    assert_eq!(node.regions.carts().live_entities(), 2);
+    // No count of live entities is asserted right after a command: with a 50 ms idle timer the
+    // entity may already have passivated on a busy machine. What a user relies on is that idle
+    // entities do go away, and that a command afterwards finds its state intact.
     eventually(T, "carts to passivate", || async { node.regions.carts().live_entities() == 0 })
         .await;
     let cart = node.regions.cart("u1").await.unwrap();
     assert_eq!((cart.lines[0].sku.as_str(), cart.lines[0].qty), ("A", 2));
-    assert_eq!(node.regions.carts().live_entities(), 1);
+    let other = node.regions.cart("u2").await.unwrap();
+    assert_eq!((other.lines[0].sku.as_str(), other.lines[0].qty), ("B", 1));
     // Commands keep working across repeated passivations.
     for round in 0..3 {
         eventually(T, "cart to passivate again", || async {
