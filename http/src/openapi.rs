@@ -17,6 +17,7 @@ use crate::api;
     ),
     paths(
         api::auth::register, api::auth::login, api::auth::refresh, api::auth::logout, api::auth::me,
+        api::auth::provision,
         api::products::search, api::products::get, api::products::create, api::products::update,
         api::currencies::list, api::currencies::set_rates,
         api::inventory::get, api::inventory::restock, api::inventory::set, api::inventory::stream,

@@ -60,6 +60,7 @@ const TEMPLATES: &[&str] = &[
     "POST /v1/auth/refresh",
     "POST /v1/auth/logout",
     "GET /v1/me",
+    "POST /v1/admin/users",
     "GET /v1/products",
     "GET /v1/products/{product_id}",
     "POST /v1/admin/products",
@@ -181,6 +182,15 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
             .and(with(s))
             .and(auth_write())
             .then(api::auth::login),
+    ))
+    .unify()
+    .or(finish(
+        "POST /v1/admin/users",
+        warp::path!("v1" / "admin" / "users")
+            .and(post())
+            .and(with(s))
+            .and(write())
+            .then(api::auth::provision),
     ))
     .unify()
     .or(finish(

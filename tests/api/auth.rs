@@ -166,3 +166,62 @@ async fn logins_are_rate_limited_with_retry_after() {
     // Other routes are not under the auth limit.
     app.get("/v1/products", None).await.ok(200);
 }
+
+#[tokio::test]
+async fn admins_provision_many_accounts_at_once_with_tokens() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let ann = app.customer("ann@example.com").await;
+    let users: Vec<_> =
+        (0..300).map(|n| json!({"email": format!("shopper-{n}@load.test")})).collect();
+    let body = json!({"password": "shared password", "users": users});
+    app.post("/v1/admin/users", Some(&ann), &body).await.problem(403, "/problems/forbidden");
+    app.post("/v1/admin/users", None, &body).await.problem(401, "/problems/unauthorized");
+
+    let created = app.post("/v1/admin/users", Some(&admin), &body).await.ok(201);
+    let accounts = created["users"].as_array().unwrap();
+    assert_eq!(accounts.len(), 300);
+    assert_eq!(created["taken"], json!([]));
+    assert_eq!(created["expires_in"], 900);
+    let ids: std::collections::HashSet<_> = accounts.iter().map(|a| a["user_id"].clone()).collect();
+    assert_eq!(ids.len(), 300, "every account its own user");
+    // Each token is its account's, and each account logs in with the shared password.
+    let last = &accounts[299];
+    let me = app.get("/v1/me", Some(last["access_token"].as_str().unwrap())).await.ok(200);
+    assert_eq!(me["user_id"], last["user_id"]);
+    assert_eq!(me["email"], "shopper-299@load.test");
+    assert_eq!(me["roles"], json!(["customer"]));
+    app.login("SHOPPER-7@load.test", "shared password").await;
+
+    // Emails in use (here or by a registered customer) are reported, not created again.
+    let again = json!({"password": "shared password", "users": [
+        {"email": "shopper-1@load.test"}, {"email": "ann@example.com"}, {"email": "new@load.test"}]});
+    let answer = app.post("/v1/admin/users", Some(&admin), &again).await.ok(201);
+    assert_eq!(answer["taken"], json!(["shopper-1@load.test", "ann@example.com"]));
+    assert_eq!(answer["users"].as_array().unwrap().len(), 1);
+    assert_eq!(answer["users"][0]["email"], "new@load.test");
+
+    for (bad, field) in [
+        (json!({"password": "shared password", "users": []}), "users"),
+        (json!({"password": "short", "users": [{"email": "x@load.test"}]}), "password"),
+        (json!({"password": "shared password", "users": [{"email": "nope"}]}), "users[0].email"),
+        (
+            json!({"password": "shared password", "users": [{"email": "a@load.test"}, {"email": "A@load.test"}]}),
+            "users[1].email",
+        ),
+    ] {
+        let problem = app
+            .post("/v1/admin/users", Some(&admin), &bad)
+            .await
+            .problem(400, "/problems/validation");
+        assert_eq!(problem["errors"][0]["field"], field, "{bad}");
+    }
+    let too_many: Vec<_> = (0..1001).map(|n| json!({"email": format!("m{n}@l.io")})).collect();
+    app.post(
+        "/v1/admin/users",
+        Some(&admin),
+        &json!({"password": "shared password", "users": too_many}),
+    )
+    .await
+    .problem(400, "/problems/validation");
+}

@@ -42,6 +42,53 @@ pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
+/// `POST /v1/admin/users` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Provision {
+    /// The password every account of this call gets (at least 10 characters); hashed once.
+    #[schema(min_length = 10, max_length = 1024)]
+    pub password: String,
+    /// The accounts, 1 to [`MAX_PROVISION`].
+    pub users: Vec<ProvisionUser>,
+}
+
+/// One account to provision.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionUser {
+    /// Email address.
+    #[schema(format = "email")]
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+}
+
+/// Most accounts one `POST /v1/admin/users` creates.
+pub const MAX_PROVISION: usize = 1000;
+
+/// A provisioned account with an access token, so a load tool needs no login per account.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Provisioned {
+    /// The new user.
+    pub user_id: String,
+    /// Its normalized email.
+    pub email: String,
+    /// An access token of the account (customer role).
+    pub access_token: String,
+}
+
+/// `POST /v1/admin/users` answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProvisionResponse {
+    /// The accounts created, in the order asked.
+    pub users: Vec<Provisioned>,
+    /// The emails that already belonged to an account (nothing created for them).
+    pub taken: Vec<String>,
+    /// Seconds the access tokens are valid.
+    pub expires_in: u64,
+}
+
 /// A token pair.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
@@ -134,6 +181,60 @@ pub async fn logout(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
     let body: RefreshRequest = req.json()?;
     state.refresh.revoke(&body.refresh_token).await?;
     Ok(ApiResponse::empty(StatusCode::NO_CONTENT))
+}
+
+#[utoipa::path(post, operation_id = "auth_provision", path = "/v1/admin/users", tag = "auth", security(("bearer" = [])),
+    request_body = Provision,
+    responses((status = 201, body = ProvisionResponse),
+        (status = 400, description = "Bad email, weak password, no users or more than 1,000, an email twice: `/problems/validation`")))]
+/// Creates many customer accounts at once, sharing one password, each with an access token.
+///
+/// For load tests and imports: registration hashes every password (tens of milliseconds of CPU on
+/// purpose), which makes setting up thousands of accounts take minutes; here the password is
+/// hashed once per call. The accounts are ordinary: they log in with that password.
+pub async fn provision(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let admin = state.admin(&req).await?;
+    let body: Provision = req.json()?;
+    if body.users.is_empty() || body.users.len() > MAX_PROVISION {
+        return Err(ApiError::validation("users", format!("1 to {MAX_PROVISION} accounts")));
+    }
+    let mut emails = Vec::with_capacity(body.users.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, user) in body.users.iter().enumerate() {
+        let email = crate::auth::normalize_email(&user.email)
+            .map_err(|e| ApiError::validation(format!("users[{i}].email"), e.to_string()))?;
+        emails.push(email.clone());
+        if !seen.insert(email) {
+            return Err(ApiError::validation(format!("users[{i}].email"), "given twice"));
+        }
+        if user.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+            return Err(ApiError::validation(format!("users[{i}].name"), "at most 200 characters"));
+        }
+    }
+    let key = req.idempotency_key()?;
+    super::idempotent(&state, &admin.user_id, key, &req, "POST", "/v1/admin/users", || async {
+        let accounts = body.users.into_iter().map(|u| (u.email, u.name)).collect();
+        let mut answer = ProvisionResponse {
+            users: Vec::new(),
+            taken: Vec::new(),
+            expires_in: state.tokens.ttl().as_secs(),
+        };
+        let created = state.users.provision(accounts, &body.password).await?;
+        for (created, email) in created.into_iter().zip(emails) {
+            match created {
+                Ok(user) => answer.users.push(Provisioned {
+                    access_token: state.tokens.issue(&user.user_id, &user.roles)?,
+                    user_id: user.user_id,
+                    email: user.email,
+                }),
+                Err(crate::auth::AuthError::EmailTaken) => answer.taken.push(email),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        super::created(&answer)
+    })
+    .await
 }
 
 #[utoipa::path(get, operation_id = "auth_me", path = "/v1/me", tag = "auth", security(("bearer" = [])),
