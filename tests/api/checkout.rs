@@ -94,9 +94,14 @@ async fn failed_checkouts_answer_their_problem_and_hold_nothing() {
     app.product(&admin, "BOOK-1", "9.99", 3).await;
     let items = |qty: u32| json!([{"sku": "BOOK-1", "qty": qty}]);
 
-    app.checkout(&ann, "k-oos", &json!({"payment_token": "tok_visa", "items": items(4)}))
-        .await
-        .problem(409, "/problems/out-of-stock");
+    let oos = json!({"payment_token": "tok_visa", "items": items(4)});
+    let first = app.checkout(&ann, "k-oos", &oos).await;
+    first.problem(409, "/problems/out-of-stock");
+    // Answered without an order, and stored under the key like any answer: a retry replays it.
+    let retry = app.checkout_retry(&ann, "k-oos", &oos).await;
+    retry.problem(409, "/problems/out-of-stock");
+    assert_eq!(retry.headers["idempotent-replayed"], "true");
+    assert_eq!(retry.text, first.text);
     for (key, token) in [("k-dec", "tok_chargeDeclined"), ("k-funds", "tok_insufficientFunds")] {
         app.checkout(&ann, key, &json!({"payment_token": token, "items": items(1)}))
             .await
@@ -149,16 +154,17 @@ async fn failed_checkouts_answer_their_problem_and_hold_nothing() {
     .await
     .problem(404, "/problems/not-found");
 
-    // History: the failed orders are listed, newest first, with their status.
+    // History: the failed orders are listed, newest first, with their status. The out-of-stock
+    // attempt placed no order (the SKU could not fill it when asked): three orders, not four.
     let orders = app.get("/v1/orders?limit=2", Some(&ann)).await.ok(200);
     assert_eq!(orders["items"].as_array().unwrap().len(), 2);
     assert_eq!(orders["items"][0]["status"], "failed");
     let next = orders["next_cursor"].as_str().unwrap();
     let rest = app.get(&format!("/v1/orders?cursor={next}"), Some(&ann)).await.ok(200);
-    assert_eq!(rest["items"].as_array().unwrap().len(), 2);
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
     assert!(rest["next_cursor"].is_null());
     let failed = app.get("/v1/admin/orders?status=failed", Some(&admin)).await.ok(200);
-    assert_eq!(failed["items"].as_array().unwrap().len(), 4);
+    assert_eq!(failed["items"].as_array().unwrap().len(), 3);
     let confirmed = app.get("/v1/admin/orders?status=confirmed", Some(&admin)).await.ok(200);
     assert_eq!(confirmed["items"], json!([]));
     app.get("/v1/admin/orders?status=lost", Some(&admin))

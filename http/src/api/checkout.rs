@@ -218,6 +218,17 @@ async fn place(
         let qty = Quantity::new(qty)?;
         lines.push(OrderLine { sku, qty, unit_price });
     }
+    // A line its SKU cannot fill now is answered at once, without an order: in a flash sale most
+    // attempts come after the sell-out, and each would otherwise place, durably fail and index an
+    // order that never held anything. The levels are the SKU actor's own, so the answer is what
+    // the saga's reserve would have said at this instant; a race the other way (stock taken
+    // after this read) is still decided by the reserve.
+    for line in &lines {
+        let levels = state.regions.stock_levels(line.sku.as_str()).await?;
+        if levels.available < u64::from(line.qty.get()) {
+            return Err(out_of_stock(&line.sku, levels.available, None));
+        }
+    }
     let fx_rate = (currency != state.base)
         .then(|| rates.rate(currency).map(|r| r.normalize().to_string()))
         .flatten();
@@ -304,6 +315,18 @@ async fn empty_bought_lines(
     Ok(())
 }
 
+/// 409 `/problems/out-of-stock`: `sku` has only `available` units (seen before an order was
+/// placed, or by the saga of `order_id`).
+fn out_of_stock(sku: &impl std::fmt::Display, available: u64, order_id: Option<&str>) -> ApiError {
+    let order = order_id.map_or(String::new(), |id| format!("order {id}: "));
+    ApiError::new(Problem::new(
+        "/problems/out-of-stock",
+        "Out of stock",
+        409,
+        format!("{order}{sku} has {available} available; nothing is held"),
+    ))
+}
+
 /// The answer for a saga that ended.
 fn ended(view: &OrderView) -> ApiResult {
     let problem = |kind, title, status, detail: String| {
@@ -315,12 +338,9 @@ fn ended(view: &OrderView) -> ApiResult {
         )))
     };
     match (&view.status, &view.failure) {
-        (OrderStatus::Failed, Some(FailureReason::OutOfStock { sku, available })) => problem(
-            "/problems/out-of-stock",
-            "Out of stock",
-            409,
-            format!("{sku} has {available} available; nothing is held"),
-        ),
+        (OrderStatus::Failed, Some(FailureReason::OutOfStock { sku, available })) => {
+            Err(out_of_stock(sku, *available, Some(&view.order_id)))
+        }
         (OrderStatus::Failed, Some(FailureReason::PaymentDeclined { code })) => problem(
             "/problems/payment-declined",
             "Payment declined",
