@@ -108,6 +108,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logs(&config)?;
     Currency::parse(&config.shop.base_currency)
         .context("invalid config key `shop.base_currency`")?;
+    // Every client connection is an open file: take the hard limit (a distribution's soft limit
+    // of 1,024 would refuse the thousands of connections a node is built to hold).
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run_node(config))
 }

@@ -45,6 +45,23 @@ pub enum StartError {
     },
 }
 
+/// Connections the kernel keeps waiting for `accept` (it caps this at `net.core.somaxconn`). The
+/// default of 128 overflowed when thousands of clients connected at once: the overflowing
+/// handshakes were dropped and retried by TCP after seconds (BENCHMARKS.md, 10,000 connections).
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: std::net::SocketAddr) -> Result<TcpListener, String> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(|e| e.to_string())?;
+    socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
+    socket.bind(addr).map_err(|e| e.to_string())?;
+    socket.listen(LISTEN_BACKLOG).map_err(|e| e.to_string())
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(String) -> StartError {
     let what = what.into();
     move |reason| StartError::Io { what, reason }
@@ -186,17 +203,14 @@ impl App {
                 key: "http_addr",
                 reason: e.to_string(),
             })?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| e.to_string())
-            .map_err(io(format!("cannot listen on {addr}")))?;
+        let listener = listen(addr).map_err(io(format!("cannot listen on {addr}")))?;
         let metrics_listener = match &config.http.metrics_addr {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| e.to_string())
-                    .map_err(io(format!("cannot listen on {addr} for metrics")))?,
-            ),
+            Some(addr) => {
+                let parsed = addr.parse().map_err(|e: std::net::AddrParseError| {
+                    StartError::Config { key: "http.metrics_addr", reason: e.to_string() }
+                })?;
+                Some(listen(parsed).map_err(io(format!("cannot listen on {addr} for metrics")))?)
+            }
             None => None,
         };
         let (stop, stopping) = watch::channel(false);

@@ -8,7 +8,8 @@
 //! writes, so later writes of a group see earlier ones), commits it with one fsync
 //! (`PersistMode::SyncAll`), and only then answers each caller. A write that fails its own check
 //! (a sequence conflict) is answered with that error and leaves the others of its group untouched.
-//! Reads run on tokio's blocking pool against a snapshot.
+//! Point reads (`get`, `load_snapshot`) run on the caller's thread; scans and journal reads run on
+//! tokio's blocking pool. Both read a snapshot.
 //!
 //! Layout: `journal` holds one record per append, keyed `stream 0x00 first-seq(u64 BE)`, with the
 //! framed events of that append; a stream's last sequence lives in `heads`. A read from sequence
@@ -173,6 +174,17 @@ impl EmbeddedStore {
         let writes = self.writes.as_ref().ok_or(StorageError::Closed)?;
         writes.send(WriteOp { write, reply }).await.map_err(|_| StorageError::Closed)?;
         answer.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// A point read, on the caller's thread: it is a memtable or block-cache hit almost always,
+    /// and handing it to another thread and back costs more than the read itself (the flash-sale
+    /// profile in BENCHMARKS.md). Reads that may touch many blocks use [`EmbeddedStore::read`].
+    fn point_read<T>(
+        &self,
+        f: impl FnOnce(&Keyspaces, &fjall::Snapshot) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let snapshot = self.keyspaces.db.read_tx();
+        f(&self.keyspaces, &snapshot)
     }
 
     async fn read<T: Send + 'static>(
@@ -489,8 +501,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StorageError> {
-        let stream = stream.to_owned();
-        self.read(move |ks, snapshot| {
+        self.point_read(|ks, snapshot| {
             match snapshot
                 .get(ks.snapshots.inner(), stream.as_bytes())
                 .map_err(StorageError::backend)?
@@ -502,7 +513,6 @@ impl Store for EmbeddedStore {
                 None => Ok(None),
             }
         })
-        .await
     }
 
     async fn read_outbox(
@@ -526,14 +536,12 @@ impl Store for EmbeddedStore {
     }
 
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let key = key.to_vec();
-        self.read(move |ks, snapshot| {
+        self.point_read(|ks, snapshot| {
             Ok(snapshot
-                .get(ks.table(table).inner(), &key)
+                .get(ks.table(table).inner(), key)
                 .map_err(StorageError::backend)?
                 .map(|v| v.to_vec()))
         })
-        .await
     }
 
     async fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StorageError> {

@@ -1,0 +1,206 @@
+//! The driver: holds the connections, releases them at one instant, and runs a workload's
+//! iterations over them until the count or the duration is reached, whichever comes first.
+//!
+//! Closed loop: each connection starts its next iteration when the last one ends (the load is the
+//! concurrency). Open loop: iteration `i` is due at `start + i / rate`; a connection takes the next
+//! due iteration, waits for its time, and the latency counts from when it was due, so a server
+//! that falls behind shows it in the latencies (no coordinated omission), not in a lower rate.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use crate::client::{Answer, Call, Conn, Failure, Target};
+use crate::stats::{Progress, Stats};
+
+/// Connections being opened at once (keeps the server's accept queue from overflowing).
+const OPENING_AT_ONCE: usize = 256;
+
+/// Opens a connection to `target` and has it answer one `GET /healthz` (not measured), so the
+/// server has accepted it and served on it before the clock starts: a connection still waiting in
+/// the server's accept queue at release would count its wait as the first request's latency.
+async fn open_warm(target: Arc<Target>, timeout: Duration) -> Result<Conn, Failure> {
+    let mut conn = Conn::open(target).await?;
+    let answer = conn.send(&Call::get("warm-up", "/healthz".to_owned()), timeout).await?;
+    if answer.status == 200 { Ok(conn) } else { Err(Failure::Connect) }
+}
+
+/// How much load, for how long.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Connections held (closed loop: the concurrency).
+    pub connections: usize,
+    /// Iterations at most.
+    pub iterations: u64,
+    /// Time at most: no iteration starts after it.
+    pub duration: Duration,
+    /// Iterations per second (open loop), or `None` (closed loop).
+    pub rate: Option<f64>,
+    /// How long one request may take before it counts as failed.
+    pub timeout: Duration,
+}
+
+/// What a scenario does in one iteration.
+pub trait Workload: Send + Sync + 'static {
+    /// Runs iteration `i`, which is the `k`-th of connection `conn`, through `session`.
+    fn iteration(
+        &self,
+        i: u64,
+        conn: usize,
+        k: u64,
+        session: &mut Session,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// A connection, recording into the run's statistics.
+#[derive(Debug)]
+pub struct Session {
+    conn: Conn,
+    /// One for the whole run: a histogram per connection would be 10,000 histograms of 180 KB
+    /// each to allocate at the release (seconds of page faults that stalled the tool).
+    stats: Arc<Mutex<Stats>>,
+    progress: Arc<Progress>,
+    timeout: Duration,
+    due: Option<Instant>,
+}
+
+impl Session {
+    /// Sends `call`, records its latency and outcome, and returns the answer if there was one.
+    /// The first call of an open-loop iteration counts from when the iteration was due.
+    pub async fn call(&mut self, call: &Call) -> Option<Answer> {
+        let start = self.due.take().unwrap_or_else(Instant::now);
+        let result = self.conn.send(call, self.timeout).await;
+        let latency = start.elapsed();
+        match result {
+            Ok(answer) => {
+                self.progress.count(Some(answer.status));
+                let outcome = match answer.problem.then(|| problem_type(&answer.body)).flatten() {
+                    Some(kind) => format!("{} {kind}", answer.status),
+                    None => answer.status.to_string(),
+                };
+                self.record(call.endpoint, outcome, latency);
+                Some(answer)
+            }
+            Err(failure) => {
+                self.progress.count(None);
+                self.record(call.endpoint, failure.label().to_owned(), latency);
+                None
+            }
+        }
+    }
+}
+
+impl Session {
+    fn record(&self, endpoint: &'static str, outcome: String, latency: Duration) {
+        // A worker that panicked while recording ends the run anyway (its join fails).
+        let mut stats = self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        stats.record(endpoint, outcome, latency);
+    }
+}
+
+/// The `type` of a problem+json body.
+fn problem_type(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Problem {
+        r#type: String,
+    }
+    serde_json::from_slice::<Problem>(body).ok().map(|p| p.r#type)
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct Measured {
+    /// When the connections were released.
+    pub start: Instant,
+    /// Everything recorded.
+    pub stats: Stats,
+    /// From release to the last answer.
+    pub elapsed: Duration,
+    /// Iterations done.
+    pub iterations: u64,
+}
+
+/// Opens `plan.connections` connections over `targets` (round-robin), releases them at one
+/// instant and runs `workload` by `plan`.
+pub async fn run<W: Workload>(
+    label: &str,
+    targets: &[Arc<Target>],
+    plan: &Plan,
+    workload: Arc<W>,
+) -> anyhow::Result<Measured> {
+    let opened: Vec<Result<Conn, _>> = futures::stream::iter(0..plan.connections)
+        .map(|c| open_warm(targets[c % targets.len()].clone(), plan.timeout))
+        .buffer_unordered(OPENING_AT_ONCE)
+        .collect()
+        .await;
+    let failed = opened.iter().filter(|c| c.is_err()).count();
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} connections could not be opened and answer GET /healthz (is the server up? its and this process's open-file limits?)",
+            plan.connections
+        );
+    }
+    let progress = Arc::new(Progress::default());
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now() + Duration::from_millis(50);
+    let deadline = start + plan.duration;
+    let mut workers = Vec::with_capacity(plan.connections);
+    for (c, conn) in opened.into_iter().flatten().enumerate() {
+        let mut session = Session {
+            conn,
+            stats: stats.clone(),
+            progress: progress.clone(),
+            timeout: plan.timeout,
+            due: None,
+        };
+        let (workload, next, plan) = (workload.clone(), next.clone(), plan.clone());
+        workers.push(tokio::spawn(async move {
+            tokio::time::sleep_until(start).await;
+            let mut k = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= plan.iterations || Instant::now() >= deadline {
+                    break;
+                }
+                if let Some(rate) = plan.rate {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    if due >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(due).await;
+                    session.due = Some(due);
+                }
+                workload.iteration(i, c, k, &mut session).await;
+                session.progress.done.fetch_add(1, Ordering::Relaxed);
+                k += 1;
+            }
+            Instant::now()
+        }));
+    }
+    let all = futures::future::join_all(workers);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let reporter = tokio::spawn(progress.clone().report_until(label.to_owned(), async {
+        let _ = rx.await;
+    }));
+    let results = all.await;
+    let _ = tx.send(());
+    reporter.await.context("progress line")?;
+    let mut last = start;
+    for result in results {
+        last = last.max(result.context("a load worker panicked")?);
+    }
+    let stats =
+        std::mem::take(&mut *stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    Ok(Measured {
+        start,
+        stats,
+        elapsed: last.saturating_duration_since(start),
+        iterations: progress.done.load(Ordering::Relaxed),
+    })
+}
