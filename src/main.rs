@@ -3,6 +3,7 @@
 //! This is the only place that reads the process environment, installs the allocator and the
 //! log subscriber, and turns errors into an exit status (`anyhow` lives here and nowhere else).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,6 +32,15 @@ struct Cli {
 enum Command {
     /// Run a node.
     Serve(ServeArgs),
+    /// Apply the store's schema (PostgreSQL, ScyllaDB; idempotent), then exit.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MigrateArgs {
+    /// The store: `postgres://...` or `scylla://...` (`embedded` needs no schema).
+    #[arg(long, env = "STOREFRONT_STORE")]
+    store: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,6 +102,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Migrate(args) => migrate(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -118,6 +129,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(run_node(config))
 }
 
+fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime
+        .block_on(storefront_storage::migrate(&args.store))
+        .with_context(|| format!("cannot migrate the store `{}`", redact(&args.store)))?;
+    writeln!(std::io::stdout(), "storefront: schema applied to {}", redact(&args.store))?;
+    Ok(())
+}
+
+/// A store URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 fn init_logs(config: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
         .with_context(|| format!("invalid config key `log.filter`: `{}`", config.log.filter))?;
@@ -135,7 +169,7 @@ async fn run_node(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         http = %app.local_addr(),
         data_dir = %config.data_dir.display(),
-        store = %config.store,
+        store = %redact(&config.store),
         "storefront node running"
     );
     app.run(shutdown).await;

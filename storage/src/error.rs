@@ -26,6 +26,9 @@ pub enum StorageError {
     /// The store is shutting down and takes no more writes.
     #[error("store is closed")]
     Closed,
+    /// The store's schema is missing or from another version (`storefront migrate` applies it).
+    #[error("{0}")]
+    Schema(String),
     /// No backend is built in for this store URL.
     #[error("unsupported store url `{0}`")]
     UnsupportedUrl(String),

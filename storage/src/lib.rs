@@ -14,6 +14,8 @@ mod types;
 pub mod conformance;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -87,9 +89,44 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
 /// Opens the store named by `url` (`embedded` keeps it under `data_dir`).
 pub async fn open(url: &str, data_dir: &Path) -> Result<Arc<dyn Store>, StorageError> {
-    match url {
+    match Backend::of(url) {
         #[cfg(feature = "embedded")]
-        "embedded" => Ok(Arc::new(embedded::EmbeddedStore::open(data_dir).await?)),
-        other => Err(StorageError::UnsupportedUrl(other.to_owned())),
+        Some(Backend::Embedded) => Ok(Arc::new(embedded::EmbeddedStore::open(data_dir).await?)),
+        #[cfg(feature = "postgres")]
+        Some(Backend::Postgres) => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
+        _ => Err(StorageError::UnsupportedUrl(url.to_owned())),
+    }
+}
+
+/// Applies the schema of the store named by `url` (idempotent). The embedded store needs none.
+pub async fn migrate(url: &str) -> Result<(), StorageError> {
+    match Backend::of(url) {
+        #[cfg(feature = "embedded")]
+        Some(Backend::Embedded) => Ok(()),
+        #[cfg(feature = "postgres")]
+        Some(Backend::Postgres) => postgres::migrate(url).await,
+        _ => Err(StorageError::UnsupportedUrl(url.to_owned())),
+    }
+}
+
+/// The kinds of store a URL can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Embedded,
+    Postgres,
+    Scylla,
+}
+
+impl Backend {
+    fn of(url: &str) -> Option<Self> {
+        if url == "embedded" {
+            Some(Self::Embedded)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else if url.starts_with("scylla://") {
+            Some(Self::Scylla)
+        } else {
+            None
+        }
     }
 }

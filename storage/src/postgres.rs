@@ -1,0 +1,557 @@
+//! The PostgreSQL backend: the shared store of a multi-node cluster.
+//!
+//! It owns the schema (`postgres.sql`, applied by [`migrate`]) and a small set of pipelined
+//! connections. Every write is one statement, so one transaction and one round trip: an append is
+//! a call of the schema's `storefront_append` function, which checks the expected sequence against
+//! the stream's head row (two racing writers serialize on that row; the loser writes nothing).
+//! A write is acknowledged after PostgreSQL's commit, which is durable with the server's default
+//! `synchronous_commit = on`.
+//!
+//! Outbox positions are `(writing transaction id << 16) + index`, and [`Store::read_outbox`] only
+//! answers rows of transactions older than every transaction still running, so a relay that reads
+//! "after position p" never skips a row that commits later with a smaller position.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::{
+    AppendRequest, OutboxEntry, OutboxRecord, Snapshot, StorageError, Store, StoredEvent, Table,
+};
+
+/// The schema version [`migrate`] writes and [`PostgresStore::open`] requires.
+const SCHEMA_VERSION: i32 = 1;
+const SCHEMA: &str = include_str!("postgres.sql");
+/// Connections per store unless the URL says `pool_size=N`.
+const DEFAULT_POOL_SIZE: usize = 8;
+/// Outbox records one append may carry (the low 16 bits of a position).
+const MAX_OUTBOX_PER_APPEND: usize = 1 << 16;
+/// How long a reader of the outbox waits at most for older transactions to end before it
+/// answers the rows it can already vouch for.
+const OUTBOX_SETTLE: Duration = Duration::from_secs(2);
+
+/// A store in one PostgreSQL schema (the first of the connection's `search_path`).
+pub struct PostgresStore {
+    config: tokio_postgres::Config,
+    slots: Vec<Mutex<Option<Arc<Conn>>>>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("hosts", &self.config.get_hosts())
+            .field("pool_size", &self.slots.len())
+            .finish()
+    }
+}
+
+/// One connection with its prepared statements.
+struct Conn {
+    client: Client,
+    statements: Statements,
+}
+
+struct Statements {
+    append: Statement,
+    read_events: Statement,
+    save_snapshot: Statement,
+    load_snapshot: Statement,
+    read_outbox: Statement,
+    get: Statement,
+    put: Statement,
+    delete: Statement,
+    insert_absent: Statement,
+    update_if: Statement,
+    delete_if: Statement,
+    /// Scans: lower bound inclusive (the prefix) or exclusive (a cursor), with or without an
+    /// upper bound (a prefix of only 0xFF bytes, or none, has no successor).
+    scan_from: Statement,
+    scan_from_below: Statement,
+    scan_after: Statement,
+    scan_after_below: Statement,
+}
+
+impl Statements {
+    async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
+        let scan = |lower: &str, upper: bool| {
+            format!(
+                "SELECT key, value FROM kv WHERE tbl = $1 AND key {lower} $2 {} ORDER BY key LIMIT $3",
+                if upper { "AND key < $4" } else { "" }
+            )
+        };
+        Ok(Self {
+            append: client
+                .prepare(
+                    "SELECT applied, head FROM storefront_append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .await?,
+            read_events: client
+                .prepare(
+                    "SELECT seq, payload FROM journal WHERE stream = $1 AND seq >= $2 \
+                     ORDER BY seq LIMIT $3",
+                )
+                .await?,
+            save_snapshot: client
+                .prepare(
+                    "INSERT INTO snapshots (stream, seq, state) VALUES ($1, $2, $3) \
+                     ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, state = excluded.state \
+                     WHERE snapshots.seq < excluded.seq",
+                )
+                .await?,
+            load_snapshot: client
+                .prepare("SELECT seq, state FROM snapshots WHERE stream = $1")
+                .await?,
+            read_outbox: client
+                .prepare(
+                    "SELECT position, event_id, topic, payload, \
+                     (position >> 16) < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                     FROM outbox WHERE position > $1 ORDER BY position LIMIT $2",
+                )
+                .await?,
+            get: client.prepare("SELECT value FROM kv WHERE tbl = $1 AND key = $2").await?,
+            put: client
+                .prepare(
+                    "INSERT INTO kv (tbl, key, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value",
+                )
+                .await?,
+            delete: client.prepare("DELETE FROM kv WHERE tbl = $1 AND key = $2").await?,
+            insert_absent: client
+                .prepare(
+                    "INSERT INTO kv (tbl, key, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .await?,
+            update_if: client
+                .prepare("UPDATE kv SET value = $4 WHERE tbl = $1 AND key = $2 AND value = $3")
+                .await?,
+            delete_if: client
+                .prepare("DELETE FROM kv WHERE tbl = $1 AND key = $2 AND value = $3")
+                .await?,
+            scan_from: client.prepare(&scan(">=", false)).await?,
+            scan_from_below: client.prepare(&scan(">=", true)).await?,
+            scan_after: client.prepare(&scan(">", false)).await?,
+            scan_after_below: client.prepare(&scan(">", true)).await?,
+        })
+    }
+}
+
+/// Splits our own `pool_size` parameter off a store URL; the rest is for `tokio-postgres`.
+fn parse_url(url: &str) -> Result<(tokio_postgres::Config, usize), StorageError> {
+    let invalid = |reason: String| StorageError::Invalid(format!("store url: {reason}"));
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut pool_size = DEFAULT_POOL_SIZE;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("pool_size", n)) => {
+                pool_size = n
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=256).contains(n))
+                    .ok_or_else(|| invalid(format!("pool_size `{n}` is not 1 to 256")))?;
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
+    let config = url.parse().map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
+    Ok((config, pool_size))
+}
+
+async fn connect(config: &tokio_postgres::Config) -> Result<Client, StorageError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(StorageError::backend)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Applies the schema to the store at `url` (idempotent; concurrent runs wait for each other).
+pub async fn migrate(url: &str) -> Result<(), StorageError> {
+    let (config, _) = parse_url(url)?;
+    let mut client = connect(&config).await?;
+    let tx = client.transaction().await.map_err(StorageError::backend)?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext('storefront_migrate'))", &[])
+        .await
+        .map_err(StorageError::backend)?;
+    tx.batch_execute(SCHEMA).await.map_err(StorageError::backend)?;
+    tx.execute("DELETE FROM storefront_schema", &[]).await.map_err(StorageError::backend)?;
+    tx.execute("INSERT INTO storefront_schema (version) VALUES ($1)", &[&SCHEMA_VERSION])
+        .await
+        .map_err(StorageError::backend)?;
+    tx.commit().await.map_err(StorageError::backend)
+}
+
+impl PostgresStore {
+    /// Connects to the store at `url` (`postgres://user:password@host:port/db`, libpq parameters
+    /// such as `options=-csearch_path%3Dshop` allowed, plus `pool_size=N`), whose schema
+    /// [`migrate`] must have applied.
+    pub async fn open(url: &str) -> Result<Self, StorageError> {
+        let (config, pool_size) = parse_url(url)?;
+        let client = connect(&config).await?;
+        let version: Option<i32> = match client
+            .query_opt("SELECT max(version) FROM storefront_schema", &[])
+            .await
+        {
+            Ok(row) => row.and_then(|r| r.get(0)),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => None,
+            Err(e) => return Err(StorageError::backend(e)),
+        };
+        if version != Some(SCHEMA_VERSION) {
+            return Err(StorageError::Schema(format!(
+                "the PostgreSQL schema is at version {} and this build needs {SCHEMA_VERSION}: \
+                 run `storefront migrate --store <url>`",
+                version.map_or("none".to_owned(), |v| v.to_string())
+            )));
+        }
+        let statements = Statements::prepare(&client).await.map_err(StorageError::backend)?;
+        let mut slots: Vec<_> = (0..pool_size).map(|_| Mutex::new(None)).collect();
+        slots[0] = Mutex::new(Some(Arc::new(Conn { client, statements })));
+        Ok(Self { config, slots, next: AtomicUsize::new(0) })
+    }
+
+    /// A live connection, round robin; a closed one is replaced.
+    async fn conn(&self) -> Result<Arc<Conn>, StorageError> {
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.as_ref().filter(|c| !c.client.is_closed()) {
+            return Ok(conn.clone());
+        }
+        let client = connect(&self.config).await?;
+        let statements = Statements::prepare(&client).await.map_err(StorageError::backend)?;
+        let conn = Arc::new(Conn { client, statements });
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+}
+
+fn seq_param(seq: u64) -> Result<i64, StorageError> {
+    i64::try_from(seq).map_err(|_| StorageError::Invalid(format!("sequence {seq} out of range")))
+}
+
+fn seq_of(value: i64, what: &str) -> Result<u64, StorageError> {
+    u64::try_from(value).map_err(|_| StorageError::Corrupt(what.to_owned()))
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// The smallest key greater than every key starting with `prefix`, if there is one.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn append(&self, request: AppendRequest) -> Result<u64, StorageError> {
+        if request.stream.is_empty() || request.stream.contains('\0') {
+            return Err(StorageError::Invalid("stream name empty or containing NUL".into()));
+        }
+        if request.events.is_empty() {
+            return Err(StorageError::Invalid("append without events".into()));
+        }
+        if request.outbox.len() > MAX_OUTBOX_PER_APPEND {
+            return Err(StorageError::Invalid(format!(
+                "{} outbox records in one append (at most {MAX_OUTBOX_PER_APPEND})",
+                request.outbox.len()
+            )));
+        }
+        let expected = seq_param(request.expected_seq)?;
+        let events: Vec<&[u8]> = request.events.iter().map(Vec::as_slice).collect();
+        let ids: Vec<&str> = request.outbox.iter().map(|r| r.event_id.as_str()).collect();
+        let topics: Vec<&str> = request.outbox.iter().map(|r| r.topic.as_str()).collect();
+        let payloads: Vec<&[u8]> = request.outbox.iter().map(|r| r.payload.as_slice()).collect();
+        let tables: Vec<&str> = request.puts.iter().map(|w| w.table.name()).collect();
+        let keys: Vec<&[u8]> = request.puts.iter().map(|w| w.key.as_slice()).collect();
+        let values: Vec<Option<&[u8]>> = request.puts.iter().map(|w| w.value.as_deref()).collect();
+        let conn = self.conn().await?;
+        let row = conn
+            .client
+            .query_one(
+                &conn.statements.append,
+                &[
+                    &request.stream,
+                    &expected,
+                    &events,
+                    &ids,
+                    &topics,
+                    &payloads,
+                    &tables,
+                    &keys,
+                    &values,
+                ],
+            )
+            .await
+            .map_err(StorageError::backend)?;
+        let applied: bool = row.get(0);
+        let head = seq_of(row.get(1), "stream head")?;
+        if applied {
+            Ok(head)
+        } else {
+            Err(StorageError::Conflict {
+                stream: request.stream,
+                expected: request.expected_seq,
+                actual: head,
+            })
+        }
+    }
+
+    async fn read_events(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let from = seq_param(from_seq)?;
+        let conn = self.conn().await?;
+        let rows = conn
+            .client
+            .query(&conn.statements.read_events, &[&stream, &from, &limit_param(limit)])
+            .await
+            .map_err(StorageError::backend)?;
+        rows.into_iter()
+            .map(|row| Ok(StoredEvent { seq: seq_of(row.get(0), stream)?, payload: row.get(1) }))
+            .collect()
+    }
+
+    async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), StorageError> {
+        let seq = seq_param(snapshot.seq)?;
+        let conn = self.conn().await?;
+        conn.client
+            .execute(&conn.statements.save_snapshot, &[&stream, &seq, &snapshot.state])
+            .await
+            .map_err(StorageError::backend)?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StorageError> {
+        let conn = self.conn().await?;
+        let row = conn
+            .client
+            .query_opt(&conn.statements.load_snapshot, &[&stream])
+            .await
+            .map_err(StorageError::backend)?;
+        row.map(|row| Ok(Snapshot { seq: seq_of(row.get(0), stream)?, state: row.get(1) }))
+            .transpose()
+    }
+
+    async fn read_outbox(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StorageError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let after = seq_param(after)?;
+        let deadline = tokio::time::Instant::now() + OUTBOX_SETTLE;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let conn = self.conn().await?;
+            let rows = conn
+                .client
+                .query(&conn.statements.read_outbox, &[&after, &limit_param(limit)])
+                .await
+                .map_err(StorageError::backend)?;
+            let unsettled = rows.iter().any(|row| !row.get::<_, bool>(4));
+            // A row of a transaction newer than one still running may be followed, once that
+            // one commits, by a row with a smaller position: answer only the rows before it,
+            // after waiting a little for the older transactions (appends are short).
+            if unsettled && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+                continue;
+            }
+            return rows
+                .into_iter()
+                .take_while(|row| row.get::<_, bool>(4))
+                .map(|row| {
+                    Ok(OutboxEntry {
+                        position: seq_of(row.get(0), "outbox position")?,
+                        record: OutboxRecord {
+                            event_id: row.get(1),
+                            topic: row.get(2),
+                            payload: row.get(3),
+                        },
+                    })
+                })
+                .collect();
+        }
+    }
+
+    async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let conn = self.conn().await?;
+        let row = conn
+            .client
+            .query_opt(&conn.statements.get, &[&table.name(), &key])
+            .await
+            .map_err(StorageError::backend)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        let conn = self.conn().await?;
+        conn.client
+            .execute(&conn.statements.put, &[&table.name(), &key, &value])
+            .await
+            .map_err(StorageError::backend)?;
+        Ok(())
+    }
+
+    async fn delete(&self, table: Table, key: &[u8]) -> Result<(), StorageError> {
+        let conn = self.conn().await?;
+        conn.client
+            .execute(&conn.statements.delete, &[&table.name(), &key])
+            .await
+            .map_err(StorageError::backend)?;
+        Ok(())
+    }
+
+    async fn compare_and_swap(
+        &self,
+        table: Table,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StorageError> {
+        let conn = self.conn().await?;
+        let s = &conn.statements;
+        let name = table.name();
+        let changed = match (expected, new) {
+            (None, Some(new)) => conn.client.execute(&s.insert_absent, &[&name, &key, &new]).await,
+            (Some(old), Some(new)) => {
+                conn.client.execute(&s.update_if, &[&name, &key, &old, &new]).await
+            }
+            (Some(old), None) => conn.client.execute(&s.delete_if, &[&name, &key, &old]).await,
+            (None, None) => {
+                let row = conn
+                    .client
+                    .query_opt(&s.get, &[&name, &key])
+                    .await
+                    .map_err(StorageError::backend)?;
+                return Ok(row.is_none());
+            }
+        }
+        .map_err(StorageError::backend)?;
+        Ok(changed == 1)
+    }
+
+    async fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn().await?;
+        let s = &conn.statements;
+        let (name, limit) = (table.name(), limit_param(limit));
+        let (statement, lower) = match start_after {
+            Some(after) if after >= prefix => ((&s.scan_after, &s.scan_after_below), after),
+            _ => ((&s.scan_from, &s.scan_from_below), prefix),
+        };
+        let rows = match prefix_end(prefix) {
+            Some(end) => conn.client.query(statement.1, &[&name, &lower, &limit, &end]).await,
+            None => conn.client.query(statement.0, &[&name, &lower, &limit]).await,
+        }
+        .map_err(StorageError::backend)?;
+        Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{PostgresStore, migrate, prefix_end};
+    use crate::Store;
+    use crate::conformance::Harness;
+
+    /// The server the tests use: `TEST_POSTGRES_URL`, or the local one with trust auth.
+    fn server_url() -> String {
+        std::env::var("TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    }
+
+    fn in_schema(schema: &str) -> String {
+        let url = server_url();
+        let joiner = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{joiner}options=-csearch_path%3D{schema}")
+    }
+
+    async fn admin() -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test PostgreSQL (TEST_POSTGRES_URL)");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// A fresh schema per test, dropped by the suite when the test is done.
+    #[derive(Debug)]
+    struct Postgres;
+
+    impl Harness for Postgres {
+        async fn fresh_location() -> String {
+            let schema = format!(
+                "storefront_test_{}_{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            );
+            admin().await.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+            schema
+        }
+
+        async fn open(location: &str) -> Arc<dyn Store> {
+            let url = in_schema(location);
+            migrate(&url).await.expect("migrate");
+            Arc::new(PostgresStore::open(&url).await.expect("open the postgres store"))
+        }
+
+        async fn remove(location: &str) {
+            admin().await.batch_execute(&format!("DROP SCHEMA {location} CASCADE")).await.unwrap();
+        }
+    }
+
+    crate::store_conformance_tests!(Postgres);
+
+    #[tokio::test]
+    async fn refuses_a_schema_that_was_not_migrated() {
+        let schema = Postgres::fresh_location().await;
+        let err = PostgresStore::open(&in_schema(&schema)).await.unwrap_err();
+        assert!(err.to_string().contains("storefront migrate"), "{err}");
+        Postgres::remove(&schema).await;
+    }
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"u1/"), Some(b"u10".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xFF, 0xFF]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}
