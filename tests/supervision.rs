@@ -63,6 +63,7 @@ impl Actor for Counter {
                     events: vec![vec![1]],
                     outbox: vec![],
                     puts: vec![],
+                    fence: None,
                 };
                 *count = args.store.append(request).await?;
                 let _ = reply.send(*count);

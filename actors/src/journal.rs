@@ -192,6 +192,8 @@ impl Journal {
             events: pending.events,
             outbox: pending.outbox,
             puts: pending.puts,
+            // A node's store fences its entities' appends by shard lease (storefront-cluster).
+            fence: None,
         };
         // `state` now holds exactly the events of this append and those before it.
         let due = self.snapshot_every.max(state.weight());

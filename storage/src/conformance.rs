@@ -11,7 +11,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use crate::{AppendRequest, KeyedWrite, OutboxRecord, Snapshot, StorageError, Store, Table};
+use crate::{
+    AppendRequest, Fence, KeyedWrite, Lease, OutboxRecord, Snapshot, StorageError, Store, Table,
+};
 
 /// How a backend's tests give the suite stores.
 pub trait Harness: Send + Sync + 'static {
@@ -36,7 +38,8 @@ macro_rules! store_conformance_tests {
             writes_the_outbox_with_the_events,
             writes_keyed_puts_with_the_events,
             serves_keyed_tables,
-            keeps_everything_across_a_reopen
+            keeps_everything_across_a_reopen,
+            fences_appends_by_shard_lease
         );
 
         #[test]
@@ -67,6 +70,7 @@ fn append(stream: &str, expected_seq: u64, events: &[&[u8]]) -> AppendRequest {
         events: events.iter().map(|e| e.to_vec()).collect(),
         outbox: vec![],
         puts: vec![],
+        fence: None,
     }
 }
 
@@ -297,6 +301,52 @@ pub async fn keeps_everything_across_a_reopen<H: Harness>(location: &str) {
     assert!(outbox[1].position > outbox[0].position);
 }
 
+/// Leases move by epoch, and an append fenced with an epoch that is no longer its shard's writes
+/// nothing: a node that lost a shard cannot write to it, whatever it believes.
+pub async fn fences_appends_by_shard_lease<H: Harness>(location: &str) {
+    let store = H::open(location).await;
+    assert!(store.leases().await.unwrap().is_empty());
+    assert!(store.set_lease(7, 0, Some("node-a")).await.unwrap());
+    assert!(!store.set_lease(7, 0, Some("node-b")).await.unwrap(), "epoch 0 is gone");
+    let fenced = |seq: u64, epoch: u64| {
+        let mut request = append("sku/x", seq, &[b"e"]);
+        request.fence = Some(Fence { shard: 7, epoch });
+        request.outbox.push(OutboxRecord {
+            event_id: format!("{seq}"),
+            topic: "t".into(),
+            payload: vec![],
+        });
+        request
+    };
+    assert_eq!(store.append(fenced(0, 1)).await.unwrap(), 1);
+    // node-b takes the shard over: node-a's epoch 1 no longer writes.
+    assert!(store.set_lease(7, 1, Some("node-b")).await.unwrap());
+    match store.append(fenced(1, 1)).await {
+        Err(StorageError::Fenced { shard: 7, epoch: 1 }) => {}
+        other => panic!("expected the append to be fenced, got {other:?}"),
+    }
+    assert_eq!(store.read_events("sku/x", 1, 10).await.unwrap().len(), 1);
+    assert_eq!(store.read_outbox(0, 10).await.unwrap().len(), 1);
+    assert_eq!(store.append(fenced(1, 2)).await.unwrap(), 2);
+    // Released: nobody writes, not even with the last epoch.
+    assert!(store.set_lease(7, 2, None).await.unwrap());
+    assert!(matches!(store.append(fenced(2, 2)).await, Err(StorageError::Fenced { .. })));
+    assert!(matches!(store.append(fenced(2, 3)).await, Err(StorageError::Fenced { .. })));
+    // A shard never leased fences every epoch.
+    let mut never = append("sku/y", 0, &[b"e"]);
+    never.fence = Some(Fence { shard: 9, epoch: 0 });
+    assert!(matches!(store.append(never).await, Err(StorageError::Fenced { shard: 9, .. })));
+    assert!(store.set_lease(3, 0, Some("node-c")).await.unwrap());
+    let leases = store.leases().await.unwrap();
+    assert_eq!(
+        leases,
+        vec![
+            Lease { shard: 3, owner: Some("node-c".into()), epoch: 1 },
+            Lease { shard: 7, owner: None, epoch: 3 },
+        ]
+    );
+}
+
 const CHILD_ENV: &str = "STOREFRONT_CONFORMANCE_CHILD";
 const CRASH_STREAMS: usize = 4;
 const KILL_ROUNDS: usize = 3;
@@ -404,6 +454,7 @@ async fn crash_child<H: Harness>(location: &str) {
                         events,
                         outbox,
                         puts: vec![],
+                        fence: None,
                     };
                     seq = store.append(request).await.unwrap();
                     let mut out = std::io::stdout().lock();

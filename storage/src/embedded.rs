@@ -28,7 +28,8 @@ use fjall::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    AppendRequest, OutboxEntry, OutboxRecord, Snapshot, StorageError, Store, StoredEvent, Table,
+    AppendRequest, Lease, OutboxEntry, OutboxRecord, Snapshot, StorageError, Store, StoredEvent,
+    Table,
 };
 
 /// Most writes one transaction takes.
@@ -53,6 +54,8 @@ struct Keyspaces {
     heads: SingleWriterTxKeyspace,
     snapshots: SingleWriterTxKeyspace,
     outbox: SingleWriterTxKeyspace,
+    /// shard (u32 big endian) -> `[epoch u64 big endian][owner]` (no owner: released).
+    leases: SingleWriterTxKeyspace,
     tables: Vec<(Table, SingleWriterTxKeyspace)>,
 }
 
@@ -86,6 +89,7 @@ enum Write {
     Put { table: Table, key: Vec<u8>, value: Vec<u8> },
     Delete { table: Table, key: Vec<u8> },
     Cas { table: Table, key: Vec<u8>, expected: Option<Vec<u8>>, new: Option<Vec<u8>> },
+    Lease { shard: u32, expected_epoch: u64, owner: Option<String> },
 }
 
 #[derive(Debug)]
@@ -144,6 +148,7 @@ impl EmbeddedStore {
                 heads: open("heads")?,
                 snapshots: open("snapshots")?,
                 outbox: open("outbox")?,
+                leases: open("leases")?,
                 tables,
                 db,
             })
@@ -275,11 +280,17 @@ impl Writer {
                     cas(&ks, &mut txn, *table, key, expected.as_deref(), new.as_deref())
                         .map(Written::Swapped)
                 }
+                Write::Lease { shard, expected_epoch, owner } => {
+                    set_lease(&ks, &mut txn, *shard, *expected_epoch, owner.as_deref())
+                        .map(Written::Swapped)
+                }
             };
             match result {
-                Err(err @ (StorageError::Conflict { .. } | StorageError::Invalid(_))) => {
-                    results.push(Err(err))
-                }
+                Err(
+                    err @ (StorageError::Conflict { .. }
+                    | StorageError::Fenced { .. }
+                    | StorageError::Invalid(_)),
+                ) => results.push(Err(err)),
                 Err(err) => {
                     self.next_outbox = first_outbox;
                     return Err(err);
@@ -305,6 +316,12 @@ impl Writer {
         }
         if request.events.is_empty() {
             return Err(StorageError::Invalid("append without events".into()));
+        }
+        if let Some(fence) = request.fence {
+            let held = lease_of(ks, txn, fence.shard)?;
+            if !matches!(held, Some((epoch, Some(_))) if epoch == fence.epoch) {
+                return Err(StorageError::Fenced { shard: fence.shard, epoch: fence.epoch });
+            }
         }
         let actual = match txn
             .get(ks.heads.inner(), request.stream.as_bytes())
@@ -380,6 +397,42 @@ fn cas(
         Some(value) => txn.insert(keyspace, key, value),
         None => txn.remove(keyspace, key),
     }
+    Ok(true)
+}
+
+/// A shard's lease as `(epoch, owner)`, if it was ever set.
+fn lease_of(
+    ks: &Keyspaces,
+    txn: &fjall::SingleWriterWriteTx<'_>,
+    shard: u32,
+) -> Result<Option<(u64, Option<String>)>, StorageError> {
+    txn.get(ks.leases.inner(), shard.to_be_bytes().as_slice())
+        .map_err(StorageError::backend)?
+        .map(|value| decode_lease(&value))
+        .transpose()
+}
+
+fn decode_lease(value: &[u8]) -> Result<(u64, Option<String>), StorageError> {
+    let epoch = u64_of(value, "lease")?;
+    let owner = String::from_utf8(value[8..].to_vec())
+        .map_err(|_| StorageError::Corrupt("lease owner".into()))?;
+    Ok((epoch, (!owner.is_empty()).then_some(owner)))
+}
+
+fn set_lease(
+    ks: &Keyspaces,
+    txn: &mut fjall::SingleWriterWriteTx<'_>,
+    shard: u32,
+    expected_epoch: u64,
+    owner: Option<&str>,
+) -> Result<bool, StorageError> {
+    let epoch = lease_of(ks, txn, shard)?.map_or(0, |(epoch, _)| epoch);
+    if epoch != expected_epoch {
+        return Ok(false);
+    }
+    let mut value = (epoch + 1).to_be_bytes().to_vec();
+    value.extend_from_slice(owner.unwrap_or_default().as_bytes());
+    txn.insert(&ks.leases, shard.to_be_bytes().as_slice(), value);
     Ok(true)
 }
 
@@ -571,6 +624,39 @@ impl Store for EmbeddedStore {
         }
     }
 
+    async fn leases(&self) -> Result<Vec<Lease>, StorageError> {
+        self.read(|ks, snapshot| {
+            let mut out = Vec::new();
+            for guard in snapshot.iter(ks.leases.inner()) {
+                let (key, value) = guard.into_inner().map_err(StorageError::backend)?;
+                let shard: [u8; 4] = key
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt("lease key".into()))?;
+                let (epoch, owner) = decode_lease(&value)?;
+                out.push(Lease { shard: u32::from_be_bytes(shard), owner, epoch });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_lease(
+        &self,
+        shard: u32,
+        expected_epoch: u64,
+        owner: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        if owner.is_some_and(str::is_empty) {
+            return Err(StorageError::Invalid("empty lease owner".into()));
+        }
+        let write = Write::Lease { shard, expected_epoch, owner: owner.map(str::to_owned) };
+        match self.write(write).await? {
+            Written::Swapped(set) => Ok(set),
+            other => Err(StorageError::Backend(format!("writer answered {other:?} to a lease"))),
+        }
+    }
+
     async fn scan(
         &self,
         table: Table,
@@ -649,6 +735,7 @@ mod tests {
                             events: vec![vec![1, 2, 3]],
                             outbox: vec![],
                             puts: vec![],
+                            fence: None,
                         })
                         .await
                 })

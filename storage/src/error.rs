@@ -14,6 +14,15 @@ pub enum StorageError {
         /// The last sequence the store holds.
         actual: u64,
     },
+    /// The append was fenced: its shard's lease has moved on from the writer's epoch. Nothing was
+    /// written; the writer no longer owns the shard.
+    #[error("append to shard {shard} fenced: lease epoch {epoch} is no longer current")]
+    Fenced {
+        /// The shard.
+        shard: u32,
+        /// The epoch the writer held.
+        epoch: u64,
+    },
     /// The request itself is not valid (for example an empty stream name or an empty append).
     #[error("invalid storage request: {0}")]
     Invalid(String),

@@ -24,7 +24,8 @@ use async_trait::async_trait;
 
 pub use error::StorageError;
 pub use types::{
-    AppendRequest, KeyedWrite, OutboxEntry, OutboxRecord, Snapshot, StoredEvent, Table,
+    AppendRequest, Fence, KeyedWrite, Lease, OutboxEntry, OutboxRecord, Snapshot, StoredEvent,
+    Table,
 };
 
 /// The one storage interface every backend implements.
@@ -85,6 +86,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         start_after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+
+    /// Every shard lease ever set, by shard.
+    async fn leases(&self) -> Result<Vec<Lease>, StorageError>;
+
+    /// Gives `shard`'s lease to `owner` (`None` releases it) if its epoch is still
+    /// `expected_epoch` (0: never set), with epoch `expected_epoch + 1`. Returns whether it did.
+    /// Once it has, no append fenced with an older epoch succeeds.
+    async fn set_lease(
+        &self,
+        shard: u32,
+        expected_epoch: u64,
+        owner: Option<&str>,
+    ) -> Result<bool, StorageError>;
 }
 
 /// Opens the store named by `url` (`embedded` keeps it under `data_dir`).

@@ -20,7 +20,8 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::{
-    AppendRequest, OutboxEntry, OutboxRecord, Snapshot, StorageError, Store, StoredEvent, Table,
+    AppendRequest, Lease, OutboxEntry, OutboxRecord, Snapshot, StorageError, Store, StoredEvent,
+    Table,
 };
 
 /// The schema version [`migrate`] writes and [`PostgresStore::open`] requires.
@@ -74,6 +75,10 @@ struct Statements {
     scan_from_below: Statement,
     scan_after: Statement,
     scan_after_below: Statement,
+    leases: Statement,
+    /// Sets a lease whose epoch is the expected one (no row: epoch 0).
+    claim_new: Statement,
+    claim: Statement,
 }
 
 impl Statements {
@@ -87,7 +92,8 @@ impl Statements {
         Ok(Self {
             append: client
                 .prepare(
-                    "SELECT applied, head FROM storefront_append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    "SELECT applied, head, fenced \
+                     FROM storefront_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .await?,
             read_events: client
@@ -136,6 +142,21 @@ impl Statements {
             scan_from_below: client.prepare(&scan(">=", true)).await?,
             scan_after: client.prepare(&scan(">", false)).await?,
             scan_after_below: client.prepare(&scan(">", true)).await?,
+            leases: client
+                .prepare("SELECT shard, owner, epoch FROM shard_leases ORDER BY shard")
+                .await?,
+            claim_new: client
+                .prepare(
+                    "INSERT INTO shard_leases (shard, owner, epoch) VALUES ($1, $2, 1) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .await?,
+            claim: client
+                .prepare(
+                    "UPDATE shard_leases SET owner = $2, epoch = epoch + 1 \
+                     WHERE shard = $1 AND epoch = $3",
+                )
+                .await?,
         })
     }
 }
@@ -236,6 +257,10 @@ fn seq_param(seq: u64) -> Result<i64, StorageError> {
     i64::try_from(seq).map_err(|_| StorageError::Invalid(format!("sequence {seq} out of range")))
 }
 
+fn shard_param(shard: u32) -> Result<i32, StorageError> {
+    i32::try_from(shard).map_err(|_| StorageError::Invalid(format!("shard {shard} out of range")))
+}
+
 fn seq_of(value: i64, what: &str) -> Result<u64, StorageError> {
     u64::try_from(value).map_err(|_| StorageError::Corrupt(what.to_owned()))
 }
@@ -279,6 +304,8 @@ impl Store for PostgresStore {
         let tables: Vec<&str> = request.puts.iter().map(|w| w.table.name()).collect();
         let keys: Vec<&[u8]> = request.puts.iter().map(|w| w.key.as_slice()).collect();
         let values: Vec<Option<&[u8]>> = request.puts.iter().map(|w| w.value.as_deref()).collect();
+        let fence_shard = request.fence.map(|f| shard_param(f.shard)).transpose()?;
+        let fence_epoch = request.fence.map(|f| seq_param(f.epoch)).transpose()?;
         let conn = self.conn().await?;
         let row = conn
             .client
@@ -294,11 +321,16 @@ impl Store for PostgresStore {
                     &tables,
                     &keys,
                     &values,
+                    &fence_shard,
+                    &fence_epoch,
                 ],
             )
             .await
             .map_err(StorageError::backend)?;
         let applied: bool = row.get(0);
+        if let (true, Some(fence)) = (row.get::<_, bool>(2), request.fence) {
+            return Err(StorageError::Fenced { shard: fence.shard, epoch: fence.epoch });
+        }
         let head = seq_of(row.get(1), "stream head")?;
         if applied {
             Ok(head)
@@ -477,6 +509,43 @@ impl Store for PostgresStore {
         }
         .map_err(StorageError::backend)?;
         Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StorageError> {
+        let conn = self.conn().await?;
+        let rows =
+            conn.client.query(&conn.statements.leases, &[]).await.map_err(StorageError::backend)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(Lease {
+                    shard: u32::try_from(row.get::<_, i32>(0))
+                        .map_err(|_| StorageError::Corrupt("lease shard".into()))?,
+                    owner: row.get(1),
+                    epoch: seq_of(row.get(2), "lease epoch")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_lease(
+        &self,
+        shard: u32,
+        expected_epoch: u64,
+        owner: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        if owner.is_some_and(str::is_empty) {
+            return Err(StorageError::Invalid("empty lease owner".into()));
+        }
+        let shard = shard_param(shard)?;
+        let conn = self.conn().await?;
+        let s = &conn.statements;
+        let changed = if expected_epoch == 0 {
+            conn.client.execute(&s.claim_new, &[&shard, &owner]).await
+        } else {
+            conn.client.execute(&s.claim, &[&shard, &owner, &seq_param(expected_epoch)?]).await
+        }
+        .map_err(StorageError::backend)?;
+        Ok(changed == 1)
     }
 }
 

@@ -33,6 +33,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload bytea NOT NULL
 );
 
+-- Who holds each shard; every change of holder raises the epoch. A fenced append share-locks its
+-- shard's row, so a lease change waits for appends in flight and every later one sees it.
+CREATE TABLE IF NOT EXISTS shard_leases (
+    shard integer PRIMARY KEY,
+    owner text,
+    epoch bigint NOT NULL
+);
+
 -- Every keyed table of the read side, by its stable name.
 CREATE TABLE IF NOT EXISTS kv (
     tbl text NOT NULL,
@@ -43,7 +51,8 @@ CREATE TABLE IF NOT EXISTS kv (
 
 -- One append as one statement (so one transaction and one round trip): checks and moves the
 -- stream's head, writes the events, the outbox records and the keyed writes (a NULL value
--- deletes). On a sequence conflict it writes nothing and answers the head it found.
+-- deletes). On a sequence conflict it writes nothing and answers the head it found; with a fence
+-- (a shard and an epoch) it writes nothing unless that shard's lease is held at that epoch.
 CREATE OR REPLACE FUNCTION storefront_append(
     p_stream text,
     p_expected bigint,
@@ -54,13 +63,27 @@ CREATE OR REPLACE FUNCTION storefront_append(
     p_put_tables text[],
     p_put_keys bytea[],
     p_put_values bytea[],
+    p_fence_shard integer,
+    p_fence_epoch bigint,
     OUT applied boolean,
-    OUT head bigint
+    OUT head bigint,
+    OUT fenced boolean
 ) LANGUAGE plpgsql AS $$
 DECLARE
     n bigint := cardinality(p_events);
     base bigint;
 BEGIN
+    fenced := false;
+    IF p_fence_shard IS NOT NULL THEN
+        PERFORM 1 FROM shard_leases
+            WHERE shard = p_fence_shard AND epoch = p_fence_epoch AND owner IS NOT NULL
+            FOR SHARE;
+        IF NOT FOUND THEN
+            applied := false;
+            fenced := true;
+            RETURN;
+        END IF;
+    END IF;
     IF p_expected = 0 THEN
         INSERT INTO stream_heads (stream, last_seq) VALUES (p_stream, n)
             ON CONFLICT (stream) DO NOTHING;

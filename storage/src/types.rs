@@ -14,6 +14,30 @@ pub struct AppendRequest {
     pub outbox: Vec<OutboxRecord>,
     /// Keyed-table writes that must land with these events (an index entry, an open-saga marker).
     pub puts: Vec<KeyedWrite>,
+    /// In a cluster: the shard lease the writer holds. The append fails with
+    /// [`StorageError::Fenced`](crate::StorageError::Fenced), writing nothing, unless that shard's
+    /// lease still has this epoch.
+    pub fence: Option<Fence>,
+}
+
+/// The shard lease an append is made under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The shard of the appending entity.
+    pub shard: u32,
+    /// The lease epoch the writer holds.
+    pub epoch: u64,
+}
+
+/// Who holds a shard, as the store records it. Every change of holder raises the epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The shard.
+    pub shard: u32,
+    /// The node holding it; `None` once released.
+    pub owner: Option<String>,
+    /// Raised by one on every change; appends fenced with an older epoch fail.
+    pub epoch: u64,
 }
 
 /// A write to a keyed table carried by an append; `value: None` deletes the key.
@@ -90,11 +114,13 @@ pub enum Table {
     OpenOrders,
     /// relay name -> last outbox position published.
     RelayOffsets,
+    /// node id -> the node's membership record (address, heartbeat).
+    ClusterNodes,
 }
 
 impl Table {
     /// Every table, for backends that create them up front.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Users,
         Table::UserEmails,
         Table::RefreshTokens,
@@ -106,6 +132,7 @@ impl Table {
         Table::IdempotencyKeys,
         Table::OpenOrders,
         Table::RelayOffsets,
+        Table::ClusterNodes,
     ];
 
     /// The table's stable name in every backend.
@@ -122,6 +149,7 @@ impl Table {
             Table::IdempotencyKeys => "idempotency_keys",
             Table::OpenOrders => "open_orders",
             Table::RelayOffsets => "relay_offsets",
+            Table::ClusterNodes => "cluster_nodes",
         }
     }
 }
