@@ -131,25 +131,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime
-        .block_on(storefront_storage::migrate(&args.store))
-        .with_context(|| format!("cannot migrate the store `{}`", redact(&args.store)))?;
-    writeln!(std::io::stdout(), "storefront: schema applied to {}", redact(&args.store))?;
+    runtime.block_on(storefront_storage::migrate(&args.store)).with_context(|| {
+        format!("cannot migrate the store `{}`", storefront_storage::redact_url(&args.store))
+    })?;
+    writeln!(
+        std::io::stdout(),
+        "storefront: schema applied to {}",
+        storefront_storage::redact_url(&args.store)
+    )?;
     Ok(())
-}
-
-/// A store URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
 }
 
 fn init_logs(config: &Config) -> anyhow::Result<()> {
@@ -169,7 +159,7 @@ async fn run_node(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         http = %app.local_addr(),
         data_dir = %config.data_dir.display(),
-        store = %redact(&config.store),
+        store = %storefront_storage::redact_url(&config.store),
         "storefront node running"
     );
     app.run(shutdown).await;

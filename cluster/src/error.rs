@@ -42,6 +42,16 @@ pub enum ClusterError {
         /// Why.
         reason: String,
     },
+    /// This node does not hold the entity's shard (it is elsewhere, or moving).
+    #[error("{kind} {id} is in shard {shard}, which this node does not hold")]
+    NotOwner {
+        /// Entity kind.
+        kind: &'static str,
+        /// Entity id.
+        id: String,
+        /// Its shard.
+        shard: u32,
+    },
     /// The region's supervisor could not start, or the store failed.
     #[error("region failure: {0}")]
     Region(String),

@@ -9,11 +9,14 @@
 //! It does not own what entities do: that is `storefront-actors`.
 
 mod error;
+mod fenced;
+mod ownership;
 mod region;
 mod regions;
 mod shard;
 
 pub use error::ClusterError;
+pub use ownership::{ClusterView, Member, MemberStatus, Ownership, OwnershipConfig, ShardHost};
 pub use region::ShardRegion;
 pub use regions::{Checkout, Regions, RegionsConfig};
 pub use shard::shard_of;

@@ -191,6 +191,25 @@ where
         }
     }
 
+    /// Stops every entity of `shard` after it has handled what is in its mailbox and its journal
+    /// writes are done (the shard is moving to another node).
+    pub async fn stop_shard(&self, shard: u32, grace: Duration) {
+        let actors: Vec<ActorRef<A::Msg>> = {
+            let entities = self.inner.lock();
+            entities
+                .by_id
+                .iter()
+                .filter(|(id, _)| self.shard(id) == shard)
+                .filter_map(|(_, slot)| match slot {
+                    Slot::Running(actor) => Some(actor.clone()),
+                    Slot::Stopping { .. } => None,
+                })
+                .collect()
+        };
+        let drains = actors.iter().map(|actor| actor.drain_and_wait(Some(grace)));
+        futures::future::join_all(drains).await;
+    }
+
     /// Stops every entity after it has handled what is in its mailbox, then the supervisor.
     pub async fn shutdown(&self, grace: Duration) {
         let actors: Vec<ActorRef<A::Msg>> = {

@@ -13,7 +13,8 @@ use storefront_actors::{
 };
 use storefront_storage::{KeyedWrite, Store, Table};
 
-use crate::{ClusterError, ShardRegion};
+use crate::fenced::FencedStore;
+use crate::{ClusterError, Ownership, OwnershipConfig, ShardHost, ShardRegion};
 
 /// How a node's regions are set up.
 #[derive(Debug, Clone)]
@@ -26,6 +27,10 @@ pub struct RegionsConfig {
     pub call_timeout: Duration,
     /// Where SKU actors publish their durable level changes.
     pub stock_feed: StockFeed,
+    /// Membership and shard leases: a node serves only the shards it holds, and its entities'
+    /// appends are fenced by them. `None`: this process owns every shard, unfenced (tests and
+    /// benchmarks of the engine alone).
+    pub cluster: Option<OwnershipConfig>,
 }
 
 impl Default for RegionsConfig {
@@ -35,6 +40,7 @@ impl Default for RegionsConfig {
             settings: EntitySettings::default(),
             call_timeout: Duration::from_secs(10),
             stock_feed: StockFeed::default(),
+            cluster: None,
         }
     }
 }
@@ -58,19 +64,36 @@ pub struct Regions {
     carts: ShardRegion<CartActor>,
     orders: ShardRegion<OrderActor>,
     store: Arc<dyn Store>,
+    ownership: Option<Ownership>,
     call_timeout: Duration,
+}
+
+/// Refuses a command for an entity whose shard this node does not hold.
+fn check_held<A: ractor::Actor + Default>(
+    ownership: Option<&Ownership>,
+    region: &ShardRegion<A>,
+    id: &str,
+) -> Result<(), ClusterError> {
+    let Some(ownership) = ownership else { return Ok(()) };
+    let shard = region.shard(id);
+    match ownership.epoch(shard) {
+        Some(_) => Ok(()),
+        None => Err(ClusterError::NotOwner { kind: region.kind(), id: id.to_owned(), shard }),
+    }
 }
 
 /// The saga's way to SKUs: through the SKU region.
 #[derive(Debug)]
 struct SkuPort {
     skus: ShardRegion<SkuStockActor>,
+    ownership: Option<Ownership>,
     timeout: Duration,
 }
 
 #[async_trait]
 impl StockPort for SkuPort {
     async fn stock(&self, sku: &str, command: StockCommand) -> Result<StockLevels, DomainError> {
+        check_held(self.ownership.as_ref(), &self.skus, sku)?;
         self.skus.call(sku, |reply| SkuStockMsg::Command(command, reply), self.timeout).await?
     }
 }
@@ -83,9 +106,15 @@ impl Regions {
         clock: Clock,
         config: RegionsConfig,
     ) -> Result<Self, ClusterError> {
-        let RegionsConfig { shard_count, settings, call_timeout, stock_feed } = config;
+        let RegionsConfig { shard_count, settings, call_timeout, stock_feed, cluster } = config;
+        let ownership = cluster.map(|config| Ownership::new(store.clone(), config));
+        // Entities write through the fenced store; the node's own tables do not need it.
+        let entity_store: Arc<dyn Store> = match &ownership {
+            Some(ownership) => Arc::new(FencedStore::new(store.clone(), ownership.clone())),
+            None => store.clone(),
+        };
         let skus = {
-            let (store, settings) = (store.clone(), settings.clone());
+            let (store, settings) = (entity_store.clone(), settings.clone());
             ShardRegion::<SkuStockActor>::start("sku", shard_count, move |sku, passivation| {
                 SkuStockArgs {
                     sku: sku.to_owned(),
@@ -99,7 +128,7 @@ impl Regions {
             .await?
         };
         let carts = {
-            let (store, settings) = (store.clone(), settings.clone());
+            let (store, settings) = (entity_store.clone(), settings.clone());
             ShardRegion::<CartActor>::start("cart", shard_count, move |cart_id, passivation| {
                 CartArgs {
                     cart_id: cart_id.to_owned(),
@@ -111,10 +140,13 @@ impl Regions {
             })
             .await?
         };
-        let stock: Arc<dyn StockPort> =
-            Arc::new(SkuPort { skus: skus.clone(), timeout: call_timeout });
+        let stock: Arc<dyn StockPort> = Arc::new(SkuPort {
+            skus: skus.clone(),
+            ownership: ownership.clone(),
+            timeout: call_timeout,
+        });
         let orders = {
-            let store = store.clone();
+            let store = entity_store;
             ShardRegion::<OrderActor>::start("order", shard_count, move |order_id, passivation| {
                 OrderArgs {
                     order_id: order_id.to_owned(),
@@ -128,18 +160,42 @@ impl Regions {
             })
             .await?
         };
-        Ok(Self { skus, carts, orders, store, call_timeout })
+        let regions = Self { skus, carts, orders, store, ownership, call_timeout };
+        if let Some(ownership) = &regions.ownership {
+            ownership.join(Arc::new(regions.clone())).await?;
+        }
+        Ok(regions)
+    }
+
+    /// Membership and the shards this node holds (`None` when the regions run unfenced).
+    pub fn ownership(&self) -> Option<&Ownership> {
+        self.ownership.as_ref()
     }
 
     /// Starts every order whose saga had not ended when the node last stopped; each resumes or
     /// compensates on its own. Returns how many.
     pub async fn resume_open_orders(&self) -> Result<usize, ClusterError> {
+        self.resume_open_orders_where(|_| true).await
+    }
+
+    /// [`Regions::resume_open_orders`] for the orders of shards this node holds that `wanted`
+    /// accepts.
+    async fn resume_open_orders_where(
+        &self,
+        wanted: impl Fn(u32) -> bool,
+    ) -> Result<usize, ClusterError> {
         let mut after: Option<Vec<u8>> = None;
         let mut resumed = 0;
         loop {
             let page = self.store.scan(Table::OpenOrders, b"", after.as_deref(), 1000).await?;
             for (key, _) in &page {
-                self.orders.ensure_started(&String::from_utf8_lossy(key))?;
+                let order_id = String::from_utf8_lossy(key);
+                let shard = self.orders.shard(&order_id);
+                if !wanted(shard) || check_held(self.ownership(), &self.orders, &order_id).is_err()
+                {
+                    continue;
+                }
+                self.orders.ensure_started(&order_id)?;
                 resumed += 1;
             }
             match page.last() {
@@ -170,11 +226,13 @@ impl Regions {
         sku: &str,
         command: StockCommand,
     ) -> Result<StockLevels, DomainError> {
+        check_held(self.ownership(), &self.skus, sku)?;
         self.skus.call(sku, |r| SkuStockMsg::Command(command, r), self.call_timeout).await?
     }
 
     /// A SKU's levels.
     pub async fn stock_levels(&self, sku: &str) -> Result<StockLevels, DomainError> {
+        check_held(self.ownership(), &self.skus, sku)?;
         self.skus.call(sku, SkuStockMsg::Levels, self.call_timeout).await?
     }
 
@@ -184,11 +242,13 @@ impl Regions {
         cart_id: &str,
         command: CartCommand,
     ) -> Result<CartView, DomainError> {
+        check_held(self.ownership(), &self.carts, cart_id)?;
         self.carts.call(cart_id, |r| CartMsg::Command(command, r), self.call_timeout).await?
     }
 
     /// Reads a cart.
     pub async fn cart(&self, cart_id: &str) -> Result<CartView, DomainError> {
+        check_held(self.ownership(), &self.carts, cart_id)?;
         self.carts.call(cart_id, CartMsg::Get, self.call_timeout).await?
     }
 
@@ -209,6 +269,7 @@ impl Regions {
         wait: Duration,
     ) -> Result<Checkout, DomainError> {
         let order_id = order.order_id.clone();
+        check_held(self.ownership(), &self.orders, &order_id)?;
         match self.orders.call(&order_id, |r| OrderMsg::Place(order, with, r), wait).await {
             Ok(outcome) => outcome.map(Checkout::Ended),
             Err(ClusterError::Timeout { .. }) => Ok(Checkout::Pending { order_id }),
@@ -218,6 +279,7 @@ impl Regions {
 
     /// An order as it stands.
     pub async fn order(&self, order_id: &str) -> Result<OrderView, DomainError> {
+        check_held(self.ownership(), &self.orders, order_id)?;
         self.orders.call(order_id, OrderMsg::Get, self.call_timeout).await?
     }
 
@@ -227,6 +289,7 @@ impl Regions {
         order_id: &str,
         wait: Duration,
     ) -> Result<OrderView, DomainError> {
+        check_held(self.ownership(), &self.orders, order_id)?;
         self.orders.call(order_id, OrderMsg::AwaitOutcome, wait).await?
     }
 
@@ -236,13 +299,40 @@ impl Regions {
         order_id: &str,
         wait: Duration,
     ) -> Result<OrderView, DomainError> {
+        check_held(self.ownership(), &self.orders, order_id)?;
         self.orders.call(order_id, OrderMsg::Cancel, wait).await?
     }
 
     /// Stops every entity after its mailbox is handled.
     pub async fn shutdown(&self, grace: Duration) {
+        if let Some(ownership) = self.ownership.as_ref().filter(|o| o.has_peers()) {
+            // Hand the shards to the other nodes first. A cluster of one keeps them: its leases
+            // stay with its node id and are claimed again at its next start.
+            ownership.leave(grace).await;
+        }
+        if let Some(ownership) = &self.ownership {
+            ownership.stop().await;
+        }
         self.orders.shutdown(grace).await;
         self.carts.shutdown(grace).await;
         self.skus.shutdown(grace).await;
+    }
+}
+
+/// How long a moving shard's entities get to finish their journal writes.
+const HANDOFF_GRACE: Duration = Duration::from_secs(10);
+
+#[async_trait]
+impl ShardHost for Regions {
+    async fn stop_shard(&self, shard: u32) {
+        self.orders.stop_shard(shard, HANDOFF_GRACE).await;
+        self.carts.stop_shard(shard, HANDOFF_GRACE).await;
+        self.skus.stop_shard(shard, HANDOFF_GRACE).await;
+    }
+
+    async fn shards_started(&self, shards: &[u32]) {
+        if let Err(e) = self.resume_open_orders_where(|shard| shards.contains(&shard)).await {
+            tracing::warn!(error = %e, "cannot resume the open orders of claimed shards");
+        }
     }
 }

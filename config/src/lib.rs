@@ -152,6 +152,10 @@ pub struct ClusterConfig {
     pub seeds: Vec<String>,
     /// Shared secret that authenticates peers.
     pub cookie: Option<Secret>,
+    /// How often a node writes its heartbeat and re-reads membership and shard leases.
+    pub heartbeat_ms: u64,
+    /// A node whose heartbeat has not changed for this long is down and loses its shards.
+    pub member_ttl_ms: u64,
 }
 
 /// Request rate limits at the HTTP edge (GCRA).
@@ -226,7 +230,14 @@ impl Default for CheckoutConfig {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self { node_id: "node-1".into(), addr: None, seeds: Vec::new(), cookie: None }
+        Self {
+            node_id: "node-1".into(),
+            addr: None,
+            seeds: Vec::new(),
+            cookie: None,
+            heartbeat_ms: 1_000,
+            member_ttl_ms: 6_000,
+        }
     }
 }
 
@@ -374,6 +385,15 @@ impl Config {
         }
         if self.cluster.node_id.is_empty() {
             return Err(invalid("cluster.node_id", "must not be empty"));
+        }
+        if !(50..=60_000).contains(&self.cluster.heartbeat_ms) {
+            return Err(invalid("cluster.heartbeat_ms", "must be 50 to 60000"));
+        }
+        if self.cluster.member_ttl_ms < 3 * self.cluster.heartbeat_ms {
+            return Err(invalid(
+                "cluster.member_ttl_ms",
+                "must be at least three heartbeats (cluster.heartbeat_ms)",
+            ));
         }
         if !self.cluster.seeds.is_empty() {
             if self.store == "embedded" {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use storefront_actors::{Clock, Currency, EntitySettings, SimulatedGateway, StockFeed};
-use storefront_cluster::{Regions, RegionsConfig};
+use storefront_cluster::{OwnershipConfig, Regions, RegionsConfig};
 use storefront_config::Config;
 use storefront_storage::Store;
 use tokio::net::TcpListener;
@@ -146,7 +146,7 @@ impl App {
             .map_err(|e| e.to_string())
             .map_err(io(format!(
                 "cannot open the store `{}` under {}",
-                config.store,
+                storefront_storage::redact_url(&config.store),
                 config.data_dir.display()
             )))?;
         let clock = Clock::system();
@@ -160,6 +160,14 @@ impl App {
                 shard_count: config.entities.shard_count,
                 settings: entity_settings(config),
                 stock_feed: feed.clone(),
+                cluster: Some(OwnershipConfig {
+                    node_id: config.cluster.node_id.clone(),
+                    cluster_addr: config.cluster.addr.clone(),
+                    http_addr: config.http_addr.clone(),
+                    shard_count: config.entities.shard_count,
+                    heartbeat: Duration::from_millis(config.cluster.heartbeat_ms),
+                    member_ttl: Duration::from_millis(config.cluster.member_ttl_ms),
+                }),
                 ..RegionsConfig::default()
             },
         )

@@ -123,6 +123,20 @@ pub async fn migrate(url: &str) -> Result<(), StorageError> {
     }
 }
 
+/// `url` without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// The kinds of store a URL can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {

@@ -1,0 +1,458 @@
+//! Membership and shard ownership: which nodes are in the cluster, and which one holds each shard.
+//!
+//! Every node writes its record (its addresses and a heartbeat counter) into the store's
+//! `cluster_nodes` table once per heartbeat. A member is live while its counter keeps changing, as
+//! timed by the reader's own monotonic clock, so node clocks never need to agree. Each shard's
+//! desired owner is the live member with the highest rendezvous weight for it, so a join or a
+//! leave moves about 1/N of the shards. A shard's lease (in the store, with a fencing epoch) only
+//! ever moves by compare-and-set:
+//! - the desired owner claims a shard that is free, or whose holder is no longer live;
+//! - a holder that is no longer the desired owner hands the shard off: it stops routing to it,
+//!   stops its entities after their journal writes, and then releases the lease;
+//! - a node that could not renew its heartbeat for half the member TTL stops serving everything
+//!   it holds (others take over only after a whole TTL without a beat), and the store fences any
+//!   append it still makes with an old epoch.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use storefront_storage::{Lease, StorageError, Store, Table};
+use tokio::sync::watch;
+
+use crate::ClusterError;
+
+/// How ownership is run.
+#[derive(Debug, Clone)]
+pub struct OwnershipConfig {
+    /// This node's id, unique in the cluster.
+    pub node_id: String,
+    /// Where peers reach this node, if it is in a cluster.
+    pub cluster_addr: Option<String>,
+    /// Where this node serves HTTP.
+    pub http_addr: String,
+    /// Shards per kind.
+    pub shard_count: u32,
+    /// How often the node beats and re-reads membership and leases.
+    pub heartbeat: Duration,
+    /// A member whose beat has not changed for this long is down.
+    pub member_ttl: Duration,
+}
+
+/// What the entities of a shard need when the shard leaves this node.
+#[async_trait]
+pub trait ShardHost: Send + Sync + 'static {
+    /// Stops every entity of `shard` after its queued commands and journal writes.
+    async fn stop_shard(&self, shard: u32);
+    /// `shards` have just been claimed: resume the work left in them (open checkouts).
+    async fn shards_started(&self, shards: &[u32]);
+}
+
+/// A node as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct NodeRecord {
+    cluster_addr: Option<String>,
+    http_addr: String,
+    /// Raised by every beat.
+    beat: u64,
+    /// Handing its shards off; no shard is assigned to it any more.
+    leaving: bool,
+}
+
+/// A member's state as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberStatus {
+    /// Beating and taking shards.
+    Up,
+    /// Beating, handing its shards off.
+    Leaving,
+    /// No beat within the member TTL.
+    Down,
+}
+
+/// One member of the cluster, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// Its node id.
+    pub node_id: String,
+    /// Where peers reach it.
+    pub cluster_addr: Option<String>,
+    /// Where it serves HTTP.
+    pub http_addr: String,
+    /// Up, leaving or down.
+    pub status: MemberStatus,
+    /// Shards whose lease it holds.
+    pub shards: usize,
+}
+
+/// The cluster as this node last read it.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// Every node with a record, by id.
+    pub members: Vec<Member>,
+    /// Per shard: its lease holder, if any.
+    pub owners: Vec<Option<String>>,
+}
+
+/// This node's membership and the shards it holds. Cheap to clone.
+#[derive(Clone)]
+pub struct Ownership {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Ownership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ownership").field("node_id", &self.inner.config.node_id).finish()
+    }
+}
+
+struct Inner {
+    config: OwnershipConfig,
+    store: Arc<dyn Store>,
+    /// Shard -> the epoch this node holds it at. Only a successful claim by this process adds
+    /// a shard; losing or handing it off removes it before its entities stop.
+    held: RwLock<HashMap<u32, u64>>,
+    view: RwLock<ClusterView>,
+    leaving: std::sync::atomic::AtomicBool,
+    /// Changes after every round; `leave` waits on it.
+    rounds: watch::Sender<u64>,
+    /// Set by [`Ownership::stop`]; the round loop ends on it.
+    stop: watch::Sender<bool>,
+    rounds_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// What one round remembers for the next.
+struct Observed {
+    beat: u64,
+    last_renewed: Instant,
+    /// node id -> (its last beat seen, when it changed by this node's clock).
+    beats: HashMap<String, (u64, Instant)>,
+}
+
+/// The rendezvous weight of `node` for `shard`: FNV-1a over both, then a 64-bit finalizer so
+/// that nearby shards get unrelated weights.
+fn weight(node: &str, shard: u32) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in node.bytes().chain([0]).chain(shard.to_be_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
+}
+
+/// The member with the highest weight for `shard`.
+fn rendezvous<'a>(members: &[&'a str], shard: u32) -> Option<&'a str> {
+    members.iter().copied().max_by_key(|node| (weight(node, shard), *node))
+}
+
+impl Ownership {
+    /// Ownership for this node over `store`; it holds nothing until [`Ownership::join`].
+    pub fn new(store: Arc<dyn Store>, config: OwnershipConfig) -> Self {
+        let (rounds, _) = watch::channel(0);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                held: RwLock::new(HashMap::new()),
+                view: RwLock::new(ClusterView::default()),
+                leaving: std::sync::atomic::AtomicBool::new(false),
+                rounds,
+                stop: watch::channel(false).0,
+                rounds_task: std::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Registers this node and claims the shards it can take now; then keeps beating, reading
+    /// membership and moving shards while the node lives, telling `host` about every shard that
+    /// arrives or leaves.
+    pub async fn join(&self, host: Arc<dyn ShardHost>) -> Result<(), ClusterError> {
+        let mut observed =
+            Observed { beat: 0, last_renewed: Instant::now(), beats: HashMap::new() };
+        self.beat(&mut observed).await?;
+        self.round(&mut observed, host.as_ref()).await?;
+        let ownership = self.clone();
+        let mut stop = self.inner.stop.subscribe();
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(ownership.inner.config.heartbeat);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = stop.wait_for(|stop| *stop) => return,
+                }
+                if let Err(e) = ownership.beat(&mut observed).await {
+                    tracing::warn!(error = %e, "cannot write this node's heartbeat");
+                }
+                if let Err(e) = ownership.round(&mut observed, host.as_ref()).await {
+                    tracing::warn!(error = %e, "cannot read the cluster's membership or leases");
+                }
+            }
+        });
+        *lock(&self.inner.rounds_task) = Some(task);
+        Ok(())
+    }
+
+    /// Ends the rounds (the node is stopping): no more beats, claims or handoffs.
+    pub async fn stop(&self) {
+        self.inner.stop.send_replace(true);
+        let task = lock(&self.inner.rounds_task).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.config.node_id
+    }
+
+    /// Shards per kind.
+    pub fn shard_count(&self) -> u32 {
+        self.inner.config.shard_count
+    }
+
+    /// The epoch at which this node holds `shard`, if it does.
+    pub fn epoch(&self, shard: u32) -> Option<u64> {
+        read(&self.inner.held).get(&shard).copied()
+    }
+
+    /// The shards this node holds.
+    pub fn held_shards(&self) -> usize {
+        read(&self.inner.held).len()
+    }
+
+    /// The cluster as last read.
+    pub fn view(&self) -> ClusterView {
+        read(&self.inner.view).clone()
+    }
+
+    /// The node that holds `shard`, as last read.
+    pub fn owner_of(&self, shard: u32) -> Option<String> {
+        read(&self.inner.view).owners.get(shard as usize).cloned().flatten()
+    }
+
+    /// Whether another member is up (one that could take this node's shards).
+    pub fn has_peers(&self) -> bool {
+        let me = self.node_id();
+        read(&self.inner.view)
+            .members
+            .iter()
+            .any(|m| m.node_id != me && m.status == MemberStatus::Up)
+    }
+
+    /// Hands every shard off and stops taking new ones; returns once none is held (or after
+    /// `timeout`, with how many are still held).
+    pub async fn leave(&self, timeout: Duration) -> usize {
+        self.inner.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut rounds = self.inner.rounds.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let held = self.held_shards();
+            if held == 0 {
+                return 0;
+            }
+            match tokio::time::timeout_at(deadline, rounds.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return self.held_shards(),
+            }
+        }
+    }
+
+    async fn beat(&self, observed: &mut Observed) -> Result<(), StorageError> {
+        let config = &self.inner.config;
+        observed.beat += 1;
+        let record = NodeRecord {
+            cluster_addr: config.cluster_addr.clone(),
+            http_addr: config.http_addr.clone(),
+            beat: observed.beat,
+            leaving: self.inner.leaving.load(std::sync::atomic::Ordering::SeqCst),
+        };
+        let value = postcard::to_stdvec(&record)
+            .map_err(|e| StorageError::Invalid(format!("node record: {e}")))?;
+        self.inner.store.put(Table::ClusterNodes, config.node_id.as_bytes(), &value).await?;
+        observed.last_renewed = Instant::now();
+        Ok(())
+    }
+
+    /// One round: read members and leases, then claim, hand off or drop shards.
+    async fn round(
+        &self,
+        observed: &mut Observed,
+        host: &dyn ShardHost,
+    ) -> Result<(), StorageError> {
+        let config = &self.inner.config;
+        let me = config.node_id.as_str();
+        let now = Instant::now();
+        // Not renewed for half a TTL: others may soon take over, so stop serving first.
+        if now.duration_since(observed.last_renewed) > config.member_ttl / 2 {
+            let lost: Vec<u32> = write(&self.inner.held).drain().map(|(shard, _)| shard).collect();
+            if !lost.is_empty() {
+                tracing::warn!(shards = lost.len(), "heartbeat not renewed: serving no shard");
+            }
+            for shard in lost {
+                host.stop_shard(shard).await;
+            }
+            self.inner.rounds.send_modify(|n| *n += 1);
+            return Ok(());
+        }
+        let records = self.inner.store.scan(Table::ClusterNodes, b"", None, usize::MAX).await?;
+        let mut members = Vec::with_capacity(records.len());
+        for (key, value) in records {
+            let (Ok(node_id), Ok(record)) =
+                (String::from_utf8(key), postcard::from_bytes::<NodeRecord>(&value))
+            else {
+                tracing::warn!("skipping an unreadable cluster node record");
+                continue;
+            };
+            let seen = observed.beats.entry(node_id.clone()).or_insert((record.beat, now));
+            if seen.0 != record.beat {
+                *seen = (record.beat, now);
+            }
+            let up = node_id == me || now.duration_since(seen.1) < config.member_ttl;
+            let status = match (up, record.leaving) {
+                (false, _) => MemberStatus::Down,
+                (true, true) => MemberStatus::Leaving,
+                (true, false) => MemberStatus::Up,
+            };
+            members.push((node_id, record, status));
+        }
+        let candidates: Vec<&str> = members
+            .iter()
+            .filter(|(_, _, status)| *status == MemberStatus::Up)
+            .map(|(id, _, _)| id.as_str())
+            .collect();
+        let live: Vec<&str> = members
+            .iter()
+            .filter(|(_, _, status)| *status != MemberStatus::Down)
+            .map(|(id, _, _)| id.as_str())
+            .collect();
+        let mut leases: HashMap<u32, Lease> =
+            self.inner.store.leases().await?.into_iter().map(|l| (l.shard, l)).collect();
+
+        let mut claims = Vec::new();
+        let mut handoffs = Vec::new();
+        let mut lost = Vec::new();
+        for shard in 0..config.shard_count {
+            let lease = leases.get(&shard);
+            let (owner, epoch) = lease.map_or((None, 0), |l| (l.owner.as_deref(), l.epoch));
+            let desired = rendezvous(&candidates, shard);
+            let held = self.epoch(shard);
+            if held.is_some() && (owner != Some(me) || held != Some(epoch)) {
+                lost.push(shard);
+            } else if held.is_some() {
+                if desired != Some(me) {
+                    handoffs.push((shard, epoch));
+                }
+                continue;
+            }
+            let holder_live = owner.is_some_and(|o| o != me && live.contains(&o));
+            if desired == Some(me) && !holder_live {
+                claims.push((shard, epoch));
+            }
+        }
+        for &shard in &lost {
+            write(&self.inner.held).remove(&shard);
+            tracing::warn!(shard, "shard lease lost");
+            host.stop_shard(shard).await;
+        }
+        for &(shard, epoch) in &handoffs {
+            write(&self.inner.held).remove(&shard);
+            host.stop_shard(shard).await;
+            if self.inner.store.set_lease(shard, epoch, None).await? {
+                leases.insert(shard, Lease { shard, owner: None, epoch: epoch + 1 });
+            }
+            tracing::info!(shard, "shard handed off");
+        }
+        let store = &self.inner.store;
+        let outcomes = futures::future::join_all(
+            claims.iter().map(|&(shard, epoch)| store.set_lease(shard, epoch, Some(me))),
+        )
+        .await;
+        let mut started = Vec::new();
+        for (&(shard, epoch), outcome) in claims.iter().zip(outcomes) {
+            if outcome? {
+                write(&self.inner.held).insert(shard, epoch + 1);
+                leases.insert(shard, Lease { shard, owner: Some(me.to_owned()), epoch: epoch + 1 });
+                started.push(shard);
+            }
+        }
+        if !started.is_empty() {
+            tracing::info!(shards = started.len(), "shards claimed");
+            host.shards_started(&started).await;
+        }
+
+        let owners: Vec<Option<String>> = (0..config.shard_count)
+            .map(|shard| leases.get(&shard).and_then(|l| l.owner.clone()))
+            .collect();
+        let view = ClusterView {
+            members: members
+                .into_iter()
+                .map(|(node_id, record, status)| Member {
+                    shards: owners
+                        .iter()
+                        .filter(|o| o.as_deref() == Some(node_id.as_str()))
+                        .count(),
+                    node_id,
+                    cluster_addr: record.cluster_addr,
+                    http_addr: record.http_addr,
+                    status,
+                })
+                .collect(),
+            owners,
+        };
+        *write(&self.inner.view) = view;
+        self.inner.rounds.send_modify(|n| *n += 1);
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Only ever held for an assignment; a poisoned lock still holds a consistent value.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // Writers hold these locks only for plain assignments; a poisoned lock still holds a
+    // consistent value.
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_moves_about_one_in_n_shards_on_a_join() {
+        let three = ["node-1", "node-2", "node-3"];
+        let four = ["node-1", "node-2", "node-3", "node-4"];
+        let shards = 4096;
+        let mut counts = HashMap::new();
+        let mut moved = 0;
+        for shard in 0..shards {
+            let before = rendezvous(&three, shard).unwrap();
+            let after = rendezvous(&four, shard).unwrap();
+            *counts.entry(before).or_insert(0) += 1;
+            if before != after {
+                assert_eq!(after, "node-4", "a join only moves shards to the new node");
+                moved += 1;
+            }
+        }
+        // 1/4 of the shards move, within a few percent; each of three nodes had about 1/3.
+        assert!((900..1150).contains(&moved), "{moved} of {shards} moved");
+        assert!(counts.values().all(|&c| (1250..1480).contains(&c)), "{counts:?}");
+        assert_eq!(rendezvous(&[], 1), None);
+    }
+}
