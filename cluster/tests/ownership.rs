@@ -1,6 +1,7 @@
 //! Membership and shard leases between two nodes in one process, over the local PostgreSQL (the
 //! shared store of a cluster): a join splits the shards, a leave hands them over, a node whose
 //! heartbeat stops loses its shards to the others, and its appends are fenced.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
