@@ -34,6 +34,9 @@ enum CounterMsg {
     Panic,
 }
 
+// Local only: entity actors never cross nodes (the cluster's region hosts carry commands).
+impl ractor::Message for CounterMsg {}
+
 impl Actor for Counter {
     type Msg = CounterMsg;
     type State = (CounterArgs, u64);

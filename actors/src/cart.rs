@@ -171,6 +171,9 @@ pub enum CartMsg {
     Internal(Internal),
 }
 
+// Local only: entity actors never cross nodes (the cluster's region hosts carry commands).
+impl ractor::Message for CartMsg {}
+
 /// What the region gives a cart actor to start.
 #[derive(Debug, Clone)]
 pub struct CartArgs {

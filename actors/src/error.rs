@@ -63,7 +63,7 @@ pub enum DomainError {
     #[error("{kind} {id} not found")]
     NotFound {
         /// Entity kind.
-        kind: &'static str,
+        kind: std::borrow::Cow<'static, str>,
         /// Entity id.
         id: String,
     },
@@ -78,7 +78,7 @@ pub enum DomainError {
         /// Its status.
         status: String,
         /// What was asked.
-        action: &'static str,
+        action: std::borrow::Cow<'static, str>,
     },
     /// The entity could not be reached or stopped before answering: the outcome is unknown, and a
     /// retry with the same ids is safe.

@@ -613,6 +613,9 @@ pub enum OrderMsg {
     Internal(Internal),
 }
 
+// Local only: entity actors never cross nodes (the cluster's region hosts carry commands).
+impl ractor::Message for OrderMsg {}
+
 /// What the region gives an order actor to start.
 #[derive(Debug, Clone)]
 pub struct OrderArgs {
@@ -667,7 +670,7 @@ fn saga(msg: SagaMsg) -> OrderMsg {
 }
 
 fn not_found(order_id: &str) -> DomainError {
-    DomainError::NotFound { kind: "order", id: order_id.to_owned() }
+    DomainError::NotFound { kind: "order".into(), id: order_id.to_owned() }
 }
 
 impl OrderRunning {
@@ -1104,7 +1107,7 @@ impl Actor for OrderActor {
                         let _ = reply.send(Err(DomainError::InvalidOrderState {
                             order_id: st.order_id.clone(),
                             status: status.to_string(),
-                            action: "cancelled",
+                            action: "cancelled".into(),
                         }));
                     }
                     None => {

@@ -402,6 +402,9 @@ pub enum SkuStockMsg {
     Internal(Internal),
 }
 
+// Local only: entity actors never cross nodes (the cluster's region hosts carry commands).
+impl ractor::Message for SkuStockMsg {}
+
 /// What the region gives a SKU actor to start.
 #[derive(Debug, Clone)]
 pub struct SkuStockArgs {

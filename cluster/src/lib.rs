@@ -13,10 +13,13 @@ mod fenced;
 mod ownership;
 mod region;
 mod regions;
+mod remote;
 mod shard;
+mod transport;
 
 pub use error::ClusterError;
 pub use ownership::{ClusterView, Member, MemberStatus, Ownership, OwnershipConfig, ShardHost};
 pub use region::ShardRegion;
 pub use regions::{Checkout, Regions, RegionsConfig};
 pub use shard::shard_of;
+pub use transport::TransportConfig;

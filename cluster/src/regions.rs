@@ -1,4 +1,9 @@
 //! The three regions of a node, wired together, and the typed calls the edges use.
+//!
+//! Every call is routed by its entity's shard: to this node's region when this node holds the
+//! shard, to the holder's region host (through [`Links`]) when another node does, and while the
+//! shard is moving (no holder yet, or the holder answers that it no longer holds it) the call is
+//! retried with back-off until its deadline, not failed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +19,9 @@ use storefront_actors::{
 use storefront_storage::{KeyedWrite, Store, Table};
 
 use crate::fenced::FencedStore;
-use crate::{ClusterError, Ownership, OwnershipConfig, ShardHost, ShardRegion};
+use crate::remote::{Answer, Call, Execute, Links, Refusal};
+use crate::transport::{Transport, TransportConfig};
+use crate::{ClusterError, Ownership, OwnershipConfig, ShardHost, ShardRegion, shard_of};
 
 /// How a node's regions are set up.
 #[derive(Debug, Clone)]
@@ -31,6 +38,9 @@ pub struct RegionsConfig {
     /// appends are fenced by them. `None`: this process owns every shard, unfenced (tests and
     /// benchmarks of the engine alone).
     pub cluster: Option<OwnershipConfig>,
+    /// Sessions to peers (with `cluster`): commands for shards other nodes hold go there.
+    /// `None`: a node alone, reachable by no peer.
+    pub transport: Option<TransportConfig>,
 }
 
 impl Default for RegionsConfig {
@@ -41,12 +51,13 @@ impl Default for RegionsConfig {
             call_timeout: Duration::from_secs(10),
             stock_feed: StockFeed::default(),
             cluster: None,
+            transport: None,
         }
     }
 }
 
 /// The outcome of a checkout within the caller's wait.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Checkout {
     /// The saga ended (confirmed or failed).
     Ended(OrderView),
@@ -64,8 +75,83 @@ pub struct Regions {
     carts: ShardRegion<CartActor>,
     orders: ShardRegion<OrderActor>,
     store: Arc<dyn Store>,
-    ownership: Option<Ownership>,
+    router: Router,
+    transport: Arc<tokio::sync::Mutex<Option<Transport>>>,
     call_timeout: Duration,
+}
+
+/// Where a call goes: this node's regions, or the holder of the entity's shard.
+#[derive(Clone)]
+struct Router {
+    ownership: Option<Ownership>,
+    links: Option<Arc<Links>>,
+    shard_count: u32,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("ownership", &self.ownership).finish_non_exhaustive()
+    }
+}
+
+/// The longest pause between two attempts to reach a moving shard.
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Time a forwarded call gets beyond its own wait, for the trip there and back.
+const TRANSIT: Duration = Duration::from_secs(2);
+
+impl Router {
+    /// Whether this node runs calls for the shard of (`kind`, `id`) itself.
+    fn is_local(&self, kind: &str, id: &str) -> bool {
+        self.ownership
+            .as_ref()
+            .is_none_or(|o| o.epoch(shard_of(kind, id, self.shard_count)).is_some())
+    }
+
+    /// Runs `call` where its entity lives, retrying while its shard moves, until `timeout`.
+    async fn route(
+        &self,
+        local: &dyn Execute,
+        call: Call,
+        timeout: Duration,
+    ) -> Result<Answer, DomainError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let (kind, id) = call.target();
+            let outcome = if self.is_local(kind, id) {
+                local.execute(call.clone()).await
+            } else {
+                let shard = shard_of(kind, id, self.shard_count);
+                let owner = self.ownership.as_ref().and_then(|o| o.owner_of(shard));
+                match (owner, &self.links) {
+                    (Some(owner), Some(links)) => links.call(&owner, call.clone(), deadline).await,
+                    _ => Err(Refusal::NotOwner),
+                }
+            };
+            match outcome {
+                Ok(answer) => return Ok(answer),
+                Err(Refusal::Domain(err)) => return Err(err),
+                Err(Refusal::Unknown(why)) => return Err(DomainError::Unavailable(why)),
+                Err(refusal @ (Refusal::NotOwner | Refusal::Unreachable(_))) => {
+                    if tokio::time::Instant::now() + pause >= deadline {
+                        let (kind, id) = call.target();
+                        return Err(DomainError::Unavailable(format!(
+                            "{kind} {id} cannot be reached now ({refusal:?})"
+                        )));
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                }
+            }
+        }
+    }
+}
+
+fn refusal(err: ClusterError) -> Refusal {
+    match err {
+        ClusterError::NotOwner { .. } => Refusal::NotOwner,
+        other => Refusal::Domain(other.into()),
+    }
 }
 
 /// Refuses a command for an entity whose shard this node does not hold.
@@ -82,20 +168,43 @@ fn check_held<A: ractor::Actor + Default>(
     }
 }
 
-/// The saga's way to SKUs: through the SKU region.
+/// The saga's way to SKUs: routed like every other call.
 #[derive(Debug)]
 struct SkuPort {
     skus: ShardRegion<SkuStockActor>,
-    ownership: Option<Ownership>,
+    router: Router,
     timeout: Duration,
+}
+
+#[async_trait]
+impl Execute for SkuPort {
+    async fn execute(&self, call: Call) -> Result<Answer, Refusal> {
+        let Call::Stock { sku, command } = call else {
+            return Err(Refusal::Domain(DomainError::Unavailable("not a stock command".into())));
+        };
+        check_held(self.router.ownership.as_ref(), &self.skus, &sku).map_err(refusal)?;
+        let levels = self
+            .skus
+            .call(&sku, |reply| SkuStockMsg::Command(command, reply), self.timeout)
+            .await
+            .map_err(refusal)?;
+        levels.map(Answer::Levels).map_err(Refusal::Domain)
+    }
 }
 
 #[async_trait]
 impl StockPort for SkuPort {
     async fn stock(&self, sku: &str, command: StockCommand) -> Result<StockLevels, DomainError> {
-        check_held(self.ownership.as_ref(), &self.skus, sku)?;
-        self.skus.call(sku, |reply| SkuStockMsg::Command(command, reply), self.timeout).await?
+        let call = Call::Stock { sku: sku.to_owned(), command };
+        match self.router.route(self, call, self.timeout).await? {
+            Answer::Levels(levels) => Ok(levels),
+            other => Err(unexpected(&other)),
+        }
     }
+}
+
+fn unexpected(answer: &Answer) -> DomainError {
+    DomainError::Unavailable(format!("unexpected answer {answer:?}"))
 }
 
 impl Regions {
@@ -106,8 +215,14 @@ impl Regions {
         clock: Clock,
         config: RegionsConfig,
     ) -> Result<Self, ClusterError> {
-        let RegionsConfig { shard_count, settings, call_timeout, stock_feed, cluster } = config;
+        let RegionsConfig { shard_count, settings, call_timeout, stock_feed, cluster, transport } =
+            config;
         let ownership = cluster.map(|config| Ownership::new(store.clone(), config));
+        let links = match (&ownership, &transport) {
+            (Some(ownership), Some(_)) => Some(Links::new(ownership.node_id().to_owned())),
+            _ => None,
+        };
+        let router = Router { ownership: ownership.clone(), links: links.clone(), shard_count };
         // Entities write through the fenced store; the node's own tables do not need it.
         let entity_store: Arc<dyn Store> = match &ownership {
             Some(ownership) => Arc::new(FencedStore::new(store.clone(), ownership.clone())),
@@ -140,11 +255,8 @@ impl Regions {
             })
             .await?
         };
-        let stock: Arc<dyn StockPort> = Arc::new(SkuPort {
-            skus: skus.clone(),
-            ownership: ownership.clone(),
-            timeout: call_timeout,
-        });
+        let stock: Arc<dyn StockPort> =
+            Arc::new(SkuPort { skus: skus.clone(), router: router.clone(), timeout: call_timeout });
         let orders = {
             let store = entity_store;
             ShardRegion::<OrderActor>::start("order", shard_count, move |order_id, passivation| {
@@ -160,8 +272,14 @@ impl Regions {
             })
             .await?
         };
-        let regions = Self { skus, carts, orders, store, ownership, call_timeout };
-        if let Some(ownership) = &regions.ownership {
+        let regions =
+            Self { skus, carts, orders, store, router, transport: Arc::default(), call_timeout };
+        if let (Some(ownership), Some(links), Some(config)) = (ownership, links, transport) {
+            let local: Arc<dyn Execute> = Arc::new(regions.clone());
+            let running = Transport::start(config, ownership, links, local).await?;
+            *regions.transport.lock().await = Some(running);
+        }
+        if let Some(ownership) = regions.ownership() {
             ownership.join(Arc::new(regions.clone())).await?;
         }
         Ok(regions)
@@ -169,7 +287,12 @@ impl Regions {
 
     /// Membership and the shards this node holds (`None` when the regions run unfenced).
     pub fn ownership(&self) -> Option<&Ownership> {
-        self.ownership.as_ref()
+        self.router.ownership.as_ref()
+    }
+
+    /// Runs `call` where its entity lives.
+    async fn dispatch(&self, call: Call, timeout: Duration) -> Result<Answer, DomainError> {
+        self.router.route(self, call, timeout).await
     }
 
     /// Starts every order whose saga had not ended when the node last stopped; each resumes or
@@ -191,8 +314,7 @@ impl Regions {
             for (key, _) in &page {
                 let order_id = String::from_utf8_lossy(key);
                 let shard = self.orders.shard(&order_id);
-                if !wanted(shard) || check_held(self.ownership(), &self.orders, &order_id).is_err()
-                {
+                if !wanted(shard) || !self.router.is_local("order", &order_id) {
                     continue;
                 }
                 self.orders.ensure_started(&order_id)?;
@@ -226,14 +348,19 @@ impl Regions {
         sku: &str,
         command: StockCommand,
     ) -> Result<StockLevels, DomainError> {
-        check_held(self.ownership(), &self.skus, sku)?;
-        self.skus.call(sku, |r| SkuStockMsg::Command(command, r), self.call_timeout).await?
+        let call = Call::Stock { sku: sku.to_owned(), command };
+        match self.dispatch(call, self.call_timeout).await? {
+            Answer::Levels(levels) => Ok(levels),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// A SKU's levels.
     pub async fn stock_levels(&self, sku: &str) -> Result<StockLevels, DomainError> {
-        check_held(self.ownership(), &self.skus, sku)?;
-        self.skus.call(sku, SkuStockMsg::Levels, self.call_timeout).await?
+        match self.dispatch(Call::StockLevels { sku: sku.to_owned() }, self.call_timeout).await? {
+            Answer::Levels(levels) => Ok(levels),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Changes a cart.
@@ -242,14 +369,19 @@ impl Regions {
         cart_id: &str,
         command: CartCommand,
     ) -> Result<CartView, DomainError> {
-        check_held(self.ownership(), &self.carts, cart_id)?;
-        self.carts.call(cart_id, |r| CartMsg::Command(command, r), self.call_timeout).await?
+        let call = Call::UpdateCart { cart_id: cart_id.to_owned(), command };
+        match self.dispatch(call, self.call_timeout).await? {
+            Answer::Cart(cart) => Ok(cart),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Reads a cart.
     pub async fn cart(&self, cart_id: &str) -> Result<CartView, DomainError> {
-        check_held(self.ownership(), &self.carts, cart_id)?;
-        self.carts.call(cart_id, CartMsg::Get, self.call_timeout).await?
+        match self.dispatch(Call::Cart { cart_id: cart_id.to_owned() }, self.call_timeout).await? {
+            Answer::Cart(cart) => Ok(cart),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Runs a checkout, waiting up to `wait` for the saga to end.
@@ -268,19 +400,22 @@ impl Regions {
         with: Vec<KeyedWrite>,
         wait: Duration,
     ) -> Result<Checkout, DomainError> {
-        let order_id = order.order_id.clone();
-        check_held(self.ownership(), &self.orders, &order_id)?;
-        match self.orders.call(&order_id, |r| OrderMsg::Place(order, with, r), wait).await {
-            Ok(outcome) => outcome.map(Checkout::Ended),
-            Err(ClusterError::Timeout { .. }) => Ok(Checkout::Pending { order_id }),
-            Err(err) => Err(err.into()),
+        let call = Call::Checkout { order, with, wait_ms: millis(wait) };
+        match self.dispatch(call, wait + TRANSIT).await? {
+            Answer::Checkout(checkout) => Ok(checkout),
+            other => Err(unexpected(&other)),
         }
     }
 
     /// An order as it stands.
     pub async fn order(&self, order_id: &str) -> Result<OrderView, DomainError> {
-        check_held(self.ownership(), &self.orders, order_id)?;
-        self.orders.call(order_id, OrderMsg::Get, self.call_timeout).await?
+        match self
+            .dispatch(Call::Order { order_id: order_id.to_owned() }, self.call_timeout)
+            .await?
+        {
+            Answer::Order(order) => Ok(order),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// An order once its saga (or cancellation) has ended, waiting up to `wait`.
@@ -289,8 +424,11 @@ impl Regions {
         order_id: &str,
         wait: Duration,
     ) -> Result<OrderView, DomainError> {
-        check_held(self.ownership(), &self.orders, order_id)?;
-        self.orders.call(order_id, OrderMsg::AwaitOutcome, wait).await?
+        let call = Call::OrderOutcome { order_id: order_id.to_owned(), wait_ms: millis(wait) };
+        match self.dispatch(call, wait + TRANSIT).await? {
+            Answer::Order(order) => Ok(order),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Cancels a confirmed order, waiting up to `wait` for the refund and restock.
@@ -299,19 +437,25 @@ impl Regions {
         order_id: &str,
         wait: Duration,
     ) -> Result<OrderView, DomainError> {
-        check_held(self.ownership(), &self.orders, order_id)?;
-        self.orders.call(order_id, OrderMsg::Cancel, wait).await?
+        let call = Call::CancelOrder { order_id: order_id.to_owned(), wait_ms: millis(wait) };
+        match self.dispatch(call, wait + TRANSIT).await? {
+            Answer::Order(order) => Ok(order),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Stops every entity after its mailbox is handled.
     pub async fn shutdown(&self, grace: Duration) {
-        if let Some(ownership) = self.ownership.as_ref().filter(|o| o.has_peers()) {
+        if let Some(ownership) = self.ownership().filter(|o| o.has_peers()) {
             // Hand the shards to the other nodes first. A cluster of one keeps them: its leases
             // stay with its node id and are claimed again at its next start.
             ownership.leave(grace).await;
         }
-        if let Some(ownership) = &self.ownership {
+        if let Some(ownership) = self.ownership() {
             ownership.stop().await;
+        }
+        if let Some(transport) = self.transport.lock().await.take() {
+            transport.stop().await;
         }
         self.orders.shutdown(grace).await;
         self.carts.shutdown(grace).await;
@@ -333,6 +477,89 @@ impl ShardHost for Regions {
     async fn shards_started(&self, shards: &[u32]) {
         if let Err(e) = self.resume_open_orders_where(|shard| shards.contains(&shard)).await {
             tracing::warn!(error = %e, "cannot resume the open orders of claimed shards");
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs calls against this node's own regions: for this node's callers when it holds the shard,
+/// and for peers' region hosts.
+#[async_trait]
+impl Execute for Regions {
+    async fn execute(&self, call: Call) -> Result<Answer, Refusal> {
+        let ownership = self.ownership();
+        let timeout = self.call_timeout;
+        match call {
+            Call::Stock { sku, command } => {
+                check_held(ownership, &self.skus, &sku).map_err(refusal)?;
+                let levels = self
+                    .skus
+                    .call(&sku, |r| SkuStockMsg::Command(command, r), timeout)
+                    .await
+                    .map_err(refusal)?;
+                levels.map(Answer::Levels).map_err(Refusal::Domain)
+            }
+            Call::StockLevels { sku } => {
+                check_held(ownership, &self.skus, &sku).map_err(refusal)?;
+                let levels =
+                    self.skus.call(&sku, SkuStockMsg::Levels, timeout).await.map_err(refusal)?;
+                levels.map(Answer::Levels).map_err(Refusal::Domain)
+            }
+            Call::UpdateCart { cart_id, command } => {
+                check_held(ownership, &self.carts, &cart_id).map_err(refusal)?;
+                let cart = self
+                    .carts
+                    .call(&cart_id, |r| CartMsg::Command(command, r), timeout)
+                    .await
+                    .map_err(refusal)?;
+                cart.map(Answer::Cart).map_err(Refusal::Domain)
+            }
+            Call::Cart { cart_id } => {
+                check_held(ownership, &self.carts, &cart_id).map_err(refusal)?;
+                let cart =
+                    self.carts.call(&cart_id, CartMsg::Get, timeout).await.map_err(refusal)?;
+                cart.map(Answer::Cart).map_err(Refusal::Domain)
+            }
+            Call::Checkout { order, with, wait_ms } => {
+                let order_id = order.order_id.clone();
+                check_held(ownership, &self.orders, &order_id).map_err(refusal)?;
+                let wait = Duration::from_millis(wait_ms);
+                match self.orders.call(&order_id, |r| OrderMsg::Place(order, with, r), wait).await {
+                    Ok(outcome) => outcome
+                        .map(|order| Answer::Checkout(Checkout::Ended(order)))
+                        .map_err(Refusal::Domain),
+                    Err(ClusterError::Timeout { .. }) => {
+                        Ok(Answer::Checkout(Checkout::Pending { order_id }))
+                    }
+                    Err(err) => Err(refusal(err)),
+                }
+            }
+            Call::Order { order_id } => {
+                check_held(ownership, &self.orders, &order_id).map_err(refusal)?;
+                let order =
+                    self.orders.call(&order_id, OrderMsg::Get, timeout).await.map_err(refusal)?;
+                order.map(Answer::Order).map_err(Refusal::Domain)
+            }
+            Call::OrderOutcome { order_id, wait_ms } => {
+                check_held(ownership, &self.orders, &order_id).map_err(refusal)?;
+                let wait = Duration::from_millis(wait_ms);
+                let order = self
+                    .orders
+                    .call(&order_id, OrderMsg::AwaitOutcome, wait)
+                    .await
+                    .map_err(refusal)?;
+                order.map(Answer::Order).map_err(Refusal::Domain)
+            }
+            Call::CancelOrder { order_id, wait_ms } => {
+                check_held(ownership, &self.orders, &order_id).map_err(refusal)?;
+                let wait = Duration::from_millis(wait_ms);
+                let order =
+                    self.orders.call(&order_id, OrderMsg::Cancel, wait).await.map_err(refusal)?;
+                order.map(Answer::Order).map_err(Refusal::Domain)
+            }
         }
     }
 }

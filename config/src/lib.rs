@@ -395,6 +395,30 @@ impl Config {
                 "must be at least three heartbeats (cluster.heartbeat_ms)",
             ));
         }
+        if let Some(addr) = &self.cluster.addr {
+            if self.store == "embedded" {
+                return Err(invalid(
+                    "cluster.addr",
+                    "a cluster of more than one node needs a shared store (postgres or scylla), not `embedded`",
+                ));
+            }
+            let port = addr.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
+            if !matches!(port, Some(Ok(_))) {
+                return Err(invalid("cluster.addr", "must be HOST:PORT"));
+            }
+            match &self.cluster.cookie {
+                None => {
+                    return Err(invalid(
+                        "cluster.cookie",
+                        "required with cluster.addr (set STOREFRONT_CLUSTER__COOKIE): peers authenticate with it",
+                    ));
+                }
+                Some(cookie) if cookie.expose().len() < 16 => {
+                    return Err(invalid("cluster.cookie", "must be at least 16 characters"));
+                }
+                Some(_) => {}
+            }
+        }
         if !self.cluster.seeds.is_empty() {
             if self.store == "embedded" {
                 return Err(invalid(

@@ -122,10 +122,36 @@ fn validate_names_the_bad_key() {
             &[
                 ("STOREFRONT_CLUSTER__SEEDS", "n2:7000"),
                 ("STOREFRONT_CLUSTER__ADDR", "n1:7000"),
+                ("STOREFRONT_CLUSTER__COOKIE", "a-cluster-cookie-of-some-length"),
                 ("STOREFRONT_STORE", "postgres://u@localhost:5432/db"),
             ],
             "auth.signing_keys",
         ),
+        (&[("STOREFRONT_CLUSTER__ADDR", "n1:7000")], "cluster.addr"),
+        (
+            &[
+                ("STOREFRONT_CLUSTER__ADDR", "n1"),
+                ("STOREFRONT_STORE", "postgres://u@localhost:5432/db"),
+            ],
+            "cluster.addr",
+        ),
+        (
+            &[
+                ("STOREFRONT_CLUSTER__ADDR", "n1:7000"),
+                ("STOREFRONT_STORE", "postgres://u@localhost:5432/db"),
+            ],
+            "cluster.cookie",
+        ),
+        (
+            &[
+                ("STOREFRONT_CLUSTER__ADDR", "n1:7000"),
+                ("STOREFRONT_CLUSTER__COOKIE", "short"),
+                ("STOREFRONT_STORE", "postgres://u@localhost:5432/db"),
+            ],
+            "cluster.cookie",
+        ),
+        (&[("STOREFRONT_CLUSTER__HEARTBEAT_MS", "10")], "cluster.heartbeat_ms"),
+        (&[("STOREFRONT_CLUSTER__MEMBER_TTL_MS", "1500")], "cluster.member_ttl_ms"),
     ];
     for (vars, key) in cases {
         let err = Config::load(None, env(vars), vec![]).unwrap_err();
@@ -140,6 +166,7 @@ fn seeds_split_on_commas() {
         env(&[
             ("STOREFRONT_CLUSTER__SEEDS", "n2:7000, n3:7000"),
             ("STOREFRONT_CLUSTER__ADDR", "n1:7000"),
+            ("STOREFRONT_CLUSTER__COOKIE", "a-cluster-cookie-of-some-length"),
             ("STOREFRONT_STORE", "postgres://u@localhost:5432/db"),
             ("STOREFRONT_AUTH__SIGNING_KEYS", "k1:0123456789abcdef0123456789abcdef"),
         ]),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use storefront_actors::{Clock, Currency, EntitySettings, SimulatedGateway, StockFeed};
-use storefront_cluster::{OwnershipConfig, Regions, RegionsConfig};
+use storefront_cluster::{OwnershipConfig, Regions, RegionsConfig, TransportConfig};
 use storefront_config::Config;
 use storefront_storage::Store;
 use tokio::net::TcpListener;
@@ -167,6 +167,17 @@ impl App {
                     shard_count: config.entities.shard_count,
                     heartbeat: Duration::from_millis(config.cluster.heartbeat_ms),
                     member_ttl: Duration::from_millis(config.cluster.member_ttl_ms),
+                }),
+                transport: config.cluster.addr.as_ref().map(|listen| TransportConfig {
+                    listen: listen.clone(),
+                    seeds: config.cluster.seeds.clone(),
+                    cookie: config
+                        .cluster
+                        .cookie
+                        .as_ref()
+                        .map(|c| c.expose().to_owned())
+                        .unwrap_or_default(),
+                    heartbeat: Duration::from_millis(config.cluster.heartbeat_ms),
                 }),
                 ..RegionsConfig::default()
             },

@@ -185,7 +185,11 @@ mod tests {
                 409,
                 "/problems/out-of-stock",
             ),
-            (DomainError::NotFound { kind: "order", id: "o".into() }, 404, "/problems/not-found"),
+            (
+                DomainError::NotFound { kind: "order".into(), id: "o".into() },
+                404,
+                "/problems/not-found",
+            ),
             (DomainError::Unavailable("timeout".into()), 503, "/problems/unavailable"),
             (DomainError::UnknownCurrency("XYZ".into()), 400, "/problems/unknown-currency"),
             (

@@ -41,7 +41,7 @@ pub struct Lease {
 }
 
 /// A write to a keyed table carried by an append; `value: None` deletes the key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyedWrite {
     /// The table.
     pub table: Table,
@@ -90,7 +90,7 @@ pub struct OutboxEntry {
 }
 
 /// The keyed tables of the read side. Keys and values are opaque bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Table {
     /// user id -> user record.
     Users,

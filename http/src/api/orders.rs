@@ -287,7 +287,7 @@ pub async fn cancel(id: String, state: Arc<AppState>, req: Result<Req, ApiError>
         return Err(DomainError::InvalidOrderState {
             order_id: id,
             status: view.status.to_string(),
-            action: "cancelled",
+            action: "cancelled".into(),
         }
         .into());
     }

@@ -1,0 +1,371 @@
+//! Commands between nodes: the wire types, the region host every node exposes, and the links
+//! that carry batches of commands and answers to it over `ractor_cluster`.
+//!
+//! Entity actors are local only. Each node runs one remotely addressable [`RegionHost`] (in the
+//! process group `storefront-host/<node id>`), which executes the commands it receives against its
+//! own regions. Commands and answers travel as one-way casts, each a batch: a link takes every
+//! command waiting for its peer and sends them as one message, and the host sends answers back the
+//! same way, so a slow checkout never holds up the answers of fast reads. Every command carries an
+//! id (unique per sending process); the host remembers recent answers by (sender, id), so a command
+//! that arrives twice is applied once. A command waits for its answer at most its deadline: after
+//! that its outcome is unknown to the caller. At most [`MAX_IN_FLIGHT`] commands wait per link.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+use storefront_actors::cart::{CartCommand, CartView};
+use storefront_actors::order::{OrderView, PlaceOrder};
+use storefront_actors::{DomainError, StockCommand, StockLevels};
+use storefront_storage::KeyedWrite;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::regions::Checkout;
+
+/// Commands a link sends in one message at most.
+const MAX_BATCH: usize = 512;
+/// Commands waiting for their answer per link at most; more wait for room (until their deadline).
+pub(crate) const MAX_IN_FLIGHT: usize = 16_384;
+/// How long a host remembers an answer for a repeated command.
+const REMEMBER_ANSWERS: Duration = Duration::from_secs(120);
+
+/// A command for an entity, as it crosses nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Call {
+    Stock { sku: String, command: StockCommand },
+    StockLevels { sku: String },
+    UpdateCart { cart_id: String, command: CartCommand },
+    Cart { cart_id: String },
+    Checkout { order: PlaceOrder, with: Vec<KeyedWrite>, wait_ms: u64 },
+    Order { order_id: String },
+    OrderOutcome { order_id: String, wait_ms: u64 },
+    CancelOrder { order_id: String, wait_ms: u64 },
+}
+
+impl Call {
+    /// The entity the command is for: its kind and id.
+    pub(crate) fn target(&self) -> (&'static str, &str) {
+        match self {
+            Call::Stock { sku, .. } | Call::StockLevels { sku } => ("sku", sku),
+            Call::UpdateCart { cart_id, .. } | Call::Cart { cart_id } => ("cart", cart_id),
+            Call::Checkout { order, .. } => ("order", &order.order_id),
+            Call::Order { order_id }
+            | Call::OrderOutcome { order_id, .. }
+            | Call::CancelOrder { order_id, .. } => ("order", order_id),
+        }
+    }
+}
+
+/// What a command answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Answer {
+    Levels(StockLevels),
+    Cart(CartView),
+    Checkout(Checkout),
+    Order(OrderView),
+}
+
+/// Why a command got no answer from its entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Refusal {
+    /// The node asked does not hold the entity's shard: nothing was done; ask the owner.
+    NotOwner,
+    /// The command never left this node (no session to the owner): nothing was done.
+    Unreachable(String),
+    /// The command was sent but no answer came in time: it may or may not take effect.
+    Unknown(String),
+    /// The entity answered with an error.
+    Domain(DomainError),
+}
+
+/// The messages of a [`RegionHost`]: the only ones that cross nodes.
+#[derive(Debug, RactorClusterMessage)]
+pub(crate) enum HostMsg {
+    /// Commands from another node: `postcard((sender node id, [(command id, Call)]))`.
+    Commands(Vec<u8>),
+    /// Answers to this node's commands: `postcard([(command id, Result<Answer, Refusal>)])`.
+    Answers(Vec<u8>),
+    /// A liveness probe; answers this node's id.
+    #[rpc]
+    Ping(RpcReplyPort<String>),
+}
+
+/// The process group of `node`'s host.
+pub(crate) fn host_group(node: &str) -> String {
+    format!("storefront-host/{node}")
+}
+
+/// Runs a command against this node's own regions.
+#[async_trait::async_trait]
+pub(crate) trait Execute: Send + Sync + 'static {
+    async fn execute(&self, call: Call) -> Result<Answer, Refusal>;
+}
+
+/// The remotely addressable actor of a node: runs commands from peers against its regions and
+/// hands answers to this node's waiting callers.
+pub(crate) struct RegionHost;
+
+pub(crate) struct HostArgs {
+    pub(crate) node_id: String,
+    pub(crate) links: Arc<Links>,
+    pub(crate) local: Arc<dyn Execute>,
+}
+
+pub(crate) struct HostState {
+    links: Arc<Links>,
+    local: Arc<dyn Execute>,
+    answered: Arc<Mutex<Answered>>,
+}
+
+/// Recent answers by (sender, command id), so a repeated command is applied once.
+#[derive(Default)]
+struct Answered {
+    by_id: HashMap<(String, u64), AnswerSlot>,
+    order: std::collections::VecDeque<(Instant, (String, u64))>,
+}
+
+enum AnswerSlot {
+    Running,
+    Done(Box<Result<Answer, Refusal>>),
+}
+
+impl Answered {
+    fn forget_old(&mut self, now: Instant) {
+        while let Some((at, key)) = self.order.front() {
+            if now.duration_since(*at) < REMEMBER_ANSWERS {
+                break;
+            }
+            self.by_id.remove(key);
+            self.order.pop_front();
+        }
+    }
+}
+
+impl Actor for RegionHost {
+    type Msg = HostMsg;
+    type State = HostState;
+    type Arguments = HostArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<HostMsg>,
+        args: HostArgs,
+    ) -> Result<HostState, ActorProcessingErr> {
+        ractor::pg::join(host_group(&args.node_id), vec![myself.get_cell()]);
+        Ok(HostState { links: args.links, local: args.local, answered: Arc::default() })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<HostMsg>,
+        message: HostMsg,
+        state: &mut HostState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            HostMsg::Commands(bytes) => {
+                let Ok((from, commands)) =
+                    postcard::from_bytes::<(String, Vec<(u64, Call)>)>(&bytes)
+                else {
+                    tracing::warn!("dropping an unreadable batch of commands");
+                    return Ok(());
+                };
+                for (id, call) in commands {
+                    let key = (from.clone(), id);
+                    {
+                        let mut answered = lock(&state.answered);
+                        answered.forget_old(Instant::now());
+                        match answered.by_id.get(&key) {
+                            // Already running: its answer goes to the same waiting caller.
+                            Some(AnswerSlot::Running) => continue,
+                            Some(AnswerSlot::Done(answer)) => {
+                                state.links.answer(&from, id, (**answer).clone());
+                                continue;
+                            }
+                            None => {
+                                answered.by_id.insert(key.clone(), AnswerSlot::Running);
+                                answered.order.push_back((Instant::now(), key.clone()));
+                            }
+                        }
+                    }
+                    let (local, links, answered) =
+                        (state.local.clone(), state.links.clone(), state.answered.clone());
+                    tokio::spawn(async move {
+                        let answer = local.execute(call).await;
+                        if let Some(slot) = lock(&answered).by_id.get_mut(&key) {
+                            *slot = AnswerSlot::Done(Box::new(answer.clone()));
+                        }
+                        links.answer(&key.0, key.1, answer);
+                    });
+                }
+            }
+            HostMsg::Answers(bytes) => {
+                match postcard::from_bytes::<Vec<(u64, Result<Answer, Refusal>)>>(&bytes) {
+                    Ok(answers) => state.links.deliver(answers),
+                    Err(_) => tracing::warn!("dropping an unreadable batch of answers"),
+                }
+            }
+            HostMsg::Ping(reply) => {
+                let _ = reply.send(state.links.node_id.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Something to send to a peer.
+enum Outgoing {
+    Command(u64, Call),
+    Answer(u64, Result<Answer, Refusal>),
+}
+
+/// This node's links to its peers, and its callers waiting for answers.
+pub(crate) struct Links {
+    node_id: String,
+    next_id: AtomicU64,
+    peers: Mutex<HashMap<String, Peer>>,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Result<Answer, Refusal>>>>,
+}
+
+struct Peer {
+    queue: mpsc::UnboundedSender<Outgoing>,
+    room: Arc<Semaphore>,
+}
+
+impl Links {
+    pub(crate) fn new(node_id: String) -> Arc<Self> {
+        // A per-process random start keeps ids unique across restarts of a node.
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Arc::new(Self {
+            node_id,
+            next_id: AtomicU64::new(start),
+            peers: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Sends `call` to `node`'s host and waits for its answer until `deadline`.
+    pub(crate) async fn call(
+        self: &Arc<Self>,
+        node: &str,
+        call: Call,
+        deadline: tokio::time::Instant,
+    ) -> Result<Answer, Refusal> {
+        if host_of(node).is_none() {
+            return Err(Refusal::Unreachable(format!("no session to node {node}")));
+        }
+        let (queue, room) = self.peer(node);
+        let permit = match tokio::time::timeout_at(deadline, room.acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(Refusal::Unreachable(format!("the link to node {node} is full"))),
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiting).insert(id, tx);
+        if queue.send(Outgoing::Command(id, call)).is_err() {
+            lock(&self.waiting).remove(&id);
+            return Err(Refusal::Unreachable(format!("the link to node {node} is closed")));
+        }
+        let answer = tokio::time::timeout_at(deadline, rx).await;
+        drop(permit);
+        match answer {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(Refusal::Unknown(format!("the link to node {node} closed"))),
+            Err(_) => {
+                lock(&self.waiting).remove(&id);
+                Err(Refusal::Unknown(format!("node {node} did not answer in time")))
+            }
+        }
+    }
+
+    /// Queues an answer for a command `node` sent.
+    fn answer(self: &Arc<Self>, node: &str, id: u64, answer: Result<Answer, Refusal>) {
+        let (queue, _) = self.peer(node);
+        let _ = queue.send(Outgoing::Answer(id, answer));
+    }
+
+    /// Hands answers from a peer to the callers waiting for them.
+    fn deliver(&self, answers: Vec<(u64, Result<Answer, Refusal>)>) {
+        let mut waiting = lock(&self.waiting);
+        for (id, answer) in answers {
+            if let Some(caller) = waiting.remove(&id) {
+                let _ = caller.send(answer);
+            }
+        }
+    }
+
+    /// The queue to `node`, starting its sender task on first use.
+    fn peer(self: &Arc<Self>, node: &str) -> (mpsc::UnboundedSender<Outgoing>, Arc<Semaphore>) {
+        let mut peers = lock(&self.peers);
+        if let Some(peer) = peers.get(node).filter(|p| !p.queue.is_closed()) {
+            return (peer.queue.clone(), peer.room.clone());
+        }
+        let (queue, outgoing) = mpsc::unbounded_channel();
+        let room = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        peers.insert(node.to_owned(), Peer { queue: queue.clone(), room: room.clone() });
+        tokio::spawn(send_to(self.node_id.clone(), node.to_owned(), outgoing));
+        (queue, room)
+    }
+}
+
+/// The ref of `node`'s host, if a session to it is up.
+fn host_of(node: &str) -> Option<ActorRef<HostMsg>> {
+    ractor::pg::get_members(&host_group(node)).into_iter().next().map(ActorRef::from)
+}
+
+/// Sends everything queued for `node`, as batches, while the link lives.
+async fn send_to(me: String, node: String, mut outgoing: mpsc::UnboundedReceiver<Outgoing>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while outgoing.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut commands = Vec::new();
+        let mut answers = Vec::new();
+        for item in batch.drain(..) {
+            match item {
+                Outgoing::Command(id, call) => commands.push((id, call)),
+                Outgoing::Answer(id, answer) => answers.push((id, answer)),
+            }
+        }
+        let Some(host) = host_of(&node) else {
+            // No session: the commands' callers time out (outcome: never sent, but they cannot
+            // tell it from a lost answer), and the peer's callers time out on their answers.
+            tracing::debug!(node, commands = commands.len(), "no session: dropping a batch");
+            continue;
+        };
+        if !commands.is_empty() {
+            match postcard::to_stdvec(&(&me, &commands)) {
+                Ok(bytes) => {
+                    let _ = host.cast(HostMsg::Commands(bytes));
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode commands"),
+            }
+        }
+        if !answers.is_empty() {
+            match postcard::to_stdvec(&answers) {
+                Ok(bytes) => {
+                    let _ = host.cast(HostMsg::Answers(bytes));
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode answers"),
+            }
+        }
+    }
+}
+
+/// Whether `node`'s host answers a ping within `timeout`.
+pub(crate) async fn ping(node: &str, timeout: Duration) -> bool {
+    let Some(host) = host_of(node) else { return false };
+    matches!(
+        host.call(HostMsg::Ping, Some(timeout)).await,
+        Ok(ractor::rpc::CallResult::Success(ref id)) if id == node
+    )
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Held only for map updates that do not panic; a poisoned lock still holds a usable map.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,198 @@
+//! Sessions between nodes: the `ractor_cluster` node server (cookie-authenticated), connecting to
+//! seeds and members with back-off, and our own heartbeat over the sessions.
+//!
+//! `ractor_cluster` reports a peer whose process died within milliseconds, but a stopped (hung)
+//! process keeps its session "ready" forever and nothing reconnects after a peer restarts. So every
+//! heartbeat this node pings each peer's region host; a peer that misses [`MISSED_PINGS`] pings in
+//! a row has its session closed (its commands fail fast instead of waiting for their deadline), and
+//! every member that beats in the store but has no session is connected again, with back-off.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use ractor_cluster::{NodeServer, NodeServerMessage};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::remote::{Execute, HostArgs, HostMsg, Links, RegionHost, ping};
+use crate::{ClusterError, MemberStatus, Ownership};
+
+/// Pings a peer may miss in a row before its session is closed.
+const MISSED_PINGS: u32 = 3;
+/// The longest wait between two connection attempts to one address.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// How this node reaches its peers.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Where this node listens for peers (`HOST:PORT`).
+    pub listen: String,
+    /// Peers to contact first (`HOST:PORT`; names resolve through DNS at each attempt).
+    pub seeds: Vec<String>,
+    /// The shared secret every node of the cluster authenticates with.
+    pub cookie: String,
+    /// How often peers are pinged and connections checked.
+    pub heartbeat: Duration,
+}
+
+/// The running transport of a node.
+pub(crate) struct Transport {
+    server: ActorRef<NodeServerMessage>,
+    host: ActorRef<HostMsg>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport").finish_non_exhaustive()
+    }
+}
+
+fn transport_error(what: &str, err: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Region(format!("cluster transport: {what}: {err}"))
+}
+
+impl Transport {
+    /// Starts the region host and the node server, then keeps sessions to seeds and members.
+    pub(crate) async fn start(
+        config: TransportConfig,
+        ownership: Ownership,
+        links: Arc<Links>,
+        local: Arc<dyn Execute>,
+    ) -> Result<Self, ClusterError> {
+        let node_id = ownership.node_id().to_owned();
+        let (host_name, port) = config
+            .listen
+            .rsplit_once(':')
+            .ok_or_else(|| transport_error("listen address", "not HOST:PORT"))?;
+        let port: u16 = port.parse().map_err(|e| transport_error("listen port", e))?;
+        let (host, _) =
+            Actor::spawn(None, RegionHost, HostArgs { node_id: node_id.clone(), links, local })
+                .await
+                .map_err(|e| transport_error("region host", e))?;
+        let mut server = NodeServer::new(
+            port,
+            config.cookie.clone(),
+            node_id.clone(),
+            host_name.to_owned(),
+            None,
+            Some(ractor_cluster::node::NodeConnectionMode::Isolated),
+        );
+        // A literal address is listened on as given; a host name (a pod's DNS name) on every
+        // interface.
+        if let Ok(ip) = host_name.trim_matches(['[', ']']).parse() {
+            server = server.with_listen_addr(ip);
+        }
+        let (server, _) =
+            Actor::spawn(None, server, ()).await.map_err(|e| transport_error("node server", e))?;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(keep_sessions(config, ownership, server.clone(), stopped));
+        Ok(Self { server, host, stop, task })
+    }
+
+    /// Closes every session and stops the host and the server.
+    pub(crate) async fn stop(self) {
+        self.stop.send_replace(true);
+        let _ = self.task.await;
+        self.host.stop(None);
+        self.server.stop(None);
+    }
+}
+
+/// The authenticated sessions of this node, by peer node id.
+async fn sessions(
+    server: &ActorRef<NodeServerMessage>,
+) -> HashMap<String, ActorRef<ractor_cluster::NodeSessionMessage>> {
+    match ractor::call_t!(server, NodeServerMessage::GetSessions, 1_000) {
+        Ok(sessions) => sessions
+            .into_values()
+            // ractor_cluster names a peer `node_name@hostname`.
+            .filter_map(|s| {
+                let name = s.peer_name?.name;
+                let node = name.split_once('@').map_or(name.as_str(), |(node, _)| node).to_owned();
+                Some((node, s.actor))
+            })
+            .collect(),
+        Err(_) => HashMap::new(),
+    }
+}
+
+/// When an address may next be tried, and the back-off after that.
+struct Attempts(HashMap<String, (Instant, Duration)>);
+
+impl Attempts {
+    fn due(&mut self, addr: &str, now: Instant, heartbeat: Duration) -> bool {
+        let (next, backoff) = self.0.entry(addr.to_owned()).or_insert((now, heartbeat));
+        if now < *next {
+            return false;
+        }
+        *next = now + *backoff;
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        true
+    }
+
+    fn connected(&mut self, addr: &str) {
+        self.0.remove(addr);
+    }
+}
+
+async fn keep_sessions(
+    config: TransportConfig,
+    ownership: Ownership,
+    server: ActorRef<NodeServerMessage>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let me = ownership.node_id().to_owned();
+    let mut attempts = Attempts(HashMap::new());
+    let mut missed: HashMap<String, u32> = HashMap::new();
+    let mut ticks = tokio::time::interval(config.heartbeat);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        let now = Instant::now();
+        let live = sessions(&server).await;
+        // Our heartbeat: every peer's host must answer a ping within one heartbeat.
+        let pings =
+            live.keys().map(|node| async move { (node, ping(node, config.heartbeat).await) });
+        for (node, answered) in futures::future::join_all(pings).await {
+            let count = missed.entry(node.clone()).or_default();
+            *count = if answered { 0 } else { *count + 1 };
+            if *count >= MISSED_PINGS {
+                tracing::warn!(node, "peer missed {MISSED_PINGS} pings: closing its session");
+                if let Some(session) = live.get(node) {
+                    session.stop(Some("missed pings".into()));
+                }
+                *count = 0;
+            }
+        }
+        // Members that beat in the store but have no session, and the seeds until some session
+        // is up: connect, each address with its own back-off.
+        let mut targets: Vec<String> = ownership
+            .view()
+            .members
+            .into_iter()
+            .filter(|m| m.node_id != me && m.status != MemberStatus::Down)
+            .filter(|m| !live.contains_key(&m.node_id))
+            .filter_map(|m| m.cluster_addr)
+            .collect();
+        if live.is_empty() {
+            targets.extend(config.seeds.iter().filter(|s| **s != config.listen).cloned());
+        }
+        for addr in targets {
+            if !attempts.due(&addr, now, config.heartbeat) {
+                continue;
+            }
+            let server = server.clone();
+            match ractor_cluster::client_connect(&server, addr.as_str()).await {
+                Ok(()) => attempts.connected(&addr),
+                Err(e) => tracing::debug!(addr, error = %e, "cannot connect to a peer"),
+            }
+        }
+    }
+}
