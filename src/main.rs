@@ -34,6 +34,26 @@ enum Command {
     Serve(ServeArgs),
     /// Apply the store's schema (PostgreSQL, ScyllaDB; idempotent), then exit.
     Migrate(MigrateArgs),
+    /// Operate the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Print the cluster's nodes and shard ownership as the shared store shows them (the same
+    /// document as `GET /v1/admin/cluster`; takes two heartbeats to tell live nodes from dead).
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// TOML configuration file (the nodes' own).
+    #[arg(long, env = "STOREFRONT_CONFIG")]
+    config: Option<PathBuf>,
+    /// The cluster's shared store (`postgres://...` or `scylla://...`).
+    #[arg(long)]
+    store: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +123,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Migrate(args) => migrate(args),
+        Command::Cluster(ClusterCommand::Status(args)) => cluster_status(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,6 +160,42 @@ fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         "storefront: schema applied to {}",
         storefront_storage::redact_url(&args.store)
     )?;
+    Ok(())
+}
+
+fn cluster_status(args: StatusArgs) -> anyhow::Result<()> {
+    let overrides = args.store.iter().map(|store| Override::new("store", store.as_str())).collect();
+    let config = Config::load(args.config.as_deref(), std::env::vars(), overrides)?;
+    if config.store == "embedded" {
+        anyhow::bail!(
+            "the embedded store belongs to its one running node: ask it with GET /v1/admin/cluster, \
+             or give the cluster's shared store with --store"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let document = runtime.block_on(async {
+        let store =
+            storefront_storage::open(&config.store, &config.data_dir).await.with_context(|| {
+                format!("cannot open the store `{}`", storefront_storage::redact_url(&config.store))
+            })?;
+        let ownership = storefront_cluster::OwnershipConfig {
+            node_id: config.cluster.node_id.clone(),
+            cluster_addr: None,
+            http_addr: String::new(),
+            shard_count: config.entities.shard_count,
+            heartbeat: std::time::Duration::from_millis(config.cluster.heartbeat_ms),
+            member_ttl: std::time::Duration::from_millis(config.cluster.member_ttl_ms),
+        };
+        let view = storefront_cluster::observe(store.as_ref(), &ownership)
+            .await
+            .context("cannot read the cluster's members and leases")?;
+        anyhow::Ok(storefront_http::api::cluster::status_document(
+            None,
+            &view,
+            config.entities.shard_count,
+        ))
+    })?;
+    writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&document)?)?;
     Ok(())
 }
 

@@ -18,7 +18,9 @@ mod shard;
 mod transport;
 
 pub use error::ClusterError;
-pub use ownership::{ClusterView, Member, MemberStatus, Ownership, OwnershipConfig, ShardHost};
+pub use ownership::{
+    ClusterView, Member, MemberStatus, Ownership, OwnershipConfig, ShardHost, observe,
+};
 pub use region::ShardRegion;
 pub use regions::{Checkout, Regions, RegionsConfig};
 pub use shard::shard_of;

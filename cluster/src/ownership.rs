@@ -240,6 +240,11 @@ impl Ownership {
         read(&self.inner.view).owners.get(shard as usize).cloned().flatten()
     }
 
+    /// Whether this node is handing its shards off (after [`Ownership::leave`]).
+    pub fn is_leaving(&self) -> bool {
+        self.inner.leaving.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Whether another member is up (one that could take this node's shards).
     pub fn has_peers(&self) -> bool {
         let me = self.node_id();
@@ -413,6 +418,55 @@ impl Ownership {
         self.inner.rounds.send_modify(|n| *n += 1);
         Ok(())
     }
+}
+
+/// The cluster as the store shows it, for a process that is not a member (`storefront cluster
+/// status`): node records are read twice, `config.heartbeat * 2` apart, and a node whose beat did
+/// not change in between counts as down.
+pub async fn observe(
+    store: &dyn Store,
+    config: &OwnershipConfig,
+) -> Result<ClusterView, StorageError> {
+    let read_records = || async {
+        let rows = store.scan(Table::ClusterNodes, b"", None, usize::MAX).await?;
+        Ok::<_, StorageError>(
+            rows.into_iter()
+                .filter_map(|(key, value)| {
+                    Some((
+                        String::from_utf8(key).ok()?,
+                        postcard::from_bytes::<NodeRecord>(&value).ok()?,
+                    ))
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let first: HashMap<String, u64> =
+        read_records().await?.into_iter().map(|(id, r)| (id, r.beat)).collect();
+    tokio::time::sleep(config.heartbeat * 2).await;
+    let records = read_records().await?;
+    let leases: HashMap<u32, Lease> =
+        store.leases().await?.into_iter().map(|l| (l.shard, l)).collect();
+    let owners: Vec<Option<String>> = (0..config.shard_count)
+        .map(|shard| leases.get(&shard).and_then(|l| l.owner.clone()))
+        .collect();
+    let members = records
+        .into_iter()
+        .map(|(node_id, record)| {
+            let beating = first.get(&node_id).is_some_and(|&beat| beat != record.beat);
+            Member {
+                shards: owners.iter().filter(|o| o.as_deref() == Some(node_id.as_str())).count(),
+                status: match (beating, record.leaving) {
+                    (false, _) => MemberStatus::Down,
+                    (true, true) => MemberStatus::Leaving,
+                    (true, false) => MemberStatus::Up,
+                },
+                node_id,
+                cluster_addr: record.cluster_addr,
+                http_addr: record.http_addr,
+            }
+        })
+        .collect();
+    Ok(ClusterView { members, owners })
 }
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,9 +1,9 @@
 //! Commands between nodes: the wire types, the region host every node exposes, and the links
 //! that carry batches of commands and answers to it over `ractor_cluster`.
 //!
-//! Entity actors are local only. Each node runs one remotely addressable [`RegionHost`] (in the
-//! process group `storefront-host/<node id>`), which executes the commands it receives against its
-//! own regions. Commands and answers travel as one-way casts, each a batch: a link takes every
+//! Entity actors are local only. Each node runs one remotely addressable [`RegionHost`] per entity
+//! kind (in the process group `storefront-host/<kind>/<node id>`), which executes the commands it
+//! receives against its own region of that kind. Commands and answers travel as one-way casts, each a batch: a link takes every
 //! command waiting for its peer and sends them as one message, and the host sends answers back the
 //! same way, so a slow checkout never holds up the answers of fast reads. Every command carries an
 //! id (unique per sending process); the host remembers recent answers by (sender, id), so a command
@@ -94,9 +94,12 @@ pub(crate) enum HostMsg {
     Ping(RpcReplyPort<String>),
 }
 
-/// The process group of `node`'s host.
-pub(crate) fn host_group(node: &str) -> String {
-    format!("storefront-host/{node}")
+/// The entity kinds, each with its own region host on every node.
+pub(crate) const KINDS: [&str; 3] = ["sku", "cart", "order"];
+
+/// The process group of `node`'s host for `kind`.
+pub(crate) fn host_group(kind: &str, node: &str) -> String {
+    format!("storefront-host/{kind}/{node}")
 }
 
 /// Runs a command against this node's own regions.
@@ -105,11 +108,12 @@ pub(crate) trait Execute: Send + Sync + 'static {
     async fn execute(&self, call: Call) -> Result<Answer, Refusal>;
 }
 
-/// The remotely addressable actor of a node: runs commands from peers against its regions and
-/// hands answers to this node's waiting callers.
+/// The remotely addressable actor of a node for one entity kind: runs commands from peers against
+/// its region and hands answers (to any kind's commands) to this node's waiting callers.
 pub(crate) struct RegionHost;
 
 pub(crate) struct HostArgs {
+    pub(crate) kind: &'static str,
     pub(crate) node_id: String,
     pub(crate) links: Arc<Links>,
     pub(crate) local: Arc<dyn Execute>,
@@ -155,7 +159,7 @@ impl Actor for RegionHost {
         myself: ActorRef<HostMsg>,
         args: HostArgs,
     ) -> Result<HostState, ActorProcessingErr> {
-        ractor::pg::join(host_group(&args.node_id), vec![myself.get_cell()]);
+        ractor::pg::join(host_group(args.kind, &args.node_id), vec![myself.get_cell()]);
         Ok(HostState { links: args.links, local: args.local, answered: Arc::default() })
     }
 
@@ -257,7 +261,7 @@ impl Links {
         call: Call,
         deadline: tokio::time::Instant,
     ) -> Result<Answer, Refusal> {
-        if host_of(node).is_none() {
+        if host_of(call.target().0, node).is_none() {
             return Err(Refusal::Unreachable(format!("no session to node {node}")));
         }
         let (queue, room) = self.peer(node);
@@ -314,51 +318,57 @@ impl Links {
     }
 }
 
-/// The ref of `node`'s host, if a session to it is up.
-fn host_of(node: &str) -> Option<ActorRef<HostMsg>> {
-    ractor::pg::get_members(&host_group(node)).into_iter().next().map(ActorRef::from)
+/// The ref of `node`'s host for `kind`, if a session to it is up.
+fn host_of(kind: &str, node: &str) -> Option<ActorRef<HostMsg>> {
+    ractor::pg::get_members(&host_group(kind, node)).into_iter().next().map(ActorRef::from)
 }
 
-/// Sends everything queued for `node`, as batches, while the link lives.
+/// Casts `message` (built from the encoded `value`) to `node`'s host for `kind`; without a
+/// session it is dropped, and whoever waits for it times out.
+fn cast_to(kind: &str, node: &str, value: &impl Serialize, message: fn(Vec<u8>) -> HostMsg) {
+    let Some(host) = host_of(kind, node) else {
+        tracing::debug!(node, kind, "no session: dropping a batch");
+        return;
+    };
+    match postcard::to_stdvec(value) {
+        Ok(bytes) => {
+            let _ = host.cast(message(bytes));
+        }
+        Err(e) => tracing::error!(error = %e, "cannot encode a batch"),
+    }
+}
+
+/// Sends everything queued for `node`, as batches, while the link lives: the commands for each
+/// kind to that kind's host, the answers to any one of them.
 async fn send_to(me: String, node: String, mut outgoing: mpsc::UnboundedReceiver<Outgoing>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while outgoing.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut commands = Vec::new();
+        let mut commands: [Vec<(u64, Call)>; KINDS.len()] = Default::default();
         let mut answers = Vec::new();
         for item in batch.drain(..) {
             match item {
-                Outgoing::Command(id, call) => commands.push((id, call)),
+                Outgoing::Command(id, call) => {
+                    let kind = call.target().0;
+                    let lane = KINDS.iter().position(|k| *k == kind).unwrap_or_default();
+                    commands[lane].push((id, call));
+                }
                 Outgoing::Answer(id, answer) => answers.push((id, answer)),
             }
         }
-        let Some(host) = host_of(&node) else {
-            // No session: the commands' callers time out (outcome: never sent, but they cannot
-            // tell it from a lost answer), and the peer's callers time out on their answers.
-            tracing::debug!(node, commands = commands.len(), "no session: dropping a batch");
-            continue;
-        };
-        if !commands.is_empty() {
-            match postcard::to_stdvec(&(&me, &commands)) {
-                Ok(bytes) => {
-                    let _ = host.cast(HostMsg::Commands(bytes));
-                }
-                Err(e) => tracing::error!(error = %e, "cannot encode commands"),
+        for (kind, commands) in KINDS.iter().zip(&commands) {
+            if !commands.is_empty() {
+                cast_to(kind, &node, &(&me, commands), HostMsg::Commands);
             }
         }
         if !answers.is_empty() {
-            match postcard::to_stdvec(&answers) {
-                Ok(bytes) => {
-                    let _ = host.cast(HostMsg::Answers(bytes));
-                }
-                Err(e) => tracing::error!(error = %e, "cannot encode answers"),
-            }
+            cast_to(KINDS[0], &node, &answers, HostMsg::Answers);
         }
     }
 }
 
 /// Whether `node`'s host answers a ping within `timeout`.
 pub(crate) async fn ping(node: &str, timeout: Duration) -> bool {
-    let Some(host) = host_of(node) else { return false };
+    let Some(host) = host_of(KINDS[0], node) else { return false };
     matches!(
         host.call(HostMsg::Ping, Some(timeout)).await,
         Ok(ractor::rpc::CallResult::Success(ref id)) if id == node

@@ -3,7 +3,7 @@
 //!
 //! `ractor_cluster` reports a peer whose process died within milliseconds, but a stopped (hung)
 //! process keeps its session "ready" forever and nothing reconnects after a peer restarts. So every
-//! heartbeat this node pings each peer's region host; a peer that misses [`MISSED_PINGS`] pings in
+//! heartbeat this node pings each peer (its SKU region host); a peer that misses [`MISSED_PINGS`] pings in
 //! a row has its session closed (its commands fail fast instead of waiting for their deadline), and
 //! every member that beats in the store but has no session is connected again, with back-off.
 
@@ -16,7 +16,7 @@ use ractor_cluster::{NodeServer, NodeServerMessage};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::remote::{Execute, HostArgs, HostMsg, Links, RegionHost, ping};
+use crate::remote::{Execute, HostArgs, HostMsg, KINDS, Links, RegionHost, ping};
 use crate::{ClusterError, MemberStatus, Ownership};
 
 /// Pings a peer may miss in a row before its session is closed.
@@ -40,7 +40,7 @@ pub struct TransportConfig {
 /// The running transport of a node.
 pub(crate) struct Transport {
     server: ActorRef<NodeServerMessage>,
-    host: ActorRef<HostMsg>,
+    hosts: Vec<ActorRef<HostMsg>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -69,10 +69,19 @@ impl Transport {
             .rsplit_once(':')
             .ok_or_else(|| transport_error("listen address", "not HOST:PORT"))?;
         let port: u16 = port.parse().map_err(|e| transport_error("listen port", e))?;
-        let (host, _) =
-            Actor::spawn(None, RegionHost, HostArgs { node_id: node_id.clone(), links, local })
+        let mut hosts = Vec::new();
+        for kind in KINDS {
+            let args = HostArgs {
+                kind,
+                node_id: node_id.clone(),
+                links: links.clone(),
+                local: local.clone(),
+            };
+            let (host, _) = Actor::spawn(None, RegionHost, args)
                 .await
                 .map_err(|e| transport_error("region host", e))?;
+            hosts.push(host);
+        }
         let mut server = NodeServer::new(
             port,
             config.cookie.clone(),
@@ -90,14 +99,16 @@ impl Transport {
             Actor::spawn(None, server, ()).await.map_err(|e| transport_error("node server", e))?;
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(keep_sessions(config, ownership, server.clone(), stopped));
-        Ok(Self { server, host, stop, task })
+        Ok(Self { server, hosts, stop, task })
     }
 
     /// Closes every session and stops the host and the server.
     pub(crate) async fn stop(self) {
         self.stop.send_replace(true);
         let _ = self.task.await;
-        self.host.stop(None);
+        for host in self.hosts {
+            host.stop(None);
+        }
         self.server.stop(None);
     }
 }

@@ -1,47 +1,77 @@
-//! `/v1/admin/cluster*`: where entities live. On a single node every shard is this node's; the
-//! multi-node membership, handoff and `leave` come with the cluster (Step 4).
+//! `/v1/admin/cluster*`: the cluster's members, where an entity lives, and a node's leave.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde::Serialize;
-use storefront_cluster::shard_of;
+use storefront_cluster::{ClusterView, Ownership, shard_of};
 
 use crate::Problem;
 use crate::app::AppState;
 use crate::extract::Req;
 use crate::reply::{ApiError, ApiResult};
 
-#[derive(Debug, Serialize)]
-struct NodeView {
-    node_id: String,
-    addr: Option<String>,
-    status: &'static str,
-    shards: u32,
+/// How long a leave may take to hand every shard off.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The document of `GET /v1/admin/cluster` (and `storefront cluster status`): `node_id` is the
+/// node answering (`None` from the shell).
+pub fn status_document(
+    node_id: Option<&str>,
+    view: &ClusterView,
+    shard_count: u32,
+) -> serde_json::Value {
+    let mut shards_by_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for owner in view.owners.iter().flatten() {
+        *shards_by_node.entry(owner.as_str()).or_default() += 1;
+    }
+    let unowned = view.owners.iter().filter(|o| o.is_none()).count();
+    let nodes: Vec<_> = view
+        .members
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "node_id": m.node_id,
+                "addr": m.cluster_addr,
+                "http_addr": m.http_addr,
+                "status": m.status,
+                "shards": m.shards,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "node_id": node_id,
+        "nodes": nodes,
+        "shard_count": shard_count,
+        "shards_by_node": shards_by_node,
+        "unowned_shards": unowned,
+    })
+}
+
+fn ownership(state: &AppState) -> Result<&Ownership, ApiError> {
+    state.regions.ownership().ok_or_else(|| {
+        ApiError::new(Problem::new(
+            "/problems/unavailable",
+            "Not available",
+            503,
+            "this node runs without cluster membership",
+        ))
+    })
 }
 
 #[utoipa::path(get, operation_id = "cluster_status", path = "/v1/admin/cluster", tag = "cluster", security(("bearer" = [])),
-    responses((status = 200, description = "`{node_id, nodes: [{node_id, addr, status, shards}], shard_count, shards_by_node}`")))]
-/// The cluster's nodes and who owns how many shards (admin).
+    responses((status = 200, description = "`{node_id, nodes: [{node_id, addr, http_addr, status, shards}], shard_count, shards_by_node, unowned_shards}`; `status` is `up`, `leaving` or `down`")))]
+/// The cluster's nodes and who holds how many shards (admin).
 pub async fn status(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
     let req = req?;
     state.admin(&req).await?;
-    let node = NodeView {
-        node_id: state.node_id.clone(),
-        addr: None,
-        status: "up",
-        shards: state.shard_count,
-    };
-    super::ok(&serde_json::json!({
-        "node_id": state.node_id,
-        "nodes": [node],
-        "shard_count": state.shard_count,
-        "shards_by_node": { state.node_id.clone(): state.shard_count },
-    }))
+    let ownership = ownership(&state)?;
+    super::ok(&status_document(Some(ownership.node_id()), &ownership.view(), state.shard_count))
 }
 
 #[utoipa::path(get, operation_id = "cluster_locate", path = "/v1/admin/cluster/locate", tag = "cluster", security(("bearer" = [])),
     params(("kind" = String, Query, description = "`sku`, `cart` or `order`"), ("id" = String, Query)),
-    responses((status = 200, description = "`{kind, id, shard, node_id}`"), (status = 400, description = "Bad kind or missing id")))]
+    responses((status = 200, description = "`{kind, id, shard, node_id}`; `node_id` is null while the shard moves"), (status = 400, description = "Bad kind or missing id")))]
 /// Where an entity lives now (admin).
 pub async fn locate(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
     let req = req?;
@@ -52,25 +82,45 @@ pub async fn locate(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
         _ => return Err(ApiError::validation("kind", "one of sku, cart, order")),
     };
     let id = query.get("id").ok_or_else(|| ApiError::validation("id", "required"))?;
+    let shard = shard_of(kind, id, state.shard_count);
     super::ok(&serde_json::json!({
         "kind": kind,
         "id": id,
-        "shard": shard_of(kind, id, state.shard_count),
-        "node_id": state.node_id,
+        "shard": shard,
+        "node_id": ownership(&state)?.owner_of(shard),
     }))
 }
 
 #[utoipa::path(post, operation_id = "cluster_leave", path = "/v1/admin/cluster/leave", tag = "cluster", security(("bearer" = [])),
-    responses((status = 409, description = "`/problems/last-node`: a node alone has no one to hand its shards to")))]
+    responses((status = 200, description = "`{node_id, status: \"left\", shards}`: every shard handed off; the node keeps forwarding requests until it is stopped"),
+        (status = 409, description = "`/problems/last-node`: no other node is up to take the shards"),
+        (status = 503, description = "`/problems/unavailable`: the handoff did not finish within 60 s")))]
 /// Hands this node's shards off and leaves (admin).
 pub async fn leave(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
     let req = req?;
     state.admin(&req).await?;
     req.no_fields()?;
-    Err(ApiError::new(Problem::new(
-        "/problems/last-node",
-        "No node to hand off to",
-        409,
-        "this node is a cluster of one: there is no other node to take its shards",
-    )))
+    let ownership = ownership(&state)?;
+    if !ownership.has_peers() {
+        return Err(ApiError::new(Problem::new(
+            "/problems/last-node",
+            "No node to hand off to",
+            409,
+            "no other node of the cluster is up to take this node's shards",
+        )));
+    }
+    let remaining = ownership.leave(LEAVE_TIMEOUT).await;
+    if remaining > 0 {
+        return Err(ApiError::new(Problem::new(
+            "/problems/unavailable",
+            "Handoff unfinished",
+            503,
+            format!("{remaining} shards are still held after 60 s; the leave goes on"),
+        )));
+    }
+    super::ok(&serde_json::json!({
+        "node_id": ownership.node_id(),
+        "status": "left",
+        "shards": 0,
+    }))
 }

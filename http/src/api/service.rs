@@ -27,6 +27,9 @@ pub async fn readyz(state: Arc<AppState>) -> ApiResult {
     if *state.stopping.borrow() {
         reasons.push("the node is shutting down".to_owned());
     }
+    if state.regions.ownership().is_some_and(|o| o.is_leaving()) {
+        reasons.push("the node has left the cluster".to_owned());
+    }
     match tokio::time::timeout(Duration::from_secs(2), state.store.get(Table::Settings, b"ready"))
         .await
     {
