@@ -37,6 +37,14 @@ enum CounterMsg {
 // Local only: entity actors never cross nodes (the cluster's region hosts carry commands).
 impl ractor::Message for CounterMsg {}
 
+impl storefront_actors::EntityMsg for CounterMsg {
+    fn stop() -> Self {
+        CounterMsg::Panic
+    }
+
+    fn refuse(self, _: storefront_actors::DomainError) {}
+}
+
 impl Actor for Counter {
     type Msg = CounterMsg;
     type State = (CounterArgs, u64);
@@ -90,13 +98,12 @@ async fn a_panicking_entity_is_restarted_from_its_journal_and_siblings_keep_serv
         Arc::new([("a", Arc::default()), ("b", Arc::default())].into());
     let region = {
         let (store, starts) = (store.clone(), starts.clone());
-        ShardRegion::<Counter>::start("counter", 16, move |id, _: Passivation| CounterArgs {
+        let make_args = move |id: &str, _: Passivation| CounterArgs {
             id: id.to_owned(),
             store: store.clone(),
             starts: starts[id].clone(),
-        })
-        .await
-        .unwrap()
+        };
+        ShardRegion::<Counter>::start("counter", 16, make_args, |_| true).await.unwrap()
     };
     for _ in 0..3 {
         region.call("a", CounterMsg::Increment, T).await.unwrap();

@@ -174,6 +174,21 @@ pub enum CartMsg {
 // Local only: entity actors never cross nodes (the cluster's region hosts carry commands).
 impl ractor::Message for CartMsg {}
 
+impl crate::EntityMsg for CartMsg {
+    fn stop() -> Self {
+        CartMsg::Internal(Internal(InternalMsg::Stop))
+    }
+
+    fn refuse(self, err: DomainError) {
+        match self {
+            CartMsg::Command(_, reply) | CartMsg::Get(reply) => {
+                let _ = reply.send(Err(err));
+            }
+            CartMsg::Internal(_) => {}
+        }
+    }
+}
+
 /// What the region gives a cart actor to start.
 #[derive(Debug, Clone)]
 pub struct CartArgs {

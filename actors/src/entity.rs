@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ractor::{ActorCell, ActorId, ActorRef, Message};
 
+use crate::DomainError;
 use crate::journal::Persisted;
 
 /// Settings every entity kind reads.
@@ -68,6 +69,16 @@ impl std::fmt::Debug for Passivation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Passivation")
     }
+}
+
+/// What a region needs of an entity's messages besides delivering them.
+pub trait EntityMsg: Message {
+    /// Stops the entity once the messages before this one are handled and its journal is idle
+    /// (the region's side of a shard handoff).
+    fn stop() -> Self;
+    /// Answers the command with `err` without running it (its shard moved away); the entity's
+    /// own messages are dropped.
+    fn refuse(self, err: DomainError);
 }
 
 /// Messages an entity sends itself. Opaque outside this crate.

@@ -84,6 +84,10 @@ pub enum DomainError {
     /// retry with the same ids is safe.
     #[error("entity unavailable: {0}")]
     Unavailable(String),
+    /// The entity's shard is moving to another node: the command was not run, and may be sent
+    /// again to the new owner.
+    #[error("{0} is moving to another node")]
+    Moved(String),
     /// The store failed; nothing was acknowledged.
     #[error("storage failed: {0}")]
     Storage(String),

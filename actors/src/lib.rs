@@ -25,7 +25,7 @@ pub mod sku;
 
 pub use cart::{CartActor, CartArgs, CartMsg};
 pub use clock::Clock;
-pub use entity::{EntitySettings, Internal, Passivation};
+pub use entity::{EntityMsg, EntitySettings, Internal, Passivation};
 pub use error::DomainError;
 pub use feed::{FEED_CAPACITY, StockFeed, StockUpdate};
 pub use gateway::{GatewayError, PaymentGateway, SimulatedGateway};

@@ -616,6 +616,24 @@ pub enum OrderMsg {
 // Local only: entity actors never cross nodes (the cluster's region hosts carry commands).
 impl ractor::Message for OrderMsg {}
 
+impl crate::EntityMsg for OrderMsg {
+    fn stop() -> Self {
+        OrderMsg::Internal(Internal(InternalMsg::Stop))
+    }
+
+    fn refuse(self, err: DomainError) {
+        match self {
+            OrderMsg::Place(_, _, reply)
+            | OrderMsg::Get(reply)
+            | OrderMsg::AwaitOutcome(reply)
+            | OrderMsg::Cancel(reply) => {
+                let _ = reply.send(Err(err));
+            }
+            OrderMsg::Internal(_) => {}
+        }
+    }
+}
+
 /// What the region gives an order actor to start.
 #[derive(Debug, Clone)]
 pub struct OrderArgs {

@@ -405,6 +405,21 @@ pub enum SkuStockMsg {
 // Local only: entity actors never cross nodes (the cluster's region hosts carry commands).
 impl ractor::Message for SkuStockMsg {}
 
+impl crate::EntityMsg for SkuStockMsg {
+    fn stop() -> Self {
+        SkuStockMsg::Internal(Internal(InternalMsg::Stop))
+    }
+
+    fn refuse(self, err: DomainError) {
+        match self {
+            SkuStockMsg::Command(_, reply) | SkuStockMsg::Levels(reply) => {
+                let _ = reply.send(Err(err));
+            }
+            SkuStockMsg::Internal(_) => {}
+        }
+    }
+}
+
 /// What the region gives a SKU actor to start.
 #[derive(Debug, Clone)]
 pub struct SkuStockArgs {

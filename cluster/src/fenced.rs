@@ -28,14 +28,24 @@ impl FencedStore {
 #[async_trait]
 impl Store for FencedStore {
     async fn append(&self, mut request: AppendRequest) -> Result<u64, StorageError> {
+        let stream = request.stream.clone();
         // Entity streams are `kind/id`, as the actors name them.
         let (kind, id) = request.stream.split_once('/').ok_or_else(|| {
             StorageError::Invalid(format!("stream `{}` is not kind/id", request.stream))
         })?;
         let shard = shard_of(kind, id, self.ownership.shard_count());
-        let epoch = self.ownership.epoch(shard).ok_or(StorageError::Fenced { shard, epoch: 0 })?;
-        request.fence = Some(Fence { shard, epoch });
-        self.inner.append(request).await
+        let outcome = match self.ownership.epoch(shard) {
+            Some(epoch) => {
+                request.fence = Some(Fence { shard, epoch });
+                self.inner.append(request).await
+            }
+            None => Err(StorageError::Fenced { shard, epoch: 0 }),
+        };
+        if let Err(StorageError::Fenced { shard, epoch }) = &outcome {
+            tracing::warn!(shard, epoch, stream = %stream, "append fenced: the shard's lease moved on");
+            metrics::counter!(crate::metrics::APPENDS_FENCED_TOTAL).increment(1);
+        }
+        outcome
     }
 
     async fn read_events(

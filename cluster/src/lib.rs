@@ -10,6 +10,7 @@
 
 mod error;
 mod fenced;
+pub mod metrics;
 mod ownership;
 mod region;
 mod regions;

@@ -11,7 +11,9 @@
 //!   stops its entities after their journal writes, and then releases the lease;
 //! - a node that could not renew its heartbeat for half the member TTL stops serving everything
 //!   it holds (others take over only after a whole TTL without a beat), and the store fences any
-//!   append it still makes with an old epoch.
+//!   append it still makes with an old epoch;
+//! - a node cut off from most of its peers (the transport's pings) stops beating and serving, so
+//!   that the majority takes its shards over.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -23,6 +25,7 @@ use storefront_storage::{Lease, StorageError, Store, Table};
 use tokio::sync::watch;
 
 use crate::ClusterError;
+use crate::metrics::{SHARDS_HANDED_OFF_TOTAL, SHARDS_LOST_TOTAL};
 
 /// How ownership is run.
 #[derive(Debug, Clone)]
@@ -113,10 +116,15 @@ struct Inner {
     config: OwnershipConfig,
     store: Arc<dyn Store>,
     /// Shard -> the epoch this node holds it at. Only a successful claim by this process adds
-    /// a shard; losing or handing it off removes it before its entities stop.
+    /// a shard; losing it removes it at once, handing it off once its entities have stopped.
     held: RwLock<HashMap<u32, u64>>,
+    /// Held shards being handed off: no new command is taken, but the entities still running
+    /// finish their journal writes under the lease.
+    draining: RwLock<std::collections::HashSet<u32>>,
     view: RwLock<ClusterView>,
     leaving: std::sync::atomic::AtomicBool,
+    /// Cut off from most of the cluster (see `transport`): beat no more, serve nothing.
+    isolated: std::sync::atomic::AtomicBool,
     /// Changes after every round; `leave` waits on it.
     rounds: watch::Sender<u64>,
     /// Set by [`Ownership::stop`]; the round loop ends on it.
@@ -161,8 +169,10 @@ impl Ownership {
                 config,
                 store,
                 held: RwLock::new(HashMap::new()),
+                draining: RwLock::default(),
                 view: RwLock::new(ClusterView::default()),
                 leaving: std::sync::atomic::AtomicBool::new(false),
+                isolated: std::sync::atomic::AtomicBool::new(false),
                 rounds,
                 stop: watch::channel(false).0,
                 rounds_task: std::sync::Mutex::new(None),
@@ -220,9 +230,15 @@ impl Ownership {
         self.inner.config.shard_count
     }
 
-    /// The epoch at which this node holds `shard`, if it does.
+    /// The epoch at which this node holds `shard`, if it does: its entities' appends are fenced
+    /// with it.
     pub fn epoch(&self, shard: u32) -> Option<u64> {
         read(&self.inner.held).get(&shard).copied()
+    }
+
+    /// Whether this node takes commands for `shard`: it holds it and is not handing it off.
+    pub fn serves(&self, shard: u32) -> bool {
+        self.epoch(shard).is_some() && !read(&self.inner.draining).contains(&shard)
     }
 
     /// The shards this node holds.
@@ -238,6 +254,15 @@ impl Ownership {
     /// The node that holds `shard`, as last read.
     pub fn owner_of(&self, shard: u32) -> Option<String> {
         read(&self.inner.view).owners.get(shard as usize).cloned().flatten()
+    }
+
+    /// Marks this node as cut off from most of the cluster (or not any more). While it is, it
+    /// stops beating, so the others see it down and take its shards over, and it serves none.
+    pub fn set_isolated(&self, isolated: bool) {
+        let was = self.inner.isolated.swap(isolated, std::sync::atomic::Ordering::SeqCst);
+        if was != isolated {
+            tracing::warn!(isolated, "cluster reachability changed");
+        }
     }
 
     /// Whether this node is handing its shards off (after [`Ownership::leave`]).
@@ -273,6 +298,9 @@ impl Ownership {
     }
 
     async fn beat(&self, observed: &mut Observed) -> Result<(), StorageError> {
+        if self.inner.isolated.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
         let config = &self.inner.config;
         observed.beat += 1;
         let record = NodeRecord {
@@ -297,11 +325,16 @@ impl Ownership {
         let config = &self.inner.config;
         let me = config.node_id.as_str();
         let now = Instant::now();
-        // Not renewed for half a TTL: others may soon take over, so stop serving first.
-        if now.duration_since(observed.last_renewed) > config.member_ttl / 2 {
+        // Cut off from most of the cluster, or not renewed for half a TTL: others may soon
+        // take over, so stop serving first.
+        let isolated = self.inner.isolated.load(std::sync::atomic::Ordering::SeqCst);
+        if isolated || now.duration_since(observed.last_renewed) > config.member_ttl / 2 {
             let lost: Vec<u32> = write(&self.inner.held).drain().map(|(shard, _)| shard).collect();
             if !lost.is_empty() {
-                tracing::warn!(shards = lost.len(), "heartbeat not renewed: serving no shard");
+                let reason = if isolated { "isolated" } else { "not_renewed" };
+                tracing::warn!(shards = lost.len(), reason, "serving no shard");
+                metrics::counter!(SHARDS_LOST_TOTAL, "reason" => reason)
+                    .increment(lost.len() as u64);
             }
             for shard in lost {
                 host.stop_shard(shard).await;
@@ -367,15 +400,19 @@ impl Ownership {
         for &shard in &lost {
             write(&self.inner.held).remove(&shard);
             tracing::warn!(shard, "shard lease lost");
+            metrics::counter!(SHARDS_LOST_TOTAL, "reason" => "lease_lost").increment(1);
             host.stop_shard(shard).await;
         }
         for &(shard, epoch) in &handoffs {
-            write(&self.inner.held).remove(&shard);
+            write(&self.inner.draining).insert(shard);
             host.stop_shard(shard).await;
+            write(&self.inner.held).remove(&shard);
+            write(&self.inner.draining).remove(&shard);
             if self.inner.store.set_lease(shard, epoch, None).await? {
                 leases.insert(shard, Lease { shard, owner: None, epoch: epoch + 1 });
             }
             tracing::info!(shard, "shard handed off");
+            metrics::counter!(SHARDS_HANDED_OFF_TOTAL).increment(1);
         }
         let store = &self.inner.store;
         let outcomes = futures::future::join_all(

@@ -20,7 +20,7 @@ use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort,
     SupervisionEvent,
 };
-use storefront_actors::Passivation;
+use storefront_actors::{DomainError, EntityMsg, Passivation};
 
 use crate::ClusterError;
 use crate::shard::shard_of;
@@ -33,6 +33,8 @@ pub const RESTART_WINDOW: Duration = Duration::from_secs(10);
 const MAX_HELD: usize = 100_000;
 
 type MakeArgs<A> = dyn Fn(&str, Passivation) -> <A as Actor>::Arguments + Send + Sync;
+/// Whether this node serves a shard now (it holds the shard's lease).
+type Serves = dyn Fn(u32) -> bool + Send + Sync;
 
 /// The entities of one kind on this node, addressed by id.
 pub struct ShardRegion<A: Actor> {
@@ -55,6 +57,7 @@ struct RegionInner<A: Actor> {
     kind: &'static str,
     shard_count: u32,
     make_args: Box<MakeArgs<A>>,
+    serves: Box<Serves>,
     supervisor: std::sync::OnceLock<ActorCell>,
     entities: Mutex<Entities<A::Msg>>,
     /// Calls sent to entities and not yet answered: how deep the mailboxes are (ractor does not
@@ -102,17 +105,21 @@ enum Exit {
 impl<A> ShardRegion<A>
 where
     A: Actor + Default,
+    A::Msg: EntityMsg,
 {
-    /// Starts the region of `kind`; `make_args` builds an entity's start arguments from its id.
+    /// Starts the region of `kind`; `make_args` builds an entity's start arguments from its id;
+    /// entities are started only in shards this node `serves`.
     pub async fn start(
         kind: &'static str,
         shard_count: u32,
         make_args: impl Fn(&str, Passivation) -> A::Arguments + Send + Sync + 'static,
+        serves: impl Fn(u32) -> bool + Send + Sync + 'static,
     ) -> Result<Self, ClusterError> {
         let inner = Arc::new(RegionInner {
             kind,
             shard_count,
             make_args: Box::new(make_args),
+            serves: Box::new(serves),
             supervisor: std::sync::OnceLock::new(),
             entities: Mutex::new(Entities {
                 by_id: HashMap::new(),
@@ -159,6 +166,14 @@ where
     pub fn ensure_started(&self, id: &str) -> Result<(), ClusterError> {
         let mut entities = self.inner.lock();
         if !entities.by_id.contains_key(id) {
+            let shard = self.shard(id);
+            if !(self.inner.serves)(shard) {
+                return Err(ClusterError::NotOwner {
+                    kind: self.inner.kind,
+                    id: id.to_owned(),
+                    shard,
+                });
+            }
             let actor = RegionInner::spawn(&self.inner, &mut entities, id)?;
             entities.by_id.insert(id.to_owned(), Slot::Running(actor));
         }
@@ -192,22 +207,38 @@ where
     }
 
     /// Stops every entity of `shard` after it has handled what is in its mailbox and its journal
-    /// writes are done (the shard is moving to another node).
+    /// writes are done (the shard is moving to another node, and this node no longer `serves`
+    /// it). Commands arriving meanwhile are held, then refused as [`DomainError::Moved`], so
+    /// their callers can send them to the new owner.
     pub async fn stop_shard(&self, shard: u32, grace: Duration) {
-        let actors: Vec<ActorRef<A::Msg>> = {
-            let entities = self.inner.lock();
-            entities
-                .by_id
-                .iter()
-                .filter(|(id, _)| self.shard(id) == shard)
-                .filter_map(|(_, slot)| match slot {
-                    Slot::Running(actor) => Some(actor.clone()),
-                    Slot::Stopping { .. } => None,
-                })
-                .collect()
+        let stopping: Vec<ActorRef<A::Msg>> = {
+            let mut entities = self.inner.lock();
+            let ids: Vec<String> =
+                entities.by_id.keys().filter(|id| self.shard(id) == shard).cloned().collect();
+            let mut stopping = Vec::new();
+            for id in ids {
+                let Some(slot) = entities.by_id.get_mut(&id) else { continue };
+                let actor = match slot {
+                    Slot::Running(actor) => actor.clone(),
+                    Slot::Stopping { .. } => continue,
+                };
+                *slot = Slot::Stopping { actor: actor.get_id(), held: Vec::new() };
+                let _ = actor.send_message(A::Msg::stop());
+                stopping.push(actor);
+            }
+            stopping
         };
-        let drains = actors.iter().map(|actor| actor.drain_and_wait(Some(grace)));
-        futures::future::join_all(drains).await;
+        let cells: Vec<ActorCell> = stopping.iter().map(ActorRef::get_cell).collect();
+        let exits = cells.iter().map(|cell| cell.wait(Some(grace)));
+        let late = futures::future::join_all(exits).await.iter().filter(|e| e.is_err()).count();
+        if late > 0 {
+            tracing::warn!(
+                kind = self.inner.kind,
+                shard,
+                late,
+                "entities still running after the handoff grace"
+            );
+        }
     }
 
     /// Stops every entity after it has handled what is in its mailbox, then the supervisor.
@@ -231,7 +262,11 @@ where
     }
 }
 
-impl<A: Actor + Default> RegionInner<A> {
+impl<A> RegionInner<A>
+where
+    A: Actor + Default,
+    A::Msg: EntityMsg,
+{
     fn lock(&self) -> MutexGuard<'_, Entities<A::Msg>> {
         // The map is only ever mutated in short sections without panicking calls; a poisoned lock
         // still holds a consistent map.
@@ -262,6 +297,10 @@ impl<A: Actor + Default> RegionInner<A> {
             }
             None => message,
         };
+        let shard = shard_of(this.kind, id, this.shard_count);
+        if !(this.serves)(shard) {
+            return Err(ClusterError::NotOwner { kind: this.kind, id: id.to_owned(), shard });
+        }
         let actor = Self::spawn(this, &mut entities, id)?;
         let sent = actor.send_message(message).map_err(|err| this.spawn_error(id, err));
         entities.by_id.insert(id.to_owned(), Slot::Running(actor));
@@ -349,6 +388,13 @@ impl<A: Actor + Default> RegionInner<A> {
         if held.is_empty() && !restart {
             return;
         }
+        if !(this.serves)(shard_of(this.kind, &id, this.shard_count)) {
+            // The shard moved away: whoever waits sends again, to the new owner.
+            for message in held {
+                message.refuse(DomainError::Moved(format!("{} {id}", this.kind)));
+            }
+            return;
+        }
         match Self::spawn(this, &mut entities, &id) {
             Ok(successor) => {
                 for message in held {
@@ -382,7 +428,11 @@ impl<A: Actor + Default> RegionInner<A> {
 /// The supervisor actor of one region: parent of every entity actor of the kind.
 struct RegionSupervisor<A>(PhantomData<fn() -> A>);
 
-impl<A: Actor + Default> Actor for RegionSupervisor<A> {
+impl<A> Actor for RegionSupervisor<A>
+where
+    A: Actor + Default,
+    A::Msg: EntityMsg,
+{
     type Msg = ();
     type State = std::sync::Weak<RegionInner<A>>;
     type Arguments = std::sync::Weak<RegionInner<A>>;

@@ -102,9 +102,7 @@ const TRANSIT: Duration = Duration::from_secs(2);
 impl Router {
     /// Whether this node runs calls for the shard of (`kind`, `id`) itself.
     fn is_local(&self, kind: &str, id: &str) -> bool {
-        self.ownership
-            .as_ref()
-            .is_none_or(|o| o.epoch(shard_of(kind, id, self.shard_count)).is_some())
+        self.ownership.as_ref().is_none_or(|o| o.serves(shard_of(kind, id, self.shard_count)))
     }
 
     /// Runs `call` where its entity lives, retrying while its shard moves, until `timeout`.
@@ -122,9 +120,17 @@ impl Router {
                 local.execute(call.clone()).await
             } else {
                 let shard = shard_of(kind, id, self.shard_count);
-                let owner = self.ownership.as_ref().and_then(|o| o.owner_of(shard));
+                // While this node hands the shard off, the lease still names it: wait.
+                let owner = self
+                    .ownership
+                    .as_ref()
+                    .and_then(|o| o.owner_of(shard).filter(|owner| owner != o.node_id()));
                 match (owner, &self.links) {
-                    (Some(owner), Some(links)) => links.call(&owner, call.clone(), deadline).await,
+                    (Some(owner), Some(links)) => {
+                        metrics::counter!(crate::metrics::FORWARDED_CALLS_TOTAL, "kind" => kind)
+                            .increment(1);
+                        links.call(&owner, call.clone(), deadline).await
+                    }
                     _ => Err(Refusal::NotOwner),
                 }
             };
@@ -154,17 +160,36 @@ fn refusal(err: ClusterError) -> Refusal {
     }
 }
 
+/// An entity's error answer; `Moved` (its shard left while the command waited) is sent again.
+fn domain(err: DomainError) -> Refusal {
+    match err {
+        DomainError::Moved(_) => Refusal::NotOwner,
+        other => Refusal::Domain(other),
+    }
+}
+
+/// Whether this node serves `shard` now: it holds the shard's lease (always, unfenced).
+fn serving(ownership: &Option<Ownership>) -> impl Fn(u32) -> bool + Send + Sync + 'static {
+    let ownership = ownership.clone();
+    move |shard| ownership.as_ref().is_none_or(|o| o.serves(shard))
+}
+
 /// Refuses a command for an entity whose shard this node does not hold.
-fn check_held<A: ractor::Actor + Default>(
+fn check_held<A>(
     ownership: Option<&Ownership>,
     region: &ShardRegion<A>,
     id: &str,
-) -> Result<(), ClusterError> {
+) -> Result<(), ClusterError>
+where
+    A: ractor::Actor + Default,
+    A::Msg: storefront_actors::EntityMsg,
+{
     let Some(ownership) = ownership else { return Ok(()) };
     let shard = region.shard(id);
-    match ownership.epoch(shard) {
-        Some(_) => Ok(()),
-        None => Err(ClusterError::NotOwner { kind: region.kind(), id: id.to_owned(), shard }),
+    if ownership.serves(shard) {
+        Ok(())
+    } else {
+        Err(ClusterError::NotOwner { kind: region.kind(), id: id.to_owned(), shard })
     }
 }
 
@@ -188,7 +213,7 @@ impl Execute for SkuPort {
             .call(&sku, |reply| SkuStockMsg::Command(command, reply), self.timeout)
             .await
             .map_err(refusal)?;
-        levels.map(Answer::Levels).map_err(Refusal::Domain)
+        levels.map(Answer::Levels).map_err(domain)
     }
 }
 
@@ -230,37 +255,45 @@ impl Regions {
         };
         let skus = {
             let (store, settings) = (entity_store.clone(), settings.clone());
-            ShardRegion::<SkuStockActor>::start("sku", shard_count, move |sku, passivation| {
-                SkuStockArgs {
+            ShardRegion::<SkuStockActor>::start(
+                "sku",
+                shard_count,
+                move |sku, passivation| SkuStockArgs {
                     sku: sku.to_owned(),
                     store: store.clone(),
                     clock,
                     settings: settings.clone(),
                     passivation,
                     feed: stock_feed.clone(),
-                }
-            })
+                },
+                serving(&ownership),
+            )
             .await?
         };
         let carts = {
             let (store, settings) = (entity_store.clone(), settings.clone());
-            ShardRegion::<CartActor>::start("cart", shard_count, move |cart_id, passivation| {
-                CartArgs {
+            ShardRegion::<CartActor>::start(
+                "cart",
+                shard_count,
+                move |cart_id, passivation| CartArgs {
                     cart_id: cart_id.to_owned(),
                     store: store.clone(),
                     clock,
                     settings: settings.clone(),
                     passivation,
-                }
-            })
+                },
+                serving(&ownership),
+            )
             .await?
         };
         let stock: Arc<dyn StockPort> =
             Arc::new(SkuPort { skus: skus.clone(), router: router.clone(), timeout: call_timeout });
         let orders = {
             let store = entity_store;
-            ShardRegion::<OrderActor>::start("order", shard_count, move |order_id, passivation| {
-                OrderArgs {
+            ShardRegion::<OrderActor>::start(
+                "order",
+                shard_count,
+                move |order_id, passivation| OrderArgs {
                     order_id: order_id.to_owned(),
                     store: store.clone(),
                     clock,
@@ -268,8 +301,9 @@ impl Regions {
                     passivation,
                     stock: stock.clone(),
                     gateway: gateway.clone(),
-                }
-            })
+                },
+                serving(&ownership),
+            )
             .await?
         };
         let regions =
@@ -500,13 +534,13 @@ impl Execute for Regions {
                     .call(&sku, |r| SkuStockMsg::Command(command, r), timeout)
                     .await
                     .map_err(refusal)?;
-                levels.map(Answer::Levels).map_err(Refusal::Domain)
+                levels.map(Answer::Levels).map_err(domain)
             }
             Call::StockLevels { sku } => {
                 check_held(ownership, &self.skus, &sku).map_err(refusal)?;
                 let levels =
                     self.skus.call(&sku, SkuStockMsg::Levels, timeout).await.map_err(refusal)?;
-                levels.map(Answer::Levels).map_err(Refusal::Domain)
+                levels.map(Answer::Levels).map_err(domain)
             }
             Call::UpdateCart { cart_id, command } => {
                 check_held(ownership, &self.carts, &cart_id).map_err(refusal)?;
@@ -515,13 +549,13 @@ impl Execute for Regions {
                     .call(&cart_id, |r| CartMsg::Command(command, r), timeout)
                     .await
                     .map_err(refusal)?;
-                cart.map(Answer::Cart).map_err(Refusal::Domain)
+                cart.map(Answer::Cart).map_err(domain)
             }
             Call::Cart { cart_id } => {
                 check_held(ownership, &self.carts, &cart_id).map_err(refusal)?;
                 let cart =
                     self.carts.call(&cart_id, CartMsg::Get, timeout).await.map_err(refusal)?;
-                cart.map(Answer::Cart).map_err(Refusal::Domain)
+                cart.map(Answer::Cart).map_err(domain)
             }
             Call::Checkout { order, with, wait_ms } => {
                 let order_id = order.order_id.clone();
@@ -530,7 +564,7 @@ impl Execute for Regions {
                 match self.orders.call(&order_id, |r| OrderMsg::Place(order, with, r), wait).await {
                     Ok(outcome) => outcome
                         .map(|order| Answer::Checkout(Checkout::Ended(order)))
-                        .map_err(Refusal::Domain),
+                        .map_err(domain),
                     Err(ClusterError::Timeout { .. }) => {
                         Ok(Answer::Checkout(Checkout::Pending { order_id }))
                     }
@@ -541,7 +575,7 @@ impl Execute for Regions {
                 check_held(ownership, &self.orders, &order_id).map_err(refusal)?;
                 let order =
                     self.orders.call(&order_id, OrderMsg::Get, timeout).await.map_err(refusal)?;
-                order.map(Answer::Order).map_err(Refusal::Domain)
+                order.map(Answer::Order).map_err(domain)
             }
             Call::OrderOutcome { order_id, wait_ms } => {
                 check_held(ownership, &self.orders, &order_id).map_err(refusal)?;
@@ -551,14 +585,14 @@ impl Execute for Regions {
                     .call(&order_id, OrderMsg::AwaitOutcome, wait)
                     .await
                     .map_err(refusal)?;
-                order.map(Answer::Order).map_err(Refusal::Domain)
+                order.map(Answer::Order).map_err(domain)
             }
             Call::CancelOrder { order_id, wait_ms } => {
                 check_held(ownership, &self.orders, &order_id).map_err(refusal)?;
                 let wait = Duration::from_millis(wait_ms);
                 let order =
                     self.orders.call(&order_id, OrderMsg::Cancel, wait).await.map_err(refusal)?;
-                order.map(Answer::Order).map_err(Refusal::Domain)
+                order.map(Answer::Order).map_err(domain)
             }
         }
     }

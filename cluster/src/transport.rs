@@ -5,7 +5,9 @@
 //! process keeps its session "ready" forever and nothing reconnects after a peer restarts. So every
 //! heartbeat this node pings each peer (its SKU region host); a peer that misses [`MISSED_PINGS`] pings in
 //! a row has its session closed (its commands fail fast instead of waiting for their deadline), and
-//! every member that beats in the store but has no session is connected again, with back-off.
+//! every member that beats in the store but has no session is connected again, with back-off. A
+//! node that cannot reach most of the members beating in the store (the minority side of a
+//! partition) marks itself isolated: it stops beating and serving until it reaches them again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -159,6 +161,7 @@ async fn keep_sessions(
     let me = ownership.node_id().to_owned();
     let mut attempts = Attempts(HashMap::new());
     let mut missed: HashMap<String, u32> = HashMap::new();
+    let mut last_answer: HashMap<String, Instant> = HashMap::new();
     let mut ticks = tokio::time::interval(config.heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -172,6 +175,9 @@ async fn keep_sessions(
         let pings =
             live.keys().map(|node| async move { (node, ping(node, config.heartbeat).await) });
         for (node, answered) in futures::future::join_all(pings).await {
+            if answered {
+                last_answer.insert(node.clone(), now);
+            }
             let count = missed.entry(node.clone()).or_default();
             *count = if answered { 0 } else { *count + 1 };
             if *count >= MISSED_PINGS {
@@ -182,11 +188,31 @@ async fn keep_sessions(
                 *count = 0;
             }
         }
+        // A node that cannot reach most of the members beating in the store is the minority
+        // of a partition: it must stop serving, so that the majority takes its shards over. A
+        // peer is unreachable once it has not answered a ping for MISSED_PINGS heartbeats
+        // (a peer seen for the first time gets that long to be connected).
+        let view = ownership.view();
+        let peers: Vec<&str> = view
+            .members
+            .iter()
+            .filter(|m| m.node_id != me && m.status != MemberStatus::Down)
+            .map(|m| m.node_id.as_str())
+            .collect();
+        let grace = config.heartbeat * MISSED_PINGS;
+        let reachable = peers
+            .iter()
+            .filter(|node| {
+                let last = *last_answer.entry((**node).to_owned()).or_insert(now);
+                now.duration_since(last) < grace
+            })
+            .count();
+        ownership.set_isolated(2 * (reachable + 1) <= peers.len() + 1);
         // Members that beat in the store but have no session, and the seeds until some session
         // is up: connect, each address with its own back-off.
-        let mut targets: Vec<String> = ownership
-            .view()
+        let mut targets: Vec<String> = view
             .members
+            .clone()
             .into_iter()
             .filter(|m| m.node_id != me && m.status != MemberStatus::Down)
             .filter(|m| !live.contains_key(&m.node_id))

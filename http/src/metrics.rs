@@ -101,5 +101,9 @@ pub fn render(handle: &PrometheusHandle, regions: &Regions) -> String {
         metrics::gauge!(LIVE_ENTITIES, "kind" => kind).set(live as f64);
         metrics::gauge!(ENTITY_CALLS_IN_FLIGHT, "kind" => kind).set(depth as f64);
     }
+    if let Some(ownership) = regions.ownership() {
+        metrics::gauge!(storefront_cluster::metrics::SHARDS_HELD)
+            .set(ownership.held_shards() as f64);
+    }
     handle.render()
 }

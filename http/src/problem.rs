@@ -102,7 +102,7 @@ impl ToProblem for DomainError {
             DomainError::InvalidOrderState { .. } => {
                 p("/problems/invalid-order-state", "Not possible in this order state", 409)
             }
-            DomainError::Unavailable(_) => {
+            DomainError::Unavailable(_) | DomainError::Moved(_) => {
                 p("/problems/unavailable", "Temporarily unavailable", 503)
             }
             DomainError::Storage(_) => {

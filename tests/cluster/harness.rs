@@ -1,0 +1,380 @@
+//! Node processes of this build on 127.0.0.1, sharing a fresh PostgreSQL database, and the API
+//! calls the cluster tests make against them.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// Shards per kind in the test clusters (the default).
+pub const SHARDS: u64 = 256;
+const HEARTBEAT_MS: u64 = 250;
+const MEMBER_TTL_MS: u64 = 2_000;
+const ADMIN_EMAIL: &str = "cluster-admin@example.com";
+const ADMIN_PASSWORD: &str = "cluster-admin-password";
+
+/// One cluster test at a time: three node processes each, on two cores.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The PostgreSQL server the tests use.
+pub fn server_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+async fn admin_connection() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL (TEST_POSTGRES_URL)");
+    tokio::spawn(connection);
+    client
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until `check` holds, polling, for at most `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub struct Node {
+    pub id: String,
+    pub http: u16,
+    pub peer: u16,
+    child: std::sync::Mutex<Option<Child>>,
+}
+
+impl Node {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().unwrap().as_ref().map(Child::id)
+    }
+}
+
+pub struct Cluster {
+    db: String,
+    store: String,
+    dir: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+    pub http: reqwest::Client,
+    admin: String,
+}
+
+impl Cluster {
+    /// `count` node slots on a fresh database; the first `running` nodes are started and have
+    /// agreed on their shards.
+    pub async fn start(count: usize, running: usize) -> Cluster {
+        let db = format!(
+            "storefront_cluster_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+        );
+        admin_connection().await.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+        let base = server_url();
+        let (server, _) = base.rsplit_once('/').unwrap();
+        let store = format!("{server}/{db}");
+        let migrated = Command::new(env!("CARGO_BIN_EXE_storefront"))
+            .args(["migrate", "--store", &store])
+            .output()
+            .unwrap();
+        assert!(
+            migrated.status.success(),
+            "migrate: {}",
+            String::from_utf8_lossy(&migrated.stderr)
+        );
+        let nodes = (1..=count)
+            .map(|n| Node {
+                id: format!("n{n}"),
+                http: free_port(),
+                peer: free_port(),
+                child: std::sync::Mutex::new(None),
+            })
+            .collect();
+        let mut cluster = Cluster {
+            db,
+            store,
+            dir: tempfile::tempdir().unwrap(),
+            nodes,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            admin: String::new(),
+        };
+        for i in 0..running {
+            cluster.start_node(i);
+        }
+        for i in 0..running {
+            cluster.wait_ready(i).await;
+        }
+        cluster.admin = cluster.login(0, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        cluster.wait_settled(running).await;
+        cluster
+    }
+
+    fn log(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("{}.log", self.nodes[i].id))
+    }
+
+    /// Starts node `i` (again, after a kill: same id, ports and data directory).
+    pub fn start_node(&self, i: usize) {
+        let seeds: Vec<String> =
+            self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.peer)).collect();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(i)).unwrap();
+        let node = &self.nodes[i];
+        let child = Command::new(env!("CARGO_BIN_EXE_storefront"))
+            .args(["serve", "--no-demo-data", "--store", &self.store, "--node-id", &node.id])
+            .args(["--http-addr", &format!("127.0.0.1:{}", node.http)])
+            .args(["--cluster-addr", &format!("127.0.0.1:{}", node.peer)])
+            .args(["--seeds", &seeds.join(",")])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(&node.id))
+            .env("STOREFRONT_AUTH__SIGNING_KEYS", "k1:0123456789abcdef0123456789abcdef")
+            .env("STOREFRONT_CLUSTER__COOKIE", "cluster-tests-cookie")
+            .env("STOREFRONT_CLUSTER__HEARTBEAT_MS", HEARTBEAT_MS.to_string())
+            .env("STOREFRONT_CLUSTER__MEMBER_TTL_MS", MEMBER_TTL_MS.to_string())
+            .env("STOREFRONT_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("STOREFRONT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("STOREFRONT_RATE_LIMIT__ENABLED", "false")
+            .env("STOREFRONT_LOG__FILTER", "info,ractor_cluster=warn,ractor=warn")
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        *self.nodes[i].child.lock().unwrap() = Some(child);
+    }
+
+    /// SIGKILLs node `i` and reaps it.
+    pub fn kill(&self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.lock().unwrap().take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to node `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.nodes[i].pid().expect("node running");
+        let sent = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();
+        assert!(sent.unwrap().success(), "kill -{signal} {pid}");
+    }
+
+    pub async fn wait_ready(&self, i: usize) {
+        let url = format!("{}/readyz", self.nodes[i].url());
+        eventually(Duration::from_secs(60), &format!("node {i} to be ready"), || async {
+            matches!(self.http.get(&url).send().await, Ok(r) if r.status() == 200)
+        })
+        .await;
+    }
+
+    /// Waits until the first `running` nodes each see `running` nodes up and every shard held.
+    pub async fn wait_settled(&self, running: usize) {
+        eventually(Duration::from_secs(60), "the cluster to settle", || async {
+            for i in 0..running {
+                let Ok(view) = self.try_get(i, "/v1/admin/cluster").await else { return false };
+                let up = view["nodes"]
+                    .as_array()
+                    .map_or(0, |n| n.iter().filter(|n| n["status"] == "up").count());
+                if up != running || view["unowned_shards"] != 0 {
+                    return false;
+                }
+                let held: u64 = view["shards_by_node"]
+                    .as_object()
+                    .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+                if held != SHARDS {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    }
+
+    pub async fn login(&self, i: usize, email: &str, password: &str) -> String {
+        let answer = self
+            .http
+            .post(format!("{}/v1/auth/login", self.nodes[i].url()))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// GET as the admin; an error for a non-2xx answer or no answer.
+    pub async fn try_get(&self, i: usize, path: &str) -> Result<Value, String> {
+        let answer = self
+            .http
+            .get(format!("{}{path}", self.nodes[i].url()))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !answer.status().is_success() {
+            return Err(format!("{path}: {}", answer.status()));
+        }
+        answer.json().await.map_err(|e| e.to_string())
+    }
+
+    pub async fn get(&self, i: usize, path: &str) -> Value {
+        self.try_get(i, path).await.unwrap()
+    }
+
+    /// The node (by index) holding `kind`/`id` now, as node `i` sees it.
+    pub async fn owner(&self, i: usize, kind: &str, id: &str) -> Option<usize> {
+        let located =
+            self.try_get(i, &format!("/v1/admin/cluster/locate?kind={kind}&id={id}")).await.ok()?;
+        let owner = located["node_id"].as_str()?;
+        self.nodes.iter().position(|n| n.id == owner)
+    }
+
+    pub async fn create_product(&self, i: usize, sku: &str, stock: u64) {
+        let answer = self
+            .http
+            .post(format!("{}/v1/admin/products", self.nodes[i].url()))
+            .bearer_auth(&self.admin)
+            .json(&json!({
+                "sku": sku, "name": format!("Item {sku}"), "description": "cluster test",
+                "category": "test", "price": {"amount": "5.00", "currency": "USD"},
+                "initial_stock": stock,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 201, "{}", answer.text().await.unwrap());
+    }
+
+    /// `count` customers: (user id, access token).
+    pub async fn customers(&self, i: usize, prefix: &str, count: usize) -> Vec<(String, String)> {
+        let mut all = Vec::new();
+        for first in (0..count).step_by(1000) {
+            let users: Vec<Value> = (first..(first + 1000).min(count))
+                .map(|n| json!({"email": format!("{prefix}-{n}@example.com")}))
+                .collect();
+            let answer = self
+                .http
+                .post(format!("{}/v1/admin/users", self.nodes[i].url()))
+                .bearer_auth(&self.admin)
+                .json(&json!({"password": "customer-password", "users": users}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 201);
+            let body: Value = answer.json().await.unwrap();
+            for user in body["users"].as_array().unwrap() {
+                all.push((
+                    user["user_id"].as_str().unwrap().to_owned(),
+                    user["access_token"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+        all
+    }
+
+    /// `(on_hand, reserved)` of `sku`, read through node `i`.
+    pub async fn levels(&self, i: usize, sku: &str) -> (u64, u64) {
+        let levels = self.get(i, &format!("/v1/inventory/{sku}")).await;
+        (levels["on_hand"].as_u64().unwrap(), levels["reserved"].as_u64().unwrap())
+    }
+
+    /// Every order of the cluster with `status`, as the admin lists them.
+    pub async fn orders_with(&self, i: usize, status: &str) -> Vec<Value> {
+        let mut orders = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/admin/orders?status={status}&limit=100");
+            if let Some(cursor) = &cursor {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let page = self.get(i, &path).await;
+            orders.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return orders,
+            }
+        }
+    }
+
+    /// The node's metric `name` (summed over its labels).
+    pub async fn metric(&self, i: usize, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.nodes[i].url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Stops every node and drops the database.
+    pub async fn finish(self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        admin_connection()
+            .await
+            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.db))
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        if std::thread::panicking() {
+            for i in 0..self.nodes.len() {
+                let log = std::fs::read_to_string(self.log(i)).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("--- last lines of {}:", self.nodes[i].id);
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// One checkout attempt of one unit of `sku` through node `i`, by `token`, with its own key.
+/// `Ok(status, body)` for an answer, `Err` for none (a refused connection, a timeout).
+pub async fn checkout(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    sku: &str,
+    key: &str,
+) -> Result<(u16, Value), String> {
+    let answer = http
+        .post(format!("{url}/v1/checkout"))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(&json!({"payment_token": "tok_visa", "items": [{"sku": sku, "qty": 1}]}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = answer.status().as_u16();
+    let body = answer.json::<Value>().await.unwrap_or(Value::Null);
+    Ok((status, body))
+}

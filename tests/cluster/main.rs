@@ -1,0 +1,406 @@
+//! Multi-node tests: three node processes of this build on 127.0.0.1 sharing the local
+//! PostgreSQL, driven over HTTP. Requests through any node reach the owner and agree; a flash sale
+//! survives its hot SKU's owner being killed and restarted; a node joins under load without a 5xx;
+//! a hung node loses its leases and is fenced; nothing is ever oversold.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use harness::{Cluster, SERIAL, SHARDS, checkout, eventually};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_to_any_node_reach_the_owner_and_agree() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3, 3).await;
+    cluster.create_product(1, "ROUTE-1", 50).await;
+    let (_, token) = cluster.customers(2, "route", 1).await.remove(0);
+    let http = &cluster.http;
+    let url = |i: usize| cluster.nodes[i].url();
+
+    // Every node agrees on who holds what.
+    let views: Vec<Value> =
+        futures::future::join_all((0..3).map(|i| cluster.get(i, "/v1/admin/cluster"))).await;
+    for view in &views {
+        assert_eq!(view["shards_by_node"], views[0]["shards_by_node"]);
+        assert_eq!(view["nodes"].as_array().unwrap().len(), 3);
+    }
+    for kind_id in [("sku", "ROUTE-1"), ("cart", "anyone"), ("order", "some-order")] {
+        let owners: HashSet<Option<usize>> =
+            futures::future::join_all((0..3).map(|i| cluster.owner(i, kind_id.0, kind_id.1)))
+                .await
+                .into_iter()
+                .collect();
+        assert_eq!(owners.len(), 1, "every node locates {kind_id:?} on the same node");
+        assert!(owners.iter().all(Option::is_some));
+    }
+
+    // A cart changed through one node reads the same through the others.
+    let added = http
+        .post(format!("{}/v1/cart/items", url(0)))
+        .bearer_auth(&token)
+        .json(&json!({"sku": "ROUTE-1", "qty": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200);
+    for i in 0..3 {
+        let cart: Value = http
+            .get(format!("{}/v1/cart", url(i)))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(cart["items"][0]["sku"], "ROUTE-1", "node {i}");
+        assert_eq!(cart["items"][0]["qty"], 2, "node {i}");
+    }
+
+    // A checkout through a third node buys it; every node reads the same order and levels.
+    let placed = http
+        .post(format!("{}/v1/checkout", url(2)))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "route-checkout-1")
+        .json(&json!({"payment_token": "tok_visa"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 201);
+    let order_id = placed.json::<Value>().await.unwrap()["order_id"].as_str().unwrap().to_owned();
+    for i in 0..3 {
+        let order: Value = http
+            .get(format!("{}/v1/orders/{order_id}", url(i)))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(order["status"], "confirmed", "node {i}");
+        assert_eq!(cluster.levels(i, "ROUTE-1").await, (48, 0), "node {i}");
+        let cart: Value = http
+            .get(format!("{}/v1/cart", url(i)))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(cart["items"].as_array().unwrap().is_empty(), "the cart was bought, node {i}");
+    }
+    // The same key through yet another node answers the same order.
+    let again = http
+        .post(format!("{}/v1/checkout", url(0)))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "route-checkout-1")
+        .json(&json!({"payment_token": "tok_visa"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.json::<Value>().await.unwrap()["order_id"], order_id.as_str());
+    // Calls did cross nodes.
+    let forwarded: f64 = futures::future::join_all(
+        (0..3).map(|i| cluster.metric(i, "storefront_cluster_forwarded_calls_total")),
+    )
+    .await
+    .into_iter()
+    .sum();
+    assert!(forwarded > 0.0);
+    cluster.finish().await;
+}
+
+/// One shopper's one attempt, as the flash-sale tests record it.
+#[derive(Debug, Clone)]
+struct Attempt {
+    user_id: String,
+    started: Instant,
+    finished: Instant,
+    /// The status answered, or `None` for no answer.
+    status: Option<u16>,
+    order_id: Option<String>,
+}
+
+/// Shoppers try once each, `workers` at a time, through the nodes `through` picks per attempt.
+async fn flash_sale(
+    cluster: &Cluster,
+    sku: &str,
+    shoppers: Vec<(String, String)>,
+    workers: usize,
+    through: impl Fn(usize) -> usize + Send + Sync + 'static,
+    acked: Arc<AtomicUsize>,
+) -> Vec<Attempt> {
+    let shoppers = Arc::new(shoppers);
+    let next = Arc::new(AtomicUsize::new(0));
+    let through = Arc::new(through);
+    let urls: Arc<Vec<String>> = Arc::new(cluster.nodes.iter().map(|n| n.url()).collect());
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (shoppers, next, through, urls, acked) =
+                (shoppers.clone(), next.clone(), through.clone(), urls.clone(), acked.clone());
+            let (http, sku) = (cluster.http.clone(), sku.to_owned());
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((user_id, token)) = shoppers.get(n) else { return done };
+                    let started = Instant::now();
+                    let key = format!("sale-{n}");
+                    let answer = checkout(&http, &urls[through(n)], token, &sku, &key).await;
+                    let (status, order_id) = match answer {
+                        Ok((status, body)) => {
+                            if status == 201 {
+                                acked.fetch_add(1, Ordering::SeqCst);
+                            }
+                            (Some(status), body["order_id"].as_str().map(str::to_owned))
+                        }
+                        Err(_) => (None, None),
+                    };
+                    done.push(Attempt {
+                        user_id: user_id.clone(),
+                        started,
+                        finished: Instant::now(),
+                        status,
+                        order_id,
+                    });
+                }
+            })
+        })
+        .collect();
+    let mut attempts = Vec::new();
+    for task in tasks {
+        attempts.extend(task.await.unwrap());
+    }
+    attempts
+}
+
+/// The checks every flash sale ends with: no unit oversold or lost, every acknowledged order
+/// confirmed, every other attempt settled (confirmed or failed, its stock released).
+async fn check_the_sale(
+    cluster: &Cluster,
+    via: usize,
+    sku: &str,
+    stock: u64,
+    attempts: &[Attempt],
+) {
+    eventually(T, "every saga to settle and nothing to stay reserved", || async {
+        let (_, reserved) = cluster.levels(via, sku).await;
+        let mut open = 0;
+        for status in ["pending", "reserved", "paid"] {
+            open += cluster.orders_with(via, status).await.len();
+        }
+        reserved == 0 && open == 0
+    })
+    .await;
+    let (on_hand, _) = cluster.levels(via, sku).await;
+    let confirmed: HashSet<String> = cluster
+        .orders_with(via, "confirmed")
+        .await
+        .iter()
+        .map(|o| o["order_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(confirmed.len() as u64 <= stock, "oversold: {} confirmed of {stock}", confirmed.len());
+    assert_eq!(
+        on_hand + confirmed.len() as u64,
+        stock,
+        "units left ({on_hand}) and units in confirmed orders ({}) must make up the stock",
+        confirmed.len()
+    );
+    for attempt in attempts.iter().filter(|a| a.status == Some(201)) {
+        let order_id = attempt.order_id.as_ref().unwrap();
+        assert!(confirmed.contains(order_id), "acknowledged order {order_id} is not confirmed");
+    }
+    let unanswered = attempts.iter().filter(|a| a.status.is_none()).count();
+    let users: HashSet<&str> = attempts.iter().map(|a| a.user_id.as_str()).collect();
+    assert_eq!(users.len(), attempts.len(), "one attempt per shopper");
+    eprintln!(
+        "sale of {sku}: {} attempts, {} answered 201, {unanswered} unanswered, {} confirmed, {on_hand} left",
+        attempts.len(),
+        attempts.iter().filter(|a| a.status == Some(201)).count(),
+        confirmed.len()
+    );
+}
+
+/// Resolves once `acked` reaches `count`.
+async fn sold(acked: &AtomicUsize, count: usize) {
+    eventually(T, "units to sell", || async { acked.load(Ordering::SeqCst) >= count }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flash_sale_survives_the_hot_owner_being_killed_and_restarted() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3, 3).await;
+    let (sku, stock) = ("HOT-KILL", 300);
+    cluster.create_product(0, sku, stock).await;
+    let shoppers = cluster.customers(0, "kill", 3000).await;
+    let owner = cluster.owner(0, "sku", sku).await.unwrap();
+    let survivor = (owner + 1) % 3;
+    let acked = Arc::new(AtomicUsize::new(0));
+    // Spread over all three nodes; attempts through the killed node go unanswered.
+    let sale = flash_sale(&cluster, sku, shoppers, 24, |n| n % 3, acked.clone());
+    let operator = async {
+        sold(&acked, 100).await;
+        cluster.kill(owner);
+        let killed_at = Instant::now();
+        eventually(T, "the survivors to take the hot SKU over", || async {
+            matches!(cluster.owner(survivor, "sku", sku).await, Some(o) if o != owner)
+        })
+        .await;
+        cluster.start_node(owner);
+        cluster.wait_ready(owner).await;
+        killed_at
+    };
+    let (attempts, killed_at) = tokio::join!(sale, operator);
+    cluster.wait_settled(3).await;
+    check_the_sale(&cluster, survivor, sku, stock, &attempts).await;
+    let first_write = attempts
+        .iter()
+        .filter(|a| a.status == Some(201) && a.started >= killed_at)
+        .map(|a| a.finished.duration_since(killed_at))
+        .min()
+        .expect("units were sold after the kill");
+    eprintln!("failover: first confirmed sale of {sku} {first_write:?} after its owner was killed");
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_under_load_and_no_request_fails() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3, 2).await;
+    let sku = "JOIN-1";
+    cluster.create_product(0, sku, 1_000_000).await;
+    let shoppers = Arc::new(cluster.customers(1, "join", 64).await);
+    let before = cluster.get(0, "/v1/admin/cluster").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes = Arc::new(std::sync::Mutex::new(Vec::<Result<u16, String>>::new()));
+    let urls: Vec<String> = cluster.nodes[..2].iter().map(|n| n.url()).collect();
+    let load: Vec<_> = (0..16)
+        .map(|w| {
+            let (stop, outcomes, shoppers, urls) =
+                (stop.clone(), outcomes.clone(), shoppers.clone(), urls.clone());
+            let http = cluster.http.clone();
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let (_, token) = &shoppers[(w * 4 + n) % shoppers.len()];
+                    let url = &urls[n % urls.len()];
+                    let outcome = match n % 3 {
+                        0 => checkout(&http, url, token, sku, &format!("join-{w}-{n}"))
+                            .await
+                            .map(|(status, _)| status),
+                        1 => http
+                            .get(format!("{url}/v1/inventory/{sku}"))
+                            .send()
+                            .await
+                            .map(|r| r.status().as_u16())
+                            .map_err(|e| e.to_string()),
+                        _ => http
+                            .get(format!("{url}/v1/cart"))
+                            .bearer_auth(token)
+                            .send()
+                            .await
+                            .map(|r| r.status().as_u16())
+                            .map_err(|e| e.to_string()),
+                    };
+                    outcomes.lock().unwrap().push(outcome);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    let under_load = |count: usize| {
+        let outcomes = outcomes.clone();
+        async move {
+            eventually(T, "requests to be served", || async {
+                outcomes.lock().unwrap().len() >= count
+            })
+            .await
+        }
+    };
+    under_load(200).await;
+    cluster.start_node(2);
+    cluster.wait_ready(2).await;
+    cluster.wait_settled(3).await;
+    let served_at_join = outcomes.lock().unwrap().len();
+    under_load(served_at_join + 200).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        task.await.unwrap();
+    }
+    let after = cluster.get(0, "/v1/admin/cluster").await;
+    let moved = after["shards_by_node"]["n3"].as_u64().unwrap();
+    let kept = |view: &Value, node: &str| view["shards_by_node"][node].as_u64().unwrap_or(0);
+    assert_eq!(
+        kept(&before, "n1") + kept(&before, "n2") - kept(&after, "n1") - kept(&after, "n2"),
+        moved,
+        "the new node's shards came from the others"
+    );
+    assert!((SHARDS / 5..=SHARDS / 2).contains(&moved), "{moved} of {SHARDS} shards moved");
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    let failed: Vec<_> =
+        outcomes.iter().filter(|o| !matches!(o, Ok(status) if *status < 500)).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        outcomes.len(),
+        &failed[..failed.len().min(5)]
+    );
+    eprintln!("join: {moved} shards moved, {} requests served, none failed", outcomes.len());
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_owner_loses_its_leases_and_is_fenced_when_it_wakes() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3, 3).await;
+    let (sku, stock) = ("HOT-STOP", 300);
+    cluster.create_product(0, sku, stock).await;
+    let shoppers = cluster.customers(0, "stop", 1500).await;
+    let owner = cluster.owner(0, "sku", sku).await.unwrap();
+    let others = [(owner + 1) % 3, (owner + 2) % 3];
+    let acked = Arc::new(AtomicUsize::new(0));
+    // Through the other two nodes, and one attempt in 50 through the hung node itself (those
+    // wait in its socket until it wakes).
+    let sale = flash_sale(
+        &cluster,
+        sku,
+        shoppers,
+        24,
+        move |n| if n % 50 == 0 { owner } else { others[n % 2] },
+        acked.clone(),
+    );
+    let operator = async {
+        sold(&acked, 60).await;
+        cluster.signal(owner, "STOP");
+        eventually(T, "the others to take the hot SKU over", || async {
+            matches!(cluster.owner(others[0], "sku", sku).await, Some(o) if o != owner)
+        })
+        .await;
+        let sold_while_hung = acked.load(Ordering::SeqCst);
+        sold(&acked, sold_while_hung + 30).await;
+        cluster.signal(owner, "CONT");
+        // Awake, it finds its leases gone and drops every shard it held, without handing
+        // them off: its entities could no longer write.
+        eventually(T, "the woken node to drop its shards", || async {
+            cluster.metric(owner, "storefront_cluster_shards_lost_total").await > 0.0
+        })
+        .await;
+    };
+    let (attempts, ()) = tokio::join!(sale, operator);
+    cluster.wait_settled(3).await;
+    check_the_sale(&cluster, others[0], sku, stock, &attempts).await;
+    let fenced = cluster.metric(owner, "storefront_cluster_appends_fenced_total").await;
+    eprintln!("hung owner: {fenced} of its appends were fenced after it woke");
+    cluster.finish().await;
+}
