@@ -297,6 +297,14 @@ impl Ownership {
         }
     }
 
+    /// `operation`, bounded by two heartbeats: a store that does not answer must not stall the
+    /// rounds (they are what stops a cut-off node from serving).
+    async fn within<T>(&self, operation: impl Future<Output = T>) -> Result<T, StorageError> {
+        tokio::time::timeout(self.inner.config.heartbeat * 2, operation).await.map_err(|_| {
+            StorageError::Backend("the store did not answer within two heartbeats".into())
+        })
+    }
+
     async fn beat(&self, observed: &mut Observed) -> Result<(), StorageError> {
         if self.inner.isolated.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
@@ -311,7 +319,8 @@ impl Ownership {
         };
         let value = postcard::to_stdvec(&record)
             .map_err(|e| StorageError::Invalid(format!("node record: {e}")))?;
-        self.inner.store.put(Table::ClusterNodes, config.node_id.as_bytes(), &value).await?;
+        self.within(self.inner.store.put(Table::ClusterNodes, config.node_id.as_bytes(), &value))
+            .await??;
         observed.last_renewed = Instant::now();
         Ok(())
     }
@@ -342,7 +351,9 @@ impl Ownership {
             self.inner.rounds.send_modify(|n| *n += 1);
             return Ok(());
         }
-        let records = self.inner.store.scan(Table::ClusterNodes, b"", None, usize::MAX).await?;
+        let records = self
+            .within(self.inner.store.scan(Table::ClusterNodes, b"", None, usize::MAX))
+            .await??;
         let mut members = Vec::with_capacity(records.len());
         for (key, value) in records {
             let (Ok(node_id), Ok(record)) =
@@ -373,8 +384,12 @@ impl Ownership {
             .filter(|(_, _, status)| *status != MemberStatus::Down)
             .map(|(id, _, _)| id.as_str())
             .collect();
-        let mut leases: HashMap<u32, Lease> =
-            self.inner.store.leases().await?.into_iter().map(|l| (l.shard, l)).collect();
+        let mut leases: HashMap<u32, Lease> = self
+            .within(self.inner.store.leases())
+            .await??
+            .into_iter()
+            .map(|l| (l.shard, l))
+            .collect();
 
         let mut claims = Vec::new();
         let mut handoffs = Vec::new();
@@ -408,17 +423,20 @@ impl Ownership {
             host.stop_shard(shard).await;
             write(&self.inner.held).remove(&shard);
             write(&self.inner.draining).remove(&shard);
-            if self.inner.store.set_lease(shard, epoch, None).await? {
+            if self.within(self.inner.store.set_lease(shard, epoch, None)).await?? {
                 leases.insert(shard, Lease { shard, owner: None, epoch: epoch + 1 });
             }
             tracing::info!(shard, "shard handed off");
             metrics::counter!(SHARDS_HANDED_OFF_TOTAL).increment(1);
         }
         let store = &self.inner.store;
-        let outcomes = futures::future::join_all(
-            claims.iter().map(|&(shard, epoch)| store.set_lease(shard, epoch, Some(me))),
-        )
-        .await;
+        let outcomes = self
+            .within(futures::future::join_all(
+                claims.iter().map(|&(shard, epoch)| store.set_lease(shard, epoch, Some(me))),
+            ))
+            // A claim whose answer is lost may have been made: the next round sees the lease
+            // with this node's id and an epoch it does not hold, and claims it again.
+            .await?;
         let mut started = Vec::new();
         for (&(shard, epoch), outcome) in claims.iter().zip(outcomes) {
             if outcome? {

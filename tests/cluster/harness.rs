@@ -48,16 +48,30 @@ where
     }
 }
 
+/// Where a node runs: its address (HTTP and peers), and optionally a network namespace and the
+/// address it reaches PostgreSQL at.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    pub ip: Option<String>,
+    pub netns: Option<String>,
+    pub postgres: Option<String>,
+}
+
 pub struct Node {
     pub id: String,
     pub http: u16,
     pub peer: u16,
+    place: Placement,
     child: std::sync::Mutex<Option<Child>>,
 }
 
 impl Node {
+    pub fn ip(&self) -> &str {
+        self.place.ip.as_deref().unwrap_or("127.0.0.1")
+    }
+
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http)
+        format!("http://{}:{}", self.ip(), self.http)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -78,6 +92,11 @@ impl Cluster {
     /// `count` node slots on a fresh database; the first `running` nodes are started and have
     /// agreed on their shards.
     pub async fn start(count: usize, running: usize) -> Cluster {
+        Self::start_placed(vec![Placement::default(); count], running).await
+    }
+
+    /// [`Cluster::start`] with a placement per node.
+    pub async fn start_placed(places: Vec<Placement>, running: usize) -> Cluster {
         let db = format!(
             "storefront_cluster_{}_{}",
             std::process::id(),
@@ -96,11 +115,14 @@ impl Cluster {
             "migrate: {}",
             String::from_utf8_lossy(&migrated.stderr)
         );
-        let nodes = (1..=count)
-            .map(|n| Node {
-                id: format!("n{n}"),
+        let nodes = places
+            .into_iter()
+            .enumerate()
+            .map(|(n, place)| Node {
+                id: format!("n{}", n + 1),
                 http: free_port(),
                 peer: free_port(),
+                place,
                 child: std::sync::Mutex::new(None),
             })
             .collect();
@@ -130,13 +152,25 @@ impl Cluster {
     /// Starts node `i` (again, after a kill: same id, ports and data directory).
     pub fn start_node(&self, i: usize) {
         let seeds: Vec<String> =
-            self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.peer)).collect();
+            self.nodes.iter().map(|n| format!("{}:{}", n.ip(), n.peer)).collect();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(i)).unwrap();
         let node = &self.nodes[i];
-        let child = Command::new(env!("CARGO_BIN_EXE_storefront"))
-            .args(["serve", "--no-demo-data", "--store", &self.store, "--node-id", &node.id])
-            .args(["--http-addr", &format!("127.0.0.1:{}", node.http)])
-            .args(["--cluster-addr", &format!("127.0.0.1:{}", node.peer)])
+        let store = match &node.place.postgres {
+            Some(addr) => self.store.replacen("127.0.0.1:5432", addr, 1),
+            None => self.store.clone(),
+        };
+        let mut command = match &node.place.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_storefront")]);
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_storefront")),
+        };
+        let child = command
+            .args(["serve", "--no-demo-data", "--store", &store, "--node-id", &node.id])
+            .args(["--http-addr", &format!("{}:{}", node.ip(), node.http)])
+            .args(["--cluster-addr", &format!("{}:{}", node.ip(), node.peer)])
             .args(["--seeds", &seeds.join(",")])
             .arg("--data-dir")
             .arg(self.dir.path().join(&node.id))
@@ -377,4 +411,109 @@ pub async fn checkout(
     let status = answer.status().as_u16();
     let body = answer.json::<Value>().await.unwrap_or(Value::Null);
     Ok((status, body))
+}
+
+/// A network namespace joined to the host by a veth pair: `10.231.<net>.1` on the host side,
+/// `10.231.<net>.2` inside. Cutting the link partitions whatever runs inside from everything
+/// else (peers and PostgreSQL alike), the way a failed switch port would.
+pub struct Netns {
+    pub name: String,
+    host_link: String,
+    pub host_ip: String,
+    pub inner_ip: String,
+}
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().expect("run `ip` (iproute2)");
+    assert!(status.success(), "ip {}", args.join(" "));
+}
+
+impl Netns {
+    /// Needs root (CAP_NET_ADMIN) and iproute2.
+    pub fn create() -> Netns {
+        let uid = Command::new("id").arg("-u").output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&uid.stdout).trim(),
+            "0",
+            "the partition test makes a network namespace and a veth pair: it must run as root"
+        );
+        let tag = std::process::id() % 200 + 20;
+        let netns = Netns {
+            name: format!("sfpart{tag}"),
+            host_link: format!("sfpart{tag}h"),
+            host_ip: format!("10.231.{tag}.1"),
+            inner_ip: format!("10.231.{tag}.2"),
+        };
+        let inner_link = format!("sfpart{tag}n");
+        // Leftovers of an aborted run go first.
+        let _ = Command::new("ip").args(["netns", "del", &netns.name]).status();
+        let _ = Command::new("ip").args(["link", "del", &netns.host_link]).status();
+        ip(&["netns", "add", &netns.name]);
+        ip(&["link", "add", &netns.host_link, "type", "veth", "peer", "name", &inner_link]);
+        ip(&["link", "set", &inner_link, "netns", &netns.name]);
+        ip(&["addr", "add", &format!("{}/24", netns.host_ip), "dev", &netns.host_link]);
+        ip(&["link", "set", &netns.host_link, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &netns.name, "ip"];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        inside(&["addr", "add", &format!("{}/24", netns.inner_ip), "dev", &inner_link]);
+        inside(&["link", "set", &inner_link, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        netns
+    }
+
+    /// Cuts the namespace off.
+    pub fn cut(&self) {
+        ip(&["link", "set", &self.host_link, "down"]);
+    }
+
+    /// Joins it again.
+    pub fn heal(&self) {
+        ip(&["link", "set", &self.host_link, "up"]);
+    }
+
+    /// `curl` run inside the namespace: the HTTP status (`000` for none) and the body.
+    pub async fn curl(&self, args: Vec<String>) -> (String, String) {
+        let name = self.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &name, "curl", "-s", "--max-time", "8"])
+                .args(["-w", "\n%{http_code}"])
+                .args(args)
+                .output()
+                .expect("run curl in the namespace");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (body, status) = text.rsplit_once('\n').unwrap_or(("", "000"));
+            (status.to_owned(), body.to_owned())
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Forwards `host_ip:<port>` to the local PostgreSQL, so that a node inside reaches it (through
+    /// the link); returns the address.
+    pub async fn postgres_proxy(&self) -> String {
+        let listener = tokio::net::TcpListener::bind(format!("{}:0", self.host_ip)).await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip").args(["link", "del", &self.host_link]).status();
+    }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use harness::{Cluster, SERIAL, SHARDS, checkout, eventually};
+use harness::{Cluster, Netns, Placement, SERIAL, SHARDS, checkout, eventually};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
@@ -402,5 +402,87 @@ async fn a_hung_owner_loses_its_leases_and_is_fenced_when_it_wakes() {
     check_the_sale(&cluster, others[0], sku, stock, &attempts).await;
     let fenced = cluster.metric(owner, "storefront_cluster_appends_fenced_total").await;
     eprintln!("hung owner: {fenced} of its appends were fenced after it woke");
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_writes_nothing_and_the_majority_sells_on() {
+    let _serial = SERIAL.lock().await;
+    assert!(
+        harness::server_url().contains("@127.0.0.1:5432/"),
+        "the partition test forwards the namespace to PostgreSQL at 127.0.0.1:5432"
+    );
+    let netns = Netns::create();
+    let postgres = netns.postgres_proxy().await;
+    let host = Placement { ip: Some(netns.host_ip.clone()), ..Placement::default() };
+    let inside = Placement {
+        ip: Some(netns.inner_ip.clone()),
+        netns: Some(netns.name.clone()),
+        postgres: Some(postgres),
+    };
+    let cluster = Cluster::start_placed(vec![host.clone(), host, inside], 3).await;
+    let minority = 2;
+    // A hot SKU the node to be cut off holds.
+    let mut sku = String::new();
+    for k in 0.. {
+        sku = format!("PART-{k}");
+        if cluster.owner(0, "sku", &sku).await == Some(minority) {
+            break;
+        }
+    }
+    let stock = 300;
+    cluster.create_product(0, &sku, stock).await;
+    let mut shoppers = cluster.customers(0, "part", 1205).await;
+    let cut_off_shoppers = shoppers.split_off(1200);
+    let acked = Arc::new(AtomicUsize::new(0));
+    let sale = flash_sale(&cluster, &sku, shoppers, 16, |n| n % 2, acked.clone());
+    let operator = async {
+        sold(&acked, 50).await;
+        netns.cut();
+        // The majority takes the cut-off node's shards over and sells on.
+        eventually(T, "the majority to take the hot SKU over", || async {
+            matches!(cluster.owner(0, "sku", &sku).await, Some(o) if o != minority)
+        })
+        .await;
+        let sold_at_takeover = acked.load(Ordering::SeqCst);
+        // The cut-off node stops serving, and a checkout sent to it writes nothing.
+        let minority_url = cluster.nodes[minority].url();
+        eventually(T, "the cut-off node to stop serving its shards", || async {
+            let (_, metrics) = netns.curl(vec![format!("{minority_url}/metrics")]).await;
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("storefront_cluster_shards_lost_total"))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum::<f64>()
+                > 0.0
+        })
+        .await;
+        let attempts = cut_off_shoppers.iter().enumerate().map(|(n, (_, token))| {
+            netns.curl(vec![
+                "-X".into(),
+                "POST".into(),
+                format!("{minority_url}/v1/checkout"),
+                "-H".into(),
+                format!("authorization: Bearer {token}"),
+                "-H".into(),
+                format!("idempotency-key: cut-off-{n}"),
+                "-H".into(),
+                "content-type: application/json".into(),
+                "-d".into(),
+                json!({"payment_token": "tok_visa", "items": [{"sku": sku, "qty": 1}]}).to_string(),
+            ])
+        });
+        let answers = futures::future::join_all(attempts).await;
+        for (status, body) in &answers {
+            assert!(!status.starts_with('2'), "the cut-off node answered {status}: {body}");
+        }
+        let statuses: Vec<&str> = answers.iter().map(|(status, _)| status.as_str()).collect();
+        eprintln!("checkouts sent to the cut-off node were answered {statuses:?} (000: none)");
+        sold(&acked, sold_at_takeover + 20).await;
+        netns.heal();
+    };
+    let (attempts, ()) = tokio::join!(sale, operator);
+    cluster.wait_settled(3).await;
+    check_the_sale(&cluster, 0, &sku, stock, &attempts).await;
     cluster.finish().await;
 }
