@@ -25,4 +25,4 @@ pub use ownership::{
 pub use region::ShardRegion;
 pub use regions::{Checkout, Regions, RegionsConfig};
 pub use shard::shard_of;
-pub use transport::TransportConfig;
+pub use transport::{TlsFiles, TransportConfig};

@@ -125,6 +125,9 @@ struct Inner {
     leaving: std::sync::atomic::AtomicBool,
     /// Cut off from most of the cluster (see `transport`): beat no more, serve nothing.
     isolated: std::sync::atomic::AtomicBool,
+    /// The peers that answer this node's pings (`None` without a transport: a node alone). Only
+    /// they are given shards: a node no one can reach must not be handed any.
+    reachable: RwLock<Option<std::collections::HashSet<String>>>,
     /// Changes after every round; `leave` waits on it.
     rounds: watch::Sender<u64>,
     /// Set by [`Ownership::stop`]; the round loop ends on it.
@@ -173,6 +176,7 @@ impl Ownership {
                 view: RwLock::new(ClusterView::default()),
                 leaving: std::sync::atomic::AtomicBool::new(false),
                 isolated: std::sync::atomic::AtomicBool::new(false),
+                reachable: RwLock::new(None),
                 rounds,
                 stop: watch::channel(false).0,
                 rounds_task: std::sync::Mutex::new(None),
@@ -263,6 +267,11 @@ impl Ownership {
         if was != isolated {
             tracing::warn!(isolated, "cluster reachability changed");
         }
+    }
+
+    /// The peers that answer this node's pings now (the transport's view).
+    pub fn set_reachable(&self, peers: std::collections::HashSet<String>) {
+        *write(&self.inner.reachable) = Some(peers);
     }
 
     /// Whether this node is handing its shards off (after [`Ownership::leave`]).
@@ -374,10 +383,13 @@ impl Ownership {
             };
             members.push((node_id, record, status));
         }
+        // Shards go to members that are up and that this node reaches (itself always).
+        let reachable = read(&self.inner.reachable).clone();
         let candidates: Vec<&str> = members
             .iter()
             .filter(|(_, _, status)| *status == MemberStatus::Up)
             .map(|(id, _, _)| id.as_str())
+            .filter(|id| *id == me || reachable.as_ref().is_none_or(|r| r.contains(*id)))
             .collect();
         let live: Vec<&str> = members
             .iter()

@@ -1,5 +1,6 @@
-//! Sessions between nodes: the `ractor_cluster` node server (cookie-authenticated), connecting to
-//! seeds and members with back-off, and our own heartbeat over the sessions.
+//! Sessions between nodes: the `ractor_cluster` node server (cookie-authenticated, optionally over
+//! mutual TLS), connecting to seeds and members with back-off, and our own heartbeat over the
+//! sessions.
 //!
 //! `ractor_cluster` reports a peer whose process died within milliseconds, but a stopped (hung)
 //! process keeps its session "ready" forever and nothing reconnects after a peer restarts. So every
@@ -14,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
-use ractor_cluster::{NodeServer, NodeServerMessage};
+use ractor_cluster::{IncomingEncryptionMode, NodeServer, NodeServerMessage};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::remote::{Execute, HostArgs, HostMsg, KINDS, Links, RegionHost, ping};
 use crate::{ClusterError, MemberStatus, Ownership};
@@ -25,6 +27,18 @@ use crate::{ClusterError, MemberStatus, Ownership};
 const MISSED_PINGS: u32 = 3;
 /// The longest wait between two connection attempts to one address.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// TLS on the sessions between nodes: every node presents its certificate and accepts only peers
+/// whose certificate the cluster's CA signed (mutual TLS). PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// This node's certificate chain; its names must include the host of its cluster address.
+    pub cert: std::path::PathBuf,
+    /// This node's private key.
+    pub key: std::path::PathBuf,
+    /// The CA that signs every node's certificate.
+    pub ca: std::path::PathBuf,
+}
 
 /// How this node reaches its peers.
 #[derive(Debug, Clone)]
@@ -37,6 +51,59 @@ pub struct TransportConfig {
     pub cookie: String,
     /// How often peers are pinged and connections checked.
     pub heartbeat: Duration,
+    /// TLS on the sessions; `None`: plain TCP (the cookie authenticates, nothing is encrypted).
+    pub tls: Option<TlsFiles>,
+}
+
+/// Both sides of mutual TLS from `files`.
+fn tls(files: &TlsFiles) -> Result<(TlsAcceptor, TlsConnector), ClusterError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read_certs = |path: &std::path::Path| {
+        CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| transport_error(&format!("TLS certificates in {}", path.display()), e))
+    };
+    let chain = read_certs(&files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| transport_error(&format!("TLS key in {}", files.key.display()), e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in read_certs(&files.ca)? {
+        roots.add(ca).map_err(|e| transport_error("TLS CA certificate", e))?;
+    }
+    let roots = Arc::new(roots);
+    let verifier = rustls::server::WebPkiClientVerifier::builder(roots.clone())
+        .build()
+        .map_err(|e| transport_error("TLS client verifier", e))?;
+    let server = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(|e| transport_error("TLS server configuration", e))?;
+    let client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| transport_error("TLS client configuration", e))?;
+    Ok((TlsAcceptor::from(Arc::new(server)), TlsConnector::from(Arc::new(client))))
+}
+
+/// Opens a session to `addr` (`HOST:PORT`), over TLS when `connector` is set.
+async fn connect(
+    server: &ActorRef<NodeServerMessage>,
+    addr: &str,
+    connector: Option<&TlsConnector>,
+) -> Result<(), String> {
+    match connector {
+        None => ractor_cluster::client_connect(server, addr).await.map_err(|e| e.to_string()),
+        Some(connector) => {
+            let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+            let name =
+                rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+                    .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
+            ractor_cluster::client_connect_enc(server, addr, connector.clone(), name)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
 }
 
 /// The running transport of a node.
@@ -84,12 +151,19 @@ impl Transport {
                 .map_err(|e| transport_error("region host", e))?;
             hosts.push(host);
         }
+        let (acceptor, connector) = match &config.tls {
+            Some(files) => {
+                let (acceptor, connector) = tls(files)?;
+                (Some(acceptor), Some(connector))
+            }
+            None => (None, None),
+        };
         let mut server = NodeServer::new(
             port,
             config.cookie.clone(),
             node_id.clone(),
             host_name.to_owned(),
-            None,
+            acceptor.map(IncomingEncryptionMode::Tls),
             Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         );
         // A literal address is listened on as given; a host name (a pod's DNS name) on every
@@ -100,7 +174,8 @@ impl Transport {
         let (server, _) =
             Actor::spawn(None, server, ()).await.map_err(|e| transport_error("node server", e))?;
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(keep_sessions(config, ownership, server.clone(), stopped));
+        let task =
+            tokio::spawn(keep_sessions(config, connector, ownership, server.clone(), stopped));
         Ok(Self { server, hosts, stop, task })
     }
 
@@ -154,6 +229,7 @@ impl Attempts {
 
 async fn keep_sessions(
     config: TransportConfig,
+    connector: Option<TlsConnector>,
     ownership: Ownership,
     server: ActorRef<NodeServerMessage>,
     mut stopped: watch::Receiver<bool>,
@@ -162,6 +238,7 @@ async fn keep_sessions(
     let mut attempts = Attempts(HashMap::new());
     let mut missed: HashMap<String, u32> = HashMap::new();
     let mut last_answer: HashMap<String, Instant> = HashMap::new();
+    let mut first_seen: HashMap<String, Instant> = HashMap::new();
     let mut ticks = tokio::time::interval(config.heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -203,11 +280,23 @@ async fn keep_sessions(
         let reachable = peers
             .iter()
             .filter(|node| {
-                let last = *last_answer.entry((**node).to_owned()).or_insert(now);
+                let first_seen = *first_seen.entry((**node).to_owned()).or_insert(now);
+                let last = last_answer.get(**node).copied().unwrap_or(first_seen);
                 now.duration_since(last) < grace
             })
             .count();
         ownership.set_isolated(2 * (reachable + 1) <= peers.len() + 1);
+        // Shards are given only to peers that answered within the grace (no first-sight
+        // allowance: a node no one can reach, such as one without the cluster's certificate,
+        // must never be handed any).
+        ownership.set_reachable(
+            last_answer
+                .iter()
+                .filter(|(_, last)| now.duration_since(**last) < grace)
+                .filter(|(node, _)| live.contains_key(*node))
+                .map(|(node, _)| node.clone())
+                .collect(),
+        );
         // Members that beat in the store but have no session, and the seeds until some session
         // is up: connect, each address with its own back-off.
         let mut targets: Vec<String> = view
@@ -225,8 +314,7 @@ async fn keep_sessions(
             if !attempts.due(&addr, now, config.heartbeat) {
                 continue;
             }
-            let server = server.clone();
-            match ractor_cluster::client_connect(&server, addr.as_str()).await {
+            match connect(&server, &addr, connector.as_ref()).await {
                 Ok(()) => attempts.connected(&addr),
                 Err(e) => tracing::debug!(addr, error = %e, "cannot connect to a peer"),
             }

@@ -156,6 +156,13 @@ pub struct ClusterConfig {
     pub heartbeat_ms: u64,
     /// A node whose heartbeat has not changed for this long is down and loses its shards.
     pub member_ttl_ms: u64,
+    /// TLS on the sessions between nodes (PEM files; all three or none): this node's certificate
+    /// chain, its key, and the CA that signs every node's certificate.
+    pub tls_cert: Option<PathBuf>,
+    /// See `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// See `tls_cert`.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Request rate limits at the HTTP edge (GCRA).
@@ -237,6 +244,9 @@ impl Default for ClusterConfig {
             cookie: None,
             heartbeat_ms: 1_000,
             member_ttl_ms: 6_000,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         }
     }
 }
@@ -394,6 +404,10 @@ impl Config {
                 "cluster.member_ttl_ms",
                 "must be at least three heartbeats (cluster.heartbeat_ms)",
             ));
+        }
+        let tls = [&self.cluster.tls_cert, &self.cluster.tls_key, &self.cluster.tls_ca];
+        if tls.iter().any(|f| f.is_some()) && !tls.iter().all(|f| f.is_some()) {
+            return Err(invalid("cluster.tls_cert", "tls_cert, tls_key and tls_ca go together"));
         }
         if let Some(addr) = &self.cluster.addr {
             if self.store == "embedded" {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use storefront_actors::{Clock, Currency, EntitySettings, SimulatedGateway, StockFeed};
-use storefront_cluster::{OwnershipConfig, Regions, RegionsConfig, TransportConfig};
+use storefront_cluster::{OwnershipConfig, Regions, RegionsConfig, TlsFiles, TransportConfig};
 use storefront_config::Config;
 use storefront_storage::Store;
 use tokio::net::TcpListener;
@@ -178,6 +178,16 @@ impl App {
                         .map(|c| c.expose().to_owned())
                         .unwrap_or_default(),
                     heartbeat: Duration::from_millis(config.cluster.heartbeat_ms),
+                    tls: match (
+                        &config.cluster.tls_cert,
+                        &config.cluster.tls_key,
+                        &config.cluster.tls_ca,
+                    ) {
+                        (Some(cert), Some(key), Some(ca)) => {
+                            Some(TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() })
+                        }
+                        _ => None,
+                    },
                 }),
                 ..RegionsConfig::default()
             },

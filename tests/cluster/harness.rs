@@ -55,6 +55,8 @@ pub struct Placement {
     pub ip: Option<String>,
     pub netns: Option<String>,
     pub postgres: Option<String>,
+    /// More environment for the node.
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Node {
@@ -183,6 +185,7 @@ impl Cluster {
             .env("STOREFRONT_RATE_LIMIT__ENABLED", "false")
             .env("STOREFRONT_LOG__FILTER", "info,ractor_cluster=warn,ractor=warn")
             .env("NO_COLOR", "1")
+            .envs(node.place.env.iter().cloned())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
@@ -515,5 +518,42 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
         let _ = Command::new("ip").args(["link", "del", &self.host_link]).status();
+    }
+}
+
+/// A certificate authority for the TLS test: it signs node certificates for 127.0.0.1.
+pub struct TestCa {
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+    pub pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let pem = params.self_signed(&key).unwrap().pem();
+        TestCa { params, key, pem }
+    }
+
+    /// Writes a certificate for 127.0.0.1 signed by this CA, its key and the CA's certificate
+    /// under `dir`; the node environment that points at them.
+    pub fn node_env(&self, dir: &std::path::Path, name: &str) -> Vec<(String, String)> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let file = |suffix: &str, text: &str| {
+            let path = dir.join(format!("{name}-{suffix}.pem"));
+            std::fs::write(&path, text).unwrap();
+            path.to_string_lossy().into_owned()
+        };
+        vec![
+            ("STOREFRONT_CLUSTER__TLS_CERT".to_owned(), file("cert", &cert.pem())),
+            ("STOREFRONT_CLUSTER__TLS_KEY".to_owned(), file("key", &key.serialize_pem())),
+            ("STOREFRONT_CLUSTER__TLS_CA".to_owned(), file("ca", &self.pem)),
+        ]
     }
 }

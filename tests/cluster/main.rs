@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use harness::{Cluster, Netns, Placement, SERIAL, SHARDS, checkout, eventually};
+use harness::{Cluster, Netns, Placement, SERIAL, SHARDS, TestCa, checkout, eventually};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
@@ -419,6 +419,7 @@ async fn a_partitioned_node_writes_nothing_and_the_majority_sells_on() {
         ip: Some(netns.inner_ip.clone()),
         netns: Some(netns.name.clone()),
         postgres: Some(postgres),
+        env: Vec::new(),
     };
     let cluster = Cluster::start_placed(vec![host.clone(), host, inside], 3).await;
     let minority = 2;
@@ -484,5 +485,60 @@ async fn a_partitioned_node_writes_nothing_and_the_majority_sells_on() {
     let (attempts, ()) = tokio::join!(sale, operator);
     cluster.wait_settled(3).await;
     check_the_sale(&cluster, 0, &sku, stock, &attempts).await;
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_talk_over_mutual_tls_and_a_node_the_ca_did_not_sign_is_kept_out() {
+    let _serial = SERIAL.lock().await;
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, stranger_ca) = (TestCa::new("storefront test CA"), TestCa::new("another CA"));
+    let place = |env| Placement { env, ..Placement::default() };
+    let cluster = Cluster::start_placed(
+        vec![
+            place(ca.node_env(certs.path(), "n1")),
+            place(ca.node_env(certs.path(), "n2")),
+            place(stranger_ca.node_env(certs.path(), "n3")),
+        ],
+        2,
+    )
+    .await;
+    // The two nodes with the cluster's certificates share the shards and forward to each other.
+    cluster.create_product(0, "TLS-1", 10).await;
+    let (_, token) = cluster.customers(1, "tls", 1).await.remove(0);
+    for i in 0..2 {
+        let levels = cluster.levels(i, "TLS-1").await;
+        assert_eq!(levels, (10, 0));
+        let cart = cluster
+            .http
+            .get(format!("{}/v1/cart", cluster.nodes[i].url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cart.status(), 200);
+    }
+    let forwarded: f64 = futures::future::join_all(
+        (0..2).map(|i| cluster.metric(i, "storefront_cluster_forwarded_calls_total")),
+    )
+    .await
+    .into_iter()
+    .sum();
+    assert!(forwarded > 0.0, "calls crossed nodes over TLS");
+    // A node whose certificate another CA signed has the store and the cookie, but no session:
+    // it is never handed a shard, and the two others keep serving everything.
+    cluster.start_node(2);
+    cluster.wait_ready(2).await;
+    // It cannot reach its peers, so it stops beating (isolated) and the others see it down;
+    // until then, and after, it holds nothing.
+    eventually(T, "the stranger to be seen down, never holding a shard", || async {
+        let view = cluster.get(0, "/v1/admin/cluster").await;
+        assert_eq!(view["shards_by_node"]["n3"], Value::Null, "{view}");
+        assert_eq!(view["unowned_shards"], 0, "{view}");
+        let n3 = view["nodes"].as_array().unwrap().iter().find(|n| n["node_id"] == "n3").cloned();
+        n3.is_some_and(|n3| n3["status"] == "down")
+    })
+    .await;
+    assert_eq!(cluster.levels(1, "TLS-1").await, (10, 0));
     cluster.finish().await;
 }
