@@ -33,19 +33,20 @@ trap stop_nodes EXIT
 
 # Starts nodes 1..$1 on a fresh database and waits until every one is ready.
 start_nodes() {
+    local i
     psql "$SERVER" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
     "$bin/storefront" migrate --store "$STORE" >/dev/null
     local seeds
     seeds=$(seq -s, -f '127.0.0.1:1940%g' 1 "$1")
-    for n in $(seq "$1"); do
-        "$bin/storefront" serve --no-demo-data --store "$STORE" --node-id "n$n" \
-            --data-dir "$(mktemp -d "$OUT/data.XXXXXX")" --http-addr "127.0.0.1:1930$n" \
-            --cluster-addr "127.0.0.1:1940$n" --seeds "$seeds" >"$OUT/node-$n.log" 2>&1 &
+    for i in $(seq "$1"); do
+        "$bin/storefront" serve --no-demo-data --store "$STORE" --node-id "n$i" \
+            --data-dir "$(mktemp -d "$OUT/data.XXXXXX")" --http-addr "127.0.0.1:1930$i" \
+            --cluster-addr "127.0.0.1:1940$i" --seeds "$seeds" >"$OUT/node-$i.log" 2>&1 &
         pids+=($!)
     done
-    for n in $(seq "$1"); do
+    for i in $(seq "$1"); do
         for _ in $(seq 150); do
-            curl -sf "http://127.0.0.1:1930$n/readyz" >/dev/null && break
+            curl -sf "http://127.0.0.1:1930$i/readyz" >/dev/null && break
             sleep 0.2
         done
     done

@@ -25,11 +25,12 @@ pub trait Harness: Send + Sync + 'static {
     fn remove(location: &str) -> impl Future<Output = ()> + Send;
 }
 
-/// Expands to the whole suite as tests of the calling module, for the given [`Harness`] type.
+/// Expands to the whole suite as tests of the calling module, for the given [`Harness`] type, each
+/// test with the given attributes (for example `#[ignore = "needs a server"]`).
 #[macro_export]
 macro_rules! store_conformance_tests {
-    ($harness:ty) => {
-        $crate::store_conformance_tests!(@async $harness,
+    ($harness:ty $(, #[$attr:meta])*) => {
+        $crate::store_conformance_tests!(@async $harness, [$(#[$attr])*],
             appends_and_reads_in_order,
             rejects_a_sequence_conflict_and_writes_nothing,
             lets_exactly_one_of_racing_writers_win,
@@ -43,6 +44,7 @@ macro_rules! store_conformance_tests {
         );
 
         #[test]
+        $(#[$attr])*
         fn killed_writer_never_leaves_a_partial_event() {
             $crate::conformance::killed_writer_never_leaves_a_partial_event::<$harness>(
                 module_path!(),
@@ -50,16 +52,18 @@ macro_rules! store_conformance_tests {
             );
         }
     };
-    (@async $harness:ty, $($name:ident),*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                use $crate::conformance::Harness as _;
-                let location = <$harness>::fresh_location().await;
-                $crate::conformance::$name::<$harness>(&location).await;
-                <$harness>::remove(&location).await;
-            }
-        )*
+    (@async $harness:ty, $attrs:tt, $($name:ident),*) => {
+        $( $crate::store_conformance_tests!(@one $harness, $attrs, $name); )*
+    };
+    (@one $harness:ty, [$(#[$attr:meta])*], $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn $name() {
+            use $crate::conformance::Harness as _;
+            let location = <$harness>::fresh_location().await;
+            $crate::conformance::$name::<$harness>(&location).await;
+            <$harness>::remove(&location).await;
+        }
     };
 }
 
@@ -381,7 +385,8 @@ pub fn killed_writer_never_leaves_a_partial_event<H: Harness>(module: &str, test
     let mut acked = [0u64; CRASH_STREAMS];
     for round in 0..KILL_ROUNDS {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([test_path.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+            .args([test_path.as_str(), "--exact", "--include-ignored", "--nocapture"])
+            .arg("--test-threads=1")
             .env(CHILD_ENV, &location)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

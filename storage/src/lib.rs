@@ -16,6 +16,8 @@ pub mod conformance;
 pub mod embedded;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "scylla")]
+pub mod scylla;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -108,6 +110,8 @@ pub async fn open(url: &str, data_dir: &Path) -> Result<Arc<dyn Store>, StorageE
         Some(Backend::Embedded) => Ok(Arc::new(embedded::EmbeddedStore::open(data_dir).await?)),
         #[cfg(feature = "postgres")]
         Some(Backend::Postgres) => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
+        #[cfg(feature = "scylla")]
+        Some(Backend::Scylla) => Ok(Arc::new(scylla::ScyllaStore::open(url).await?)),
         _ => Err(StorageError::UnsupportedUrl(url.to_owned())),
     }
 }
@@ -119,8 +123,24 @@ pub async fn migrate(url: &str) -> Result<(), StorageError> {
         Some(Backend::Embedded) => Ok(()),
         #[cfg(feature = "postgres")]
         Some(Backend::Postgres) => postgres::migrate(url).await,
+        #[cfg(feature = "scylla")]
+        Some(Backend::Scylla) => scylla::migrate(url).await,
         _ => Err(StorageError::UnsupportedUrl(url.to_owned())),
     }
+}
+
+/// The smallest key greater than every key starting with `prefix`, if there is one (the upper
+/// bound of a prefix scan).
+#[cfg(any(feature = "postgres", feature = "scylla"))]
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// `url` without its password, for messages and logs.

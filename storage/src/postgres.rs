@@ -269,18 +269,6 @@ fn limit_param(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-/// The smallest key greater than every key starting with `prefix`, if there is one.
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn append(&self, request: AppendRequest) -> Result<u64, StorageError> {
@@ -503,7 +491,7 @@ impl Store for PostgresStore {
             Some(after) if after >= prefix => ((&s.scan_after, &s.scan_after_below), after),
             _ => ((&s.scan_from, &s.scan_from_below), prefix),
         };
-        let rows = match prefix_end(prefix) {
+        let rows = match crate::prefix_end(prefix) {
             Some(end) => conn.client.query(statement.1, &[&name, &lower, &limit, &end]).await,
             None => conn.client.query(statement.0, &[&name, &lower, &limit]).await,
         }
@@ -553,9 +541,10 @@ impl Store for PostgresStore {
 mod tests {
     use std::sync::Arc;
 
-    use super::{PostgresStore, migrate, prefix_end};
+    use super::{PostgresStore, migrate};
     use crate::Store;
     use crate::conformance::Harness;
+    use crate::prefix_end;
 
     /// The server the tests use: `TEST_POSTGRES_URL`, or the local one with trust auth.
     fn server_url() -> String {
