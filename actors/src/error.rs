@@ -95,6 +95,13 @@ pub enum DomainError {
 
 impl From<StorageError> for DomainError {
     fn from(err: StorageError) -> Self {
-        DomainError::Storage(err.to_string())
+        match err {
+            // Nothing was written, and the shard has another holder now: the command may be
+            // sent there.
+            StorageError::Fenced { shard, .. } => {
+                DomainError::Moved(format!("an entity of shard {shard}"))
+            }
+            other => DomainError::Storage(other.to_string()),
+        }
     }
 }

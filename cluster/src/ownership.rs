@@ -89,6 +89,8 @@ pub struct Member {
     pub status: MemberStatus,
     /// Shards whose lease it holds.
     pub shards: usize,
+    /// Whether this node has seen its beat change (a record seen once may be a dead node's).
+    pub beating: bool,
 }
 
 /// The cluster as this node last read it.
@@ -130,17 +132,20 @@ struct Inner {
     reachable: RwLock<Option<std::collections::HashSet<String>>>,
     /// Changes after every round; `leave` waits on it.
     rounds: watch::Sender<u64>,
-    /// Set by [`Ownership::stop`]; the round loop ends on it.
+    /// Set by [`Ownership::stop`]; the loops end on it.
     stop: watch::Sender<bool>,
-    rounds_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// When this node's record was last written.
+    last_renewed: std::sync::Mutex<Instant>,
+    /// Shards dropped without a handoff whose entities the next round stops.
+    to_stop: std::sync::Mutex<Vec<u32>>,
 }
 
 /// What one round remembers for the next.
 struct Observed {
-    beat: u64,
-    last_renewed: Instant,
-    /// node id -> (its last beat seen, when it changed by this node's clock).
-    beats: HashMap<String, (u64, Instant)>,
+    /// node id -> (its last beat seen, when it changed by this node's clock, whether it has
+    /// changed since first seen).
+    beats: HashMap<String, (u64, Instant, bool)>,
 }
 
 /// The rendezvous weight of `node` for `shard`: FNV-1a over both, then a 64-bit finalizer so
@@ -179,49 +184,96 @@ impl Ownership {
                 reachable: RwLock::new(None),
                 rounds,
                 stop: watch::channel(false).0,
-                rounds_task: std::sync::Mutex::new(None),
+                tasks: std::sync::Mutex::new(Vec::new()),
+                last_renewed: std::sync::Mutex::new(Instant::now()),
+                to_stop: std::sync::Mutex::new(Vec::new()),
             }),
         }
     }
 
     /// Registers this node and claims the shards it can take now; then keeps beating, reading
     /// membership and moving shards while the node lives, telling `host` about every shard that
-    /// arrives or leaves.
+    /// arrives or leaves. Beats run on their own task, so a slow handoff never delays them.
     pub async fn join(&self, host: Arc<dyn ShardHost>) -> Result<(), ClusterError> {
-        let mut observed =
-            Observed { beat: 0, last_renewed: Instant::now(), beats: HashMap::new() };
-        self.beat(&mut observed).await?;
+        let mut beat = 0;
+        self.beat(&mut beat).await?;
+        let mut observed = Observed { beats: HashMap::new() };
         self.round(&mut observed, host.as_ref()).await?;
-        let ownership = self.clone();
-        let mut stop = self.inner.stop.subscribe();
-        let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(ownership.inner.config.heartbeat);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {}
-                    _ = stop.wait_for(|stop| *stop) => return,
+        let every = self.inner.config.heartbeat;
+        let beats = {
+            let (ownership, mut stop) = (self.clone(), self.inner.stop.subscribe());
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = ticks.tick() => {}
+                        _ = stop.wait_for(|stop| *stop) => return,
+                    }
+                    // Back from a pause longer than half a TTL (a stopped process, a stall):
+                    // others may hold our shards by now, so serve none before beating again.
+                    if ownership.since_renewed() > ownership.inner.config.member_ttl / 2 {
+                        ownership.drop_all("not_renewed");
+                    }
+                    if let Err(e) = ownership.beat(&mut beat).await {
+                        tracing::warn!(error = %e, "cannot write this node's heartbeat");
+                    }
                 }
-                if let Err(e) = ownership.beat(&mut observed).await {
-                    tracing::warn!(error = %e, "cannot write this node's heartbeat");
+            })
+        };
+        let rounds = {
+            let (ownership, mut stop) = (self.clone(), self.inner.stop.subscribe());
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = ticks.tick() => {}
+                        _ = stop.wait_for(|stop| *stop) => return,
+                    }
+                    if let Err(e) = ownership.round(&mut observed, host.as_ref()).await {
+                        tracing::warn!(error = %e, "cannot read the cluster's membership or leases");
+                    }
                 }
-                if let Err(e) = ownership.round(&mut observed, host.as_ref()).await {
-                    tracing::warn!(error = %e, "cannot read the cluster's membership or leases");
-                }
-            }
-        });
-        *lock(&self.inner.rounds_task) = Some(task);
+            })
+        };
+        lock(&self.inner.tasks).extend([beats, rounds]);
         Ok(())
     }
 
-    /// Ends the rounds (the node is stopping): no more beats, claims or handoffs.
+    /// Ends the beats and rounds (the node is stopping). A node that left removes its record,
+    /// so the others stop counting it at once.
     pub async fn stop(&self) {
         self.inner.stop.send_replace(true);
-        let task = lock(&self.inner.rounds_task).take();
-        if let Some(task) = task {
+        let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+        for task in tasks {
             let _ = task.await;
         }
+        if self.is_leaving() && self.held_shards() == 0 {
+            let id = self.inner.config.node_id.as_bytes();
+            if let Err(e) = self.within(self.inner.store.delete(Table::ClusterNodes, id)).await {
+                tracing::warn!(error = %e, "cannot remove this node's record");
+            }
+        }
+    }
+
+    fn since_renewed(&self) -> std::time::Duration {
+        lock(&self.inner.last_renewed).elapsed()
+    }
+
+    /// Stops serving every shard at once, without a handoff (others take over after the TTL);
+    /// the next round stops their entities.
+    fn drop_all(&self, reason: &'static str) {
+        let lost: Vec<u32> = write(&self.inner.held).drain().map(|(shard, _)| shard).collect();
+        write(&self.inner.draining).clear();
+        if lost.is_empty() {
+            return;
+        }
+        tracing::warn!(shards = lost.len(), reason, "serving no shard");
+        metrics::counter!(SHARDS_LOST_TOTAL, "reason" => reason).increment(lost.len() as u64);
+        lock(&self.inner.to_stop).extend(lost);
     }
 
     /// This node's id.
@@ -282,10 +334,12 @@ impl Ownership {
     /// Whether another member is up (one that could take this node's shards).
     pub fn has_peers(&self) -> bool {
         let me = self.node_id();
-        read(&self.inner.view)
-            .members
-            .iter()
-            .any(|m| m.node_id != me && m.status == MemberStatus::Up)
+        let reachable = read(&self.inner.reachable).clone();
+        read(&self.inner.view).members.iter().any(|m| {
+            m.node_id != me
+                && m.status == MemberStatus::Up
+                && reachable.as_ref().is_none_or(|r| r.contains(&m.node_id))
+        })
     }
 
     /// Hands every shard off and stops taking new ones; returns once none is held (or after
@@ -314,23 +368,23 @@ impl Ownership {
         })
     }
 
-    async fn beat(&self, observed: &mut Observed) -> Result<(), StorageError> {
+    async fn beat(&self, beat: &mut u64) -> Result<(), StorageError> {
         if self.inner.isolated.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
         let config = &self.inner.config;
-        observed.beat += 1;
+        *beat += 1;
         let record = NodeRecord {
             cluster_addr: config.cluster_addr.clone(),
             http_addr: config.http_addr.clone(),
-            beat: observed.beat,
+            beat: *beat,
             leaving: self.inner.leaving.load(std::sync::atomic::Ordering::SeqCst),
         };
         let value = postcard::to_stdvec(&record)
             .map_err(|e| StorageError::Invalid(format!("node record: {e}")))?;
         self.within(self.inner.store.put(Table::ClusterNodes, config.node_id.as_bytes(), &value))
             .await??;
-        observed.last_renewed = Instant::now();
+        *lock(&self.inner.last_renewed) = Instant::now();
         Ok(())
     }
 
@@ -344,22 +398,15 @@ impl Ownership {
         let me = config.node_id.as_str();
         let now = Instant::now();
         // Cut off from most of the cluster, or not renewed for half a TTL: others may soon
-        // take over, so stop serving first.
+        // take over, so stop serving first (and keep reading the cluster, below, so that the
+        // view that decides isolation stays current).
         let isolated = self.inner.isolated.load(std::sync::atomic::Ordering::SeqCst);
-        if isolated || now.duration_since(observed.last_renewed) > config.member_ttl / 2 {
-            let lost: Vec<u32> = write(&self.inner.held).drain().map(|(shard, _)| shard).collect();
-            if !lost.is_empty() {
-                let reason = if isolated { "isolated" } else { "not_renewed" };
-                tracing::warn!(shards = lost.len(), reason, "serving no shard");
-                metrics::counter!(SHARDS_LOST_TOTAL, "reason" => reason)
-                    .increment(lost.len() as u64);
-            }
-            for shard in lost {
-                host.stop_shard(shard).await;
-            }
-            self.inner.rounds.send_modify(|n| *n += 1);
-            return Ok(());
+        let stale = self.since_renewed() > config.member_ttl / 2;
+        if isolated || stale {
+            self.drop_all(if isolated { "isolated" } else { "not_renewed" });
         }
+        let dropped = std::mem::take(&mut *lock(&self.inner.to_stop));
+        futures::future::join_all(dropped.iter().map(|&shard| host.stop_shard(shard))).await;
         let records = self
             .within(self.inner.store.scan(Table::ClusterNodes, b"", None, usize::MAX))
             .await??;
@@ -371,30 +418,37 @@ impl Ownership {
                 tracing::warn!("skipping an unreadable cluster node record");
                 continue;
             };
-            let seen = observed.beats.entry(node_id.clone()).or_insert((record.beat, now));
+            let seen = observed.beats.entry(node_id.clone()).or_insert((record.beat, now, false));
             if seen.0 != record.beat {
-                *seen = (record.beat, now);
+                *seen = (record.beat, now, true);
             }
+            let beating = node_id == me || seen.2;
             let up = node_id == me || now.duration_since(seen.1) < config.member_ttl;
             let status = match (up, record.leaving) {
                 (false, _) => MemberStatus::Down,
                 (true, true) => MemberStatus::Leaving,
                 (true, false) => MemberStatus::Up,
             };
-            members.push((node_id, record, status));
+            members.push((node_id, record, status, beating));
+        }
+        observed.beats.retain(|id, _| members.iter().any(|(m, ..)| m == id));
+        if isolated || stale {
+            let leases = self.within(self.inner.store.leases()).await??;
+            self.publish(members, leases.into_iter().map(|l| (l.shard, l)).collect());
+            return Ok(());
         }
         // Shards go to members that are up and that this node reaches (itself always).
         let reachable = read(&self.inner.reachable).clone();
         let candidates: Vec<&str> = members
             .iter()
-            .filter(|(_, _, status)| *status == MemberStatus::Up)
-            .map(|(id, _, _)| id.as_str())
+            .filter(|(_, _, status, _)| *status == MemberStatus::Up)
+            .map(|(id, ..)| id.as_str())
             .filter(|id| *id == me || reachable.as_ref().is_none_or(|r| r.contains(*id)))
             .collect();
         let live: Vec<&str> = members
             .iter()
-            .filter(|(_, _, status)| *status != MemberStatus::Down)
-            .map(|(id, _, _)| id.as_str())
+            .filter(|(_, _, status, _)| *status != MemberStatus::Down)
+            .map(|(id, ..)| id.as_str())
             .collect();
         let mut leases: HashMap<u32, Lease> = self
             .within(self.inner.store.leases())
@@ -406,6 +460,7 @@ impl Ownership {
         let mut claims = Vec::new();
         let mut handoffs = Vec::new();
         let mut lost = Vec::new();
+        let mut releases = Vec::new();
         for shard in 0..config.shard_count {
             let lease = leases.get(&shard);
             let (owner, epoch) = lease.map_or((None, 0), |l| (l.owner.as_deref(), l.epoch));
@@ -422,24 +477,34 @@ impl Ownership {
             let holder_live = owner.is_some_and(|o| o != me && live.contains(&o));
             if desired == Some(me) && !holder_live {
                 claims.push((shard, epoch));
+            } else if owner == Some(me) && desired != Some(me) {
+                // Ours in the store but not held (a release or a claim whose answer was lost):
+                // let it go, or no one else ever takes it.
+                releases.push((shard, epoch));
             }
         }
         for &shard in &lost {
             write(&self.inner.held).remove(&shard);
             tracing::warn!(shard, "shard lease lost");
             metrics::counter!(SHARDS_LOST_TOTAL, "reason" => "lease_lost").increment(1);
-            host.stop_shard(shard).await;
         }
-        for &(shard, epoch) in &handoffs {
+        futures::future::join_all(lost.iter().map(|&shard| host.stop_shard(shard))).await;
+        // Handoffs: take no new command for any of them, stop their entities together, then
+        // release each lease.
+        for &(shard, _) in &handoffs {
             write(&self.inner.draining).insert(shard);
-            host.stop_shard(shard).await;
+        }
+        futures::future::join_all(handoffs.iter().map(|&(shard, _)| host.stop_shard(shard))).await;
+        for &(shard, _) in &handoffs {
             write(&self.inner.held).remove(&shard);
             write(&self.inner.draining).remove(&shard);
+            tracing::info!(shard, "shard handed off");
+            metrics::counter!(SHARDS_HANDED_OFF_TOTAL).increment(1);
+        }
+        for &(shard, epoch) in handoffs.iter().chain(&releases) {
             if self.within(self.inner.store.set_lease(shard, epoch, None)).await?? {
                 leases.insert(shard, Lease { shard, owner: None, epoch: epoch + 1 });
             }
-            tracing::info!(shard, "shard handed off");
-            metrics::counter!(SHARDS_HANDED_OFF_TOTAL).increment(1);
         }
         let store = &self.inner.store;
         let outcomes = self
@@ -462,13 +527,23 @@ impl Ownership {
             host.shards_started(&started).await;
         }
 
-        let owners: Vec<Option<String>> = (0..config.shard_count)
+        self.publish(members, leases);
+        Ok(())
+    }
+
+    /// Makes `members` and `leases` the view the node answers from.
+    fn publish(
+        &self,
+        members: Vec<(String, NodeRecord, MemberStatus, bool)>,
+        leases: HashMap<u32, Lease>,
+    ) {
+        let owners: Vec<Option<String>> = (0..self.inner.config.shard_count)
             .map(|shard| leases.get(&shard).and_then(|l| l.owner.clone()))
             .collect();
         let view = ClusterView {
             members: members
                 .into_iter()
-                .map(|(node_id, record, status)| Member {
+                .map(|(node_id, record, status, beating)| Member {
                     shards: owners
                         .iter()
                         .filter(|o| o.as_deref() == Some(node_id.as_str()))
@@ -477,13 +552,13 @@ impl Ownership {
                     cluster_addr: record.cluster_addr,
                     http_addr: record.http_addr,
                     status,
+                    beating,
                 })
                 .collect(),
             owners,
         };
         *write(&self.inner.view) = view;
         self.inner.rounds.send_modify(|n| *n += 1);
-        Ok(())
     }
 }
 
@@ -530,6 +605,7 @@ pub async fn observe(
                 node_id,
                 cluster_addr: record.cluster_addr,
                 http_addr: record.http_addr,
+                beating,
             }
         })
         .collect();

@@ -3,7 +3,8 @@
 //! Every call is routed by its entity's shard: to this node's region when this node holds the
 //! shard, to the holder's region host (through [`Links`]) when another node does, and while the
 //! shard is moving (no holder yet, or the holder answers that it no longer holds it) the call is
-//! retried with back-off until its deadline, not failed.
+//! retried with back-off until its deadline, not failed. A write whose outcome is unknown (sent,
+//! no answer) is never sent again by the node; a read is.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +115,8 @@ impl Router {
     ) -> Result<Answer, DomainError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(5);
+        let command_id = self.links.as_ref().map_or(0, |links| links.next_id());
+        let mut call = call;
         loop {
             let (kind, id) = call.target();
             let outcome = if self.is_local(kind, id) {
@@ -129,7 +132,10 @@ impl Router {
                     (Some(owner), Some(links)) => {
                         metrics::counter!(crate::metrics::FORWARDED_CALLS_TOTAL, "kind" => kind)
                             .increment(1);
-                        links.call(&owner, call.clone(), deadline).await
+                        // A waiting call gets what is left of its wait, less the trip.
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        call.limit_wait(left.saturating_sub(TRANSIT));
+                        links.call(&owner, command_id, call.clone(), deadline).await
                     }
                     _ => Err(Refusal::NotOwner),
                 }
@@ -137,8 +143,10 @@ impl Router {
             match outcome {
                 Ok(answer) => return Ok(answer),
                 Err(Refusal::Domain(err)) => return Err(err),
-                Err(Refusal::Unknown(why)) => return Err(DomainError::Unavailable(why)),
-                Err(refusal @ (Refusal::NotOwner | Refusal::Unreachable(_))) => {
+                Err(Refusal::Unknown(why)) if !call.is_read() => {
+                    return Err(DomainError::Unavailable(why));
+                }
+                Err(refusal) => {
                     if tokio::time::Instant::now() + pause >= deadline {
                         let (kind, id) = call.target();
                         return Err(DomainError::Unavailable(format!(

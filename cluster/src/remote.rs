@@ -6,9 +6,10 @@
 //! receives against its own region of that kind. Commands and answers travel as one-way casts, each a batch: a link takes every
 //! command waiting for its peer and sends them as one message, and the host sends answers back the
 //! same way, so a slow checkout never holds up the answers of fast reads. Every command carries an
-//! id (unique per sending process); the host remembers recent answers by (sender, id), so a command
-//! that arrives twice is applied once. A command waits for its answer at most its deadline: after
-//! that its outcome is unknown to the caller. At most [`MAX_IN_FLIGHT`] commands wait per link.
+//! id (unique per sending process, kept when the command is sent again); the host remembers recent
+//! answers by (sender, id), so a command that arrives twice is applied once. A command waits for
+//! its answer at most its deadline, or until its session closes: after that its outcome is unknown
+//! to the caller. At most [`MAX_IN_FLIGHT`] commands wait per link.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,8 +31,9 @@ use crate::regions::Checkout;
 const MAX_BATCH: usize = 512;
 /// Commands waiting for their answer per link at most; more wait for room (until their deadline).
 pub(crate) const MAX_IN_FLIGHT: usize = 16_384;
-/// How long a host remembers an answer for a repeated command.
-const REMEMBER_ANSWERS: Duration = Duration::from_secs(120);
+/// How long a host remembers an answer for a repeated command, and how many at most.
+const REMEMBER_ANSWERS: Duration = Duration::from_secs(60);
+const REMEMBER_AT_MOST: usize = 100_000;
 
 /// A command for an entity, as it crosses nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +58,31 @@ impl Call {
             Call::Order { order_id }
             | Call::OrderOutcome { order_id, .. }
             | Call::CancelOrder { order_id, .. } => ("order", order_id),
+        }
+    }
+}
+
+impl Call {
+    /// Whether the command only reads: one whose outcome is unknown can be sent again.
+    pub(crate) fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Call::StockLevels { .. }
+                | Call::Cart { .. }
+                | Call::Order { .. }
+                | Call::OrderOutcome { .. }
+        )
+    }
+
+    /// Caps the wait of a command that waits for an outcome (a checkout, an outcome, a
+    /// cancellation) at `left`.
+    pub(crate) fn limit_wait(&mut self, left: Duration) {
+        let left = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        match self {
+            Call::Checkout { wait_ms, .. }
+            | Call::OrderOutcome { wait_ms, .. }
+            | Call::CancelOrder { wait_ms, .. } => *wait_ms = (*wait_ms).min(left),
+            _ => {}
         }
     }
 }
@@ -140,7 +167,7 @@ enum AnswerSlot {
 impl Answered {
     fn forget_old(&mut self, now: Instant) {
         while let Some((at, key)) = self.order.front() {
-            if now.duration_since(*at) < REMEMBER_ANSWERS {
+            if now.duration_since(*at) < REMEMBER_ANSWERS && self.order.len() <= REMEMBER_AT_MOST {
                 break;
             }
             self.by_id.remove(key);
@@ -231,7 +258,23 @@ pub(crate) struct Links {
     node_id: String,
     next_id: AtomicU64,
     peers: Mutex<HashMap<String, Peer>>,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Result<Answer, Refusal>>>>,
+    /// Callers waiting for an answer: command id -> (the node asked, the caller).
+    waiting: Mutex<HashMap<u64, (String, AnswerPort)>>,
+}
+
+/// Where a waiting caller gets its answer.
+type AnswerPort = oneshot::Sender<Result<Answer, Refusal>>;
+
+/// Removes a caller's entry when it stops waiting (answered, timed out or cancelled).
+struct Waiting<'a> {
+    links: &'a Links,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        lock(&self.links.waiting).remove(&self.id);
+    }
 }
 
 struct Peer {
@@ -254,10 +297,16 @@ impl Links {
         })
     }
 
-    /// Sends `call` to `node`'s host and waits for its answer until `deadline`.
+    /// A fresh command id: one per call, kept across its retries.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends `call` (command `id`) to `node`'s host and waits for its answer until `deadline`.
     pub(crate) async fn call(
         self: &Arc<Self>,
         node: &str,
+        id: u64,
         call: Call,
         deadline: tokio::time::Instant,
     ) -> Result<Answer, Refusal> {
@@ -269,23 +318,25 @@ impl Links {
             Ok(Ok(permit)) => permit,
             _ => return Err(Refusal::Unreachable(format!("the link to node {node} is full"))),
         };
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.waiting).insert(id, tx);
+        lock(&self.waiting).insert(id, (node.to_owned(), tx));
+        let _waiting = Waiting { links: self, id };
         if queue.send(Outgoing::Command(id, call)).is_err() {
-            lock(&self.waiting).remove(&id);
             return Err(Refusal::Unreachable(format!("the link to node {node} is closed")));
         }
         let answer = tokio::time::timeout_at(deadline, rx).await;
         drop(permit);
         match answer {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(Refusal::Unknown(format!("the link to node {node} closed"))),
-            Err(_) => {
-                lock(&self.waiting).remove(&id);
-                Err(Refusal::Unknown(format!("node {node} did not answer in time")))
-            }
+            Ok(Err(_)) => Err(Refusal::Unknown(format!("the session to node {node} closed"))),
+            Err(_) => Err(Refusal::Unknown(format!("node {node} did not answer in time"))),
         }
+    }
+
+    /// The session to `node` is gone: its waiting callers learn it now (outcome unknown)
+    /// instead of at their deadlines.
+    pub(crate) fn fail_node(&self, node: &str) {
+        lock(&self.waiting).retain(|_, (asked, _)| asked != node);
     }
 
     /// Queues an answer for a command `node` sent.
@@ -298,7 +349,7 @@ impl Links {
     fn deliver(&self, answers: Vec<(u64, Result<Answer, Refusal>)>) {
         let mut waiting = lock(&self.waiting);
         for (id, answer) in answers {
-            if let Some(caller) = waiting.remove(&id) {
+            if let Some((_, caller)) = waiting.remove(&id) {
                 let _ = caller.send(answer);
             }
         }

@@ -174,8 +174,14 @@ impl Transport {
         let (server, _) =
             Actor::spawn(None, server, ()).await.map_err(|e| transport_error("node server", e))?;
         let (stop, stopped) = watch::channel(false);
-        let task =
-            tokio::spawn(keep_sessions(config, connector, ownership, server.clone(), stopped));
+        let task = tokio::spawn(keep_sessions(
+            config,
+            connector,
+            ownership,
+            links.clone(),
+            server.clone(),
+            stopped,
+        ));
         Ok(Self { server, hosts, stop, task })
     }
 
@@ -221,24 +227,24 @@ impl Attempts {
         *backoff = (*backoff * 2).min(MAX_BACKOFF);
         true
     }
-
-    fn connected(&mut self, addr: &str) {
-        self.0.remove(addr);
-    }
 }
 
 async fn keep_sessions(
     config: TransportConfig,
     connector: Option<TlsConnector>,
     ownership: Ownership,
+    links: Arc<Links>,
     server: ActorRef<NodeServerMessage>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let me = ownership.node_id().to_owned();
+    let grace = config.heartbeat * MISSED_PINGS;
     let mut attempts = Attempts(HashMap::new());
     let mut missed: HashMap<String, u32> = HashMap::new();
     let mut last_answer: HashMap<String, Instant> = HashMap::new();
-    let mut first_seen: HashMap<String, Instant> = HashMap::new();
+    // Peers that count for the majority, and since when (a peer that comes up gets the grace).
+    let mut up_since: HashMap<String, Instant> = HashMap::new();
+    let mut had_session: Vec<String> = Vec::new();
     let mut ticks = tokio::time::interval(config.heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -248,6 +254,11 @@ async fn keep_sessions(
         }
         let now = Instant::now();
         let live = sessions(&server).await;
+        // A session that is gone fails the calls waiting on it now.
+        for node in had_session.iter().filter(|node| !live.contains_key(*node)) {
+            links.fail_node(node);
+        }
+        had_session = live.keys().cloned().collect();
         // Our heartbeat: every peer's host must answer a ping within one heartbeat.
         let pings =
             live.keys().map(|node| async move { (node, ping(node, config.heartbeat).await) });
@@ -262,62 +273,75 @@ async fn keep_sessions(
                 if let Some(session) = live.get(node) {
                     session.stop(Some("missed pings".into()));
                 }
+                links.fail_node(node);
                 *count = 0;
             }
         }
         // A node that cannot reach most of the members beating in the store is the minority
-        // of a partition: it must stop serving, so that the majority takes its shards over. A
-        // peer is unreachable once it has not answered a ping for MISSED_PINGS heartbeats
-        // (a peer seen for the first time gets that long to be connected).
+        // of a partition: it must stop serving, so that the majority takes its shards over.
+        // Only members seen beating and taking shards count (not a leaving node, not a record
+        // seen once that may be a dead node's); a peer is unreachable once it has not answered
+        // a ping for the grace, counted from when it came up.
         let view = ownership.view();
         let peers: Vec<&str> = view
             .members
             .iter()
-            .filter(|m| m.node_id != me && m.status != MemberStatus::Down)
+            .filter(|m| m.node_id != me && m.status == MemberStatus::Up && m.beating)
             .map(|m| m.node_id.as_str())
             .collect();
-        let grace = config.heartbeat * MISSED_PINGS;
+        up_since.retain(|node, _| peers.contains(&node.as_str()));
         let reachable = peers
             .iter()
             .filter(|node| {
-                let first_seen = *first_seen.entry((**node).to_owned()).or_insert(now);
-                let last = last_answer.get(**node).copied().unwrap_or(first_seen);
+                let came_up = *up_since.entry((**node).to_owned()).or_insert(now);
+                let last = last_answer.get(**node).copied().map_or(came_up, |l| l.max(came_up));
                 now.duration_since(last) < grace
             })
             .count();
         ownership.set_isolated(2 * (reachable + 1) <= peers.len() + 1);
-        // Shards are given only to peers that answered within the grace (no first-sight
-        // allowance: a node no one can reach, such as one without the cluster's certificate,
-        // must never be handed any).
+        // Shards are given only to peers that answered within the grace (no allowance for a
+        // peer just seen: a node no one can reach, such as one without the cluster's
+        // certificate, must never be handed any).
         ownership.set_reachable(
             last_answer
                 .iter()
-                .filter(|(_, last)| now.duration_since(**last) < grace)
-                .filter(|(node, _)| live.contains_key(*node))
+                .filter(|(node, last)| {
+                    live.contains_key(*node) && now.duration_since(**last) < grace
+                })
                 .map(|(node, _)| node.clone())
                 .collect(),
         );
+        // Forget nodes that left the store.
+        let known = |node: &String| view.members.iter().any(|m| &m.node_id == node);
+        missed.retain(|node, _| known(node));
+        last_answer.retain(|node, _| known(node));
         // Members that beat in the store but have no session, and the seeds until some session
-        // is up: connect, each address with its own back-off.
+        // is up: connect, each address with its own back-off, each attempt bounded so that a
+        // hung peer never stalls this loop.
         let mut targets: Vec<String> = view
             .members
-            .clone()
-            .into_iter()
+            .iter()
             .filter(|m| m.node_id != me && m.status != MemberStatus::Down)
             .filter(|m| !live.contains_key(&m.node_id))
-            .filter_map(|m| m.cluster_addr)
+            .filter_map(|m| m.cluster_addr.clone())
             .collect();
         if live.is_empty() {
             targets.extend(config.seeds.iter().filter(|s| **s != config.listen).cloned());
         }
+        attempts.0.retain(|addr, _| targets.contains(addr));
         for addr in targets {
             if !attempts.due(&addr, now, config.heartbeat) {
                 continue;
             }
-            match connect(&server, &addr, connector.as_ref()).await {
-                Ok(()) => attempts.connected(&addr),
-                Err(e) => tracing::debug!(addr, error = %e, "cannot connect to a peer"),
-            }
+            let (server, connector, limit) = (server.clone(), connector.clone(), grace);
+            tokio::spawn(async move {
+                match tokio::time::timeout(limit, connect(&server, &addr, connector.as_ref())).await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!(addr, error = %e, "cannot connect to a peer"),
+                    Err(_) => tracing::debug!(addr, "connecting to a peer timed out"),
+                }
+            });
         }
     }
 }

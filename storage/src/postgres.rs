@@ -394,7 +394,8 @@ impl Store for PostgresStore {
             let unsettled = rows.iter().any(|row| !row.get::<_, bool>(4));
             // A row of a transaction newer than one still running may be followed, once that
             // one commits, by a row with a smaller position: answer only the rows before it,
-            // after waiting a little for the older transactions (appends are short).
+            // after waiting a little for the older transactions (appends are short; a long
+            // transaction anywhere on the server holds the outbox back up to this wait).
             if unsettled && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(50));

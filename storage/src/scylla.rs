@@ -142,8 +142,12 @@ pub async fn migrate(url: &str) -> Result<(), StorageError> {
     // Lightweight transactions need a keyspace without tablets on the ScyllaDB versions that
     // have them; a version without tablets refuses the option, and needs none.
     let without_tablets = format!("{keyspace} AND tablets = {{'enabled': false}}");
-    if session.query_unpaged(without_tablets, ()).await.is_err() {
-        session.query_unpaged(keyspace, ()).await.map_err(backend)?;
+    match session.query_unpaged(without_tablets, ()).await {
+        Ok(_) => {}
+        Err(e) if e.to_string().to_lowercase().contains("tablets") => {
+            session.query_unpaged(keyspace, ()).await.map_err(backend)?;
+        }
+        Err(e) => return Err(backend(e)),
     }
     for statement in schema(&target.keyspace) {
         session.query_unpaged(statement, ()).await.map_err(backend)?;
@@ -228,8 +232,9 @@ impl Statements {
                 false,
             )
             .await?,
+            // Timestamped with the head it records, so a late repair never moves it back.
             mark_applied: prepare(
-                format!("UPDATE {ks}.journal SET applied = ? WHERE stream = ?"),
+                format!("UPDATE {ks}.journal USING TIMESTAMP ? SET applied = ? WHERE stream = ?"),
                 false,
             )
             .await?,
@@ -394,16 +399,24 @@ impl ScyllaStore {
     pub async fn open(url: &str) -> Result<Self, StorageError> {
         let target = parse_url(url)?;
         let session = connect(&target).await?;
-        let version = session
-            .query_unpaged(
-                format!("SELECT version FROM {}.storefront_schema WHERE id = 0", target.keyspace),
-                (),
-            )
-            .await
-            .ok()
-            .and_then(|r| r.into_rows_result().ok())
-            .and_then(|rows| rows.maybe_first_row::<(i32,)>().ok().flatten())
-            .map(|(v,)| v);
+        let query =
+            format!("SELECT version FROM {}.storefront_schema WHERE id = 0", target.keyspace);
+        let version = match session.query_unpaged(query, ()).await {
+            Ok(result) => result
+                .into_rows_result()
+                .map_err(backend)?
+                .maybe_first_row::<(i32,)>()
+                .map_err(backend)?
+                .map(|(v,)| v),
+            // A keyspace or table that does not exist yet: not migrated.
+            Err(e)
+                if e.to_string().contains("unconfigured table")
+                    || e.to_string().contains("does not exist") =>
+            {
+                None
+            }
+            Err(e) => return Err(backend(e)),
+        };
         if version != Some(SCHEMA_VERSION) {
             return Err(StorageError::Schema(format!(
                 "the ScyllaDB schema is at version {} and this build needs {SCHEMA_VERSION}: \
@@ -455,7 +468,10 @@ impl ScyllaStore {
             }
             .map_err(backend)?;
         }
-        self.session.execute_unpaged(&s.mark_applied, (head, stream)).await.map_err(backend)?;
+        self.session
+            .execute_unpaged(&s.mark_applied, (head, head, stream))
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 
