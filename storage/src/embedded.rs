@@ -311,12 +311,7 @@ impl Writer {
         request: &AppendRequest,
     ) -> Result<u64, StorageError> {
         let ks = &self.keyspaces;
-        if request.stream.is_empty() || request.stream.contains('\0') {
-            return Err(StorageError::Invalid("stream name empty or containing NUL".into()));
-        }
-        if request.events.is_empty() {
-            return Err(StorageError::Invalid("append without events".into()));
-        }
+        crate::check_append(request)?;
         if let Some(fence) = request.fence {
             let held = lease_of(ks, txn, fence.shard)?;
             if !matches!(held, Some((epoch, Some(_))) if epoch == fence.epoch) {
@@ -647,9 +642,7 @@ impl Store for EmbeddedStore {
         expected_epoch: u64,
         owner: Option<&str>,
     ) -> Result<bool, StorageError> {
-        if owner.is_some_and(str::is_empty) {
-            return Err(StorageError::Invalid("empty lease owner".into()));
-        }
+        crate::check_lease_owner(owner)?;
         let write = Write::Lease { shard, expected_epoch, owner: owner.map(str::to_owned) };
         match self.write(write).await? {
             Written::Swapped(set) => Ok(set),

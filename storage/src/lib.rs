@@ -129,6 +129,39 @@ pub async fn migrate(url: &str) -> Result<(), StorageError> {
     }
 }
 
+/// Refuses an append no backend takes: an empty stream name or one with NUL, or no events.
+pub(crate) fn check_append(request: &AppendRequest) -> Result<(), StorageError> {
+    if request.stream.is_empty() || request.stream.contains('\0') {
+        return Err(StorageError::Invalid("stream name empty or containing NUL".into()));
+    }
+    if request.events.is_empty() {
+        return Err(StorageError::Invalid("append without events".into()));
+    }
+    Ok(())
+}
+
+/// Refuses a lease given to an empty node id (`None` releases).
+pub(crate) fn check_lease_owner(owner: Option<&str>) -> Result<(), StorageError> {
+    match owner {
+        Some("") => Err(StorageError::Invalid("empty lease owner".into())),
+        _ => Ok(()),
+    }
+}
+
+/// The key range of a prefix scan that resumes after `start_after`: the lower bound, whether it
+/// is excluded (a cursor) or included (the prefix), and the upper bound, if the prefix has one.
+#[cfg(any(feature = "postgres", feature = "scylla"))]
+pub(crate) fn scan_range<'a>(
+    prefix: &'a [u8],
+    start_after: Option<&'a [u8]>,
+) -> (&'a [u8], bool, Option<Vec<u8>>) {
+    let (lower, excluded) = match start_after {
+        Some(after) if after >= prefix => (after, true),
+        _ => (prefix, false),
+    };
+    (lower, excluded, prefix_end(prefix))
+}
+
 /// The smallest key greater than every key starting with `prefix`, if there is one (the upper
 /// bound of a prefix scan).
 #[cfg(any(feature = "postgres", feature = "scylla"))]

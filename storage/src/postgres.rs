@@ -272,12 +272,7 @@ fn limit_param(limit: usize) -> i64 {
 #[async_trait]
 impl Store for PostgresStore {
     async fn append(&self, request: AppendRequest) -> Result<u64, StorageError> {
-        if request.stream.is_empty() || request.stream.contains('\0') {
-            return Err(StorageError::Invalid("stream name empty or containing NUL".into()));
-        }
-        if request.events.is_empty() {
-            return Err(StorageError::Invalid("append without events".into()));
-        }
+        crate::check_append(&request)?;
         if request.outbox.len() > MAX_OUTBOX_PER_APPEND {
             return Err(StorageError::Invalid(format!(
                 "{} outbox records in one append (at most {MAX_OUTBOX_PER_APPEND})",
@@ -488,13 +483,16 @@ impl Store for PostgresStore {
         let conn = self.conn().await?;
         let s = &conn.statements;
         let (name, limit) = (table.name(), limit_param(limit));
-        let (statement, lower) = match start_after {
-            Some(after) if after >= prefix => ((&s.scan_after, &s.scan_after_below), after),
-            _ => ((&s.scan_from, &s.scan_from_below), prefix),
-        };
-        let rows = match crate::prefix_end(prefix) {
-            Some(end) => conn.client.query(statement.1, &[&name, &lower, &limit, &end]).await,
-            None => conn.client.query(statement.0, &[&name, &lower, &limit]).await,
+        let (lower, excluded, upper) = crate::scan_range(prefix, start_after);
+        let rows = match (excluded, upper) {
+            (true, Some(end)) => {
+                conn.client.query(&s.scan_after_below, &[&name, &lower, &limit, &end]).await
+            }
+            (true, None) => conn.client.query(&s.scan_after, &[&name, &lower, &limit]).await,
+            (false, Some(end)) => {
+                conn.client.query(&s.scan_from_below, &[&name, &lower, &limit, &end]).await
+            }
+            (false, None) => conn.client.query(&s.scan_from, &[&name, &lower, &limit]).await,
         }
         .map_err(StorageError::backend)?;
         Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
@@ -522,9 +520,7 @@ impl Store for PostgresStore {
         expected_epoch: u64,
         owner: Option<&str>,
     ) -> Result<bool, StorageError> {
-        if owner.is_some_and(str::is_empty) {
-            return Err(StorageError::Invalid("empty lease owner".into()));
-        }
+        crate::check_lease_owner(owner)?;
         let shard = shard_param(shard)?;
         let conn = self.conn().await?;
         let s = &conn.statements;

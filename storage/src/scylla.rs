@@ -504,12 +504,7 @@ impl ScyllaStore {
 #[async_trait]
 impl Store for ScyllaStore {
     async fn append(&self, request: AppendRequest) -> Result<u64, StorageError> {
-        if request.stream.is_empty() || request.stream.contains('\0') {
-            return Err(StorageError::Invalid("stream name empty or containing NUL".into()));
-        }
-        if request.events.is_empty() {
-            return Err(StorageError::Invalid("append without events".into()));
-        }
+        crate::check_append(&request)?;
         let s = &self.statements;
         if let Some(fence) = request.fence {
             let shard = i32::try_from(fence.shard).map_err(|_| {
@@ -745,13 +740,17 @@ impl Store for ScyllaStore {
         }
         let s = &self.statements;
         let (name, limit) = (table.name(), limit_param(limit));
-        let (statement, lower) = match start_after {
-            Some(after) if after >= prefix => ((&s.scan_after, &s.scan_after_below), after),
-            _ => ((&s.scan_from, &s.scan_from_below), prefix),
-        };
-        let result = match crate::prefix_end(prefix) {
-            Some(end) => self.session.execute_unpaged(statement.1, (name, lower, end, limit)).await,
-            None => self.session.execute_unpaged(statement.0, (name, lower, limit)).await,
+        let (lower, excluded, upper) = crate::scan_range(prefix, start_after);
+        let session = &self.session;
+        let result = match (excluded, upper) {
+            (true, Some(end)) => {
+                session.execute_unpaged(&s.scan_after_below, (name, lower, end, limit)).await
+            }
+            (true, None) => session.execute_unpaged(&s.scan_after, (name, lower, limit)).await,
+            (false, Some(end)) => {
+                session.execute_unpaged(&s.scan_from_below, (name, lower, end, limit)).await
+            }
+            (false, None) => session.execute_unpaged(&s.scan_from, (name, lower, limit)).await,
         }
         .map_err(backend)?;
         let rows = result.into_rows_result().map_err(backend)?;
@@ -787,9 +786,7 @@ impl Store for ScyllaStore {
         expected_epoch: u64,
         owner: Option<&str>,
     ) -> Result<bool, StorageError> {
-        if owner.is_some_and(str::is_empty) {
-            return Err(StorageError::Invalid("empty lease owner".into()));
-        }
+        crate::check_lease_owner(owner)?;
         let shard = i32::try_from(shard)
             .map_err(|_| StorageError::Invalid(format!("shard {shard} out of range")))?;
         let s = &self.statements;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub use crate::common::eventually;
+
 /// Shards per kind in the test clusters (the default).
 pub const SHARDS: u64 = 256;
 const HEARTBEAT_MS: u64 = 250;
@@ -33,19 +35,6 @@ async fn admin_connection() -> tokio_postgres::Client {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Waits until `check` holds, polling, for at most `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Where a node runs: its address (HTTP and peers), and optionally a network namespace and the

@@ -4,6 +4,8 @@
 //! a hung node loses its leases and is fenced; nothing is ever oversold.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../common/mod.rs"]
+mod common;
 mod harness;
 
 use std::collections::HashSet;
@@ -51,16 +53,13 @@ async fn requests_to_any_node_reach_the_owner_and_agree() {
         .await
         .unwrap();
     assert_eq!(added.status(), 200);
+    // GET `path` through node `i` as the customer.
+    let read = |i: usize, path: String| {
+        let request = http.get(format!("{}{path}", url(i))).bearer_auth(&token);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
     for i in 0..3 {
-        let cart: Value = http
-            .get(format!("{}/v1/cart", url(i)))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let cart = read(i, "/v1/cart".into()).await;
         assert_eq!(cart["items"][0]["sku"], "ROUTE-1", "node {i}");
         assert_eq!(cart["items"][0]["qty"], 2, "node {i}");
     }
@@ -77,26 +76,10 @@ async fn requests_to_any_node_reach_the_owner_and_agree() {
     assert_eq!(placed.status(), 201);
     let order_id = placed.json::<Value>().await.unwrap()["order_id"].as_str().unwrap().to_owned();
     for i in 0..3 {
-        let order: Value = http
-            .get(format!("{}/v1/orders/{order_id}", url(i)))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let order = read(i, format!("/v1/orders/{order_id}")).await;
         assert_eq!(order["status"], "confirmed", "node {i}");
         assert_eq!(cluster.levels(i, "ROUTE-1").await, (48, 0), "node {i}");
-        let cart: Value = http
-            .get(format!("{}/v1/cart", url(i)))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let cart = read(i, "/v1/cart".into()).await;
         assert!(cart["items"].as_array().unwrap().is_empty(), "the cart was bought, node {i}");
     }
     // The same key through yet another node answers the same order.
