@@ -148,6 +148,18 @@ struct Observed {
     beats: HashMap<String, (u64, Instant, bool)>,
 }
 
+/// The members other than `me` that the store shows up (taking shards).
+fn candidates_all<'a>(
+    members: &'a [(String, NodeRecord, MemberStatus, bool)],
+    me: &str,
+) -> Vec<&'a str> {
+    members
+        .iter()
+        .filter(|(id, _, status, _)| id != me && *status == MemberStatus::Up)
+        .map(|(id, ..)| id.as_str())
+        .collect()
+}
+
 /// The rendezvous weight of `node` for `shard`: FNV-1a over both, then a 64-bit finalizer so
 /// that nearby shards get unrelated weights.
 fn weight(node: &str, shard: u32) -> u64 {
@@ -457,6 +469,15 @@ impl Ownership {
             .map(|l| (l.shard, l))
             .collect();
 
+        // Claim only as part of the cluster: reaching most of the members the store shows up
+        // (records just seen count too), so a node that cannot talk to its peers (a wrong
+        // certificate, a partition, its first round before any session) takes nothing.
+        let up_peers: Vec<&str> = candidates_all(&members, me);
+        let reached = up_peers
+            .iter()
+            .filter(|id| reachable.as_ref().is_none_or(|r| r.contains(**id)))
+            .count();
+        let may_claim = 2 * (reached + 1) > up_peers.len() + 1;
         let mut claims = Vec::new();
         let mut handoffs = Vec::new();
         let mut lost = Vec::new();
@@ -476,7 +497,9 @@ impl Ownership {
             }
             let holder_live = owner.is_some_and(|o| o != me && live.contains(&o));
             if desired == Some(me) && !holder_live {
-                claims.push((shard, epoch));
+                if may_claim {
+                    claims.push((shard, epoch));
+                }
             } else if owner == Some(me) && desired != Some(me) {
                 // Ours in the store but not held (a release or a claim whose answer was lost):
                 // let it go, or no one else ever takes it.

@@ -173,6 +173,9 @@ impl Transport {
         }
         let (server, _) =
             Actor::spawn(None, server, ()).await.map_err(|e| transport_error("node server", e))?;
+        // No peer is reached before the first ping: until then this node claims nothing that
+        // a peer the store shows up could hold.
+        ownership.set_reachable(std::collections::HashSet::new());
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(keep_sessions(
             config,

@@ -46,6 +46,9 @@ pub struct Placement {
     pub postgres: Option<String>,
     /// More environment for the node.
     pub env: Vec<(String, String)>,
+    /// The host name peers reach it by (its cluster address and its seed entry), instead of
+    /// its address.
+    pub host_name: Option<String>,
 }
 
 pub struct Node {
@@ -63,6 +66,11 @@ impl Node {
 
     pub fn url(&self) -> String {
         format!("http://{}:{}", self.ip(), self.http)
+    }
+
+    /// Where peers reach it.
+    pub fn cluster_addr(&self) -> String {
+        format!("{}:{}", self.place.host_name.as_deref().unwrap_or(self.ip()), self.peer)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -142,8 +150,7 @@ impl Cluster {
 
     /// Starts node `i` (again, after a kill: same id, ports and data directory).
     pub fn start_node(&self, i: usize) {
-        let seeds: Vec<String> =
-            self.nodes.iter().map(|n| format!("{}:{}", n.ip(), n.peer)).collect();
+        let seeds: Vec<String> = self.nodes.iter().map(Node::cluster_addr).collect();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(i)).unwrap();
         let node = &self.nodes[i];
         let store = match &node.place.postgres {
@@ -161,7 +168,7 @@ impl Cluster {
         let child = command
             .args(["serve", "--no-demo-data", "--store", &store, "--node-id", &node.id])
             .args(["--http-addr", &format!("{}:{}", node.ip(), node.http)])
-            .args(["--cluster-addr", &format!("{}:{}", node.ip(), node.peer)])
+            .args(["--cluster-addr", &node.cluster_addr()])
             .args(["--seeds", &seeds.join(",")])
             .arg("--data-dir")
             .arg(self.dir.path().join(&node.id))
@@ -220,7 +227,9 @@ impl Cluster {
                 let held: u64 = view["shards_by_node"]
                     .as_object()
                     .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
-                if held != SHARDS {
+                // Every shard held, and by every running node (the split is done).
+                let holders = view["shards_by_node"].as_object().map_or(0, |m| m.len());
+                if held != SHARDS || holders != running {
                     return false;
                 }
             }
