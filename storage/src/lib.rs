@@ -162,6 +162,24 @@ pub(crate) fn scan_range<'a>(
     (lower, excluded, prefix_end(prefix))
 }
 
+/// A sequence (or epoch, or position) as the signed 64-bit integer SQL and CQL store.
+#[cfg(any(feature = "postgres", feature = "scylla"))]
+pub(crate) fn seq_param(seq: u64) -> Result<i64, StorageError> {
+    i64::try_from(seq).map_err(|_| StorageError::Invalid(format!("sequence {seq} out of range")))
+}
+
+/// A shard number as the signed 32-bit integer SQL and CQL store.
+#[cfg(any(feature = "postgres", feature = "scylla"))]
+pub(crate) fn shard_param(shard: u32) -> Result<i32, StorageError> {
+    i32::try_from(shard).map_err(|_| StorageError::Invalid(format!("shard {shard} out of range")))
+}
+
+/// A stored signed 64-bit sequence read back; a negative one is corrupt (`what` names it).
+#[cfg(any(feature = "postgres", feature = "scylla"))]
+pub(crate) fn seq_of(value: i64, what: &str) -> Result<u64, StorageError> {
+    u64::try_from(value).map_err(|_| StorageError::Corrupt(what.to_owned()))
+}
+
 /// The smallest key greater than every key starting with `prefix`, if there is one (the upper
 /// bound of a prefix scan).
 #[cfg(any(feature = "postgres", feature = "scylla"))]

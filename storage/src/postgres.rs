@@ -253,18 +253,6 @@ impl PostgresStore {
     }
 }
 
-fn seq_param(seq: u64) -> Result<i64, StorageError> {
-    i64::try_from(seq).map_err(|_| StorageError::Invalid(format!("sequence {seq} out of range")))
-}
-
-fn shard_param(shard: u32) -> Result<i32, StorageError> {
-    i32::try_from(shard).map_err(|_| StorageError::Invalid(format!("shard {shard} out of range")))
-}
-
-fn seq_of(value: i64, what: &str) -> Result<u64, StorageError> {
-    u64::try_from(value).map_err(|_| StorageError::Corrupt(what.to_owned()))
-}
-
 fn limit_param(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
@@ -279,7 +267,7 @@ impl Store for PostgresStore {
                 request.outbox.len()
             )));
         }
-        let expected = seq_param(request.expected_seq)?;
+        let expected = crate::seq_param(request.expected_seq)?;
         let events: Vec<&[u8]> = request.events.iter().map(Vec::as_slice).collect();
         let ids: Vec<&str> = request.outbox.iter().map(|r| r.event_id.as_str()).collect();
         let topics: Vec<&str> = request.outbox.iter().map(|r| r.topic.as_str()).collect();
@@ -287,8 +275,8 @@ impl Store for PostgresStore {
         let tables: Vec<&str> = request.puts.iter().map(|w| w.table.name()).collect();
         let keys: Vec<&[u8]> = request.puts.iter().map(|w| w.key.as_slice()).collect();
         let values: Vec<Option<&[u8]>> = request.puts.iter().map(|w| w.value.as_deref()).collect();
-        let fence_shard = request.fence.map(|f| shard_param(f.shard)).transpose()?;
-        let fence_epoch = request.fence.map(|f| seq_param(f.epoch)).transpose()?;
+        let fence_shard = request.fence.map(|f| crate::shard_param(f.shard)).transpose()?;
+        let fence_epoch = request.fence.map(|f| crate::seq_param(f.epoch)).transpose()?;
         let conn = self.conn().await?;
         let row = conn
             .client
@@ -314,7 +302,7 @@ impl Store for PostgresStore {
         if let (true, Some(fence)) = (row.get::<_, bool>(2), request.fence) {
             return Err(StorageError::Fenced { shard: fence.shard, epoch: fence.epoch });
         }
-        let head = seq_of(row.get(1), "stream head")?;
+        let head = crate::seq_of(row.get(1), "stream head")?;
         if applied {
             Ok(head)
         } else {
@@ -335,7 +323,7 @@ impl Store for PostgresStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let from = seq_param(from_seq)?;
+        let from = crate::seq_param(from_seq)?;
         let conn = self.conn().await?;
         let rows = conn
             .client
@@ -343,12 +331,14 @@ impl Store for PostgresStore {
             .await
             .map_err(StorageError::backend)?;
         rows.into_iter()
-            .map(|row| Ok(StoredEvent { seq: seq_of(row.get(0), stream)?, payload: row.get(1) }))
+            .map(|row| {
+                Ok(StoredEvent { seq: crate::seq_of(row.get(0), stream)?, payload: row.get(1) })
+            })
             .collect()
     }
 
     async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), StorageError> {
-        let seq = seq_param(snapshot.seq)?;
+        let seq = crate::seq_param(snapshot.seq)?;
         let conn = self.conn().await?;
         conn.client
             .execute(&conn.statements.save_snapshot, &[&stream, &seq, &snapshot.state])
@@ -364,7 +354,7 @@ impl Store for PostgresStore {
             .query_opt(&conn.statements.load_snapshot, &[&stream])
             .await
             .map_err(StorageError::backend)?;
-        row.map(|row| Ok(Snapshot { seq: seq_of(row.get(0), stream)?, state: row.get(1) }))
+        row.map(|row| Ok(Snapshot { seq: crate::seq_of(row.get(0), stream)?, state: row.get(1) }))
             .transpose()
     }
 
@@ -376,7 +366,7 @@ impl Store for PostgresStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let after = seq_param(after)?;
+        let after = crate::seq_param(after)?;
         let deadline = tokio::time::Instant::now() + OUTBOX_SETTLE;
         let mut pause = Duration::from_millis(1);
         loop {
@@ -401,7 +391,7 @@ impl Store for PostgresStore {
                 .take_while(|row| row.get::<_, bool>(4))
                 .map(|row| {
                     Ok(OutboxEntry {
-                        position: seq_of(row.get(0), "outbox position")?,
+                        position: crate::seq_of(row.get(0), "outbox position")?,
                         record: OutboxRecord {
                             event_id: row.get(1),
                             topic: row.get(2),
@@ -508,7 +498,7 @@ impl Store for PostgresStore {
                     shard: u32::try_from(row.get::<_, i32>(0))
                         .map_err(|_| StorageError::Corrupt("lease shard".into()))?,
                     owner: row.get(1),
-                    epoch: seq_of(row.get(2), "lease epoch")?,
+                    epoch: crate::seq_of(row.get(2), "lease epoch")?,
                 })
             })
             .collect()
@@ -521,13 +511,15 @@ impl Store for PostgresStore {
         owner: Option<&str>,
     ) -> Result<bool, StorageError> {
         crate::check_lease_owner(owner)?;
-        let shard = shard_param(shard)?;
+        let shard = crate::shard_param(shard)?;
         let conn = self.conn().await?;
         let s = &conn.statements;
         let changed = if expected_epoch == 0 {
             conn.client.execute(&s.claim_new, &[&shard, &owner]).await
         } else {
-            conn.client.execute(&s.claim, &[&shard, &owner, &seq_param(expected_epoch)?]).await
+            conn.client
+                .execute(&s.claim, &[&shard, &owner, &crate::seq_param(expected_epoch)?])
+                .await
         }
         .map_err(StorageError::backend)?;
         Ok(changed == 1)

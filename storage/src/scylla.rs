@@ -352,14 +352,6 @@ impl std::fmt::Debug for ScyllaStore {
     }
 }
 
-fn seq_param(seq: u64) -> Result<i64, StorageError> {
-    i64::try_from(seq).map_err(|_| StorageError::Invalid(format!("sequence {seq} out of range")))
-}
-
-fn seq_of(value: i64, what: &str) -> Result<u64, StorageError> {
-    u64::try_from(value).map_err(|_| StorageError::Corrupt(what.to_owned()))
-}
-
 fn limit_param(limit: usize) -> i32 {
     i32::try_from(limit).unwrap_or(i32::MAX)
 }
@@ -507,18 +499,16 @@ impl Store for ScyllaStore {
         crate::check_append(&request)?;
         let s = &self.statements;
         if let Some(fence) = request.fence {
-            let shard = i32::try_from(fence.shard).map_err(|_| {
-                StorageError::Invalid(format!("shard {} out of range", fence.shard))
-            })?;
+            let shard = crate::shard_param(fence.shard)?;
             let result =
                 self.session.execute_unpaged(&s.lease_of, (shard,)).await.map_err(backend)?;
             let rows = result.into_rows_result().map_err(backend)?;
             let held = rows.maybe_first_row::<(Option<String>, i64)>().map_err(backend)?;
-            if !matches!(held, Some((Some(_), epoch)) if epoch == seq_param(fence.epoch)?) {
+            if !matches!(held, Some((Some(_), epoch)) if epoch == crate::seq_param(fence.epoch)?) {
                 return Err(StorageError::Fenced { shard: fence.shard, epoch: fence.epoch });
             }
         }
-        let expected = seq_param(request.expected_seq)?;
+        let expected = crate::seq_param(request.expected_seq)?;
         let head = expected + request.events.len() as i64;
         let effects = Effects {
             outbox: request
@@ -550,11 +540,11 @@ impl Store for ScyllaStore {
             return Err(StorageError::Conflict {
                 stream: request.stream,
                 expected: request.expected_seq,
-                actual: seq_of(actual, "stream head")?,
+                actual: crate::seq_of(actual, "stream head")?,
             });
         }
         self.apply_effects(&request.stream, head, &effects).await?;
-        seq_of(head, "stream head")
+        crate::seq_of(head, "stream head")
     }
 
     async fn read_events(
@@ -566,7 +556,7 @@ impl Store for ScyllaStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let from = seq_param(from_seq)?;
+        let from = crate::seq_param(from_seq)?;
         let pager = self
             .session
             .execute_iter(self.statements.read_events.clone(), (stream, from))
@@ -585,13 +575,16 @@ impl Store for ScyllaStore {
         }
         rows.into_iter()
             .map(|(seq, payload)| {
-                Ok(StoredEvent { seq: seq_of(seq, stream)?, payload: payload.unwrap_or_default() })
+                Ok(StoredEvent {
+                    seq: crate::seq_of(seq, stream)?,
+                    payload: payload.unwrap_or_default(),
+                })
             })
             .collect()
     }
 
     async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), StorageError> {
-        let seq = seq_param(snapshot.seq)?;
+        let seq = crate::seq_param(snapshot.seq)?;
         self.session
             .execute_unpaged(&self.statements.save_snapshot, (stream, seq, &snapshot.state, seq))
             .await
@@ -608,7 +601,7 @@ impl Store for ScyllaStore {
         let rows = result.into_rows_result().map_err(backend)?;
         rows.maybe_first_row::<(i64, Vec<u8>)>()
             .map_err(backend)?
-            .map(|(seq, state)| Ok(Snapshot { seq: seq_of(seq, stream)?, state }))
+            .map(|(seq, state)| Ok(Snapshot { seq: crate::seq_of(seq, stream)?, state }))
             .transpose()
     }
 
@@ -620,7 +613,7 @@ impl Store for ScyllaStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let after = seq_param(after)?;
+        let after = crate::seq_param(after)?;
         let s = &self.statements;
         // Records not yet settled wait (at most the settling time) rather than be answered out
         // of order.
@@ -655,7 +648,7 @@ impl Store for ScyllaStore {
                         break;
                     }
                     out.push(OutboxEntry {
-                        position: seq_of(position, "outbox position")?,
+                        position: crate::seq_of(position, "outbox position")?,
                         record: OutboxRecord { event_id, topic, payload },
                     });
                 }
@@ -772,7 +765,7 @@ impl Store for ScyllaStore {
                     shard: u32::try_from(shard)
                         .map_err(|_| StorageError::Corrupt("lease shard".into()))?,
                     owner,
-                    epoch: seq_of(epoch, "lease epoch")?,
+                    epoch: crate::seq_of(epoch, "lease epoch")?,
                 })
             })
             .collect::<Result<Vec<_>, StorageError>>()?;
@@ -787,13 +780,12 @@ impl Store for ScyllaStore {
         owner: Option<&str>,
     ) -> Result<bool, StorageError> {
         crate::check_lease_owner(owner)?;
-        let shard = i32::try_from(shard)
-            .map_err(|_| StorageError::Invalid(format!("shard {shard} out of range")))?;
+        let shard = crate::shard_param(shard)?;
         let s = &self.statements;
         let result = if expected_epoch == 0 {
             self.session.execute_unpaged(&s.lease_new, (shard, owner)).await
         } else {
-            let expected = seq_param(expected_epoch)?;
+            let expected = crate::seq_param(expected_epoch)?;
             self.session
                 .execute_unpaged(&s.lease_move, (owner, expected + 1, shard, expected))
                 .await
