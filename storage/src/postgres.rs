@@ -5,7 +5,8 @@
 //! a call of the schema's `storefront_append` function, which checks the expected sequence against
 //! the stream's head row (two racing writers serialize on that row; the loser writes nothing).
 //! A write is acknowledged after PostgreSQL's commit, which is durable with the server's default
-//! `synchronous_commit = on`.
+//! `synchronous_commit = on`. A server that stops answering fails the calls waiting on it within
+//! about 10 s (TCP user timeout and keepalives), and the connection is replaced.
 //!
 //! Outbox positions are `(writing transaction id << 16) + index`, and [`Store::read_outbox`] only
 //! answers rows of transactions older than every transaction still running, so a relay that reads
@@ -180,7 +181,23 @@ fn parse_url(url: &str) -> Result<(tokio_postgres::Config, usize), StorageError>
         }
     }
     let url = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
-    let config = url.parse().map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
+    // A server that stops answering (a dead host, a cut link) fails the calls waiting on it in
+    // seconds, and its connection is replaced, instead of TCP retrying for many minutes; the URL
+    // may set its own.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(10));
+    }
+    if config.get_keepalives_interval().is_none() {
+        config
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3);
+    }
     Ok((config, pool_size))
 }
 

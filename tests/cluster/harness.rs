@@ -480,7 +480,7 @@ impl Netns {
         let name = self.name.clone();
         tokio::task::spawn_blocking(move || {
             let out = Command::new("ip")
-                .args(["netns", "exec", &name, "curl", "-s", "--max-time", "8"])
+                .args(["netns", "exec", &name, "curl", "-s", "--max-time", "25"])
                 .args(["-w", "\n%{http_code}"])
                 .args(args)
                 .output()
