@@ -67,15 +67,17 @@ async fn requests_to_any_node_reach_the_owner_and_agree() {
         assert_eq!(cart["items"][0]["qty"], 2, "node {i}");
     }
 
+    // Buys the cart through node `i`, always under the same idempotency key.
+    let buy = |i: usize| {
+        let request = http
+            .post(format!("{}/v1/checkout", url(i)))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", "route-checkout-1")
+            .json(&json!({"payment_token": "tok_visa"}));
+        async move { request.send().await.unwrap() }
+    };
     // A checkout through a third node buys it; every node reads the same order and levels.
-    let placed = http
-        .post(format!("{}/v1/checkout", url(2)))
-        .bearer_auth(&token)
-        .header("Idempotency-Key", "route-checkout-1")
-        .json(&json!({"payment_token": "tok_visa"}))
-        .send()
-        .await
-        .unwrap();
+    let placed = buy(2).await;
     assert_eq!(placed.status(), 201);
     let order_id = placed.json::<Value>().await.unwrap()["order_id"].as_str().unwrap().to_owned();
     for i in 0..3 {
@@ -86,14 +88,7 @@ async fn requests_to_any_node_reach_the_owner_and_agree() {
         assert!(cart["items"].as_array().unwrap().is_empty(), "the cart was bought, node {i}");
     }
     // The same key through yet another node answers the same order.
-    let again = http
-        .post(format!("{}/v1/checkout", url(0)))
-        .bearer_auth(&token)
-        .header("Idempotency-Key", "route-checkout-1")
-        .json(&json!({"payment_token": "tok_visa"}))
-        .send()
-        .await
-        .unwrap();
+    let again = buy(0).await;
     assert_eq!(again.json::<Value>().await.unwrap()["order_id"], order_id.as_str());
     // Calls did cross nodes.
     let forwarded: f64 = futures::future::join_all(
