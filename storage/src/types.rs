@@ -116,11 +116,17 @@ pub enum Table {
     RelayOffsets,
     /// node id -> the node's membership record (address, heartbeat).
     ClusterNodes,
+    /// event id + channel -> when the notifier sent it (its deduplication).
+    NotificationsSent,
+    /// webhook id -> the subscription.
+    Webhooks,
+    /// webhook id + event id -> the delivery's state and log.
+    WebhookDeliveries,
 }
 
 impl Table {
     /// Every table, for backends that create them up front.
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 15] = [
         Table::Users,
         Table::UserEmails,
         Table::RefreshTokens,
@@ -133,6 +139,9 @@ impl Table {
         Table::OpenOrders,
         Table::RelayOffsets,
         Table::ClusterNodes,
+        Table::NotificationsSent,
+        Table::Webhooks,
+        Table::WebhookDeliveries,
     ];
 
     /// The table's stable name in every backend.
@@ -150,6 +159,9 @@ impl Table {
             Table::OpenOrders => "open_orders",
             Table::RelayOffsets => "relay_offsets",
             Table::ClusterNodes => "cluster_nodes",
+            Table::NotificationsSent => "notifications_sent",
+            Table::Webhooks => "webhooks",
+            Table::WebhookDeliveries => "webhook_deliveries",
         }
     }
 }

@@ -1,0 +1,19 @@
+//! Storefront's events out.
+//!
+//! This crate owns everything that leaves the cluster as an event:
+//! - [`event`]: the vocabulary of EVENTS.md (event types, their `data`, the CloudEvents envelope)
+//!   that entities write to the outbox in the same append as their state change;
+//! - [`amqp`]: the RabbitMQ side (the `storefront.events` exchange, connections with back-off);
+//! - [`relay`]: the outbox relay that publishes a node's outbox with publisher confirms.
+//!
+//! It does not own when events happen (the entities in `storefront-actors`) or where the relay
+//! runs in a cluster (the binary hands it a [`relay::Leadership`] backed by a shard lease).
+
+pub mod amqp;
+mod error;
+pub mod event;
+pub mod metrics;
+pub mod relay;
+
+pub use error::EventsError;
+pub use event::{CloudEvent, EventData, EventType};
