@@ -183,8 +183,8 @@ fn cluster_status(args: StatusArgs) -> anyhow::Result<()> {
             cluster_addr: None,
             http_addr: String::new(),
             shard_count: config.entities.shard_count,
-            heartbeat: std::time::Duration::from_millis(config.cluster.heartbeat_ms),
-            member_ttl: std::time::Duration::from_millis(config.cluster.member_ttl_ms),
+            heartbeat: config.cluster.heartbeat(),
+            member_ttl: config.cluster.member_ttl(),
         };
         let view = storefront_cluster::observe(store.as_ref(), &ownership)
             .await
@@ -212,14 +212,14 @@ async fn run_node(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
     // Handlers first: a signal that arrives once the node says it is running must stop it cleanly.
     let shutdown = shutdown_signal()?;
-    let app = storefront_http::App::build(&config, metrics).await?;
+    let node = storefront::node::Node::build(&config, metrics).await?;
     tracing::info!(
-        http = %app.local_addr(),
+        http = %node.local_addr(),
         data_dir = %config.data_dir.display(),
         store = %storefront_storage::redact_url(&config.store),
         "storefront node running"
     );
-    app.run(shutdown).await;
+    node.run(shutdown).await;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ mod secret;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +55,161 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The HTTP edge.
     pub http: HttpConfig,
+    /// Events out: the broker, the outbox, webhooks.
+    pub events: EventsConfig,
+    /// `storefront notify`: the notification service.
+    pub notify: NotifyConfig,
+}
+
+/// Events out (EVENTS.md): the broker the relay publishes to and webhooks are delivered from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// The broker (`amqp://user:password@host:5672/%2f`); without it nothing is published.
+    pub amqp_url: Option<Secret>,
+    /// How long published outbox records are kept.
+    pub outbox_retention_hours: u64,
+    /// Webhook URLs may name loopback and private addresses (never link-local ones).
+    pub webhooks_allow_private: bool,
+    /// Tries of one webhook delivery before it is `failed`.
+    pub webhook_max_attempts: u32,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            amqp_url: None,
+            outbox_retention_hours: 168,
+            webhooks_allow_private: false,
+            webhook_max_attempts: 12,
+        }
+    }
+}
+
+impl EventsConfig {
+    /// How long published outbox records are kept.
+    pub fn outbox_retention(&self) -> Duration {
+        Duration::from_secs(self.outbox_retention_hours * 3600)
+    }
+}
+
+/// `storefront notify` (EVENTS.md "Notifications"); its broker is `events.amqp_url`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// `smtp://host:port` or `smtps://user:password@host:465`; without it mail is written as
+    /// `.eml` files under `<data_dir>/mail/`.
+    pub smtp_url: Option<Secret>,
+    /// The mails' sender.
+    pub mail_from: String,
+    /// Base URL of a Twilio-compatible Messages API; without it no SMS is sent.
+    pub sms_url: Option<String>,
+    /// The SMS account (the basic-auth user).
+    pub sms_account: Option<String>,
+    /// The SMS token (the basic-auth password).
+    pub sms_token: Option<Secret>,
+    /// The SMS sender number.
+    pub sms_from: Option<String>,
+    /// Tries of one send before the message goes to the dead-letter queue.
+    pub max_attempts: u32,
+    /// Messages a notifier holds unacknowledged at once.
+    pub prefetch: u16,
+    /// A folder of templates replacing the built-in ones, file by file.
+    pub templates_dir: Option<PathBuf>,
+    /// Where `/metrics` is served (HOST:PORT).
+    pub metrics_addr: String,
+    /// The longest one send (SMTP session, SMS request) may take.
+    pub send_timeout_secs: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            mail_from: "Storefront <shop@localhost>".into(),
+            sms_url: None,
+            sms_account: None,
+            sms_token: None,
+            sms_from: None,
+            max_attempts: 5,
+            prefetch: 32,
+            templates_dir: None,
+            metrics_addr: "127.0.0.1:9185".into(),
+            send_timeout_secs: 10,
+        }
+    }
+}
+
+impl NotifyConfig {
+    /// The longest one send may take.
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.send_timeout_secs)
+    }
+}
+
+impl AuthConfig {
+    /// Access token lifetime.
+    pub fn access_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_ttl_secs)
+    }
+
+    /// Accepted clock skew.
+    pub fn clock_leeway(&self) -> Duration {
+        Duration::from_secs(self.clock_leeway_secs)
+    }
+
+    /// Refresh token lifetime.
+    pub fn refresh_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_ttl_secs)
+    }
+}
+
+impl HttpConfig {
+    /// How long a stopping node waits for in-flight requests.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+impl EntitiesConfig {
+    /// Idle time before an entity is stopped.
+    pub fn passivate_after(&self) -> Duration {
+        Duration::from_secs(self.passivate_after_secs)
+    }
+
+    /// Idle time before a cart is emptied.
+    pub fn cart_idle_expiry(&self) -> Duration {
+        Duration::from_secs(self.cart_idle_expiry_secs)
+    }
+
+    /// Lifetime of an uncommitted reservation.
+    pub fn reservation_ttl(&self) -> Duration {
+        Duration::from_secs(self.reservation_ttl_secs)
+    }
+}
+
+impl CheckoutConfig {
+    /// How long a checkout waits for its saga.
+    pub fn wait(&self) -> Duration {
+        Duration::from_millis(self.wait_ms)
+    }
+
+    /// Back-off before the second gateway attempt.
+    pub fn gateway_retry_base(&self) -> Duration {
+        Duration::from_millis(self.gateway_retry_base_ms)
+    }
+}
+
+impl ClusterConfig {
+    /// How often a node beats.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    /// How long a silent member stays up.
+    pub fn member_ttl(&self) -> Duration {
+        Duration::from_millis(self.member_ttl_ms)
+    }
 }
 
 /// Tokens. `signing_keys` are `KID:SECRET` pairs (secrets of at least 32 bytes); the first signs
@@ -206,6 +362,8 @@ impl Default for Config {
             log: LogConfig::default(),
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
+            events: EventsConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -492,11 +650,65 @@ impl Config {
         if !(1024..=16 * 1024 * 1024).contains(&self.http.body_limit_bytes) {
             return Err(invalid("http.body_limit_bytes", "must be between 1024 and 16777216"));
         }
+        if let Some(url) = &self.events.amqp_url {
+            let url = url.expose();
+            if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                return Err(invalid("events.amqp_url", "expected `amqp://...` or `amqps://...`"));
+            }
+        }
+        if self.events.outbox_retention_hours == 0 {
+            return Err(invalid("events.outbox_retention_hours", "must be at least 1"));
+        }
+        if !(1..=50).contains(&self.events.webhook_max_attempts) {
+            return Err(invalid("events.webhook_max_attempts", "must be between 1 and 50"));
+        }
+        self.notify.validate()?;
         if let Some(addr) = &self.http.metrics_addr {
             addr.parse::<SocketAddr>().map_err(|e| {
                 invalid("http.metrics_addr", format!("`{addr}` is not HOST:PORT: {e}"))
             })?;
         }
+        Ok(())
+    }
+}
+
+impl NotifyConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.smtp_url {
+            let url = url.expose();
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                return Err(invalid("notify.smtp_url", "expected `smtp://...` or `smtps://...`"));
+            }
+        }
+        if !self.mail_from.contains('@') {
+            return Err(invalid("notify.mail_from", "not an email address"));
+        }
+        if let Some(url) = &self.sms_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid("notify.sms_url", "expected an http(s) URL"));
+            }
+            for (key, set) in [
+                ("notify.sms_account", self.sms_account.is_some()),
+                ("notify.sms_token", self.sms_token.is_some()),
+                ("notify.sms_from", self.sms_from.is_some()),
+            ] {
+                if !set {
+                    return Err(invalid(key, "required with notify.sms_url"));
+                }
+            }
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(invalid("notify.max_attempts", "must be between 1 and 100"));
+        }
+        if self.prefetch == 0 {
+            return Err(invalid("notify.prefetch", "must be at least 1"));
+        }
+        if !(1..=300).contains(&self.send_timeout_secs) {
+            return Err(invalid("notify.send_timeout_secs", "must be between 1 and 300"));
+        }
+        self.metrics_addr.parse::<SocketAddr>().map_err(|e| {
+            invalid("notify.metrics_addr", format!("`{}` is not HOST:PORT: {e}", self.metrics_addr))
+        })?;
         Ok(())
     }
 }

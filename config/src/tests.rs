@@ -152,6 +152,11 @@ fn validate_names_the_bad_key() {
         ),
         (&[("STOREFRONT_CLUSTER__HEARTBEAT_MS", "10")], "cluster.heartbeat_ms"),
         (&[("STOREFRONT_CLUSTER__MEMBER_TTL_MS", "1500")], "cluster.member_ttl_ms"),
+        (&[("STOREFRONT_EVENTS__AMQP_URL", "http://broker")], "events.amqp_url"),
+        (&[("STOREFRONT_EVENTS__WEBHOOK_MAX_ATTEMPTS", "0")], "events.webhook_max_attempts"),
+        (&[("STOREFRONT_NOTIFY__SMTP_URL", "mail.example.com")], "notify.smtp_url"),
+        (&[("STOREFRONT_NOTIFY__SMS_URL", "http://127.0.0.1:9")], "notify.sms_account"),
+        (&[("STOREFRONT_NOTIFY__MAX_ATTEMPTS", "0")], "notify.max_attempts"),
     ];
     for (vars, key) in cases {
         let err = Config::load(None, env(vars), vec![]).unwrap_err();

@@ -1,7 +1,6 @@
 //! Storefront's HTTP edge: the warp server of the v1 API contract (`../shared/design/API.md`).
 //!
-//! - [`app`]: builds a node (store, regions, catalog, keys, rates, demo seed), binds it, serves it
-//!   and drains it on shutdown;
+//! - [`app`]: the state handlers share, and the server that serves it and stops on shutdown;
 //! - [`routes`]: the route table; [`api`]: one handler module per resource;
 //! - [`extract`] and [`reply`]: reading requests strictly, answering with problem documents;
 //! - [`auth`]: Argon2id passwords, the user directory, HS256 access tokens with key rotation,
@@ -10,7 +9,7 @@
 //!   [`metrics`], [`openapi`], [`seed`].
 //!
 //! It does not own what domain errors mean, nor stock, carts and orders (the entity actors), nor
-//! where entities live (the regions).
+//! where entities live (the regions), nor a node's start-up (the binary's `node` module).
 
 pub mod api;
 pub mod app;
@@ -27,5 +26,5 @@ pub mod reply;
 pub mod routes;
 pub mod seed;
 
-pub use app::{App, AppState, StartError};
+pub use app::{App, AppState};
 pub use problem::{CONTENT_TYPE, FieldError, Problem, ToProblem};

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use storefront::node::Node;
 use storefront_config::{Config, Secret};
-use storefront_http::App;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -94,7 +94,7 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn start(config: Config) -> TestApp {
     let metrics = storefront_http::metrics::install_recorder().unwrap();
-    let app = App::build(&config, metrics).await.unwrap();
+    let app = Node::build(&config, metrics).await.unwrap();
     let base = format!("http://{}", app.local_addr());
     let metrics_base = app.metrics_addr().map(|addr| format!("http://{addr}"));
     let (stop, stopped) = oneshot::channel::<()>();

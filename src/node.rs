@@ -1,0 +1,335 @@
+//! A node's start-up and shutdown: [`Node::build`] turns a configuration into running parts (the
+//! store, the entity regions with their cluster membership, the edge's catalog, accounts, keys
+//! and rates, the demo seed, the outbox relay when a broker is configured) and binds the
+//! listeners; [`Node::run`] serves until the shutdown future fires, then stops the edge (in-flight
+//! requests finish within the grace period), the relay, and the entities (journals flushed).
+//!
+//! It owns the wiring, not what the parts do: the edge is `storefront-http`'s, the entities
+//! `storefront-actors`' and `storefront-cluster`'s, the relay `storefront-events`'.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use storefront_actors::{Clock, Currency, EntitySettings, SimulatedGateway, StockFeed};
+use storefront_cluster::{
+    Ownership, OwnershipConfig, Regions, RegionsConfig, TlsFiles, TransportConfig,
+};
+use storefront_config::Config;
+use storefront_events::relay::{Leadership, Relay, RelayConfig};
+use storefront_http::auth::{AccessTokens, RefreshTokens, SigningKey, Users};
+use storefront_http::catalog::Catalog;
+use storefront_http::fx::FxBook;
+use storefront_http::idempotency::IdempotencyKeys;
+use storefront_http::ratelimit::{LocalLimiter, RateLimiter, Unlimited};
+use storefront_http::{App, AppState, seed};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is unusable.
+    #[error("invalid config key `{key}`: {reason}")]
+    Config {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The store, the data dir or the listener failed.
+    #[error("{what}: {reason}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        reason: String,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(String) -> StartError {
+    let what = what.into();
+    move |reason| StartError::Io { what, reason }
+}
+
+/// Connections the kernel keeps waiting for `accept` (it caps this at `net.core.somaxconn`). The
+/// default of 128 overflowed when thousands of clients connected at once: the overflowing
+/// handshakes were dropped and retried by TCP after seconds (BENCHMARKS.md, 10,000 connections).
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// The shard whose lease makes its holder the cluster's one outbox relay.
+const RELAY_SHARD: u32 = 0;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> Result<TcpListener, String> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(|e| e.to_string())?;
+    socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
+    socket.bind(addr).map_err(|e| e.to_string())?;
+    socket.listen(LISTEN_BACKLOG).map_err(|e| e.to_string())
+}
+
+/// Parses and binds `addr`, naming `key` when it is not an address.
+fn bind(key: &'static str, addr: &str) -> Result<TcpListener, StartError> {
+    let parsed: SocketAddr = addr
+        .parse()
+        .map_err(|e: std::net::AddrParseError| StartError::Config { key, reason: e.to_string() })?;
+    listen(parsed).map_err(io(format!("cannot listen on {addr}")))
+}
+
+/// The entity settings a configuration gives.
+fn entity_settings(config: &Config) -> EntitySettings {
+    let e = &config.entities;
+    EntitySettings {
+        snapshot_every: e.snapshot_every,
+        passivate_after: e.passivate_after(),
+        cart_idle_expiry: e.cart_idle_expiry(),
+        reservation_ttl: e.reservation_ttl(),
+        stock_low_threshold: e.stock_low_threshold,
+        gateway_max_attempts: config.checkout.gateway_max_attempts,
+        gateway_retry_base: config.checkout.gateway_retry_base(),
+    }
+}
+
+/// The regions' settings: sharding, entities, membership, the transport to peers.
+fn regions_config(config: &Config, feed: StockFeed) -> RegionsConfig {
+    let cluster = &config.cluster;
+    RegionsConfig {
+        shard_count: config.entities.shard_count,
+        settings: entity_settings(config),
+        stock_feed: feed,
+        cluster: Some(OwnershipConfig {
+            node_id: cluster.node_id.clone(),
+            cluster_addr: cluster.addr.clone(),
+            http_addr: config.http_addr.clone(),
+            shard_count: config.entities.shard_count,
+            heartbeat: cluster.heartbeat(),
+            member_ttl: cluster.member_ttl(),
+        }),
+        transport: cluster.addr.as_ref().map(|listen| TransportConfig {
+            listen: listen.clone(),
+            seeds: cluster.seeds.clone(),
+            cookie: cluster.cookie.as_ref().map(|c| c.expose().to_owned()).unwrap_or_default(),
+            heartbeat: cluster.heartbeat(),
+            tls: match (&cluster.tls_cert, &cluster.tls_key, &cluster.tls_ca) {
+                (Some(cert), Some(key), Some(ca)) => {
+                    Some(TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() })
+                }
+                _ => None,
+            },
+        }),
+        ..RegionsConfig::default()
+    }
+}
+
+/// The relay publishes while this node holds [`RELAY_SHARD`]'s lease: one relay in the cluster
+/// at a time, moved with the lease when its holder leaves or dies.
+#[derive(Debug)]
+struct ShardLease(Ownership);
+
+impl Leadership for ShardLease {
+    fn may_publish(&self) -> bool {
+        self.0.serves(RELAY_SHARD)
+    }
+}
+
+/// A started node, its listeners bound.
+#[derive(Debug)]
+pub struct Node {
+    app: App,
+    regions: Regions,
+    relay: Option<Relay>,
+    grace: Duration,
+}
+
+impl Node {
+    /// Opens and starts everything `config` describes and binds the listeners.
+    pub async fn build(config: &Config, metrics: PrometheusHandle) -> Result<Node, StartError> {
+        let base = Currency::parse(&config.shop.base_currency)
+            .map_err(|e| StartError::Config { key: "shop.base_currency", reason: e.to_string() })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| e.to_string())
+            .map_err(io(format!("cannot create the data dir {}", config.data_dir.display())))?;
+        let store = storefront_storage::open(&config.store, &config.data_dir)
+            .await
+            .map_err(|e| e.to_string())
+            .map_err(io(format!(
+                "cannot open the store `{}` under {}",
+                storefront_storage::redact_url(&config.store),
+                config.data_dir.display()
+            )))?;
+        let clock = Clock::system();
+        let tokens = access_tokens(config)?;
+        let feed = StockFeed::default();
+        let regions = Regions::start(
+            store.clone(),
+            Arc::new(SimulatedGateway::new()),
+            clock,
+            regions_config(config, feed.clone()),
+        )
+        .await
+        .map_err(|e| e.to_string())
+        .map_err(io("cannot start the entity regions"))?;
+        let resumed = regions
+            .resume_open_orders()
+            .await
+            .map_err(|e| e.to_string())
+            .map_err(io("cannot resume open checkouts"))?;
+        let catalog = Catalog::open(store.clone(), &config.data_dir.join("search-index"), base)
+            .await
+            .map_err(|e| e.to_string())
+            .map_err(io("cannot open the catalog"))?;
+        let fx = FxBook::load(store.clone(), base)
+            .await
+            .map_err(|e| e.to_string())
+            .map_err(io("cannot load the FX rates"))?;
+        let users = Users::new(store.clone());
+        if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
+            users
+                .ensure_admin(email, password.expose())
+                .await
+                .map_err(|e| StartError::Config { key: "admin_email", reason: e.to_string() })?;
+        }
+        if config.demo_data {
+            seed::demo_shop(&store, &catalog, &regions)
+                .await
+                .map_err(|e| e.to_string())
+                .map_err(io("cannot seed the demo catalog"))?;
+        }
+        let relay = match (&config.events.amqp_url, regions.ownership()) {
+            (Some(url), Some(ownership)) => Some(Relay::start(
+                store.clone(),
+                Arc::new(ShardLease(ownership.clone())),
+                RelayConfig::new(url.expose()),
+            )),
+            _ => None,
+        };
+        let checkout_wait = config.checkout.wait();
+        let limiter: Arc<dyn RateLimiter> = if config.rate_limit.enabled {
+            Arc::new(LocalLimiter::new(&config.rate_limit))
+        } else {
+            Arc::new(Unlimited)
+        };
+        let listener = bind("http_addr", &config.http_addr)?;
+        let metrics_listener = match &config.http.metrics_addr {
+            Some(addr) => Some(bind("http.metrics_addr", addr)?),
+            None => None,
+        };
+        let (stop, stopping) = watch::channel(false);
+        let state = AppState {
+            node_id: config.cluster.node_id.clone(),
+            shard_count: config.entities.shard_count,
+            refresh: RefreshTokens::new(store.clone(), config.auth.refresh_ttl(), clock),
+            idempotency: IdempotencyKeys::new(
+                store.clone(),
+                clock,
+                (checkout_wait * 4).max(Duration::from_secs(60)),
+            ),
+            store,
+            regions: regions.clone(),
+            catalog,
+            users,
+            tokens,
+            limiter,
+            fx,
+            feed,
+            metrics,
+            base,
+            checkout_wait,
+            body_limit: config.http.body_limit_bytes,
+            stopping,
+            metrics_apart: metrics_listener.is_some(),
+        };
+        tracing::info!(resumed_checkouts = resumed, products = state.catalog.len(), "node ready");
+        let grace = config.http.shutdown_grace();
+        let app = App::new(state, listener, metrics_listener, stop, grace);
+        Ok(Node { app, regions, relay, grace })
+    }
+
+    /// Where the HTTP edge listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.app.local_addr()
+    }
+
+    /// Where `/metrics` is served, when it has its own address.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.app.metrics_addr()
+    }
+
+    /// Serves until `shutdown` completes, then stops the edge, the relay and the entities.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let Node { app, regions, relay, grace } = self;
+        app.run(shutdown).await;
+        if let Some(relay) = relay {
+            relay.stop().await;
+        }
+        tracing::info!("draining entities");
+        regions.shutdown(grace).await;
+        tracing::info!("stopped");
+    }
+}
+
+/// The access-token keys: configured ones, or this node's own key kept in the data dir.
+fn access_tokens(config: &Config) -> Result<AccessTokens, StartError> {
+    let mut keys = Vec::new();
+    for key in &config.auth.signing_keys {
+        let (id, secret) = key.expose().split_once(':').ok_or_else(|| StartError::Config {
+            key: "auth.signing_keys",
+            reason: "expected KID:SECRET".into(),
+        })?;
+        keys.push(SigningKey { id: id.to_owned(), secret: secret.as_bytes().to_vec() });
+    }
+    if keys.is_empty() {
+        keys.push(local_key(&config.data_dir)?);
+    }
+    let active = keys[0].id.clone();
+    AccessTokens::new(keys, &active, config.auth.access_ttl(), config.auth.clock_leeway())
+        .map_err(|e| StartError::Config { key: "auth.signing_keys", reason: e.to_string() })
+}
+
+/// The node's generated key (`auth-signing-key` in the data dir, mode 0600), made on first start.
+fn local_key(data_dir: &Path) -> Result<SigningKey, StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let path = data_dir.join("auth-signing-key");
+    let describe = |what: &str| format!("cannot {what} {}", path.display());
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let secret = decode_hex(text.trim()).ok_or_else(|| StartError::Io {
+                what: describe("use"),
+                reason: "not a hex key".into(),
+            })?;
+            Ok(SigningKey { id: "local".into(), secret })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = jwt_simple::algorithms::HS256Key::generate().to_bytes();
+            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| e.to_string())
+                .map_err(io(describe("create")))?;
+            file.write_all(hex.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| e.to_string())
+                .map_err(io(describe("write")))?;
+            Ok(SigningKey { id: "local".into(), secret })
+        }
+        Err(e) => Err(StartError::Io { what: describe("read"), reason: e.to_string() }),
+    }
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
