@@ -12,6 +12,8 @@ use storefront_actors::gateway::PaymentState;
 use storefront_actors::order::{FailureReason, OrderStatus};
 use storefront_actors::{DomainError, EntitySettings, StockCommand, StockLevels};
 use storefront_cluster::Checkout;
+use storefront_events::EventData;
+use storefront_events::event::PaymentFailureReason;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -58,8 +60,44 @@ async fn succeeding_tokens_confirm_commit_stock_and_capture() {
     }
     assert_eq!(levels(&node, "A").await, common::levels(6, 0, 4));
     assert_eq!(levels(&node, "B").await, common::levels(8, 0, 2));
-    // order.confirmed went out through the outbox with the events.
-    assert_eq!(common::outbox_count(&node, "order.confirmed").await, 2);
+    // order.confirmed went out through the outbox with the events, carrying what a mail shows.
+    let confirmed = common::outbox_events(&node, "order.confirmed").await;
+    assert_eq!(confirmed.len(), 2);
+    let EventData::OrderConfirmed(data) = &confirmed[0].data else { panic!("{confirmed:?}") };
+    assert_eq!(data.order_id, "o-0");
+    assert_eq!(data.email, "u1@example.com");
+    assert_eq!(data.status, "confirmed");
+    assert_eq!(data.total.amount, "10.99");
+    assert_eq!(data.items.len(), 2);
+    assert_eq!(
+        (data.items[0].name.as_str(), data.items[0].qty, data.items[0].line_total.amount.as_str()),
+        ("Product A", 2, "10.00")
+    );
+    assert_eq!(data.items[1].unit_price.currency, "USD");
+    assert_eq!(data.refund, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_units_sold_emit_stock_low_then_sold_out() {
+    let (_dir, node) = node().await;
+    // From above the low-stock threshold (5) straight to none.
+    node.stock_sku("C", 10).await;
+    let place = common::order("o-c", "u1", "tok_visa", &[("C", 10, "1.00")]);
+    let Checkout::Ended(view) = node.regions.checkout(place, WAIT).await.unwrap() else {
+        panic!("checkout still pending")
+    };
+    assert_eq!(view.status, OrderStatus::Confirmed);
+    let sold_out = common::outbox_events(&node, "stock.sold_out").await;
+    assert_eq!(sold_out.len(), 1, "once, when available reached 0");
+    let EventData::StockSoldOut(data) = &sold_out[0].data else { panic!("{sold_out:?}") };
+    // The reservation took the last units: held, not yet sold.
+    assert_eq!((data.sku.as_str(), data.on_hand, data.reserved), ("C", 10, 10));
+    let low: Vec<_> = common::outbox_events(&node, "stock.low")
+        .await
+        .into_iter()
+        .filter(|e| matches!(&e.data, EventData::StockLow(d) if d.sku == "C"))
+        .collect();
+    assert_eq!(low.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +117,25 @@ async fn declines_fail_the_order_and_release_the_stock() {
     }
     assert_eq!(levels(&node, "A").await, common::levels(10, 0, 0));
     assert_eq!(levels(&node, "B").await, common::levels(10, 0, 0));
-    assert_eq!(common::outbox_count(&node, "payment.failed").await, 2);
+    let failed = common::outbox_events(&node, "payment.failed").await;
+    let reasons: Vec<_> = failed
+        .iter()
+        .map(|e| match &e.data {
+            EventData::PaymentFailed(d) => (d.order_id.clone(), d.reason, d.total.amount.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("o-tok_chargeDeclined".into(), PaymentFailureReason::Declined, "10.99".into()),
+            (
+                "o-tok_insufficientFunds".into(),
+                PaymentFailureReason::InsufficientFunds,
+                "10.99".into()
+            )
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,7 +103,10 @@ async fn a_panicking_entity_is_restarted_from_its_journal_and_siblings_keep_serv
             store: store.clone(),
             starts: starts[id].clone(),
         };
-        ShardRegion::<Counter>::start("counter", 16, make_args, |_| true).await.unwrap()
+        // The region needs a kind for its shard function and logs; the counter borrows the cart's.
+        ShardRegion::<Counter>::start(storefront_actors::EntityKind::Cart, 16, make_args, |_| true)
+            .await
+            .unwrap()
     };
     for _ in 0..3 {
         region.call("a", CounterMsg::Increment, T).await.unwrap();

@@ -12,6 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use storefront_storage::Store;
 
+use crate::EntityKind;
 use crate::clock::Clock;
 use crate::entity::{EntitySettings, Internal, InternalMsg, Lifecycle, Passivation};
 use crate::journal::{Aggregate, Journal, Persisted};
@@ -258,7 +259,7 @@ impl Actor for CartActor {
         myself: ActorRef<CartMsg>,
         args: CartArgs,
     ) -> Result<CartRunning, ActorProcessingErr> {
-        let stream = format!("cart/{}", args.cart_id);
+        let stream = EntityKind::Cart.stream(&args.cart_id);
         let (journal, cart) =
             Journal::recover::<CartState>(args.store, stream, args.settings.snapshot_every).await?;
         let running = CartRunning {

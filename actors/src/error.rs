@@ -105,3 +105,10 @@ impl From<StorageError> for DomainError {
         }
     }
 }
+
+impl From<storefront_events::EventsError> for DomainError {
+    fn from(err: storefront_events::EventsError) -> Self {
+        // An event that cannot be encoded fails its append: nothing is acknowledged without it.
+        DomainError::Storage(err.to_string())
+    }
+}

@@ -15,6 +15,7 @@ mod error;
 mod feed;
 mod ids;
 mod journal;
+mod kind;
 pub mod metrics;
 mod money;
 
@@ -30,6 +31,7 @@ pub use error::DomainError;
 pub use feed::{FEED_CAPACITY, StockFeed, StockUpdate};
 pub use gateway::{GatewayError, PaymentGateway, SimulatedGateway};
 pub use ids::{Quantity, Sku};
+pub use kind::EntityKind;
 pub use money::{Currency, FxRates, Money};
 pub use order::{OrderActor, OrderArgs, OrderMsg, OrderSummary, StockPort};
 pub use sku::{SkuStockActor, SkuStockArgs, SkuStockMsg, StockCommand, StockLevels};

@@ -27,8 +27,11 @@ use async_trait::async_trait;
 use futures::future::join_all;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
+use storefront_events::event::{self as wire, OrderData, OrderItem, PaymentFailureReason};
+use storefront_events::{CloudEvent, EventData};
 use storefront_storage::{KeyedWrite, OutboxRecord, Store, Table};
 
+use crate::EntityKind;
 use crate::clock::Clock;
 use crate::entity::{EntitySettings, Internal, InternalMsg, Lifecycle, Passivation};
 use crate::gateway::{GatewayError, PaymentGateway};
@@ -60,6 +63,8 @@ pub struct OrderLine {
     pub qty: Quantity,
     /// Price of one unit, in the order's currency.
     pub unit_price: Money,
+    /// The product's name at checkout (what a confirmation mail shows).
+    pub name: String,
 }
 
 /// A checkout: what to buy, at what price, paid how.
@@ -77,8 +82,56 @@ pub struct PlaceOrder {
     pub fx_rate: Option<String>,
     /// The gateway's payment token (never card data).
     pub payment_token: String,
-    /// Where to ship.
+    /// Where to ship: the checkout's shipping address as JSON text.
     pub shipping_address: Option<String>,
+    /// The buyer's email address at checkout (where the confirmation goes).
+    pub email: String,
+}
+
+/// A checkout as journals recorded it before orders carried the buyer's address and the
+/// product names (before Step 5). Read back as a [`PlaceOrder`] with no address and each line
+/// named by its SKU, so those orders still replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaceOrderV1 {
+    order_id: String,
+    user_id: String,
+    lines: Vec<OrderLineV1>,
+    currency: Currency,
+    fx_rate: Option<String>,
+    payment_token: String,
+    shipping_address: Option<String>,
+}
+
+/// A line of a [`PlaceOrderV1`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct OrderLineV1 {
+    sku: Sku,
+    qty: Quantity,
+    unit_price: Money,
+}
+
+impl From<PlaceOrderV1> for PlaceOrder {
+    fn from(v1: PlaceOrderV1) -> Self {
+        PlaceOrder {
+            order_id: v1.order_id,
+            user_id: v1.user_id,
+            lines: v1
+                .lines
+                .into_iter()
+                .map(|l| OrderLine {
+                    name: l.sku.as_str().to_owned(),
+                    sku: l.sku,
+                    qty: l.qty,
+                    unit_price: l.unit_price,
+                })
+                .collect(),
+            currency: v1.currency,
+            fx_rate: v1.fx_rate,
+            payment_token: v1.payment_token,
+            shipping_address: v1.shipping_address,
+            email: String::new(),
+        }
+    }
 }
 
 /// An order's status, as the API names it.
@@ -137,11 +190,11 @@ pub enum FailureReason {
     StockUnavailable,
 }
 
-/// What happened to an order.
+/// What happened to an order. Journals name variants by position: new ones go at the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderEvent {
-    /// The checkout was accepted.
-    Placed(PlaceOrder),
+    /// The checkout was accepted (as recorded before Step 5; see [`PlaceOrderV1`]).
+    PlacedV1(PlaceOrderV1),
     /// A line's stock is held.
     LineReserved(usize),
     /// The payment is authorized.
@@ -168,6 +221,8 @@ pub enum OrderEvent {
     CancelRequested,
     /// The cancellation finished.
     Cancelled,
+    /// The checkout was accepted.
+    Placed(PlaceOrder),
 }
 
 /// An order: a fold over its events.
@@ -504,6 +559,48 @@ fn is_transient(err: &DomainError) -> bool {
     matches!(err, DomainError::Unavailable(_) | DomainError::Storage(_))
 }
 
+/// Money as events carry it (the API's Money object).
+fn wire_money(money: &Money) -> wire::Money {
+    wire::Money { amount: money.amount().to_string(), currency: money.currency().code().into() }
+}
+
+/// `data` of `order.confirmed` (and with the refund, `order.cancelled`): everything a mail shows.
+fn order_data(
+    order: &PlaceOrder,
+    status: OrderStatus,
+    refunded: bool,
+) -> Result<OrderData, DomainError> {
+    let items = order
+        .lines
+        .iter()
+        .map(|line| {
+            Ok(OrderItem {
+                sku: line.sku.as_str().to_owned(),
+                name: line.name.clone(),
+                qty: line.qty.get(),
+                unit_price: wire_money(&line.unit_price),
+                line_total: wire_money(&line.unit_price.checked_mul(line.qty.get())?),
+            })
+        })
+        .collect::<Result<Vec<_>, DomainError>>()?;
+    let total = wire_money(&order_total(order)?);
+    // Stored as the JSON the checkout was given (checked there); text that is not JSON travels
+    // as a string rather than being dropped.
+    let shipping_address = order.shipping_address.as_deref().map(|text| {
+        serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+    });
+    Ok(OrderData {
+        order_id: order.order_id.clone(),
+        user_id: order.user_id.clone(),
+        email: order.email.clone(),
+        status: status.to_string(),
+        items,
+        refund: refunded.then(|| total.clone()),
+        total,
+        shipping_address,
+    })
+}
+
 fn order_total(order: &PlaceOrder) -> Result<Money, DomainError> {
     order.lines.iter().try_fold(Money::zero(order.currency), |sum, line| {
         sum.checked_add(&line.unit_price.checked_mul(line.qty.get())?)
@@ -552,6 +649,11 @@ impl Aggregate for OrderState {
             state.history.push((status, at));
         };
         match event {
+            OrderEvent::PlacedV1(order) => {
+                self.order = Some(order.clone().into());
+                self.created_at = at;
+                enter(self, OrderStatus::Pending);
+            }
             OrderEvent::Placed(order) => {
                 self.order = Some(order.clone());
                 self.created_at = at;
@@ -688,7 +790,7 @@ fn saga(msg: SagaMsg) -> OrderMsg {
 }
 
 fn not_found(order_id: &str) -> DomainError {
-    DomainError::NotFound { kind: "order".into(), id: order_id.to_owned() }
+    DomainError::NotFound { kind: EntityKind::Order.as_str().into(), id: order_id.to_owned() }
 }
 
 impl OrderRunning {
@@ -715,8 +817,10 @@ impl OrderRunning {
         let was_in_progress = self.order.in_progress();
         let placed = events.iter().any(|e| matches!(e, OrderEvent::Placed(_)));
         let reopened = events.contains(&OrderEvent::CancelRequested);
-        let outbox: Vec<OutboxRecord> =
-            events.iter().filter_map(|e| self.domain_event(e, now)).collect();
+        let outbox = events
+            .iter()
+            .filter_map(|e| self.domain_event(e, now).transpose())
+            .collect::<Result<Vec<OutboxRecord>, DomainError>>()?;
         self.journal.record(&mut self.order, now, events)?;
         for record in outbox {
             self.journal.outbox(record);
@@ -800,36 +904,45 @@ impl OrderRunning {
         }));
     }
 
-    fn domain_event(&self, event: &OrderEvent, now: u64) -> Option<OutboxRecord> {
-        let order = match event {
-            OrderEvent::Placed(order) => order,
-            _ => self.order.order.as_ref()?,
+    /// The outbox record (EVENTS.md) `event` produces, if it is one the outside world hears of.
+    fn domain_event(
+        &self,
+        event: &OrderEvent,
+        now: u64,
+    ) -> Result<Option<OutboxRecord>, DomainError> {
+        let Some(order) = (match event {
+            OrderEvent::Placed(order) => Some(order),
+            _ => self.order.order.as_ref(),
+        }) else {
+            return Ok(None);
         };
-        let (topic, extra) = match event {
-            OrderEvent::Confirmed => ("order.confirmed", serde_json::Value::Null),
-            OrderEvent::Cancelled => ("order.cancelled", serde_json::Value::Null),
-            OrderEvent::CompensationStarted(
-                reason @ (FailureReason::PaymentDeclined { .. }
-                | FailureReason::PaymentGatewayError),
-            ) => ("payment.failed", serde_json::to_value(reason).ok()?),
-            _ => return None,
+        let data = match event {
+            OrderEvent::Confirmed => {
+                EventData::OrderConfirmed(order_data(order, OrderStatus::Confirmed, false)?)
+            }
+            OrderEvent::Cancelled => {
+                EventData::OrderCancelled(order_data(order, OrderStatus::Cancelled, true)?)
+            }
+            OrderEvent::CompensationStarted(reason) => {
+                let reason = match reason {
+                    FailureReason::PaymentDeclined { code } if code == "insufficient_funds" => {
+                        PaymentFailureReason::InsufficientFunds
+                    }
+                    FailureReason::PaymentDeclined { .. } => PaymentFailureReason::Declined,
+                    FailureReason::PaymentGatewayError => PaymentFailureReason::GatewayError,
+                    _ => return Ok(None),
+                };
+                EventData::PaymentFailed(wire::PaymentFailed {
+                    order_id: order.order_id.clone(),
+                    user_id: order.user_id.clone(),
+                    email: order.email.clone(),
+                    reason,
+                    total: wire_money(&order_total(order)?),
+                })
+            }
+            _ => return Ok(None),
         };
-        let event_id = uuid::Uuid::now_v7().to_string();
-        let total = order_total(order).ok();
-        let payload = serde_json::json!({
-            "event_id": event_id,
-            "type": topic,
-            "order_id": order.order_id,
-            "user_id": order.user_id,
-            "total": total,
-            "failure": extra,
-            "at_ms": now,
-        });
-        Some(OutboxRecord {
-            event_id,
-            topic: topic.into(),
-            payload: payload.to_string().into_bytes(),
-        })
+        Ok(Some(CloudEvent::new(now, data).into_outbox()?))
     }
 
     /// Records what needs no I/O, and starts the next step if none is running.
@@ -1040,7 +1153,7 @@ impl Actor for OrderActor {
         myself: ActorRef<OrderMsg>,
         args: OrderArgs,
     ) -> Result<OrderRunning, ActorProcessingErr> {
-        let stream = format!("order/{}", args.order_id);
+        let stream = EntityKind::Order.stream(&args.order_id);
         let (journal, order) =
             Journal::recover::<OrderState>(args.store, stream, args.settings.snapshot_every)
                 .await?;
@@ -1172,11 +1285,13 @@ mod tests {
                 sku: Sku::parse("A").unwrap(),
                 qty: Quantity::new(2).unwrap(),
                 unit_price: Money::parse("1.25", Currency::USD).unwrap(),
+                name: "Thing A".into(),
             }],
             currency: Currency::USD,
             fx_rate: Some("0.9210".into()),
             payment_token: "tok_visa".into(),
             shipping_address: Some("1 Main St".into()),
+            email: "u@example.com".into(),
         };
         let events = vec![
             OrderEvent::Placed(place),
@@ -1212,5 +1327,33 @@ mod tests {
         }
         let restored: OrderState = decode(&encode(&state).unwrap()).unwrap();
         assert_eq!(restored.view(), state.view());
+    }
+
+    #[test]
+    fn a_checkout_journaled_before_orders_carried_email_and_names_still_replays() {
+        // Variant 0 with the pre-Step-5 fields: byte for byte what older nodes wrote.
+        let v1 = OrderEvent::PlacedV1(PlaceOrderV1 {
+            order_id: "o".into(),
+            user_id: "u".into(),
+            lines: vec![OrderLineV1 {
+                sku: Sku::parse("A").unwrap(),
+                qty: Quantity::new(2).unwrap(),
+                unit_price: Money::parse("1.25", Currency::USD).unwrap(),
+            }],
+            currency: Currency::USD,
+            fx_rate: None,
+            payment_token: "tok_visa".into(),
+            shipping_address: None,
+        });
+        let bytes = encode(&(7u64, &v1)).unwrap();
+        assert_eq!(bytes[1], 7, "the time, then variant 0");
+        assert_eq!(bytes[2], 0, "the old Placed is still variant 0");
+        let (_, back): (u64, OrderEvent) = decode(&bytes).unwrap();
+        let mut state = OrderState::default();
+        state.apply(7, &back);
+        let order = state.order.as_ref().unwrap();
+        assert_eq!(order.lines[0].name, "A");
+        assert_eq!(order.email, "");
+        assert_eq!(state.status, Some(OrderStatus::Pending));
     }
 }

@@ -16,9 +16,12 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
-use storefront_storage::{OutboxRecord, Store};
+use storefront_events::event::{StockLow, StockSoldOut};
+use storefront_events::{CloudEvent, EventData};
+use storefront_storage::Store;
 
 use crate::DomainError;
+use crate::EntityKind;
 use crate::clock::Clock;
 use crate::entity::{EntitySettings, Internal, InternalMsg, Lifecycle, Passivation};
 use crate::feed::{StockFeed, StockUpdate};
@@ -507,7 +510,20 @@ impl SkuStockRunning {
                 let after = self.stock.levels();
                 let threshold = self.settings.stock_low_threshold;
                 if before > threshold && after.available <= threshold {
-                    self.journal.outbox(stock_low(&self.sku, after.available, threshold, now));
+                    let low =
+                        StockLow { sku: self.sku.clone(), available: after.available, threshold };
+                    self.journal
+                        .outbox(CloudEvent::new(now, EventData::StockLow(low)).into_outbox()?);
+                }
+                if before > 0 && after.available == 0 {
+                    let sold_out = StockSoldOut {
+                        sku: self.sku.clone(),
+                        on_hand: after.on_hand,
+                        reserved: after.reserved,
+                    };
+                    self.journal.outbox(
+                        CloudEvent::new(now, EventData::StockSoldOut(sold_out)).into_outbox()?,
+                    );
                 }
                 Ok(after)
             }
@@ -579,7 +595,7 @@ impl Actor for SkuStockActor {
         myself: ActorRef<SkuStockMsg>,
         args: SkuStockArgs,
     ) -> Result<SkuStockRunning, ActorProcessingErr> {
-        let stream = format!("sku/{}", args.sku);
+        let stream = EntityKind::Sku.stream(args.sku.as_str());
         let (journal, stock) =
             Journal::recover::<SkuStockState>(args.store, stream, args.settings.snapshot_every)
                 .await?;
@@ -646,19 +662,6 @@ impl Actor for SkuStockActor {
         st.lifecycle.after_write(&myself.get_cell(), st.journal.is_idle());
         Ok(())
     }
-}
-
-fn stock_low(sku: &str, available: u64, threshold: u64, at: u64) -> OutboxRecord {
-    let event_id = uuid::Uuid::now_v7().to_string();
-    let payload = serde_json::json!({
-        "event_id": event_id,
-        "type": "stock.low",
-        "sku": sku,
-        "available": available,
-        "threshold": threshold,
-        "at_ms": at,
-    });
-    OutboxRecord { event_id, topic: "stock.low".into(), payload: payload.to_string().into_bytes() }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The one error type of the cluster crate.
 
 use storefront_actors::DomainError;
+use storefront_actors::EntityKind;
 use storefront_storage::StorageError;
 
 /// Why a command could not be delivered to its entity.
@@ -10,7 +11,7 @@ pub enum ClusterError {
     #[error("{kind} {id} did not answer within {timeout_ms} ms")]
     Timeout {
         /// Entity kind.
-        kind: &'static str,
+        kind: EntityKind,
         /// Entity id.
         id: String,
         /// The time allowed.
@@ -20,7 +21,7 @@ pub enum ClusterError {
     #[error("{kind} {id} stopped before answering")]
     Dropped {
         /// Entity kind.
-        kind: &'static str,
+        kind: EntityKind,
         /// Entity id.
         id: String,
     },
@@ -28,7 +29,7 @@ pub enum ClusterError {
     #[error("{kind} {id} is overloaded")]
     Overloaded {
         /// Entity kind.
-        kind: &'static str,
+        kind: EntityKind,
         /// Entity id.
         id: String,
     },
@@ -36,7 +37,7 @@ pub enum ClusterError {
     #[error("cannot start {kind} {id}: {reason}")]
     Spawn {
         /// Entity kind.
-        kind: &'static str,
+        kind: EntityKind,
         /// Entity id.
         id: String,
         /// Why.
@@ -46,7 +47,7 @@ pub enum ClusterError {
     #[error("{kind} {id} is in shard {shard}, which this node does not hold")]
     NotOwner {
         /// Entity kind.
-        kind: &'static str,
+        kind: EntityKind,
         /// Entity id.
         id: String,
         /// Its shard.

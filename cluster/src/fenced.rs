@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use storefront_actors::EntityKind;
 use storefront_storage::{
     AppendRequest, Fence, Lease, OutboxEntry, Snapshot, StorageError, Store, StoredEvent, Table,
 };
@@ -30,9 +31,13 @@ impl Store for FencedStore {
     async fn append(&self, mut request: AppendRequest) -> Result<u64, StorageError> {
         let stream = request.stream.clone();
         // Entity streams are `kind/id`, as the actors name them.
-        let (kind, id) = request.stream.split_once('/').ok_or_else(|| {
-            StorageError::Invalid(format!("stream `{}` is not kind/id", request.stream))
-        })?;
+        let (kind, id) = request
+            .stream
+            .split_once('/')
+            .and_then(|(kind, id)| Some((EntityKind::parse(kind)?, id)))
+            .ok_or_else(|| {
+                StorageError::Invalid(format!("stream `{}` is not kind/id", request.stream))
+            })?;
         let shard = shard_of(kind, id, self.ownership.shard_count());
         let outcome = match self.ownership.epoch(shard) {
             Some(epoch) => {

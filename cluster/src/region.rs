@@ -20,7 +20,7 @@ use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort,
     SupervisionEvent,
 };
-use storefront_actors::{DomainError, EntityMsg, Passivation};
+use storefront_actors::{DomainError, EntityKind, EntityMsg, Passivation};
 
 use crate::ClusterError;
 use crate::shard::shard_of;
@@ -54,7 +54,7 @@ impl<A: Actor> std::fmt::Debug for ShardRegion<A> {
 }
 
 struct RegionInner<A: Actor> {
-    kind: &'static str,
+    kind: EntityKind,
     shard_count: u32,
     make_args: Box<MakeArgs<A>>,
     serves: Box<Serves>,
@@ -110,7 +110,7 @@ where
     /// Starts the region of `kind`; `make_args` builds an entity's start arguments from its id;
     /// entities are started only in shards this node `serves`.
     pub async fn start(
-        kind: &'static str,
+        kind: EntityKind,
         shard_count: u32,
         make_args: impl Fn(&str, Passivation) -> A::Arguments + Send + Sync + 'static,
         serves: impl Fn(u32) -> bool + Send + Sync + 'static,
@@ -138,7 +138,7 @@ where
     }
 
     /// The entity kind.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> EntityKind {
         self.inner.kind
     }
 
@@ -233,7 +233,7 @@ where
         let late = futures::future::join_all(exits).await.iter().filter(|e| e.is_err()).count();
         if late > 0 {
             tracing::warn!(
-                kind = self.inner.kind,
+                kind = %self.inner.kind,
                 shard,
                 late,
                 "entities still running after the handoff grace"
@@ -380,7 +380,7 @@ where
         };
         let restart = match &exit {
             Exit::Failed(reason) => {
-                tracing::warn!(kind = this.kind, %id, %reason, "entity crashed");
+                tracing::warn!(kind = %this.kind, %id, %reason, "entity crashed");
                 this.note_restart(&mut entities, &id)
             }
             Exit::Stopped => false,
@@ -404,7 +404,7 @@ where
                 entities.by_id.insert(id, Slot::Running(successor));
             }
             Err(err) => {
-                tracing::error!(kind = this.kind, %id, error = %err, "entity not restarted")
+                tracing::error!(kind = %this.kind, %id, error = %err, "entity not restarted")
             }
         }
     }
@@ -418,7 +418,7 @@ where
         }
         entry.1 += 1;
         if entry.1 > MAX_RESTARTS {
-            tracing::error!(kind = self.kind, %id, "entity keeps crashing; it restarts on its next command");
+            tracing::error!(kind = %self.kind, %id, "entity keeps crashing; it restarts on its next command");
             return false;
         }
         true

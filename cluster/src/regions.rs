@@ -13,9 +13,9 @@ use async_trait::async_trait;
 use storefront_actors::cart::{CartCommand, CartView};
 use storefront_actors::order::{OrderView, PlaceOrder};
 use storefront_actors::{
-    CartActor, CartArgs, CartMsg, Clock, DomainError, EntitySettings, OrderActor, OrderArgs,
-    OrderMsg, PaymentGateway, SkuStockActor, SkuStockArgs, SkuStockMsg, StockCommand, StockFeed,
-    StockLevels, StockPort,
+    CartActor, CartArgs, CartMsg, Clock, DomainError, EntityKind, EntitySettings, OrderActor,
+    OrderArgs, OrderMsg, PaymentGateway, SkuStockActor, SkuStockArgs, SkuStockMsg, StockCommand,
+    StockFeed, StockLevels, StockPort,
 };
 use storefront_storage::{KeyedWrite, Store, Table};
 
@@ -102,7 +102,7 @@ const TRANSIT: Duration = Duration::from_secs(2);
 
 impl Router {
     /// Whether this node runs calls for the shard of (`kind`, `id`) itself.
-    fn is_local(&self, kind: &str, id: &str) -> bool {
+    fn is_local(&self, kind: EntityKind, id: &str) -> bool {
         self.ownership.as_ref().is_none_or(|o| o.serves(shard_of(kind, id, self.shard_count)))
     }
 
@@ -130,7 +130,7 @@ impl Router {
                     .and_then(|o| o.owner_of(shard).filter(|owner| owner != o.node_id()));
                 match (owner, &self.links) {
                     (Some(owner), Some(links)) => {
-                        metrics::counter!(crate::metrics::FORWARDED_CALLS_TOTAL, "kind" => kind)
+                        metrics::counter!(crate::metrics::FORWARDED_CALLS_TOTAL, "kind" => kind.as_str())
                             .increment(1);
                         // A waiting call gets what is left of its wait, less the trip.
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -264,7 +264,7 @@ impl Regions {
         let skus = {
             let (store, settings) = (entity_store.clone(), settings.clone());
             ShardRegion::<SkuStockActor>::start(
-                "sku",
+                EntityKind::Sku,
                 shard_count,
                 move |sku, passivation| SkuStockArgs {
                     sku: sku.to_owned(),
@@ -281,7 +281,7 @@ impl Regions {
         let carts = {
             let (store, settings) = (entity_store.clone(), settings.clone());
             ShardRegion::<CartActor>::start(
-                "cart",
+                EntityKind::Cart,
                 shard_count,
                 move |cart_id, passivation| CartArgs {
                     cart_id: cart_id.to_owned(),
@@ -299,7 +299,7 @@ impl Regions {
         let orders = {
             let store = entity_store;
             ShardRegion::<OrderActor>::start(
-                "order",
+                EntityKind::Order,
                 shard_count,
                 move |order_id, passivation| OrderArgs {
                     order_id: order_id.to_owned(),
@@ -356,7 +356,7 @@ impl Regions {
             for (key, _) in &page {
                 let order_id = String::from_utf8_lossy(key);
                 let shard = self.orders.shard(&order_id);
-                if !wanted(shard) || !self.router.is_local("order", &order_id) {
+                if !wanted(shard) || !self.router.is_local(EntityKind::Order, &order_id) {
                     continue;
                 }
                 self.orders.ensure_started(&order_id)?;

@@ -21,7 +21,7 @@ use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use storefront_actors::cart::{CartCommand, CartView};
 use storefront_actors::order::{OrderView, PlaceOrder};
-use storefront_actors::{DomainError, StockCommand, StockLevels};
+use storefront_actors::{DomainError, EntityKind, StockCommand, StockLevels};
 use storefront_storage::KeyedWrite;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -50,14 +50,16 @@ pub(crate) enum Call {
 
 impl Call {
     /// The entity the command is for: its kind and id.
-    pub(crate) fn target(&self) -> (&'static str, &str) {
+    pub(crate) fn target(&self) -> (EntityKind, &str) {
         match self {
-            Call::Stock { sku, .. } | Call::StockLevels { sku } => ("sku", sku),
-            Call::UpdateCart { cart_id, .. } | Call::Cart { cart_id } => ("cart", cart_id),
-            Call::Checkout { order, .. } => ("order", &order.order_id),
+            Call::Stock { sku, .. } | Call::StockLevels { sku } => (EntityKind::Sku, sku),
+            Call::UpdateCart { cart_id, .. } | Call::Cart { cart_id } => {
+                (EntityKind::Cart, cart_id)
+            }
+            Call::Checkout { order, .. } => (EntityKind::Order, &order.order_id),
             Call::Order { order_id }
             | Call::OrderOutcome { order_id, .. }
-            | Call::CancelOrder { order_id, .. } => ("order", order_id),
+            | Call::CancelOrder { order_id, .. } => (EntityKind::Order, order_id),
         }
     }
 }
@@ -121,11 +123,8 @@ pub(crate) enum HostMsg {
     Ping(RpcReplyPort<String>),
 }
 
-/// The entity kinds, each with its own region host on every node.
-pub(crate) const KINDS: [&str; 3] = ["sku", "cart", "order"];
-
 /// The process group of `node`'s host for `kind`.
-pub(crate) fn host_group(kind: &str, node: &str) -> String {
+pub(crate) fn host_group(kind: EntityKind, node: &str) -> String {
     format!("storefront-host/{kind}/{node}")
 }
 
@@ -140,7 +139,7 @@ pub(crate) trait Execute: Send + Sync + 'static {
 pub(crate) struct RegionHost;
 
 pub(crate) struct HostArgs {
-    pub(crate) kind: &'static str,
+    pub(crate) kind: EntityKind,
     pub(crate) node_id: String,
     pub(crate) links: Arc<Links>,
     pub(crate) local: Arc<dyn Execute>,
@@ -370,15 +369,15 @@ impl Links {
 }
 
 /// The ref of `node`'s host for `kind`, if a session to it is up.
-fn host_of(kind: &str, node: &str) -> Option<ActorRef<HostMsg>> {
+fn host_of(kind: EntityKind, node: &str) -> Option<ActorRef<HostMsg>> {
     ractor::pg::get_members(&host_group(kind, node)).into_iter().next().map(ActorRef::from)
 }
 
 /// Casts `message` (built from the encoded `value`) to `node`'s host for `kind`; without a
 /// session it is dropped, and whoever waits for it times out.
-fn cast_to(kind: &str, node: &str, value: &impl Serialize, message: fn(Vec<u8>) -> HostMsg) {
+fn cast_to(kind: EntityKind, node: &str, value: &impl Serialize, message: fn(Vec<u8>) -> HostMsg) {
     let Some(host) = host_of(kind, node) else {
-        tracing::debug!(node, kind, "no session: dropping a batch");
+        tracing::debug!(node, %kind, "no session: dropping a batch");
         return;
     };
     match postcard::to_stdvec(value) {
@@ -394,32 +393,30 @@ fn cast_to(kind: &str, node: &str, value: &impl Serialize, message: fn(Vec<u8>) 
 async fn send_to(me: String, node: String, mut outgoing: mpsc::UnboundedReceiver<Outgoing>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while outgoing.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut commands: [Vec<(u64, Call)>; KINDS.len()] = Default::default();
+        let mut commands: [Vec<(u64, Call)>; EntityKind::ALL.len()] = Default::default();
         let mut answers = Vec::new();
         for item in batch.drain(..) {
             match item {
                 Outgoing::Command(id, call) => {
-                    let kind = call.target().0;
-                    let lane = KINDS.iter().position(|k| *k == kind).unwrap_or_default();
-                    commands[lane].push((id, call));
+                    commands[call.target().0.index()].push((id, call));
                 }
                 Outgoing::Answer(id, answer) => answers.push((id, answer)),
             }
         }
-        for (kind, commands) in KINDS.iter().zip(&commands) {
+        for (kind, commands) in EntityKind::ALL.into_iter().zip(&commands) {
             if !commands.is_empty() {
                 cast_to(kind, &node, &(&me, commands), HostMsg::Commands);
             }
         }
         if !answers.is_empty() {
-            cast_to(KINDS[0], &node, &answers, HostMsg::Answers);
+            cast_to(EntityKind::Sku, &node, &answers, HostMsg::Answers);
         }
     }
 }
 
 /// Whether `node`'s host answers a ping within `timeout`.
 pub(crate) async fn ping(node: &str, timeout: Duration) -> bool {
-    let Some(host) = host_of(KINDS[0], node) else { return false };
+    let Some(host) = host_of(EntityKind::Sku, node) else { return false };
     matches!(
         host.call(HostMsg::Ping, Some(timeout)).await,
         Ok(ractor::rpc::CallResult::Success(ref id)) if id == node

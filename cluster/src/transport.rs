@@ -20,7 +20,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::remote::{Execute, HostArgs, HostMsg, KINDS, Links, RegionHost, ping};
+use storefront_actors::EntityKind;
+
+use crate::remote::{Execute, HostArgs, HostMsg, Links, RegionHost, ping};
 use crate::{ClusterError, MemberStatus, Ownership};
 
 /// Pings a peer may miss in a row before its session is closed.
@@ -139,7 +141,7 @@ impl Transport {
             .ok_or_else(|| transport_error("listen address", "not HOST:PORT"))?;
         let port: u16 = port.parse().map_err(|e| transport_error("listen port", e))?;
         let mut hosts = Vec::new();
-        for kind in KINDS {
+        for kind in EntityKind::ALL {
             let args = HostArgs {
                 kind,
                 node_id: node_id.clone(),

@@ -240,7 +240,10 @@ async fn the_cluster_endpoints_describe_a_cluster_of_one() {
     assert_eq!(cluster["shards_by_node"]["node-1"], 16);
     let located = app.get("/v1/admin/cluster/locate?kind=sku&id=HOT-1", Some(&admin)).await.ok(200);
     assert_eq!(located["node_id"], "node-1");
-    assert_eq!(located["shard"], storefront_cluster::shard_of("sku", "HOT-1", 16));
+    assert_eq!(
+        located["shard"],
+        storefront_cluster::shard_of(storefront_actors::EntityKind::Sku, "HOT-1", 16)
+    );
     app.get("/v1/admin/cluster/locate?kind=planet&id=x", Some(&admin))
         .await
         .problem(400, "/problems/validation");

@@ -88,12 +88,14 @@ pub fn order(
                 sku: Sku::parse(sku).expect("valid sku"),
                 qty: Quantity::new(*qty).expect("valid qty"),
                 unit_price: usd(price),
+                name: format!("Product {sku}"),
             })
             .collect(),
         currency: Currency::USD,
         fx_rate: None,
         payment_token: token.to_owned(),
         shipping_address: None,
+        email: format!("{user_id}@example.com"),
     }
 }
 
@@ -113,6 +115,20 @@ where
 /// The levels a SKU with these counts reports.
 pub fn levels(on_hand: u64, reserved: u64, sold: u64) -> storefront_actors::StockLevels {
     storefront_actors::StockLevels { on_hand, reserved, available: on_hand - reserved, sold }
+}
+
+/// The events of `topic` in the node's outbox, read back as CloudEvents, oldest first.
+pub async fn outbox_events(node: &Node, topic: &str) -> Vec<storefront_events::CloudEvent> {
+    let outbox = storefront_storage::Store::read_outbox(&*node.store, 0, usize::MAX).await.unwrap();
+    outbox
+        .iter()
+        .filter(|e| e.record.topic == topic)
+        .map(|e| {
+            let event = storefront_events::CloudEvent::parse(&e.record.payload).unwrap();
+            assert_eq!(event.id, e.record.event_id, "the record's id is the event's");
+            event
+        })
+        .collect()
 }
 
 /// How many outbox records of `topic` the node's store holds.

@@ -216,7 +216,7 @@ async fn place(
         let unit_price = rates.convert(&product.price, currency)?;
         // `qty` was checked to be 1..=100 above.
         let qty = Quantity::new(qty)?;
-        lines.push(OrderLine { sku, qty, unit_price });
+        lines.push(OrderLine { sku, qty, unit_price, name: product.name.clone() });
     }
     // A line its SKU cannot fill now is answered at once, without an order: in a flash sale most
     // attempts come after the sell-out, and each would otherwise place, durably fail and index an
@@ -229,6 +229,14 @@ async fn place(
             return Err(out_of_stock(&line.sku, levels.available, None));
         }
     }
+    // The confirmation goes to the address the account has now (the events carry it, so no
+    // consumer has to call back).
+    let email = state
+        .users
+        .get(user_id)
+        .await?
+        .map(|user| user.email)
+        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
     let fx_rate = (currency != state.base)
         .then(|| rates.rate(currency).map(|r| r.normalize().to_string()))
         .flatten();
@@ -241,6 +249,7 @@ async fn place(
         fx_rate,
         payment_token: body.payment_token,
         shipping_address,
+        email,
     };
     let outcome = state.regions.checkout_with(order, vec![claim], state.checkout_wait).await?;
     if from_cart {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use storefront_actors::EntityKind;
 use storefront_cluster::{ClusterView, Ownership, shard_of};
 
 use crate::Problem;
@@ -77,10 +78,10 @@ pub async fn locate(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
     let req = req?;
     state.admin(&req).await?;
     let query = req.query()?;
-    let kind = match query.get("kind") {
-        Some(kind @ ("sku" | "cart" | "order")) => kind,
-        _ => return Err(ApiError::validation("kind", "one of sku, cart, order")),
-    };
+    let kind = query
+        .get("kind")
+        .and_then(EntityKind::parse)
+        .ok_or_else(|| ApiError::validation("kind", "one of sku, cart, order"))?;
     let id = query.get("id").ok_or_else(|| ApiError::validation("id", "required"))?;
     let shard = shard_of(kind, id, state.shard_count);
     super::ok(&serde_json::json!({

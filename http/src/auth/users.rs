@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use storefront_storage::{Store, Table};
+use storefront_events::event::UserRegistered;
+use storefront_events::{CloudEvent, EventData};
+use storefront_storage::{AppendRequest, KeyedWrite, Store, Table};
 
 use super::passwords::{hash_password, validate_password, verify_password};
 use super::{AuthError, Role};
@@ -119,25 +121,62 @@ impl Users {
         self.claim(user).await
     }
 
-    /// Saves `user`, then claims its email; undoes the save if the email is taken.
+    /// Claims `user`'s email, then creates the account: its record and its `user.registered`
+    /// event in one append (stream `user/<id>`), so an account exists exactly when its event
+    /// does. A claim whose account was never written (a crash between the two: its account is
+    /// still missing a minute after its id was made) is taken over.
     async fn claim(&self, user: User) -> Result<User, AuthError> {
-        let email = user.email.clone();
-        self.save(&user).await?;
-        let claimed = self
-            .store
-            .compare_and_swap(
-                Table::UserEmails,
-                email.as_bytes(),
-                None,
-                Some(user.user_id.as_bytes()),
-            )
-            .await
-            .map_err(backend)?;
+        let email = user.email.as_bytes();
+        let id = user.user_id.as_bytes();
+        let claimed = match self.store.get(Table::UserEmails, email).await.map_err(backend)? {
+            None => self.store.compare_and_swap(Table::UserEmails, email, None, Some(id)).await,
+            Some(owner) if self.abandoned(&String::from_utf8_lossy(&owner)).await? => {
+                self.store.compare_and_swap(Table::UserEmails, email, Some(&owner), Some(id)).await
+            }
+            Some(_) => Ok(false),
+        }
+        .map_err(backend)?;
         if !claimed {
-            self.store.delete(Table::Users, user.user_id.as_bytes()).await.map_err(backend)?;
             return Err(AuthError::EmailTaken);
         }
+        let registered = CloudEvent::new(
+            now_ms(),
+            EventData::UserRegistered(UserRegistered {
+                user_id: user.user_id.clone(),
+                email: user.email.clone(),
+                name: user.name.clone(),
+            }),
+        );
+        let value = serde_json::to_vec(&user).map_err(backend)?;
+        self.store
+            .append(AppendRequest {
+                stream: format!("user/{}", user.user_id),
+                expected_seq: 0,
+                events: vec![br#"{"registered":true}"#.to_vec()],
+                outbox: vec![registered.into_outbox().map_err(backend)?],
+                puts: vec![KeyedWrite {
+                    table: Table::Users,
+                    key: id.to_vec(),
+                    value: Some(value),
+                }],
+                fence: None,
+            })
+            .await
+            .map_err(backend)?;
         Ok(user)
+    }
+
+    /// Whether the email claim of `owner` was left by a registration that never wrote its
+    /// account: none exists, and its id (a UUIDv7, so it tells when it was made) is over a minute
+    /// old, far longer than a registration takes.
+    async fn abandoned(&self, owner: &str) -> Result<bool, AuthError> {
+        let made_ms = uuid::Uuid::parse_str(owner)
+            .ok()
+            .and_then(|id| id.get_timestamp())
+            .map(|t| t.to_unix())
+            .map(|(secs, nanos)| secs * 1000 + u64::from(nanos / 1_000_000));
+        let old = made_ms.is_some_and(|made| now_ms().saturating_sub(made) > 60_000);
+        Ok(old && self.get(owner).await?.is_none())
     }
 
     /// The user with these credentials; the same error for an unknown email and a wrong password.
@@ -197,6 +236,13 @@ impl Users {
     }
 }
 
+/// Milliseconds since the Unix epoch, by this machine's clock.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use storefront_storage::embedded::EmbeddedStore;
@@ -205,6 +251,47 @@ mod tests {
 
     async fn users(dir: &tempfile::TempDir) -> Users {
         Users::new(Arc::new(EmbeddedStore::open(dir.path()).await.unwrap()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_registration_writes_its_account_and_user_registered_together_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = users(&dir).await;
+        let ann = users.register("Ann@Example.com", "long enough pw", Some("Ann")).await.unwrap();
+        assert_eq!(
+            users.register("ann@example.com", "long enough pw", None).await.map(|_| ()),
+            Err(AuthError::EmailTaken)
+        );
+        let outbox = users.store.read_outbox(0, 10).await.unwrap();
+        assert_eq!(outbox.len(), 1, "a refused registration emits nothing");
+        let event = CloudEvent::parse(&outbox[0].record.payload).unwrap();
+        assert_eq!(
+            event.data,
+            EventData::UserRegistered(UserRegistered {
+                user_id: ann.user_id.clone(),
+                email: "ann@example.com".into(),
+                name: Some("Ann".into()),
+            })
+        );
+        assert_eq!(users.get(&ann.user_id).await.unwrap(), Some(ann));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_email_claim_whose_account_was_never_written_is_taken_over_once_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = users(&dir).await;
+        // A registration that crashed between its claim and its account, two minutes ago.
+        let made = uuid::Timestamp::from_unix(uuid::NoContext, now_ms() / 1000 - 120, 0);
+        let stale = uuid::Uuid::new_v7(made).to_string();
+        users.store.put(Table::UserEmails, b"cid@example.com", stale.as_bytes()).await.unwrap();
+        // A fresh one (a registration still running) is not taken.
+        let fresh = uuid::Uuid::now_v7().to_string();
+        users.store.put(Table::UserEmails, b"dee@example.com", fresh.as_bytes()).await.unwrap();
+        assert!(users.register("cid@example.com", "long enough pw", None).await.is_ok());
+        assert_eq!(
+            users.register("dee@example.com", "long enough pw", None).await.map(|_| ()),
+            Err(AuthError::EmailTaken)
+        );
     }
 
     #[test]

@@ -322,6 +322,7 @@ impl Decider for Saga {
             fx_rate: None,
             payment_token: "tok_visa".into(),
             shipping_address: None,
+            email: format!("u{i}@example.com"),
         };
         match self.regions.checkout(order, Duration::from_secs(60)).await? {
             Checkout::Ended(view) if view.status == OrderStatus::Confirmed => Ok(true),
@@ -346,6 +347,7 @@ pub async fn engine_saga(sale: &Sale) -> anyhow::Result<Contender> {
         sku: Sku::parse(HOT)?,
         qty: Quantity::new(1)?,
         unit_price: Money::parse(&Decimal::new(1999, 2).to_string(), Currency::USD)?,
+        name: "Hot product".into(),
     };
     on_engine("Storefront engine: checkout saga", sale, |regions| Saga {
         regions: regions.clone(),
