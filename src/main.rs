@@ -37,6 +37,85 @@ enum Command {
     /// Operate the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Run the notification service: mail and text messages for the shop's events (EVENTS.md).
+    Notify(NotifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct NotifyArgs {
+    /// TOML configuration file (the `[events]` and `[notify]` sections).
+    #[arg(long, env = "STOREFRONT_CONFIG")]
+    config: Option<PathBuf>,
+    /// The broker (default: `events.amqp_url`, `STOREFRONT_EVENTS__AMQP_URL`).
+    #[arg(long)]
+    amqp: Option<String>,
+    /// Where the notifier keeps what it sent (`<dir>/notify`) and, without an SMTP server, its
+    /// mail (`<dir>/mail`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A shared store for what was sent, instead of the embedded one (`postgres://...`).
+    #[arg(long)]
+    store: Option<String>,
+    /// `smtp://host:port` or `smtps://user:password@host:465`.
+    #[arg(long)]
+    smtp_url: Option<String>,
+    /// The mails' sender.
+    #[arg(long)]
+    mail_from: Option<String>,
+    /// Base URL of a Twilio-compatible Messages API.
+    #[arg(long)]
+    sms_url: Option<String>,
+    /// The SMS account.
+    #[arg(long)]
+    sms_account: Option<String>,
+    /// The SMS token (or `STOREFRONT_NOTIFY__SMS_TOKEN`).
+    #[arg(long)]
+    sms_token: Option<String>,
+    /// The SMS sender number.
+    #[arg(long)]
+    sms_from: Option<String>,
+    /// Tries of one send before the message is dead-lettered.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// A folder of templates replacing the built-in ones, file by file.
+    #[arg(long)]
+    templates: Option<PathBuf>,
+    /// Where `/metrics` is served (HOST:PORT).
+    #[arg(long)]
+    metrics_addr: Option<String>,
+    /// Move every dead-lettered message back to the notification queue, then exit.
+    #[arg(long)]
+    replay_dlq: bool,
+}
+
+impl NotifyArgs {
+    fn overrides(&self) -> Vec<Override> {
+        let mut overrides = Vec::new();
+        let mut text = |key: &str, value: &Option<String>| {
+            if let Some(value) = value {
+                overrides.push(Override::new(key, value.as_str()));
+            }
+        };
+        text("events.amqp_url", &self.amqp);
+        text("store", &self.store);
+        text("notify.smtp_url", &self.smtp_url);
+        text("notify.mail_from", &self.mail_from);
+        text("notify.sms_url", &self.sms_url);
+        text("notify.sms_account", &self.sms_account);
+        text("notify.sms_token", &self.sms_token);
+        text("notify.sms_from", &self.sms_from);
+        text("notify.metrics_addr", &self.metrics_addr);
+        for (key, path) in [("data_dir", &self.data_dir), ("notify.templates_dir", &self.templates)]
+        {
+            if let Some(path) = path {
+                overrides.push(Override::new(key, path.to_string_lossy().as_ref()));
+            }
+        }
+        if let Some(attempts) = self.max_attempts {
+            overrides.push(Override::new("notify.max_attempts", i64::from(attempts)));
+        }
+        overrides
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +203,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Migrate(args) => migrate(args),
         Command::Cluster(ClusterCommand::Status(args)) => cluster_status(args),
+        Command::Notify(args) => notify(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -197,6 +277,28 @@ fn cluster_status(args: StatusArgs) -> anyhow::Result<()> {
     })?;
     writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&document)?)?;
     Ok(())
+}
+
+fn notify(args: NotifyArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
+    init_logs(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        let notifier = storefront::notify::start(&config).await?;
+        if args.replay_dlq {
+            let moved = notifier.replay_dlq().await.context("cannot replay the dead letters")?;
+            writeln!(
+                std::io::stdout(),
+                "storefront: {moved} messages moved back to the notification queue"
+            )?;
+            return Ok(());
+        }
+        let metrics = storefront::notify::serve_metrics(&config.notify.metrics_addr).await?;
+        tracing::info!(metrics = %metrics, "storefront notify running");
+        notifier.run(shutdown).await;
+        anyhow::Ok(())
+    })
 }
 
 fn init_logs(config: &Config) -> anyhow::Result<()> {

@@ -120,6 +120,8 @@ pub struct NotifyConfig {
     pub metrics_addr: String,
     /// The longest one send (SMTP session, SMS request) may take.
     pub send_timeout_secs: u64,
+    /// The wait after a first failed send; doubled after each further one (at most a minute).
+    pub retry_base_ms: u64,
 }
 
 impl Default for NotifyConfig {
@@ -136,6 +138,7 @@ impl Default for NotifyConfig {
             templates_dir: None,
             metrics_addr: "127.0.0.1:9185".into(),
             send_timeout_secs: 10,
+            retry_base_ms: 1_000,
         }
     }
 }
@@ -144,6 +147,11 @@ impl NotifyConfig {
     /// The longest one send may take.
     pub fn send_timeout(&self) -> Duration {
         Duration::from_secs(self.send_timeout_secs)
+    }
+
+    /// The wait after a first failed send.
+    pub fn retry_base(&self) -> Duration {
+        Duration::from_millis(self.retry_base_ms)
     }
 }
 
@@ -702,6 +710,9 @@ impl NotifyConfig {
         }
         if self.prefetch == 0 {
             return Err(invalid("notify.prefetch", "must be at least 1"));
+        }
+        if !(1..=60_000).contains(&self.retry_base_ms) {
+            return Err(invalid("notify.retry_base_ms", "must be between 1 and 60000"));
         }
         if !(1..=300).contains(&self.send_timeout_secs) {
             return Err(invalid("notify.send_timeout_secs", "must be between 1 and 300"));

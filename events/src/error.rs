@@ -12,6 +12,15 @@ pub enum EventsError {
     /// The broker refused, failed or could not be reached.
     #[error("broker: {0}")]
     Broker(String),
+    /// A notification template is missing, unreadable or broken.
+    #[error("template {0}")]
+    Template(String),
+    /// A mail or text message could not be sent.
+    #[error("send failed: {0}")]
+    Send(String),
+    /// A setting is unusable (the message names it).
+    #[error("{0}")]
+    Config(String),
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] storefront_storage::StorageError),
@@ -24,6 +33,10 @@ impl EventsError {
 
     pub(crate) fn decode(e: impl std::fmt::Display) -> Self {
         Self::Decode(e.to_string())
+    }
+
+    pub(crate) fn send(e: impl std::fmt::Display) -> Self {
+        Self::Send(e.to_string())
     }
 
     pub(crate) fn broker(e: impl std::fmt::Display) -> Self {

@@ -250,6 +250,18 @@ impl EventData {
         }
     }
 
+    /// The customer's address the event names, if it is one a customer hears of.
+    pub fn email(&self) -> Option<&str> {
+        match self {
+            EventData::UserRegistered(d) => Some(d.email.as_str()),
+            EventData::OrderConfirmed(d) | EventData::OrderCancelled(d) => Some(d.email.as_str()),
+            EventData::PaymentFailed(d) => Some(d.email.as_str()),
+            EventData::PasswordResetRequested(d) => Some(d.email.as_str()),
+            EventData::StockLow(_) | EventData::StockSoldOut(_) => None,
+        }
+        .filter(|email| !email.is_empty())
+    }
+
     /// The entity the event is about (the CloudEvents `subject`).
     pub fn subject(&self) -> &str {
         match self {

@@ -4,7 +4,8 @@
 //! - [`event`]: the vocabulary of EVENTS.md (event types, their `data`, the CloudEvents envelope)
 //!   that entities write to the outbox in the same append as their state change;
 //! - [`amqp`]: the RabbitMQ side (the `storefront.events` exchange, connections with back-off);
-//! - [`relay`]: the outbox relay that publishes a node's outbox with publisher confirms.
+//! - [`relay`]: the outbox relay that publishes a node's outbox with publisher confirms;
+//! - [`notify`]: `storefront notify`, the notification service (mail, text messages).
 //!
 //! It does not own when events happen (the entities in `storefront-actors`) or where the relay
 //! runs in a cluster (the binary hands it a [`relay::Leadership`] backed by a shard lease).
@@ -13,6 +14,7 @@ pub mod amqp;
 mod error;
 pub mod event;
 pub mod metrics;
+pub mod notify;
 pub mod relay;
 
 pub use error::EventsError;

@@ -12,3 +12,14 @@ pub const CONFIRMS_TOTAL: &str = "storefront_events_confirms_total";
 pub const RELAY_FAILURES_TOTAL: &str = "storefront_events_relay_failures_total";
 /// Connections to the broker the relay (re)opened after the first.
 pub const RELAY_RECONNECTS_TOTAL: &str = "storefront_events_relay_reconnects_total";
+/// Notifications sent, by `channel` (`email`, `sms`).
+pub const NOTIFY_SENT_TOTAL: &str = "storefront_notify_sent_total";
+/// Failed tries of a notification send, by `channel`.
+pub const NOTIFY_FAILED_TOTAL: &str = "storefront_notify_failed_total";
+/// Sends tried again after a failure, by `channel`.
+pub const NOTIFY_RETRIED_TOTAL: &str = "storefront_notify_retried_total";
+/// Messages moved to the dead-letter queue, by the `channel` that kept failing (`none`: not an
+/// event).
+pub const NOTIFY_DEAD_LETTERED_TOTAL: &str = "storefront_notify_dead_lettered_total";
+/// Messages acknowledged without a send, by `reason` (`expired`).
+pub const NOTIFY_DROPPED_TOTAL: &str = "storefront_notify_dropped_total";
