@@ -1,8 +1,9 @@
 //! A node's start-up and shutdown: [`Node::build`] turns a configuration into running parts (the
 //! store, the entity regions with their cluster membership, the edge's catalog, accounts, keys
-//! and rates, the demo seed, the outbox relay when a broker is configured) and binds the
-//! listeners; [`Node::run`] serves until the shutdown future fires, then stops the edge (in-flight
-//! requests finish within the grace period), the relay, and the entities (journals flushed).
+//! and rates, the demo seed, and with a broker the outbox relay and the webhook delivery worker)
+//! and binds the listeners; [`Node::run`] serves until the shutdown future fires, then stops the
+//! edge (in-flight requests finish within the grace period), the relay, the webhook worker, and
+//! the entities (journals flushed).
 //!
 //! It owns the wiring, not what the parts do: the edge is `storefront-http`'s, the entities
 //! `storefront-actors`' and `storefront-cluster`'s, the relay `storefront-events`'.
@@ -19,6 +20,8 @@ use storefront_cluster::{
 };
 use storefront_config::Config;
 use storefront_events::relay::{Leadership, Relay, RelayConfig};
+use storefront_events::webhooks::Webhooks;
+use storefront_events::webhooks::worker::{WebhookWorker, WorkerSettings};
 use storefront_http::auth::{AccessTokens, RefreshTokens, SigningKey, Users};
 use storefront_http::catalog::Catalog;
 use storefront_http::fx::FxBook;
@@ -144,6 +147,7 @@ pub struct Node {
     app: App,
     regions: Regions,
     relay: Option<Relay>,
+    webhook_worker: Option<WebhookWorker>,
     grace: Duration,
 }
 
@@ -209,6 +213,22 @@ impl Node {
             )),
             _ => None,
         };
+        let webhooks = Webhooks::new(store.clone(), config.events.webhooks_allow_private);
+        // Without a broker, subscriptions are kept and nothing is delivered (EVENTS.md).
+        let webhook_worker = match &config.events.amqp_url {
+            Some(url) => Some(
+                WebhookWorker::start(
+                    webhooks.clone(),
+                    WorkerSettings {
+                        amqp_url: url.expose().to_owned(),
+                        max_attempts: config.events.webhook_max_attempts,
+                        retry_base: config.events.webhook_retry_base(),
+                    },
+                )
+                .map_err(|e| StartError::Config { key: "events", reason: e.to_string() })?,
+            ),
+            None => None,
+        };
         let checkout_wait = config.checkout.wait();
         let limiter: Arc<dyn RateLimiter> = if config.rate_limit.enabled {
             Arc::new(LocalLimiter::new(&config.rate_limit))
@@ -237,6 +257,7 @@ impl Node {
             tokens,
             limiter,
             fx,
+            webhooks,
             feed,
             metrics,
             base,
@@ -248,7 +269,7 @@ impl Node {
         tracing::info!(resumed_checkouts = resumed, products = state.catalog.len(), "node ready");
         let grace = config.http.shutdown_grace();
         let app = App::new(state, listener, metrics_listener, stop, grace);
-        Ok(Node { app, regions, relay, grace })
+        Ok(Node { app, regions, relay, webhook_worker, grace })
     }
 
     /// Where the HTTP edge listens.
@@ -263,10 +284,13 @@ impl Node {
 
     /// Serves until `shutdown` completes, then stops the edge, the relay and the entities.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let Node { app, regions, relay, grace } = self;
+        let Node { app, regions, relay, webhook_worker, grace } = self;
         app.run(shutdown).await;
         if let Some(relay) = relay {
             relay.stop().await;
+        }
+        if let Some(worker) = webhook_worker {
+            worker.stop().await;
         }
         tracing::info!("draining entities");
         regions.shutdown(grace).await;

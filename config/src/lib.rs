@@ -73,6 +73,9 @@ pub struct EventsConfig {
     pub webhooks_allow_private: bool,
     /// Tries of one webhook delivery before it is `failed`.
     pub webhook_max_attempts: u32,
+    /// The wait after a webhook's first failed try; doubled after each further one, at most an
+    /// hour. Every node must use the same.
+    pub webhook_retry_base_ms: u64,
 }
 
 impl Default for EventsConfig {
@@ -82,6 +85,7 @@ impl Default for EventsConfig {
             outbox_retention_hours: 168,
             webhooks_allow_private: false,
             webhook_max_attempts: 12,
+            webhook_retry_base_ms: 1_000,
         }
     }
 }
@@ -90,6 +94,11 @@ impl EventsConfig {
     /// How long published outbox records are kept.
     pub fn outbox_retention(&self) -> Duration {
         Duration::from_secs(self.outbox_retention_hours * 3600)
+    }
+
+    /// The wait after a webhook's first failed try.
+    pub fn webhook_retry_base(&self) -> Duration {
+        Duration::from_millis(self.webhook_retry_base_ms)
     }
 }
 
@@ -666,6 +675,9 @@ impl Config {
         }
         if self.events.outbox_retention_hours == 0 {
             return Err(invalid("events.outbox_retention_hours", "must be at least 1"));
+        }
+        if !(10..=60_000).contains(&self.events.webhook_retry_base_ms) {
+            return Err(invalid("events.webhook_retry_base_ms", "must be between 10 and 60000"));
         }
         if !(1..=50).contains(&self.events.webhook_max_attempts) {
             return Err(invalid("events.webhook_max_attempts", "must be between 1 and 50"));

@@ -5,7 +5,8 @@
 //!   that entities write to the outbox in the same append as their state change;
 //! - [`amqp`]: the RabbitMQ side (the `storefront.events` exchange, connections with back-off);
 //! - [`relay`]: the outbox relay that publishes a node's outbox with publisher confirms;
-//! - [`notify`]: `storefront notify`, the notification service (mail, text messages).
+//! - [`notify`]: `storefront notify`, the notification service (mail, text messages);
+//! - [`webhooks`]: merchants' subscriptions, their delivery log, and the nodes' delivery workers.
 //!
 //! It does not own when events happen (the entities in `storefront-actors`) or where the relay
 //! runs in a cluster (the binary hands it a [`relay::Leadership`] backed by a shard lease).
@@ -16,6 +17,7 @@ pub mod event;
 pub mod metrics;
 pub mod notify;
 pub mod relay;
+pub mod webhooks;
 
 pub use error::EventsError;
 pub use event::{CloudEvent, EventData, EventType};

@@ -12,6 +12,8 @@ pub const CONFIRMS_TOTAL: &str = "storefront_events_confirms_total";
 pub const RELAY_FAILURES_TOTAL: &str = "storefront_events_relay_failures_total";
 /// Connections to the broker the relay (re)opened after the first.
 pub const RELAY_RECONNECTS_TOTAL: &str = "storefront_events_relay_reconnects_total";
+/// Webhook delivery tries, by `outcome` (`delivered`, `retried`, `failed`, `refused`).
+pub const WEBHOOK_ATTEMPTS_TOTAL: &str = "storefront_webhook_attempts_total";
 /// Notifications sent, by `channel` (`email`, `sms`).
 pub const NOTIFY_SENT_TOTAL: &str = "storefront_notify_sent_total";
 /// Failed tries of a notification send, by `channel`.

@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod orders;
 pub mod products;
 pub mod service;
+pub mod webhooks;
 
 use std::future::Future;
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use storefront_actors::{Currency, StockFeed};
 use storefront_cluster::Regions;
+use storefront_events::webhooks::Webhooks;
 use storefront_storage::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub limiter: Arc<dyn RateLimiter>,
     /// FX rates.
     pub fx: FxBook,
+    /// Merchants' webhooks.
+    pub webhooks: Webhooks,
     /// Live stock levels.
     pub feed: StockFeed,
     /// The metrics exposition.

@@ -25,6 +25,7 @@ use crate::api;
         api::checkout::checkout,
         api::orders::list, api::orders::get, api::orders::cancel, api::orders::list_all,
         api::cluster::status, api::cluster::locate, api::cluster::leave,
+        api::webhooks::create, api::webhooks::list, api::webhooks::delete, api::webhooks::deliveries,
     ),
     components(schemas(api::MoneySchema, api::ProductView, api::LevelsView)),
     modifiers(&Bearer, &CommonResponses),
@@ -35,6 +36,7 @@ use crate::api;
         (name = "cart", description = "The caller's cart"),
         (name = "orders", description = "Checkout and orders"),
         (name = "cluster", description = "Operators"),
+        (name = "webhooks", description = "Merchants' endpoints for events (EVENTS.md)"),
     )
 )]
 struct ApiDoc;

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use storefront_actors::DomainError;
+use storefront_events::EventsError;
 
 use crate::auth::AuthError;
 use crate::catalog::CatalogError;
@@ -168,6 +169,18 @@ impl ToProblem for CatalogError {
             }
             CatalogError::Backend(_) => p("/problems/unavailable", "Temporarily unavailable", 503),
         }
+    }
+}
+
+impl ToProblem for EventsError {
+    fn to_problem(&self) -> Problem {
+        // What reaches a request is the store (or a stored record) failing: no backend text.
+        Problem::new(
+            "/problems/unavailable",
+            "Temporarily unavailable",
+            503,
+            "the webhooks could not be read or written; try again",
+        )
     }
 }
 

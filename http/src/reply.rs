@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 use storefront_actors::DomainError;
+use storefront_events::EventsError;
 
 use crate::auth::AuthError;
 use crate::catalog::CatalogError;
@@ -147,7 +148,7 @@ macro_rules! from_to_problem {
     )*};
 }
 
-from_to_problem!(DomainError, AuthError, IdempotencyError, CatalogError);
+from_to_problem!(DomainError, AuthError, IdempotencyError, CatalogError, EventsError);
 
 /// Handlers' result.
 pub type ApiResult = Result<ApiResponse, ApiError>;

@@ -84,6 +84,10 @@ const TEMPLATES: &[&str] = &[
     "GET /v1/admin/cluster",
     "GET /v1/admin/cluster/locate",
     "POST /v1/admin/cluster/leave",
+    "POST /v1/admin/webhooks",
+    "GET /v1/admin/webhooks",
+    "DELETE /v1/admin/webhooks/{webhook_id}",
+    "GET /v1/admin/webhooks/{webhook_id}/deliveries",
 ];
 
 /// The methods some route takes for `path`, as an `Allow` header value.
@@ -418,6 +422,43 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
     .unify()
     .boxed();
 
+    let webhooks = finish(
+        "POST /v1/admin/webhooks",
+        warp::path!("v1" / "admin" / "webhooks")
+            .and(post())
+            .and(with(s))
+            .and(write())
+            .then(api::webhooks::create),
+    )
+    .or(finish(
+        "GET /v1/admin/webhooks",
+        warp::path!("v1" / "admin" / "webhooks")
+            .and(get())
+            .and(with(s))
+            .and(read())
+            .then(api::webhooks::list),
+    ))
+    .unify()
+    .or(finish(
+        "DELETE /v1/admin/webhooks/{webhook_id}",
+        warp::path!("v1" / "admin" / "webhooks" / String)
+            .and(delete())
+            .and(with(s))
+            .and(read())
+            .then(api::webhooks::delete),
+    ))
+    .unify()
+    .or(finish(
+        "GET /v1/admin/webhooks/{webhook_id}/deliveries",
+        warp::path!("v1" / "admin" / "webhooks" / String / "deliveries")
+            .and(get())
+            .and(with(s))
+            .and(read())
+            .then(api::webhooks::deliveries),
+    ))
+    .unify()
+    .boxed();
+
     service
         .or(auth)
         .unify()
@@ -430,6 +471,8 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .or(orders)
         .unify()
         .or(cluster)
+        .unify()
+        .or(webhooks)
         .unify()
         .or(warp::path::full().and(warp::method()).map(unmatched))
         .unify()

@@ -9,3 +9,4 @@ mod catalog;
 mod checkout;
 mod helpers;
 mod ops;
+mod webhooks;

@@ -1,12 +1,20 @@
 //! Events out against the local RabbitMQ (a virtual host per test): the outbox relay, the
-//! notification service (with a real SMTP server and a local SMS gateway).
+//! notification service (with a real SMTP server and a local SMS gateway), webhook delivery (to
+//! local endpoints).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod broker;
+mod checkout;
+#[path = "../api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
 mod notify;
+mod process;
+mod receiver;
 mod relay;
 mod sms;
 mod smtp;
+mod webhooks;
 
 /// Waits (up to 20 s) until `check` holds.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)

@@ -17,7 +17,7 @@ use crate::broker::{self, Vhost};
 use crate::sms::SmsGateway;
 use crate::smtp::{self, Smtp};
 
-fn settings(vhost: &Vhost, smtp_url: Option<String>, dir: &std::path::Path) -> NotifySettings {
+pub fn settings(vhost: &Vhost, smtp_url: Option<String>, dir: &std::path::Path) -> NotifySettings {
     NotifySettings {
         amqp_url: vhost.url(),
         mail_from: "Shop <shop@example.com>".into(),
@@ -34,12 +34,12 @@ fn settings(vhost: &Vhost, smtp_url: Option<String>, dir: &std::path::Path) -> N
 }
 
 /// A running notifier and the switch that stops it.
-struct Running {
+pub struct Running {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
-fn run(notifier: Notifier) -> Running {
+pub fn run(notifier: Notifier) -> Running {
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         notifier
@@ -52,7 +52,7 @@ fn run(notifier: Notifier) -> Running {
 }
 
 impl Running {
-    async fn stop(self) {
+    pub async fn stop(self) {
         let _ = self.stop.send(());
         self.task.await.unwrap();
     }

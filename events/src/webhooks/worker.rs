@@ -1,0 +1,423 @@
+//! Delivering webhooks: every node with a broker consumes `storefront.webhooks` (quorum; bound to
+//! every event type offered to webhooks), competing with the other nodes for its messages.
+//!
+//! For each event, every webhook that wants it gets a `POST` of the CloudEvent, signed, within
+//! [`TIMEOUT`], no redirect followed, through a resolver that only yields addresses the SSRF
+//! rules allow (checked at delivery time). A 2xx is `delivered`; anything else is retried: the
+//! retry is a message to that webhook alone, parked in the retry queue of its delay
+//! (`storefront.webhooks.retry.<n>`, about 1 s doubling to 1 h) whose expiry dead-letters it back
+//! into the work queue, so a waiting retry holds no node and survives any node's restart. After
+//! `max_attempts` tries, or at once when the rules refuse the address, it is `failed`. The
+//! message is acknowledged after the log and any retry are written; a node that dies before that
+//! leaves it to be delivered again (at least once: endpoints deduplicate on
+//! `Storefront-Event-Id`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use lapin::message::Delivery as AmqpDelivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::guard::{GuardedResolver, resolve_checked};
+use super::{Delivery, DeliveryStatus, Webhook, Webhooks, signature};
+use crate::amqp::{self, Backoff, EXCHANGE};
+use crate::metrics::WEBHOOK_ATTEMPTS_TOTAL;
+use crate::{CloudEvent, EventType, EventsError};
+
+/// The work queue.
+pub const QUEUE: &str = "storefront.webhooks";
+/// The longest a merchant's endpoint may take to answer.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between two tries.
+const MAX_DELAY: Duration = Duration::from_secs(3600);
+/// Retry queues, one per delay: `base × 2^n`, the last capped at [`MAX_DELAY`].
+const RETRY_LEVELS: u32 = 13;
+/// The header naming the one webhook a retry is for.
+const WEBHOOK_HEADER: &str = "x-storefront-webhook";
+/// Messages a node works on at once.
+const PREFETCH: u16 = 64;
+
+/// How a node delivers.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// The broker.
+    pub amqp_url: String,
+    /// Tries of one delivery before it is `failed`.
+    pub max_attempts: u32,
+    /// The wait after the first failed try (about 1 s; doubled after each further one).
+    pub retry_base: Duration,
+}
+
+/// A running delivery worker; stopping it ends its task.
+#[derive(Debug)]
+pub struct WebhookWorker {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookWorker {
+    /// Starts delivering `webhooks` on a task of its own.
+    pub fn start(
+        webhooks: Webhooks,
+        settings: WorkerSettings,
+    ) -> Result<WebhookWorker, EventsError> {
+        let http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .connect_timeout(TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(GuardedResolver { allow_private: webhooks.allow_private() }.shared())
+            .user_agent("Storefront-Webhooks/1")
+            .build()
+            .map_err(|e| EventsError::Config(format!("webhook client: {e}")))?;
+        let (stop, stopped) = watch::channel(false);
+        let deliverer = Deliverer { webhooks, settings, http };
+        Ok(WebhookWorker { stop, task: tokio::spawn(deliverer.run(stopped)) })
+    }
+
+    /// Stops taking messages and lets the deliveries in progress finish.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        let _ = self.task.await;
+    }
+}
+
+/// The delay of retry level `n`.
+fn level_delay(base: Duration, level: u32) -> Duration {
+    base.saturating_mul(1u32 << level.min(20)).min(MAX_DELAY)
+}
+
+fn retry_queue(level: u32) -> String {
+    format!("{QUEUE}.retry.{level}")
+}
+
+/// Declares the exchange, the work queue with its bindings, and the retry queues.
+pub async fn declare(channel: &Channel) -> Result<(), EventsError> {
+    amqp::declare_exchange(channel).await?;
+    let mut quorum = FieldTable::default();
+    quorum.insert(ShortString::from("x-queue-type"), AMQPValue::LongString("quorum".into()));
+    channel
+        .queue_declare(QUEUE.into(), QueueDeclareOptions::durable(), quorum)
+        .await
+        .map_err(EventsError::broker)?;
+    for kind in EventType::ALL.into_iter().filter(|k| k.offered_to_webhooks()) {
+        channel
+            .queue_bind(
+                QUEUE.into(),
+                EXCHANGE.into(),
+                kind.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(EventsError::broker)?;
+    }
+    // A parked retry expires (its per-message TTL) into the work queue. Each queue holds one
+    // delay only, so the message at its head always expires first.
+    let mut parking = FieldTable::default();
+    parking.insert(ShortString::from("x-dead-letter-exchange"), AMQPValue::LongString("".into()));
+    parking.insert(
+        ShortString::from("x-dead-letter-routing-key"),
+        AMQPValue::LongString(QUEUE.into()),
+    );
+    for level in 0..RETRY_LEVELS {
+        channel
+            .queue_declare(
+                retry_queue(level).as_str().into(),
+                QueueDeclareOptions::durable(),
+                parking.clone(),
+            )
+            .await
+            .map_err(EventsError::broker)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+struct Deliverer {
+    webhooks: Webhooks,
+    settings: WorkerSettings,
+    http: reqwest::Client,
+}
+
+impl Deliverer {
+    async fn run(self, mut stopped: watch::Receiver<bool>) {
+        let mut backoff = Backoff::default();
+        let mut tasks = JoinSet::new();
+        while !*stopped.borrow() {
+            tokio::select! {
+                outcome = self.consume(&mut tasks, &mut backoff) => {
+                    if let Err(e) = outcome {
+                        tracing::warn!(error = %e, "webhook worker: broker connection lost; reconnecting");
+                    }
+                }
+                _ = stopped.wait_for(|stop| *stop) => break,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = stopped.wait_for(|stop| *stop) => break,
+            }
+        }
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(TIMEOUT + Duration::from_secs(5), drain).await.is_err() {
+            tracing::warn!("webhook deliveries still running at stop: their messages come again");
+        }
+    }
+
+    async fn consume(
+        &self,
+        tasks: &mut JoinSet<()>,
+        backoff: &mut Backoff,
+    ) -> Result<(), EventsError> {
+        let connection = amqp::connect(&self.settings.amqp_url, "storefront-webhooks").await?;
+        let channel = connection.create_channel().await.map_err(EventsError::broker)?;
+        declare(&channel).await?;
+        let publisher = connection.create_channel().await.map_err(EventsError::broker)?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(EventsError::broker)?;
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await
+            .map_err(EventsError::broker)?;
+        let mut consumer = channel
+            .basic_consume(
+                QUEUE.into(),
+                "storefront-webhooks".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(EventsError::broker)?;
+        backoff.reset();
+        loop {
+            tokio::select! {
+                delivery = consumer.next() => match delivery {
+                    Some(Ok(delivery)) => {
+                        let (this, publisher) = (self.clone(), publisher.clone());
+                        tasks.spawn(async move { this.handle(&publisher, delivery).await });
+                    }
+                    Some(Err(e)) => return Err(EventsError::broker(e)),
+                    None => return Err(EventsError::Broker("the consumer was cancelled".into())),
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+    }
+
+    /// Delivers one message to its webhooks, then acknowledges it.
+    async fn handle(&self, publisher: &Channel, message: AmqpDelivery) {
+        let outcome = self.deliver_message(publisher, &message).await;
+        let settled = match outcome {
+            Ok(()) => message.ack(BasicAckOptions::default()).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook delivery not settled; the message comes again");
+                message.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+            }
+        };
+        if let Err(e) = settled {
+            tracing::warn!(error = %e, "cannot settle a webhook message; it comes again");
+        }
+    }
+
+    async fn deliver_message(
+        &self,
+        publisher: &Channel,
+        message: &AmqpDelivery,
+    ) -> Result<(), EventsError> {
+        let event = match CloudEvent::parse(&message.data) {
+            Ok(event) => event,
+            Err(e) => {
+                // Not an event of the contract: nothing to deliver, nothing to retry.
+                tracing::warn!(error = %e, "webhook worker dropped a message that is no event");
+                return Ok(());
+            }
+        };
+        let targets = match retry_target(&message.properties) {
+            Some(webhook_id) => self.webhooks.get(&webhook_id).await?.into_iter().collect(),
+            None => self.webhooks.wanting(event.event_type()).await?,
+        };
+        let attempts =
+            targets.iter().map(|webhook| self.attempt(publisher, webhook, &event, &message.data));
+        for outcome in futures::future::join_all(attempts).await {
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// One try of `event` to `webhook` (unless it is already settled), logged; a failed try is
+    /// parked for its retry.
+    async fn attempt(
+        &self,
+        publisher: &Channel,
+        webhook: &Webhook,
+        event: &CloudEvent,
+        body: &[u8],
+    ) -> Result<(), EventsError> {
+        let previous = self.webhooks.delivery(&webhook.webhook_id, &event.id).await?;
+        if previous.as_ref().is_some_and(|d| d.status != DeliveryStatus::Pending) {
+            return Ok(());
+        }
+        let attempts = previous.map_or(0, |d| d.attempts) + 1;
+        let (status_code, error, refused) = self.post(webhook, event, body).await;
+        let delivered = error.is_none();
+        let give_up = refused || attempts >= self.settings.max_attempts;
+        let (status, next) = if delivered {
+            (DeliveryStatus::Delivered, None)
+        } else if give_up {
+            (DeliveryStatus::Failed, None)
+        } else {
+            let delay = level_delay(self.settings.retry_base, attempts - 1);
+            (DeliveryStatus::Pending, Some(delay))
+        };
+        let outcome = match status {
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed if refused => "refused",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Pending => "retried",
+        };
+        metrics::counter!(WEBHOOK_ATTEMPTS_TOTAL, "outcome" => outcome).increment(1);
+        let record = Delivery {
+            event_id: event.id.clone(),
+            kind: event.event_type().as_str().into(),
+            status,
+            attempts,
+            last_status_code: status_code,
+            last_error: error,
+            next_attempt_at: next.map(|delay| {
+                humantime::format_rfc3339_seconds(SystemTime::now() + delay).to_string()
+            }),
+        };
+        self.webhooks.record(&webhook.webhook_id, &record).await?;
+        if next.is_some() {
+            park(
+                publisher,
+                &webhook.webhook_id,
+                body,
+                (attempts - 1).min(RETRY_LEVELS - 1),
+                self.settings.retry_base,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// POSTs the event: answers the status code (if one came), the error (if it failed) and
+    /// whether the SSRF rules refused the address.
+    async fn post(
+        &self,
+        webhook: &Webhook,
+        event: &CloudEvent,
+        body: &[u8],
+    ) -> (Option<u16>, Option<String>, bool) {
+        // The rules, on what the name resolves to now (the client's resolver enforces them on
+        // the connection itself).
+        let url = match reqwest::Url::parse(&webhook.url) {
+            Ok(url) => url,
+            Err(e) => return (None, Some(format!("invalid url: {e}")), true),
+        };
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or(80);
+        if let Err(why) = resolve_checked(host, port, self.webhooks.allow_private()).await {
+            return (None, Some(format!("refused: {why}")), true);
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let sent = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("Storefront-Event-Id", event.id.as_str())
+            .header("Storefront-Event-Type", event.event_type().as_str())
+            .header("Storefront-Signature", signature(&webhook.secret, now, body))
+            .body(body.to_vec())
+            .send()
+            .await;
+        match sent {
+            Ok(answer) if answer.status().is_success() => {
+                (Some(answer.status().as_u16()), None, false)
+            }
+            Ok(answer) => {
+                let status = answer.status();
+                (Some(status.as_u16()), Some(format!("answered {status}")), false)
+            }
+            Err(e) if e.is_timeout() => {
+                (None, Some(format!("no answer within {} s", TIMEOUT.as_secs())), false)
+            }
+            Err(e) => (None, Some(error_chain(&e)), false),
+        }
+    }
+}
+
+/// An error with its causes, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The webhook a retry message is for.
+fn retry_target(properties: &BasicProperties) -> Option<String> {
+    let headers = properties.headers().as_ref()?;
+    match headers.inner().get(WEBHOOK_HEADER)? {
+        AMQPValue::LongString(id) => Some(String::from_utf8_lossy(id.as_bytes()).into_owned()),
+        _ => None,
+    }
+}
+
+/// Parks a retry of `body` for `webhook_id` in the retry queue of `level`, confirmed.
+async fn park(
+    publisher: &Channel,
+    webhook_id: &str,
+    body: &[u8],
+    level: u32,
+    base: Duration,
+) -> Result<(), EventsError> {
+    let mut headers = FieldTable::default();
+    headers.insert(WEBHOOK_HEADER.into(), AMQPValue::LongString(webhook_id.into()));
+    let expiration = level_delay(base, level).as_millis().to_string();
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_expiration(expiration.as_str().into())
+        .with_headers(headers);
+    let confirm = publisher
+        .basic_publish(
+            "".into(),
+            retry_queue(level).as_str().into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .map_err(EventsError::broker)?
+        .await
+        .map_err(EventsError::broker)?;
+    match confirm {
+        Confirmation::Nack(_) => Err(EventsError::Broker("the retry queue refused a retry".into())),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_wait_about_a_second_then_double_up_to_an_hour() {
+        let base = Duration::from_secs(1);
+        let delays: Vec<u64> = (0..RETRY_LEVELS).map(|l| level_delay(base, l).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3600]);
+    }
+}
