@@ -144,6 +144,11 @@ impl Cluster {
         cluster
     }
 
+    /// The cluster's shared store.
+    pub fn store_url(&self) -> &str {
+        &self.store
+    }
+
     fn log(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("{}.log", self.nodes[i].id))
     }

@@ -1,9 +1,13 @@
 //! Multi-node tests: three node processes of this build on 127.0.0.1 sharing the local
 //! PostgreSQL, driven over HTTP. Requests through any node reach the owner and agree; a flash sale
 //! survives its hot SKU's owner being killed and restarted; a node joins under load without a 5xx;
-//! a hung node loses its leases and is fenced; nothing is ever oversold.
+//! a hung node loses its leases and is fenced; nothing is ever oversold; every event of a sale
+//! reaches the broker once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../events/broker.rs"]
+#[allow(dead_code)]
+mod broker;
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
@@ -258,6 +262,41 @@ async fn a_flash_sale_survives_the_hot_owner_being_killed_and_restarted() {
         .min()
         .expect("units were sold after the kill");
     eprintln!("failover: first confirmed sale of {sku} {first_write:?} after its owner was killed");
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_of_a_flash_sale_over_three_nodes_reaches_the_exchange_once() {
+    let _serial = SERIAL.lock().await;
+    let vhost = broker::Vhost::new();
+    let (_conn, channel) = vhost.bound_queue("audit", "#").await;
+    let amqp = ("STOREFRONT_EVENTS__AMQP_URL".to_owned(), vhost.url());
+    let place = Placement { env: vec![amqp], ..Placement::default() };
+    let cluster = Cluster::start_placed(vec![place; 3], 3).await;
+    let (sku, stock) = ("HOT-EVENTS", 200);
+    cluster.create_product(0, sku, stock).await;
+    let shoppers = cluster.customers(0, "events", 600).await;
+    let acked = Arc::new(AtomicUsize::new(0));
+    let attempts = flash_sale(&cluster, sku, shoppers, 24, |n| n % 3, acked).await;
+    check_the_sale(&cluster, 0, sku, stock, &attempts).await;
+    // Every record of the shared outbox (accounts, orders, stock) on the exchange, once.
+    let store = storefront_storage::open(cluster.store_url(), std::path::Path::new(".")).await.unwrap();
+    let outbox = store.read_outbox(0, usize::MAX).await.unwrap();
+    let confirmed = outbox.iter().filter(|e| e.record.topic == "order.confirmed").count();
+    assert_eq!(confirmed, stock as usize, "one order.confirmed per unit sold");
+    let received = broker::take(&channel, "audit", outbox.len(), T).await;
+    assert_eq!(received.len(), outbox.len(), "every outbox record on the exchange");
+    let mut ids: Vec<String> = received
+        .iter()
+        .map(|m| m.delivery.properties.message_id().as_ref().unwrap().to_string())
+        .collect();
+    ids.sort();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "no event published twice");
+    let expected: HashSet<String> = outbox.iter().map(|e| e.record.event_id.clone()).collect();
+    assert_eq!(ids.into_iter().collect::<HashSet<_>>(), expected);
+    assert!(broker::take(&channel, "audit", 1, Duration::from_millis(500)).await.is_empty());
+    eprintln!("events: {} published once each, {confirmed} order.confirmed", expected.len());
     cluster.finish().await;
 }
 
