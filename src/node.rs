@@ -19,7 +19,7 @@ use storefront_cluster::{
     Ownership, OwnershipConfig, Regions, RegionsConfig, TlsFiles, TransportConfig,
 };
 use storefront_config::Config;
-use storefront_events::relay::{Leadership, Relay, RelayConfig};
+use storefront_events::relay::{self, Leadership, Relay, RelayConfig};
 use storefront_events::webhooks::Webhooks;
 use storefront_events::webhooks::worker::{WebhookWorker, WorkerSettings};
 use storefront_http::auth::{AccessTokens, RefreshTokens, SigningKey, Users};
@@ -28,6 +28,7 @@ use storefront_http::fx::FxBook;
 use storefront_http::idempotency::IdempotencyKeys;
 use storefront_http::ratelimit::{LocalLimiter, RateLimiter, Unlimited};
 use storefront_http::{App, AppState, seed};
+use storefront_storage::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -148,6 +149,7 @@ pub struct Node {
     regions: Regions,
     relay: Option<Relay>,
     webhook_worker: Option<WebhookWorker>,
+    trimming: Option<tokio::task::JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -213,6 +215,13 @@ impl Node {
             )),
             _ => None,
         };
+        let trimming = regions.ownership().map(|ownership| {
+            tokio::spawn(trim_outbox_hourly(
+                store.clone(),
+                ownership.clone(),
+                config.events.outbox_retention(),
+            ))
+        });
         let webhooks = Webhooks::new(store.clone(), config.events.webhooks_allow_private);
         // Without a broker, subscriptions are kept and nothing is delivered (EVENTS.md).
         let webhook_worker = match &config.events.amqp_url {
@@ -269,7 +278,7 @@ impl Node {
         tracing::info!(resumed_checkouts = resumed, products = state.catalog.len(), "node ready");
         let grace = config.http.shutdown_grace();
         let app = App::new(state, listener, metrics_listener, stop, grace);
-        Ok(Node { app, regions, relay, webhook_worker, grace })
+        Ok(Node { app, regions, relay, webhook_worker, trimming, grace })
     }
 
     /// Where the HTTP edge listens.
@@ -284,8 +293,11 @@ impl Node {
 
     /// Serves until `shutdown` completes, then stops the edge, the relay and the entities.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let Node { app, regions, relay, webhook_worker, grace } = self;
+        let Node { app, regions, relay, webhook_worker, trimming, grace } = self;
         app.run(shutdown).await;
+        if let Some(trimming) = trimming {
+            trimming.abort();
+        }
         if let Some(relay) = relay {
             relay.stop().await;
         }
@@ -295,6 +307,25 @@ impl Node {
         tracing::info!("draining entities");
         regions.shutdown(grace).await;
         tracing::info!("stopped");
+    }
+}
+
+/// Once an hour, the holder of the relay's shard deletes the outbox records past their
+/// retention (EVENTS.md: published ones, or all where no broker was ever configured).
+async fn trim_outbox_hourly(store: Arc<dyn Store>, ownership: Ownership, retention: Duration) {
+    let mut hours = tokio::time::interval(Duration::from_secs(3600));
+    hours.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        hours.tick().await;
+        if !ownership.serves(RELAY_SHARD) {
+            continue;
+        }
+        let now = std::time::SystemTime::now();
+        match relay::trim_outbox(store.as_ref(), relay::OUTBOX_RELAY, retention, now).await {
+            Ok(Some(up_to)) => tracing::info!(up_to, "outbox trimmed past its retention"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot trim the outbox"),
+        }
     }
 }
 

@@ -70,6 +70,10 @@ impl Store for FencedStore {
         self.inner.load_snapshot(stream).await
     }
 
+    async fn trim_outbox(&self, up_to: u64) -> Result<(), StorageError> {
+        self.inner.trim_outbox(up_to).await
+    }
+
     async fn read_outbox(
         &self,
         after: u64,

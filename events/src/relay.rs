@@ -27,6 +27,9 @@ use crate::metrics::{
     CONFIRMS_TOTAL, PUBLISHED_TOTAL, RELAY_FAILURES_TOTAL, RELAY_LAG, RELAY_RECONNECTS_TOTAL,
 };
 
+/// The name a node's relay records its position under.
+pub const OUTBOX_RELAY: &str = "outbox";
+
 /// Whether this relay may publish now. A node answers from the lease it holds.
 pub trait Leadership: Send + Sync + std::fmt::Debug + 'static {
     /// `true` while this relay is the one that publishes.
@@ -61,7 +64,7 @@ impl RelayConfig {
     pub fn new(amqp_url: impl Into<String>) -> Self {
         Self {
             amqp_url: amqp_url.into(),
-            name: "outbox".into(),
+            name: OUTBOX_RELAY.into(),
             batch: 4096,
             poll: Duration::from_millis(10),
         }
@@ -281,6 +284,47 @@ impl Worker {
     }
 }
 
+/// Deletes the outbox records past their retention: those published (at or before the position
+/// recorded under `name`) whose event happened more than `retention` before `now`; where no
+/// position was ever recorded (no broker was ever configured), every record that old. Returns
+/// the position trimmed up to, if any.
+pub async fn trim_outbox(
+    store: &dyn Store,
+    name: &str,
+    retention: Duration,
+    now: SystemTime,
+) -> Result<Option<u64>, EventsError> {
+    const PAGE: usize = 1000;
+    let published = match store.get(Table::RelayOffsets, name.as_bytes()).await? {
+        Some(bytes) => decode_position(&bytes)?,
+        None => u64::MAX,
+    };
+    let cutoff_ms = now
+        .checked_sub(retention)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut up_to = None;
+    let mut after = 0;
+    'pages: loop {
+        let entries = store.read_outbox(after, PAGE).await?;
+        for entry in &entries {
+            let old = event_time_ms(entry).is_some_and(|at| at < cutoff_ms);
+            if entry.position > published || !old {
+                break 'pages;
+            }
+            up_to = Some(entry.position);
+        }
+        match entries.last() {
+            Some(last) if entries.len() == PAGE => after = last.position,
+            _ => break,
+        }
+    }
+    if let Some(up_to) = up_to {
+        store.trim_outbox(up_to).await?;
+    }
+    Ok(up_to)
+}
+
 /// A recorded position: 8 bytes big-endian, or nothing (never published).
 fn decode_position(bytes: &[u8]) -> Result<u64, EventsError> {
     if bytes.is_empty() {
@@ -343,6 +387,48 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[tokio::test]
+    async fn trimming_keeps_what_is_unpublished_or_recent() {
+        use crate::event::StockLow;
+        use crate::{CloudEvent, EventData};
+        use storefront_storage::AppendRequest;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = storefront_storage::embedded::EmbeddedStore::open(dir.path()).await.unwrap();
+        let day_ms = 24 * 3600 * 1000;
+        let now = UNIX_EPOCH + Duration::from_millis(100 * day_ms);
+        // Three events ten days old, then one an hour old.
+        let at = [90 * day_ms, 90 * day_ms + 1, 90 * day_ms + 2, 100 * day_ms - 3_600_000];
+        let events = at.iter().map(|&ms| {
+            let low = StockLow { sku: "A".into(), available: 1, threshold: 5 };
+            CloudEvent::new(ms, EventData::StockLow(low)).into_outbox().unwrap()
+        });
+        let request = AppendRequest {
+            stream: "sku/A".into(),
+            expected_seq: 0,
+            events: vec![b"e".to_vec()],
+            outbox: events.collect(),
+            puts: vec![],
+            fence: None,
+        };
+        store.append(request).await.unwrap();
+        let positions: Vec<u64> =
+            store.read_outbox(0, 10).await.unwrap().iter().map(|e| e.position).collect();
+        let week = Duration::from_secs(7 * 24 * 3600);
+        // Published up to the second: the third is old but unpublished, the fourth recent.
+        store.put(Table::RelayOffsets, b"outbox", &positions[1].to_be_bytes()).await.unwrap();
+        assert_eq!(trim_outbox(&store, "outbox", week, now).await.unwrap(), Some(positions[1]));
+        let left: Vec<u64> =
+            store.read_outbox(0, 10).await.unwrap().iter().map(|e| e.position).collect();
+        assert_eq!(left, positions[2..]);
+        // Where no broker was ever configured, the old ones go whatever was published.
+        store.delete(Table::RelayOffsets, b"outbox").await.unwrap();
+        assert_eq!(trim_outbox(&store, "outbox", week, now).await.unwrap(), Some(positions[2]));
+        let left: Vec<u64> =
+            store.read_outbox(0, 10).await.unwrap().iter().map(|e| e.position).collect();
+        assert_eq!(left, positions[3..]);
+    }
 
     #[test]
     fn positions_are_eight_bytes_or_none() {

@@ -37,6 +37,7 @@ macro_rules! store_conformance_tests {
             reads_from_an_offset_with_a_limit,
             keeps_the_newest_snapshot,
             writes_the_outbox_with_the_events,
+            trims_the_outbox_and_never_reuses_a_position,
             writes_keyed_puts_with_the_events,
             serves_keyed_tables,
             keeps_everything_across_a_reopen,
@@ -210,6 +211,33 @@ pub async fn writes_the_outbox_with_the_events<H: Harness>(location: &str) {
     let rest = store.read_outbox(all[0].position, 1).await.unwrap();
     assert_eq!(rest.iter().map(|e| e.record.event_id.as_str()).collect::<Vec<_>>(), ["b"]);
     assert!(store.read_outbox(all[2].position, 10).await.unwrap().is_empty());
+}
+
+/// Trimming drops the entries up to a position; later appends, after a reopen too, still get
+/// higher positions than any ever given.
+pub async fn trims_the_outbox_and_never_reuses_a_position<H: Harness>(location: &str) {
+    let record =
+        |id: &str| OutboxRecord { event_id: id.into(), topic: "t".into(), payload: vec![] };
+    let highest = {
+        let store = H::open(location).await;
+        let mut request = append("o1", 0, &[b"e"]);
+        request.outbox = vec![record("a"), record("b"), record("c")];
+        store.append(request).await.unwrap();
+        let all = store.read_outbox(0, 10).await.unwrap();
+        store.trim_outbox(all[1].position).await.unwrap();
+        let left = store.read_outbox(0, 10).await.unwrap();
+        assert_eq!(left.iter().map(|e| e.record.event_id.as_str()).collect::<Vec<_>>(), ["c"]);
+        store.trim_outbox(all[2].position).await.unwrap();
+        let left = store.read_outbox(0, 10).await.unwrap();
+        assert!(left.len() <= 1, "the newest record may be kept as the high-water mark");
+        all[2].position
+    };
+    let store = H::open(location).await;
+    let mut next = append("o2", 0, &[b"e"]);
+    next.outbox = vec![record("d")];
+    store.append(next).await.unwrap();
+    let after = store.read_outbox(highest, 10).await.unwrap();
+    assert_eq!(after.iter().map(|e| e.record.event_id.as_str()).collect::<Vec<_>>(), ["d"]);
 }
 
 /// Keyed writes carried by an append land with it: set and delete.

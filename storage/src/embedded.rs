@@ -85,11 +85,32 @@ impl std::fmt::Debug for EmbeddedStore {
 #[derive(Debug)]
 enum Write {
     Append(AppendRequest),
-    Snapshot { stream: String, snapshot: Snapshot },
-    Put { table: Table, key: Vec<u8>, value: Vec<u8> },
-    Delete { table: Table, key: Vec<u8> },
-    Cas { table: Table, key: Vec<u8>, expected: Option<Vec<u8>>, new: Option<Vec<u8>> },
-    Lease { shard: u32, expected_epoch: u64, owner: Option<String> },
+    Snapshot {
+        stream: String,
+        snapshot: Snapshot,
+    },
+    Put {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: Table,
+        key: Vec<u8>,
+    },
+    /// Removes these outbox positions.
+    TrimOutbox(Vec<u64>),
+    Cas {
+        table: Table,
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
+    Lease {
+        shard: u32,
+        expected_epoch: u64,
+        owner: Option<String>,
+    },
 }
 
 #[derive(Debug)]
@@ -274,6 +295,12 @@ impl Writer {
                 }
                 Write::Delete { table, key } => {
                     txn.remove(ks.table(*table), key.as_slice());
+                    Ok(Written::Done)
+                }
+                Write::TrimOutbox(positions) => {
+                    for position in positions {
+                        txn.remove(&ks.outbox, position.to_be_bytes().as_slice());
+                    }
                     Ok(Written::Done)
                 }
                 Write::Cas { table, key, expected, new } => {
@@ -581,6 +608,37 @@ impl Store for EmbeddedStore {
             Ok(out)
         })
         .await
+    }
+
+    /// Keeps the newest record whatever `up_to` says: positions are counted on from it at the
+    /// next open, so a trimmed-empty outbox would start them over.
+    async fn trim_outbox(&self, up_to: u64) -> Result<(), StorageError> {
+        loop {
+            let positions = self
+                .read(move |ks, snapshot| {
+                    let newest = match snapshot.last_key_value(ks.outbox.inner()) {
+                        Some(guard) => {
+                            u64_of(&guard.key().map_err(StorageError::backend)?, "outbox key")?
+                        }
+                        None => return Ok(Vec::new()),
+                    };
+                    let last = up_to.min(newest.saturating_sub(1)).to_be_bytes();
+                    let mut positions = Vec::new();
+                    for guard in snapshot.range(ks.outbox.inner(), ..=last.as_slice()).take(10_000)
+                    {
+                        positions.push(u64_of(
+                            &guard.key().map_err(StorageError::backend)?,
+                            "outbox key",
+                        )?);
+                    }
+                    Ok(positions)
+                })
+                .await?;
+            if positions.is_empty() {
+                return Ok(());
+            }
+            self.write(Write::TrimOutbox(positions)).await?;
+        }
     }
 
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {

@@ -60,6 +60,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn read_outbox(&self, after: u64, limit: usize)
     -> Result<Vec<OutboxEntry>, StorageError>;
 
+    /// Deletes the outbox entries with a position up to `up_to` (published ones past their
+    /// retention). Positions stay increasing after it: a later append never reuses one.
+    async fn trim_outbox(&self, up_to: u64) -> Result<(), StorageError>;
+
     /// The value under `key` in `table`.
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
 

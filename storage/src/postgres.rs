@@ -420,6 +420,16 @@ impl Store for PostgresStore {
         }
     }
 
+    async fn trim_outbox(&self, up_to: u64) -> Result<(), StorageError> {
+        let up_to = crate::seq_param(up_to)?;
+        let conn = self.conn().await?;
+        conn.client
+            .execute("DELETE FROM outbox WHERE position <= $1", &[&up_to])
+            .await
+            .map_err(StorageError::backend)?;
+        Ok(())
+    }
+
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let conn = self.conn().await?;
         let row = conn

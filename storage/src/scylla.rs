@@ -179,6 +179,9 @@ struct Statements {
     bucket_insert: PreparedStatement,
     buckets_from: PreparedStatement,
     outbox_read: PreparedStatement,
+    outbox_drop_bucket: PreparedStatement,
+    bucket_forget: PreparedStatement,
+    outbox_trim: PreparedStatement,
     get: PreparedStatement,
     serial_get: PreparedStatement,
     put: PreparedStatement,
@@ -279,6 +282,18 @@ impl Statements {
                     "SELECT position, event_id, topic, payload FROM {ks}.outbox \
                      WHERE bucket = ? AND position > ? AND position <= ? LIMIT ?"
                 ),
+                false,
+            )
+            .await?,
+            outbox_drop_bucket: prepare(format!("DELETE FROM {ks}.outbox WHERE bucket = ?"), false)
+                .await?,
+            bucket_forget: prepare(
+                format!("DELETE FROM {ks}.outbox_buckets WHERE id = 0 AND bucket = ?"),
+                false,
+            )
+            .await?,
+            outbox_trim: prepare(
+                format!("DELETE FROM {ks}.outbox WHERE bucket = ? AND position <= ?"),
                 false,
             )
             .await?,
@@ -603,6 +618,33 @@ impl Store for ScyllaStore {
             .map_err(backend)?
             .map(|(seq, state)| Ok(Snapshot { seq: crate::seq_of(seq, stream)?, state }))
             .transpose()
+    }
+
+    /// Whole buckets below `up_to`'s go at once (partition deletes); in its own bucket, a range
+    /// delete. Positions are time-based, so they never repeat.
+    async fn trim_outbox(&self, up_to: u64) -> Result<(), StorageError> {
+        let up_to = crate::seq_param(up_to)?;
+        let s = &self.statements;
+        let pager =
+            self.session.execute_iter(s.buckets_from.clone(), (0_i64,)).await.map_err(backend)?;
+        let buckets: Vec<(i64,)> =
+            pager.rows_stream::<(i64,)>().map_err(backend)?.try_collect().await.map_err(backend)?;
+        let last = bucket_of(up_to);
+        for (bucket,) in buckets.into_iter().filter(|(b,)| *b <= last) {
+            if bucket < last {
+                self.session
+                    .execute_unpaged(&s.outbox_drop_bucket, (bucket,))
+                    .await
+                    .map_err(backend)?;
+                self.session.execute_unpaged(&s.bucket_forget, (bucket,)).await.map_err(backend)?;
+            } else {
+                self.session
+                    .execute_unpaged(&s.outbox_trim, (bucket, up_to))
+                    .await
+                    .map_err(backend)?;
+            }
+        }
+        Ok(())
     }
 
     async fn read_outbox(

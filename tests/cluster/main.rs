@@ -280,7 +280,8 @@ async fn every_event_of_a_flash_sale_over_three_nodes_reaches_the_exchange_once(
     let attempts = flash_sale(&cluster, sku, shoppers, 24, |n| n % 3, acked).await;
     check_the_sale(&cluster, 0, sku, stock, &attempts).await;
     // Every record of the shared outbox (accounts, orders, stock) on the exchange, once.
-    let store = storefront_storage::open(cluster.store_url(), std::path::Path::new(".")).await.unwrap();
+    let store =
+        storefront_storage::open(cluster.store_url(), std::path::Path::new(".")).await.unwrap();
     let outbox = store.read_outbox(0, usize::MAX).await.unwrap();
     let confirmed = outbox.iter().filter(|e| e.record.topic == "order.confirmed").count();
     assert_eq!(confirmed, stock as usize, "one order.confirmed per unit sold");
