@@ -6,6 +6,7 @@
 //! until its recorded position is the last record: persistent messages, publisher confirms.
 //! Give it a virtual host of its own (`benches/load/events.sh` makes one).
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,11 +99,12 @@ async fn main() -> anyhow::Result<()> {
     let took = started.elapsed();
     relay.stop().await;
     let rate = args.events as f64 / took.as_secs_f64();
-    println!(
+    writeln!(
+        std::io::stdout(),
         "relay: {} events published and confirmed in {:.2} s = {:.0} events/s",
         args.events,
         took.as_secs_f64(),
         rate
-    );
+    )?;
     Ok(())
 }
