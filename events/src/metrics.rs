@@ -1,7 +1,8 @@
 //! Every metric this crate records, each name defined once with its unit.
 
-/// Seconds since the oldest event not yet published happened (0 when the relay is caught up).
-/// The name is the contract's (EVENTS.md), so it carries no unit suffix.
+/// Seconds since the oldest event not yet published happened (0 when the relay is caught up),
+/// by `relay` (the name its position is recorded under). The name is the contract's (EVENTS.md),
+/// so it carries no unit suffix.
 pub const RELAY_LAG: &str = "storefront_events_relay_lag";
 /// Events the relay published and the broker confirmed.
 pub const PUBLISHED_TOTAL: &str = "storefront_events_published_total";

@@ -86,7 +86,8 @@ impl Relay {
         config: RelayConfig,
     ) -> Relay {
         let (stop, stopped) = watch::channel(false);
-        let worker = Worker { store, leadership, config, stopped, published: None };
+        let lag = metrics::gauge!(RELAY_LAG, "relay" => config.name.clone());
+        let worker = Worker { store, leadership, config, stopped, published: None, lag };
         Relay { stop, task: tokio::spawn(worker.run()) }
     }
 
@@ -110,6 +111,8 @@ struct Worker {
     stopped: watch::Receiver<bool>,
     /// The recorded position as this relay last read or wrote it (`None`: read it again).
     published: Option<Vec<u8>>,
+    /// Seconds since the oldest unpublished event happened.
+    lag: metrics::Gauge,
 }
 
 /// What one pass of the loop did.
@@ -173,16 +176,7 @@ impl Worker {
             self.published = None;
             return Ok(Pass::Idle);
         }
-        let after = self.position().await.map_err(|e| ("store", e))?;
-        let entries = self
-            .store
-            .read_outbox(after, self.config.batch)
-            .await
-            .map_err(|e| ("store", e.into()))?;
-        let Some(last) = entries.last().map(|e| e.position) else {
-            metrics::gauge!(RELAY_LAG).set(0.0);
-            return Ok(Pass::Idle);
-        };
+        // Connected (and the exchange declared) as soon as this relay may publish, events or not.
         if link.as_ref().is_none_or(|l| !l.connection.status().connected()) {
             *link = Some(self.connect().await.map_err(|e| ("connect", e))?);
             if *connected_before {
@@ -193,7 +187,17 @@ impl Worker {
         let Some(channel) = link.as_ref().map(|l| &l.channel) else {
             return Ok(Pass::Idle);
         };
-        set_lag(&entries[0]);
+        let after = self.position().await.map_err(|e| ("store", e))?;
+        let entries = self
+            .store
+            .read_outbox(after, self.config.batch)
+            .await
+            .map_err(|e| ("store", e.into()))?;
+        let Some(last) = entries.last().map(|e| e.position) else {
+            self.lag.set(0.0);
+            return Ok(Pass::Idle);
+        };
+        self.lag.set(lag_seconds(&entries[0]));
         let mut confirms = Vec::with_capacity(entries.len());
         for entry in &entries {
             confirms.push(publish(channel, entry).await.map_err(|e| ("publish", e))?);
@@ -277,8 +281,8 @@ impl Worker {
         };
         if let Ok(entries) = self.store.read_outbox(after, 1).await {
             match entries.first() {
-                Some(oldest) => set_lag(oldest),
-                None => metrics::gauge!(RELAY_LAG).set(0.0),
+                Some(oldest) => self.lag.set(lag_seconds(oldest)),
+                None => self.lag.set(0.0),
             }
         }
     }
@@ -348,14 +352,14 @@ fn event_time_ms(entry: &OutboxEntry) -> Option<u64> {
     u64::try_from(at.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()
 }
 
-/// Sets the lag from the oldest record not yet published.
-fn set_lag(oldest: &OutboxEntry) {
+/// The lag, from the oldest record not yet published.
+fn lag_seconds(oldest: &OutboxEntry) -> f64 {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default();
     let lag_ms = event_time_ms(oldest).map_or(0, |at| now_ms.saturating_sub(at));
-    metrics::gauge!(RELAY_LAG).set(lag_ms as f64 / 1000.0);
+    lag_ms as f64 / 1000.0
 }
 
 /// Publishes one record as EVENTS.md describes the message; answers its pending confirm.

@@ -147,15 +147,47 @@ async fn an_unreachable_broker_only_delays_the_outbox() {
         || crate::metric(&metrics, "storefront_events_relay_failures_total{stage=\"connect\"}");
     let before = failures();
     // Nothing listens on port 9 here: every connection attempt fails at once.
-    let nowhere = RelayConfig::new("amqp://guest:guest@127.0.0.1:9/%2f");
+    let nowhere = RelayConfig {
+        name: "stranded".into(),
+        ..RelayConfig::new("amqp://guest:guest@127.0.0.1:9/%2f")
+    };
     let relay = Relay::start(store.clone(), Arc::new(Always), nowhere);
     crate::eventually("two failed connection attempts", || async { failures() >= before + 2.0 })
         .await;
     assert_eq!(recorded(store.as_ref()).await, 0, "nothing confirmed, nothing recorded");
-    assert!(crate::metric(&metrics, "storefront_events_relay_lag") > 0.0, "the lag shows it");
+    let lag = "storefront_events_relay_lag{relay=\"stranded\"}";
+    assert!(crate::metric(&metrics, lag) > 0.0, "the lag shows it");
     relay.stop().await;
     let (_conn, channel) = vhost.bound_queue("all", "#").await;
-    let relay = Relay::start(store.clone(), Arc::new(Always), config(&vhost));
+    let config = RelayConfig { name: "stranded".into(), ..config(&vhost) };
+    let relay = Relay::start(store.clone(), Arc::new(Always), config);
     assert_eq!(broker::take(&channel, "all", 1, Duration::from_secs(10)).await.len(), 1);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_declares_the_exchange_before_any_event() {
+    let vhost = Vhost::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+    let relay = Relay::start(store, Arc::new(Always), config(&vhost));
+    crate::eventually("the exchange, durable topic", || async {
+        let (_conn, channel) = vhost.channel().await;
+        let passive = lapin::options::ExchangeDeclareOptions {
+            passive: true,
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .exchange_declare(
+                "storefront.events".into(),
+                lapin::ExchangeKind::Topic,
+                passive,
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .is_ok()
+    })
+    .await;
     relay.stop().await;
 }
