@@ -269,11 +269,7 @@ fn cluster_status(args: StatusArgs) -> anyhow::Result<()> {
         let view = storefront_cluster::observe(store.as_ref(), &ownership)
             .await
             .context("cannot read the cluster's members and leases")?;
-        anyhow::Ok(storefront_http::api::cluster::status_document(
-            None,
-            &view,
-            config.entities.shard_count,
-        ))
+        anyhow::Ok(view.status(None, config.entities.shard_count))
     })?;
     writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&document)?)?;
     Ok(())

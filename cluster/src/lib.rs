@@ -20,7 +20,8 @@ mod transport;
 
 pub use error::ClusterError;
 pub use ownership::{
-    ClusterView, Member, MemberStatus, Ownership, OwnershipConfig, ShardHost, observe,
+    ClusterStatus, ClusterView, Member, MemberStatus, NodeStatus, Ownership, OwnershipConfig,
+    ShardHost, observe,
 };
 pub use region::ShardRegion;
 pub use regions::{Checkout, Regions, RegionsConfig};

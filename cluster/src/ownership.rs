@@ -93,6 +93,63 @@ pub struct Member {
     pub beating: bool,
 }
 
+/// The cluster as operators see it: `GET /v1/admin/cluster` and `storefront cluster status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterStatus {
+    /// The node answering (`None` from the shell).
+    pub node_id: Option<String>,
+    /// Every member.
+    pub nodes: Vec<NodeStatus>,
+    /// Shards per kind.
+    pub shard_count: u32,
+    /// Shards held, by node.
+    pub shards_by_node: std::collections::BTreeMap<String, usize>,
+    /// Shards no node holds (moving).
+    pub unowned_shards: usize,
+}
+
+/// One member in a [`ClusterStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeStatus {
+    /// Its id.
+    pub node_id: String,
+    /// Where peers reach it.
+    pub addr: Option<String>,
+    /// Where it serves HTTP.
+    pub http_addr: String,
+    /// Up, leaving or down.
+    pub status: MemberStatus,
+    /// Shards it holds.
+    pub shards: usize,
+}
+
+impl ClusterView {
+    /// The operators' document of this view, as `node_id` (if any) answers it.
+    pub fn status(&self, node_id: Option<&str>, shard_count: u32) -> ClusterStatus {
+        let mut shards_by_node = std::collections::BTreeMap::new();
+        for owner in self.owners.iter().flatten() {
+            *shards_by_node.entry(owner.clone()).or_default() += 1;
+        }
+        ClusterStatus {
+            node_id: node_id.map(str::to_owned),
+            nodes: self
+                .members
+                .iter()
+                .map(|m| NodeStatus {
+                    node_id: m.node_id.clone(),
+                    addr: m.cluster_addr.clone(),
+                    http_addr: m.http_addr.clone(),
+                    status: m.status,
+                    shards: m.shards,
+                })
+                .collect(),
+            shard_count,
+            shards_by_node,
+            unowned_shards: self.owners.iter().filter(|o| o.is_none()).count(),
+        }
+    }
+}
+
 /// The cluster as this node last read it.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterView {

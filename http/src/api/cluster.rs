@@ -1,11 +1,10 @@
 //! `/v1/admin/cluster*`: the cluster's members, where an entity lives, and a node's leave.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use storefront_actors::EntityKind;
-use storefront_cluster::{ClusterView, Ownership, shard_of};
+use storefront_cluster::{Ownership, shard_of};
 
 use crate::Problem;
 use crate::app::AppState;
@@ -14,40 +13,6 @@ use crate::reply::{ApiError, ApiResult};
 
 /// How long a leave may take to hand every shard off.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The document of `GET /v1/admin/cluster` (and `storefront cluster status`): `node_id` is the
-/// node answering (`None` from the shell).
-pub fn status_document(
-    node_id: Option<&str>,
-    view: &ClusterView,
-    shard_count: u32,
-) -> serde_json::Value {
-    let mut shards_by_node: BTreeMap<&str, usize> = BTreeMap::new();
-    for owner in view.owners.iter().flatten() {
-        *shards_by_node.entry(owner.as_str()).or_default() += 1;
-    }
-    let unowned = view.owners.iter().filter(|o| o.is_none()).count();
-    let nodes: Vec<_> = view
-        .members
-        .iter()
-        .map(|m| {
-            serde_json::json!({
-                "node_id": m.node_id,
-                "addr": m.cluster_addr,
-                "http_addr": m.http_addr,
-                "status": m.status,
-                "shards": m.shards,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "node_id": node_id,
-        "nodes": nodes,
-        "shard_count": shard_count,
-        "shards_by_node": shards_by_node,
-        "unowned_shards": unowned,
-    })
-}
 
 fn ownership(state: &AppState) -> Result<&Ownership, ApiError> {
     state.regions.ownership().ok_or_else(|| {
@@ -67,7 +32,7 @@ pub async fn status(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
     let req = req?;
     state.admin(&req).await?;
     let ownership = ownership(&state)?;
-    super::ok(&status_document(Some(ownership.node_id()), &ownership.view(), state.shard_count))
+    super::ok(&ownership.view().status(Some(ownership.node_id()), state.shard_count))
 }
 
 #[utoipa::path(get, operation_id = "cluster_locate", path = "/v1/admin/cluster/locate", tag = "cluster", security(("bearer" = [])),
