@@ -219,6 +219,7 @@ impl Node {
             tokio::spawn(trim_outbox_hourly(
                 store.clone(),
                 ownership.clone(),
+                config.events.amqp_url.is_some(),
                 config.events.outbox_retention(),
             ))
         });
@@ -312,7 +313,12 @@ impl Node {
 
 /// Once an hour, the holder of the relay's shard deletes the outbox records past their
 /// retention (EVENTS.md: published ones, or all where no broker was ever configured).
-async fn trim_outbox_hourly(store: Arc<dyn Store>, ownership: Ownership, retention: Duration) {
+async fn trim_outbox_hourly(
+    store: Arc<dyn Store>,
+    ownership: Ownership,
+    broker: bool,
+    retention: Duration,
+) {
     let mut hours = tokio::time::interval(Duration::from_secs(3600));
     hours.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -321,7 +327,8 @@ async fn trim_outbox_hourly(store: Arc<dyn Store>, ownership: Ownership, retenti
             continue;
         }
         let now = std::time::SystemTime::now();
-        match relay::trim_outbox(store.as_ref(), relay::OUTBOX_RELAY, retention, now).await {
+        match relay::trim_outbox(store.as_ref(), relay::OUTBOX_RELAY, broker, retention, now).await
+        {
             Ok(Some(up_to)) => tracing::info!(up_to, "outbox trimmed past its retention"),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cannot trim the outbox"),

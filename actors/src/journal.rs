@@ -90,11 +90,17 @@ impl Journal {
         stream: String,
         snapshot_every: u64,
     ) -> Result<(Self, A), DomainError> {
-        let (mut state, snapshot_seq) = match store.load_snapshot(&stream).await? {
-            Some(Snapshot { seq, state }) => {
-                let mut state: A = decode(&state)?;
+        let snapshot = store.load_snapshot(&stream).await?;
+        let (mut state, snapshot_seq) = match snapshot.map(|s| (decode::<A>(&s.state), s.seq)) {
+            Some((Ok(mut state), seq)) => {
                 state.after_snapshot_load();
                 (state, seq)
+            }
+            Some((Err(e), seq)) => {
+                // A snapshot of an older shape of the state (the events are the record, a
+                // snapshot only a shortcut): replay from the start instead.
+                tracing::warn!(%stream, seq, error = %e, "snapshot unreadable; replaying the journal");
+                (A::default(), 0)
             }
             None => (A::default(), 0),
         };

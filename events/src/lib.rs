@@ -14,6 +14,7 @@
 pub mod amqp;
 mod error;
 pub mod event;
+mod keyed;
 pub mod metrics;
 pub mod notify;
 pub mod relay;

@@ -24,19 +24,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backon::BackoffBuilder;
-use futures::StreamExt;
+use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, Confirmation};
 use lettre::message::Mailbox;
 use storefront_storage::{Store, Table};
-use tokio::task::JoinSet;
 
-use crate::amqp::{self, Backoff, EXCHANGE};
+use crate::amqp::{self, EXCHANGE, QueueConsumer};
+use crate::keyed::KeyedLocks;
 use crate::metrics::{
     NOTIFY_DEAD_LETTERED_TOTAL, NOTIFY_DROPPED_TOTAL, NOTIFY_FAILED_TOTAL, NOTIFY_RETRIED_TOTAL,
     NOTIFY_SENT_TOTAL,
@@ -124,6 +123,9 @@ struct Inner {
     mailer: Mailer,
     from: Mailbox,
     sms: Option<SmsClient>,
+    /// One handler per event at a time: a copy redelivered while the first is still being
+    /// handled (its connection lost, say) waits for it, then finds its sends recorded.
+    busy: KeyedLocks,
 }
 
 impl Notifier {
@@ -143,81 +145,27 @@ impl Notifier {
             Some(sms) => Some(SmsClient::new(sms.clone(), settings.send_timeout)?),
             None => None,
         };
-        Ok(Notifier { inner: Arc::new(Inner { settings, store, templates, mailer, from, sms }) })
+        let busy = KeyedLocks::default();
+        Ok(Notifier {
+            inner: Arc::new(Inner { settings, store, templates, mailer, from, sms, busy }),
+        })
     }
 
     /// Consumes and sends until `shutdown` completes, reconnecting whenever the broker goes
     /// away; then lets the sends in progress finish (at most [`STOP_GRACE`]).
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
-        let mut backoff = Backoff::default();
-        let mut tasks = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            let session = self.consume(&mut tasks, &mut backoff);
-            tokio::select! {
-                () = &mut shutdown => break,
-                outcome = session => {
-                    if let Err(e) = outcome {
-                        tracing::warn!(error = %e, "notifier: broker connection lost; reconnecting");
-                    }
-                }
-            }
-            let wait = backoff.next_delay();
-            tokio::select! {
-                () = &mut shutdown => break,
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
-        tracing::info!(in_flight = tasks.len(), "notifier stopping");
-        let drained =
-            tokio::time::timeout(STOP_GRACE, async { while tasks.join_next().await.is_some() {} });
-        if drained.await.is_err() {
-            tracing::warn!("sends still running after the grace period: their messages come again");
-        }
-    }
-
-    /// One connection: declares, then hands each delivery to a task, until the connection fails.
-    async fn consume(
-        &self,
-        tasks: &mut JoinSet<()>,
-        backoff: &mut Backoff,
-    ) -> Result<(), EventsError> {
-        let connection = amqp::connect(&self.inner.settings.amqp_url, "storefront-notify").await?;
-        let channel = connection.create_channel().await.map_err(EventsError::broker)?;
-        declare(&channel).await?;
-        let publisher = connection.create_channel().await.map_err(EventsError::broker)?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(EventsError::broker)?;
-        channel
-            .basic_qos(self.inner.settings.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(EventsError::broker)?;
-        let mut consumer = channel
-            .basic_consume(
-                QUEUE.into(),
-                "storefront-notify".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(EventsError::broker)?;
-        tracing::info!(queue = QUEUE, "notifier consuming");
-        backoff.reset();
-        loop {
-            tokio::select! {
-                delivery = consumer.next() => match delivery {
-                    Some(Ok(delivery)) => {
-                        let (inner, publisher) = (self.inner.clone(), publisher.clone());
-                        tasks.spawn(async move { inner.handle(&publisher, delivery).await });
-                    }
-                    Some(Err(e)) => return Err(EventsError::broker(e)),
-                    None => return Err(EventsError::Broker("the consumer was cancelled".into())),
-                },
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            }
-        }
+        let consumer = QueueConsumer {
+            url: self.inner.settings.amqp_url.clone(),
+            name: "storefront-notify",
+            queue: QUEUE,
+            prefetch: self.inner.settings.prefetch,
+            grace: STOP_GRACE,
+        };
+        let handle = |publisher: Channel, delivery: Delivery| {
+            let inner = self.inner.clone();
+            async move { inner.handle(&publisher, delivery).await }
+        };
+        consumer.run(|channel| async move { declare(&channel).await }, handle, shutdown).await;
     }
 
     /// Moves every message of the dead-letter queue back to the notification queue (each
@@ -231,30 +179,32 @@ impl Notifier {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(EventsError::broker)?;
-        let mut moved = 0;
-        while let Some(message) = channel
-            .basic_get(DEAD_LETTERS.into(), BasicGetOptions::default())
+        // At most what is there now: a message that fails again meanwhile (a notifier is
+        // running) goes back to the dead letters, and is not moved twice by this replay.
+        let waiting = channel
+            .queue_declare(
+                DEAD_LETTERS.into(),
+                QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
+                FieldTable::default(),
+            )
             .await
             .map_err(EventsError::broker)?
+            .message_count();
+        let mut moved = 0;
+        while moved < u64::from(waiting)
+            && let Some(message) = channel
+                .basic_get(DEAD_LETTERS.into(), BasicGetOptions::default())
+                .await
+                .map_err(EventsError::broker)?
         {
             let delivery = &message.delivery;
             let properties = delivery.properties.clone().with_headers(FieldTable::default());
-            let confirm = channel
-                .basic_publish(
-                    "".into(),
-                    QUEUE.into(),
-                    BasicPublishOptions::default(),
-                    &delivery.data,
-                    properties,
-                )
-                .await
-                .map_err(EventsError::broker)?
-                .await
-                .map_err(EventsError::broker)?;
-            if matches!(confirm, Confirmation::Nack(_)) {
+            if let Err(e) =
+                amqp::publish_confirmed(&channel, "", QUEUE, &delivery.data, properties).await
+            {
                 let _ =
                     delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
-                return Err(EventsError::Broker("the broker refused a replayed message".into()));
+                return Err(e);
             }
             delivery.ack(BasicAckOptions::default()).await.map_err(EventsError::broker)?;
             moved += 1;
@@ -292,8 +242,9 @@ pub async fn declare(channel: &Channel) -> Result<(), EventsError> {
 }
 
 impl Inner {
-    /// Sends what `delivery` owes, then acknowledges it (or dead-letters it).
-    async fn handle(&self, publisher: &Channel, delivery: Delivery) {
+    /// Sends what `delivery` owes, then acknowledges it (or dead-letters it). An error means
+    /// the broker failed this connection (the message comes again).
+    async fn handle(&self, publisher: &Channel, delivery: Delivery) -> Result<(), EventsError> {
         let outcome = self.process(&delivery.data).await;
         let acked = match outcome {
             Ok(()) => delivery.ack(BasicAckOptions::default()).await,
@@ -305,21 +256,23 @@ impl Inner {
                     delivery.ack(BasicAckOptions::default()).await
                 }
                 Err(e) => {
-                    // It stays in the queue and comes again: what was sent is recorded.
-                    tracing::warn!(error = %e, "cannot dead-letter a message; it is requeued");
-                    delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+                    // It stays in the queue and comes again (what was sent is recorded), once
+                    // this connection is replaced.
+                    let _ = delivery
+                        .nack(BasicNackOptions { requeue: true, ..Default::default() })
+                        .await;
+                    return Err(e);
                 }
             },
         };
-        if let Err(e) = acked {
-            tracing::warn!(error = %e, "cannot acknowledge a message; it comes again");
-        }
+        acked.map(drop).map_err(EventsError::broker)
     }
 
     /// Every send `body` owes that is not recorded as done.
     async fn process(&self, body: &[u8]) -> Result<(), Failure> {
         let event = CloudEvent::parse(body)
             .map_err(|e| Failure { channel: "none", reason: e.to_string() })?;
+        let _busy = self.busy.lock(event.id.clone()).await;
         if let EventData::PasswordResetRequested(reset) = &event.data
             && reset.expired(SystemTime::now())
         {
@@ -422,20 +375,5 @@ async fn dead_letter(
         AMQPValue::LongString(failure.reason.chars().take(1000).collect::<String>().into()),
     );
     let properties = delivery.properties.clone().with_headers(headers);
-    let confirm = publisher
-        .basic_publish(
-            "".into(),
-            DEAD_LETTERS.into(),
-            BasicPublishOptions::default(),
-            &delivery.data,
-            properties,
-        )
-        .await
-        .map_err(EventsError::broker)?
-        .await
-        .map_err(EventsError::broker)?;
-    match confirm {
-        Confirmation::Nack(_) => Err(EventsError::Broker("the dead letters refused it".into())),
-        _ => Ok(()),
-    }
+    amqp::publish_confirmed(publisher, "", DEAD_LETTERS, &delivery.data, properties).await
 }

@@ -290,17 +290,21 @@ impl Worker {
 
 /// Deletes the outbox records past their retention: those published (at or before the position
 /// recorded under `name`) whose event happened more than `retention` before `now`; where no
-/// position was ever recorded (no broker was ever configured), every record that old. Returns
-/// the position trimmed up to, if any.
+/// broker was ever configured (`broker` is false and no position was ever recorded), every
+/// record that old. A record with no readable time (written before events were CloudEvents)
+/// counts as old. Returns the position trimmed up to, if any.
 pub async fn trim_outbox(
     store: &dyn Store,
     name: &str,
+    broker: bool,
     retention: Duration,
     now: SystemTime,
 ) -> Result<Option<u64>, EventsError> {
     const PAGE: usize = 1000;
     let published = match store.get(Table::RelayOffsets, name.as_bytes()).await? {
         Some(bytes) => decode_position(&bytes)?,
+        // A broker is configured but has confirmed nothing yet: nothing is published.
+        None if broker => 0,
         None => u64::MAX,
     };
     let cutoff_ms = now
@@ -312,7 +316,7 @@ pub async fn trim_outbox(
     'pages: loop {
         let entries = store.read_outbox(after, PAGE).await?;
         for entry in &entries {
-            let old = event_time_ms(entry).is_some_and(|at| at < cutoff_ms);
+            let old = event_time_ms(entry).is_none_or(|at| at < cutoff_ms);
             if entry.position > published || !old {
                 break 'pages;
             }
@@ -422,13 +426,21 @@ mod tests {
         let week = Duration::from_secs(7 * 24 * 3600);
         // Published up to the second: the third is old but unpublished, the fourth recent.
         store.put(Table::RelayOffsets, b"outbox", &positions[1].to_be_bytes()).await.unwrap();
-        assert_eq!(trim_outbox(&store, "outbox", week, now).await.unwrap(), Some(positions[1]));
+        assert_eq!(
+            trim_outbox(&store, "outbox", true, week, now).await.unwrap(),
+            Some(positions[1])
+        );
         let left: Vec<u64> =
             store.read_outbox(0, 10).await.unwrap().iter().map(|e| e.position).collect();
         assert_eq!(left, positions[2..]);
-        // Where no broker was ever configured, the old ones go whatever was published.
+        // A broker that never confirmed anything: nothing goes.
         store.delete(Table::RelayOffsets, b"outbox").await.unwrap();
-        assert_eq!(trim_outbox(&store, "outbox", week, now).await.unwrap(), Some(positions[2]));
+        assert_eq!(trim_outbox(&store, "outbox", true, week, now).await.unwrap(), None);
+        // Where no broker was ever configured, the old ones go.
+        assert_eq!(
+            trim_outbox(&store, "outbox", false, week, now).await.unwrap(),
+            Some(positions[2])
+        );
         let left: Vec<u64> =
             store.read_outbox(0, 10).await.unwrap().iter().map(|e| e.position).collect();
         assert_eq!(left, positions[3..]);

@@ -24,8 +24,12 @@ async fn a_checkout_reaches_the_exchange_the_mailbox_the_phone_and_the_merchant(
     let smtp = Smtp::start().await;
     let gateway = SmsGateway::start().await;
     let receiver = Receiver::start().await;
-    // An operator's own queue, bound before anything happens.
+    // An operator's own queue, bound before anything happens; and the notification and webhook
+    // queues, which the notifier and the node declare as they connect (a message published
+    // before a queue exists is not routed to it).
     let (_conn, channel) = vhost.bound_queue("audit", "order.confirmed").await;
+    storefront_events::notify::declare(&channel).await.unwrap();
+    storefront_events::webhooks::worker::declare(&channel).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut config = helpers::test_config(&dir.path().join("node"));
     config.events.amqp_url = Some(Secret::new(vhost.url()));

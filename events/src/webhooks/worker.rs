@@ -14,20 +14,16 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
 use lapin::message::Delivery as AmqpDelivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicNackOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{BasicProperties, Channel};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
-use super::guard::{GuardedResolver, resolve_checked};
+use super::guard::{GuardedResolver, Unfit, resolve_checked};
 use super::{Delivery, DeliveryStatus, Webhook, Webhooks, signature};
-use crate::amqp::{self, Backoff, EXCHANGE};
+use crate::amqp::{self, EXCHANGE, QueueConsumer};
+use crate::keyed::KeyedLocks;
 use crate::metrics::WEBHOOK_ATTEMPTS_TOTAL;
 use crate::{CloudEvent, EventType, EventsError};
 
@@ -72,12 +68,14 @@ impl WebhookWorker {
             .timeout(TIMEOUT)
             .connect_timeout(TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve the merchant's host itself, past the rules.
+            .no_proxy()
             .dns_resolver(GuardedResolver { allow_private: webhooks.allow_private() }.shared())
             .user_agent("Storefront-Webhooks/1")
             .build()
             .map_err(|e| EventsError::Config(format!("webhook client: {e}")))?;
         let (stop, stopped) = watch::channel(false);
-        let deliverer = Deliverer { webhooks, settings, http };
+        let deliverer = Deliverer { webhooks, settings, http, busy: KeyedLocks::default() };
         Ok(WebhookWorker { stop, task: tokio::spawn(deliverer.run(stopped)) })
     }
 
@@ -144,86 +142,42 @@ struct Deliverer {
     webhooks: Webhooks,
     settings: WorkerSettings,
     http: reqwest::Client,
+    /// One try at a time per (webhook, event) in this process: a copy redelivered while the
+    /// first is still being tried waits for it, then finds its record.
+    busy: KeyedLocks,
 }
 
 impl Deliverer {
     async fn run(self, mut stopped: watch::Receiver<bool>) {
-        let mut backoff = Backoff::default();
-        let mut tasks = JoinSet::new();
-        while !*stopped.borrow() {
-            tokio::select! {
-                outcome = self.consume(&mut tasks, &mut backoff) => {
-                    if let Err(e) = outcome {
-                        tracing::warn!(error = %e, "webhook worker: broker connection lost; reconnecting");
-                    }
-                }
-                _ = stopped.wait_for(|stop| *stop) => break,
-            }
-            tokio::select! {
-                () = tokio::time::sleep(backoff.next_delay()) => {}
-                _ = stopped.wait_for(|stop| *stop) => break,
-            }
-        }
-        let drain = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(TIMEOUT + Duration::from_secs(5), drain).await.is_err() {
-            tracing::warn!("webhook deliveries still running at stop: their messages come again");
-        }
-    }
-
-    async fn consume(
-        &self,
-        tasks: &mut JoinSet<()>,
-        backoff: &mut Backoff,
-    ) -> Result<(), EventsError> {
-        let connection = amqp::connect(&self.settings.amqp_url, "storefront-webhooks").await?;
-        let channel = connection.create_channel().await.map_err(EventsError::broker)?;
-        declare(&channel).await?;
-        let publisher = connection.create_channel().await.map_err(EventsError::broker)?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(EventsError::broker)?;
-        channel
-            .basic_qos(PREFETCH, BasicQosOptions::default())
-            .await
-            .map_err(EventsError::broker)?;
-        let mut consumer = channel
-            .basic_consume(
-                QUEUE.into(),
-                "storefront-webhooks".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(EventsError::broker)?;
-        backoff.reset();
-        loop {
-            tokio::select! {
-                delivery = consumer.next() => match delivery {
-                    Some(Ok(delivery)) => {
-                        let (this, publisher) = (self.clone(), publisher.clone());
-                        tasks.spawn(async move { this.handle(&publisher, delivery).await });
-                    }
-                    Some(Err(e)) => return Err(EventsError::broker(e)),
-                    None => return Err(EventsError::Broker("the consumer was cancelled".into())),
-                },
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            }
-        }
-    }
-
-    /// Delivers one message to its webhooks, then acknowledges it.
-    async fn handle(&self, publisher: &Channel, message: AmqpDelivery) {
-        let outcome = self.deliver_message(publisher, &message).await;
-        let settled = match outcome {
-            Ok(()) => message.ack(BasicAckOptions::default()).await,
-            Err(e) => {
-                tracing::warn!(error = %e, "webhook delivery not settled; the message comes again");
-                message.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
-            }
+        let consumer = QueueConsumer {
+            url: self.settings.amqp_url.clone(),
+            name: "storefront-webhooks",
+            queue: QUEUE,
+            prefetch: PREFETCH,
+            grace: TIMEOUT + Duration::from_secs(5),
         };
-        if let Err(e) = settled {
-            tracing::warn!(error = %e, "cannot settle a webhook message; it comes again");
+        let handle = |publisher: Channel, delivery: AmqpDelivery| {
+            let this = self.clone();
+            async move { this.handle(&publisher, delivery).await }
+        };
+        let stop = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        consumer.run(|channel| async move { declare(&channel).await }, handle, stop).await;
+    }
+
+    /// Delivers one message to its webhooks, then acknowledges it. A failure (the broker or
+    /// the store) requeues it and drops the connection: it comes again after a back-off.
+    async fn handle(&self, publisher: &Channel, message: AmqpDelivery) -> Result<(), EventsError> {
+        match self.deliver_message(publisher, &message).await {
+            Ok(()) => {
+                message.ack(BasicAckOptions::default()).await.map(drop).map_err(EventsError::broker)
+            }
+            Err(e) => {
+                let _ =
+                    message.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                Err(e)
+            }
         }
     }
 
@@ -240,12 +194,16 @@ impl Deliverer {
                 return Ok(());
             }
         };
-        let targets = match retry_target(&message.properties) {
-            Some(webhook_id) => self.webhooks.get(&webhook_id).await?.into_iter().collect(),
-            None => self.webhooks.wanting(event.event_type()).await?,
+        // A retry is for its one webhook; the event itself (first delivered, or again after a
+        // crash) starts a delivery only where none has started: later tries come from retries,
+        // so no delivery ever runs two retry chains.
+        let (targets, retry) = match retry_target(&message.properties) {
+            Some(webhook_id) => (self.webhooks.get(&webhook_id).await?.into_iter().collect(), true),
+            None => (self.webhooks.wanting(event.event_type()).await?, false),
         };
-        let attempts =
-            targets.iter().map(|webhook| self.attempt(publisher, webhook, &event, &message.data));
+        let attempts = targets
+            .iter()
+            .map(|webhook| self.attempt(publisher, webhook, &event, &message.data, retry));
         for outcome in futures::future::join_all(attempts).await {
             outcome?;
         }
@@ -260,9 +218,12 @@ impl Deliverer {
         webhook: &Webhook,
         event: &CloudEvent,
         body: &[u8],
+        retry: bool,
     ) -> Result<(), EventsError> {
+        let _busy = self.busy.lock(format!("{}/{}", webhook.webhook_id, event.id)).await;
         let previous = self.webhooks.delivery(&webhook.webhook_id, &event.id).await?;
-        if previous.as_ref().is_some_and(|d| d.status != DeliveryStatus::Pending) {
+        let settled = previous.as_ref().is_some_and(|d| d.status != DeliveryStatus::Pending);
+        if settled || (previous.is_some() && !retry) {
             return Ok(());
         }
         let attempts = previous.map_or(0, |d| d.attempts) + 1;
@@ -295,7 +256,8 @@ impl Deliverer {
                 humantime::format_rfc3339_seconds(SystemTime::now() + delay).to_string()
             }),
         };
-        self.webhooks.record(&webhook.webhook_id, &record).await?;
+        // The retry is parked before the log says one is due: a log that says pending always
+        // has its retry waiting in the broker.
         if next.is_some() {
             park(
                 publisher,
@@ -306,6 +268,7 @@ impl Deliverer {
             )
             .await?;
         }
+        self.webhooks.record(&webhook.webhook_id, &record).await?;
         Ok(())
     }
 
@@ -325,8 +288,13 @@ impl Deliverer {
         };
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or(80);
-        if let Err(why) = resolve_checked(host, port, self.webhooks.allow_private()).await {
-            return (None, Some(format!("refused: {why}")), true);
+        match resolve_checked(host, port, self.webhooks.allow_private()).await {
+            Ok(_) => {}
+            Err(Unfit::Refused(why)) => return (None, Some(format!("refused: {why}")), true),
+            // A name that does not resolve now is tried again, like any failed try.
+            Err(unresolved @ Unfit::Unresolved(_)) => {
+                return (None, Some(unresolved.to_string()), false);
+            }
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let sent = self
@@ -392,22 +360,7 @@ async fn park(
         .with_content_type("application/json".into())
         .with_expiration(expiration.as_str().into())
         .with_headers(headers);
-    let confirm = publisher
-        .basic_publish(
-            "".into(),
-            retry_queue(level).as_str().into(),
-            BasicPublishOptions::default(),
-            body,
-            properties,
-        )
-        .await
-        .map_err(EventsError::broker)?
-        .await
-        .map_err(EventsError::broker)?;
-    match confirm {
-        Confirmation::Nack(_) => Err(EventsError::Broker("the retry queue refused a retry".into())),
-        _ => Ok(()),
-    }
+    amqp::publish_confirmed(publisher, "", &retry_queue(level), body, properties).await
 }
 
 #[cfg(test)]
