@@ -55,7 +55,7 @@ pub struct RelayConfig {
     pub name: String,
     /// Most records published before their confirms are awaited.
     pub batch: usize,
-    /// How often an idle relay looks for new records.
+    /// How often a relay that has published all there was looks again.
     pub poll: Duration,
 }
 
@@ -66,7 +66,7 @@ impl RelayConfig {
             amqp_url: amqp_url.into(),
             name: OUTBOX_RELAY.into(),
             batch: 4096,
-            poll: Duration::from_millis(10),
+            poll: Duration::from_millis(50),
         }
     }
 }
@@ -117,9 +117,9 @@ struct Worker {
 
 /// What one pass of the loop did.
 enum Pass {
-    /// Published a batch: look again at once.
-    Published,
-    /// Nothing to publish, or not this relay's turn.
+    /// Published a whole batch: more is waiting, look again at once.
+    Full,
+    /// Published what there was, or nothing; or it is not this relay's turn.
     Idle,
 }
 
@@ -131,7 +131,7 @@ impl Worker {
         while !*self.stopped.borrow() {
             let pass = self.pass(&mut link, &mut connected_before).await;
             let wait = match pass {
-                Ok(Pass::Published) => {
+                Ok(Pass::Full) => {
                     backoff.reset();
                     continue;
                 }
@@ -220,7 +220,9 @@ impl Worker {
         }
         metrics::counter!(PUBLISHED_TOTAL).increment(entries.len() as u64);
         self.record(last).await.map_err(|e| ("store", e))?;
-        Ok(Pass::Published)
+        // A short batch waits for the next poll: under a steady trickle of events the relay
+        // publishes (and records its position) a few times a poll, not once per event.
+        Ok(if entries.len() >= self.config.batch { Pass::Full } else { Pass::Idle })
     }
 
     async fn connect(&self) -> Result<Link, EventsError> {

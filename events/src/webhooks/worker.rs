@@ -1,5 +1,7 @@
 //! Delivering webhooks: every node with a broker consumes `storefront.webhooks` (quorum; bound to
-//! every event type offered to webhooks), competing with the other nodes for its messages.
+//! every event type offered to webhooks), competing with the other nodes for its messages. A
+//! node declares and consumes it once the shop has a webhook (it looks every second until then):
+//! events that happen before the first subscription are for no one.
 //!
 //! For each event, every webhook that wants it gets a `POST` of the CloudEvent, signed, within
 //! [`TIMEOUT`], no redirect followed, through a resolver that only yields addresses the SSRF
@@ -149,6 +151,19 @@ struct Deliverer {
 
 impl Deliverer {
     async fn run(self, mut stopped: watch::Receiver<bool>) {
+        // No subscription, no queue: until the shop has a webhook, events are not routed to
+        // one (they are for no one), and the broker and this node do no work for them.
+        loop {
+            match self.webhooks.list().await {
+                Ok(list) if !list.is_empty() => break,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the webhooks"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stopped.wait_for(|stop| *stop) => return,
+            }
+        }
         let consumer = QueueConsumer {
             url: self.settings.amqp_url.clone(),
             name: "storefront-webhooks",

@@ -99,6 +99,10 @@ enum Scenario {
             default_value = "host=127.0.0.1 user=postgres dbname=postgres"
         )]
         pg: String,
+        /// The sale opens once this file no longer exists (after the set-up): a script holds it
+        /// while what the set-up started settles (the welcome mails of the new accounts, say).
+        #[arg(long)]
+        hold_while: Option<PathBuf>,
         /// Redis for `--compare`.
         #[arg(long, env = "LOAD_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
         redis: String,
@@ -195,7 +199,15 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     };
     let set_up = Instant::now();
     let (name, measured, checks, compare, setup_s) = match cli.scenario {
-        Scenario::FlashSale { shoppers, stock, compare, workers, ref pg, ref redis } => {
+        Scenario::FlashSale {
+            shoppers,
+            stock,
+            compare,
+            workers,
+            ref pg,
+            ref redis,
+            ref hold_while,
+        } => {
             let sale_run =
                 Arc::new(flash_sale::FlashSale::set_up(&api, &run_id, stock, shoppers).await?);
             let setup_s = set_up.elapsed().as_secs_f64();
@@ -204,6 +216,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 stock,
                 sale_run.shoppers()
             );
+            if let Some(file) = hold_while {
+                eprintln!("flash-sale: held while {} exists", file.display());
+                while file.exists() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
             let measured =
                 run::run("flash-sale", &targets, &plan(sale_run.shoppers()), sale_run.clone())
                     .await?;
