@@ -300,6 +300,13 @@ impl EventData {
     }
 }
 
+/// When the event with id `id` happened, in milliseconds since the Unix epoch: the timestamp
+/// of its UUIDv7 (`None` for an id that is not one).
+pub fn time_of_id(id: &str) -> Option<u64> {
+    let (secs, nanos) = uuid::Uuid::parse_str(id).ok()?.get_timestamp()?.to_unix();
+    Some(secs * 1000 + u64::from(nanos / 1_000_000))
+}
+
 /// The CloudEvents `source` of every Storefront event.
 pub const SOURCE: &str = "storefront";
 
@@ -329,9 +336,16 @@ struct Envelope {
 }
 
 impl CloudEvent {
-    /// A new event that happened at `time_ms` (the entity's clock), with a fresh id.
+    /// A new event that happened at `time_ms` (the entity's clock), with a fresh id: a UUIDv7
+    /// whose timestamp is that time (so a reader of the outbox knows when an event happened
+    /// from its id alone, see [`time_of_id`]).
     pub fn new(time_ms: u64, data: EventData) -> Self {
-        Self { id: uuid::Uuid::now_v7().to_string(), time_ms, data }
+        let at = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            time_ms / 1000,
+            u32::try_from(time_ms % 1000).unwrap_or_default() * 1_000_000,
+        );
+        Self { id: uuid::Uuid::new_v7(at).to_string(), time_ms, data }
     }
 
     /// The event's type.
@@ -436,6 +450,8 @@ mod tests {
         assert_eq!(json["data"]["shipping_address"]["phone"], "+15005550006");
         assert!(json["data"].get("refund").is_none(), "refund is order.cancelled's only");
         assert_eq!(CloudEvent::parse(&event.to_json().unwrap()).unwrap(), event);
+        assert_eq!(time_of_id(&event.id), Some(1_700_000_000_123), "the id tells the time");
+        assert_ne!(CloudEvent::new(1, EventData::OrderConfirmed(order())).id, event.id);
     }
 
     #[test]

@@ -346,16 +346,10 @@ fn decode_position(bytes: &[u8]) -> Result<u64, EventsError> {
     Ok(u64::from_be_bytes(array))
 }
 
-/// The `time` of an outbox record's CloudEvent, in milliseconds since the Unix epoch.
+/// When an outbox record's event happened, in milliseconds since the Unix epoch, from its id
+/// (no parse of the body on the hot path).
 fn event_time_ms(entry: &OutboxEntry) -> Option<u64> {
-    #[derive(serde::Deserialize)]
-    struct Time<'a> {
-        #[serde(borrow)]
-        time: &'a str,
-    }
-    let time: Time<'_> = serde_json::from_slice(&entry.record.payload).ok()?;
-    let at = humantime::parse_rfc3339(time.time).ok()?;
-    u64::try_from(at.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()
+    crate::event::time_of_id(&entry.record.event_id)
 }
 
 /// The lag, from the oldest record not yet published.
