@@ -199,6 +199,10 @@ impl ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS crypto provider for the process (aws-lc-rs): libraries that take rustls's default
+    // (SMTP, AMQP over TLS) find it, though the HTTP client also compiles in ring. Fails only if
+    // one was installed already, which nothing here does before this line.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let outcome = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Migrate(args) => migrate(args),

@@ -74,14 +74,24 @@ fn tls(files: &TlsFiles) -> Result<(TlsAcceptor, TlsConnector), ClusterError> {
         roots.add(ca).map_err(|e| transport_error("TLS CA certificate", e))?;
     }
     let roots = Arc::new(roots);
-    let verifier = rustls::server::WebPkiClientVerifier::builder(roots.clone())
-        .build()
-        .map_err(|e| transport_error("TLS client verifier", e))?;
-    let server = rustls::ServerConfig::builder()
+    // The provider is named, not taken from the process: with more than one compiled in (the
+    // HTTP client brings ring), rustls has no default to take.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| transport_error("TLS client verifier", e))?;
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| transport_error("TLS server protocols", e))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain.clone(), key.clone_key())
         .map_err(|e| transport_error("TLS server configuration", e))?;
-    let client = rustls::ClientConfig::builder()
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| transport_error("TLS client protocols", e))?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
         .map_err(|e| transport_error("TLS client configuration", e))?;

@@ -13,15 +13,15 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use tokio::task::JoinSet;
 
-use crate::EventsError;
+use crate::{EventType, EventsError};
 
 /// The topic exchange every event is published to; the routing key is the event type.
 pub const EXCHANGE: &str = "storefront.events";
@@ -52,6 +52,34 @@ pub async fn declare_exchange(channel: &Channel) -> Result<(), EventsError> {
         )
         .await
         .map_err(EventsError::broker)
+}
+
+/// Declares `queue` durable and of the quorum type (replicated, and kept safe across broker
+/// restarts), bound to the events exchange for each of `types` (idempotent).
+pub async fn declare_quorum_queue(
+    channel: &Channel,
+    queue: &str,
+    types: impl IntoIterator<Item = EventType>,
+) -> Result<(), EventsError> {
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    channel
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), quorum)
+        .await
+        .map_err(EventsError::broker)?;
+    for kind in types {
+        channel
+            .queue_bind(
+                queue.into(),
+                EXCHANGE.into(),
+                kind.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(EventsError::broker)?;
+    }
+    Ok(())
 }
 
 /// Publishes `body` and waits for the broker's confirm (`channel` in confirm mode); a nack is an

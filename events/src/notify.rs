@@ -27,14 +27,13 @@ use backon::BackoffBuilder;
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lettre::message::Mailbox;
 use storefront_storage::{Store, Table};
 
-use crate::amqp::{self, EXCHANGE, QueueConsumer};
+use crate::amqp::{self, QueueConsumer};
 use crate::keyed::KeyedLocks;
 use crate::metrics::{
     NOTIFY_DEAD_LETTERED_TOTAL, NOTIFY_DROPPED_TOTAL, NOTIFY_FAILED_TOTAL, NOTIFY_RETRIED_TOTAL,
@@ -218,27 +217,8 @@ impl Notifier {
 /// (idempotent; the notifier does it on every connection).
 pub async fn declare(channel: &Channel) -> Result<(), EventsError> {
     amqp::declare_exchange(channel).await?;
-    let mut quorum = FieldTable::default();
-    quorum.insert(ShortString::from("x-queue-type"), AMQPValue::LongString("quorum".into()));
-    for queue in [QUEUE, DEAD_LETTERS] {
-        channel
-            .queue_declare(queue.into(), QueueDeclareOptions::durable(), quorum.clone())
-            .await
-            .map_err(EventsError::broker)?;
-    }
-    for kind in SUBSCRIBED {
-        channel
-            .queue_bind(
-                QUEUE.into(),
-                EXCHANGE.into(),
-                kind.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(EventsError::broker)?;
-    }
-    Ok(())
+    amqp::declare_quorum_queue(channel, QUEUE, SUBSCRIBED).await?;
+    amqp::declare_quorum_queue(channel, DEAD_LETTERS, []).await
 }
 
 impl Inner {

@@ -17,14 +17,14 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lapin::message::Delivery as AmqpDelivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
 use tokio::sync::watch;
 
 use super::guard::{GuardedResolver, Unfit, resolve_checked};
 use super::{Delivery, DeliveryStatus, Webhook, Webhooks, signature};
-use crate::amqp::{self, EXCHANGE, QueueConsumer};
+use crate::amqp::{self, QueueConsumer};
 use crate::keyed::KeyedLocks;
 use crate::metrics::WEBHOOK_ATTEMPTS_TOTAL;
 use crate::{CloudEvent, EventType, EventsError};
@@ -100,24 +100,8 @@ fn retry_queue(level: u32) -> String {
 /// Declares the exchange, the work queue with its bindings, and the retry queues.
 pub async fn declare(channel: &Channel) -> Result<(), EventsError> {
     amqp::declare_exchange(channel).await?;
-    let mut quorum = FieldTable::default();
-    quorum.insert(ShortString::from("x-queue-type"), AMQPValue::LongString("quorum".into()));
-    channel
-        .queue_declare(QUEUE.into(), QueueDeclareOptions::durable(), quorum)
-        .await
-        .map_err(EventsError::broker)?;
-    for kind in EventType::ALL.into_iter().filter(|k| k.offered_to_webhooks()) {
-        channel
-            .queue_bind(
-                QUEUE.into(),
-                EXCHANGE.into(),
-                kind.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(EventsError::broker)?;
-    }
+    let offered = EventType::ALL.into_iter().filter(|k| k.offered_to_webhooks());
+    amqp::declare_quorum_queue(channel, QUEUE, offered).await?;
     // A parked retry expires (its per-message TTL) into the work queue. Each queue holds one
     // delay only, so the message at its head always expires first.
     let mut parking = FieldTable::default();
