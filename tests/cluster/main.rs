@@ -2,7 +2,7 @@
 //! PostgreSQL, driven over HTTP. Requests through any node reach the owner and agree; a flash sale
 //! survives its hot SKU's owner being killed and restarted; a node joins under load without a 5xx;
 //! a hung node loses its leases and is fenced; nothing is ever oversold; every event of a sale
-//! reaches the broker once.
+//! reaches the broker once, and still arrives when the relay's node is killed mid-sale.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../events/broker.rs"]
@@ -298,6 +298,74 @@ async fn every_event_of_a_flash_sale_over_three_nodes_reaches_the_exchange_once(
     assert_eq!(ids.into_iter().collect::<HashSet<_>>(), expected);
     assert!(broker::take(&channel, "audit", 1, Duration::from_millis(500)).await.is_empty());
     eprintln!("events: {} published once each, {confirmed} order.confirmed", expected.len());
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relays_node_killed_mid_sale_only_delays_its_events() {
+    let _serial = SERIAL.lock().await;
+    let vhost = broker::Vhost::new();
+    let (_conn, channel) = vhost.bound_queue("audit", "#").await;
+    let amqp = ("STOREFRONT_EVENTS__AMQP_URL".to_owned(), vhost.url());
+    let place = Placement { env: vec![amqp], ..Placement::default() };
+    let cluster = Cluster::start_placed(vec![place; 3], 3).await;
+    // The relay runs where shard 0's lease is: find that node through an entity of shard 0.
+    let shards = u32::try_from(SHARDS).unwrap();
+    let probe = (0..)
+        .map(|i| format!("PROBE-{i}"))
+        .find(|id| {
+            storefront_cluster::shard_of(storefront_actors::EntityKind::Sku, id, shards) == 0
+        })
+        .unwrap();
+    let relay_node = cluster.owner(0, "sku", &probe).await.unwrap();
+    let (survivor, other) = ((relay_node + 1) % 3, (relay_node + 2) % 3);
+    let (sku, stock) = ("HOT-RELAY", 150);
+    cluster.create_product(survivor, sku, stock).await;
+    let shoppers = cluster.customers(survivor, "relaykill", 450).await;
+    let acked = Arc::new(AtomicUsize::new(0));
+    // Through the two nodes that live; the relay's node is killed while events flow.
+    let sale = flash_sale(
+        &cluster,
+        sku,
+        shoppers,
+        16,
+        move |n| if n % 2 == 0 { survivor } else { other },
+        acked.clone(),
+    );
+    let operator = async {
+        sold(&acked, 50).await;
+        cluster.kill(relay_node);
+    };
+    let (attempts, ()) = tokio::join!(sale, operator);
+    check_the_sale(&cluster, survivor, sku, stock, &attempts).await;
+    // Every record of the outbox reaches the exchange once the lease has moved: delayed, none
+    // lost (the unconfirmed batch of the killed relay may come twice).
+    let store =
+        storefront_storage::open(cluster.store_url(), std::path::Path::new(".")).await.unwrap();
+    let expected: HashSet<String> = store
+        .read_outbox(0, usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.record.event_id)
+        .collect();
+    let mut seen = HashSet::new();
+    let mut received = 0;
+    let deadline = Instant::now() + T;
+    while !expected.is_subset(&seen) && Instant::now() < deadline {
+        for message in broker::take(&channel, "audit", expected.len(), Duration::from_secs(1)).await
+        {
+            received += 1;
+            seen.insert(message.delivery.properties.message_id().as_ref().unwrap().to_string());
+        }
+    }
+    let missing = expected.difference(&seen).count();
+    assert_eq!(missing, 0, "{missing} of {} events never reached the exchange", expected.len());
+    eprintln!(
+        "relay failover: {} events, {received} messages ({} published twice)",
+        expected.len(),
+        received - seen.len()
+    );
     cluster.finish().await;
 }
 
