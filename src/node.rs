@@ -22,7 +22,7 @@ use storefront_config::Config;
 use storefront_events::relay::{self, Leadership, Relay, RelayConfig};
 use storefront_events::webhooks::Webhooks;
 use storefront_events::webhooks::worker::{WebhookWorker, WorkerSettings};
-use storefront_http::auth::{AccessTokens, RefreshTokens, SigningKey, Users};
+use storefront_http::auth::{AccessTokens, AuthError, RefreshTokens, SigningKey, Users};
 use storefront_http::catalog::Catalog;
 use storefront_http::fx::FxBook;
 use storefront_http::idempotency::IdempotencyKeys;
@@ -196,10 +196,15 @@ impl Node {
             .map_err(io("cannot load the FX rates"))?;
         let users = Users::new(store.clone());
         if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
-            users
-                .ensure_admin(email, password.expose())
-                .await
-                .map_err(|e| StartError::Config { key: "admin_email", reason: e.to_string() })?;
+            users.ensure_admin(email, password.expose()).await.map_err(|e| StartError::Config {
+                key: "admin_email",
+                reason: match e {
+                    AuthError::EmailTaken => "an account registered through the API has this \
+                            address, and such an account is never made an admin: choose another"
+                        .into(),
+                    other => other.to_string(),
+                },
+            })?;
         }
         if config.demo_data {
             seed::demo_shop(&store, &catalog, &regions)

@@ -202,25 +202,28 @@ impl Users {
     }
 
     /// Makes sure `email` is an admin: creates the account with `password` if there is none,
-    /// otherwise keeps it (and its password) and adds the admin role.
+    /// and keeps an admin account made so before (and its password). An account someone
+    /// registered is never made an admin ([`AuthError::EmailTaken`]): whoever registered the
+    /// address first would otherwise log in as admin with their own password.
     pub async fn ensure_admin(&self, email: &str, password: &str) -> Result<User, AuthError> {
         let normalized = normalize_email(email)?;
-        match self.by_email(&normalized).await? {
-            Some(mut user) if !user.roles.contains(&Role::Admin) => {
-                user.roles.push(Role::Admin);
-                self.save(&user).await?;
-                Ok(user)
+        // A registration in flight (its email claimed, its account not yet written) is waited
+        // for, up to 5 s.
+        for _ in 0..100 {
+            match self.by_email(&normalized).await? {
+                Some(user) if user.roles.contains(&Role::Admin) => return Ok(user),
+                Some(_) => return Err(AuthError::EmailTaken),
+                None => {}
             }
-            Some(user) => Ok(user),
-            None => match self
-                .create(email, password, None, vec![Role::Customer, Role::Admin])
-                .await
-            {
-                // Another node created it meanwhile.
-                Err(AuthError::EmailTaken) => Box::pin(self.ensure_admin(email, password)).await,
-                other => other,
-            },
+            match self.create(email, password, None, vec![Role::Customer, Role::Admin]).await {
+                // Claimed meanwhile: by another node's admin set-up, or by a registration.
+                Err(AuthError::EmailTaken) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
         }
+        Err(AuthError::EmailTaken)
     }
 
     async fn by_email(&self, email: &str) -> Result<Option<User>, AuthError> {
@@ -228,11 +231,6 @@ impl Users {
             Some(id) => self.get(&String::from_utf8_lossy(&id)).await,
             None => Ok(None),
         }
-    }
-
-    async fn save(&self, user: &User) -> Result<(), AuthError> {
-        let value = serde_json::to_vec(user).map_err(backend)?;
-        self.store.put(Table::Users, user.user_id.as_bytes(), &value).await.map_err(backend)
     }
 }
 
@@ -387,10 +385,21 @@ mod tests {
         let again = users.ensure_admin("root@example.com", "admin password 2").await.unwrap();
         assert_eq!(again.user_id, admin.user_id);
         assert!(users.authenticate("root@example.com", "admin password 1").await.is_ok());
-        // An existing customer is promoted.
-        let carl = users.register("carl@example.com", "carl password", None).await.unwrap();
-        let promoted = users.ensure_admin("carl@example.com", "ignored password").await.unwrap();
-        assert_eq!(promoted.user_id, carl.user_id);
-        assert_eq!(promoted.roles, [Role::Customer, Role::Admin]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_address_someone_registered_is_never_made_an_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = users(&dir).await;
+        // Someone registers the address before an operator configures it as the admin's.
+        let mallory = users.register("ops@example.com", "mallory's password", None).await.unwrap();
+        assert_eq!(
+            users.ensure_admin("ops@example.com", "the operator's password").await.map(|_| ()),
+            Err(AuthError::EmailTaken)
+        );
+        let kept = users.get(&mallory.user_id).await.unwrap().unwrap();
+        assert_eq!(kept.roles, [Role::Customer], "not promoted");
+        let login = users.authenticate("ops@example.com", "mallory's password").await.unwrap();
+        assert!(!login.roles.contains(&Role::Admin));
     }
 }
