@@ -225,3 +225,33 @@ async fn admins_provision_many_accounts_at_once_with_tokens() {
     .await
     .problem(400, "/problems/validation");
 }
+
+#[tokio::test]
+async fn token_answers_are_never_cached_and_the_admin_page_is_locked_down() {
+    let app = spawn_app().await;
+    let body = json!({"email": "dora@example.com", "password": "ten chars!"});
+    app.post("/v1/auth/register", None, &body).await.ok(201);
+    let login = app.post("/v1/auth/login", None, &body).await;
+    assert_eq!(login.status.as_u16(), 200);
+    let refresh = login.json()["refresh_token"].as_str().unwrap().to_owned();
+    let refreshed = app.post("/v1/auth/refresh", None, &json!({"refresh_token": refresh})).await;
+    assert_eq!(refreshed.status.as_u16(), 200);
+    let admin = app.admin().await;
+    let provisioned = app
+        .post(
+            "/v1/admin/users",
+            Some(&admin),
+            &json!({"password": "shared password", "users": [{"email": "eve@example.com"}]}),
+        )
+        .await;
+    assert_eq!(provisioned.status.as_u16(), 201);
+    for answer in [&login, &refreshed, &provisioned] {
+        let cache = answer.headers.get("cache-control").and_then(|v| v.to_str().ok());
+        assert_eq!(cache, Some("no-store"), "{}", answer.text);
+    }
+    let page = app.get("/admin", None).await;
+    assert_eq!(page.status.as_u16(), 200);
+    let policy = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert_eq!(page.headers["x-content-type-options"], "nosniff");
+}

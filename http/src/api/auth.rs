@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
@@ -131,6 +131,11 @@ pub async fn register(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiRe
     super::created(&serde_json::json!({ "user_id": user.user_id }))
 }
 
+/// An answer that carries tokens: no cache (a browser's, a proxy's) may keep it.
+fn no_store(answer: ApiResponse) -> ApiResponse {
+    answer.with_header("cache-control", HeaderValue::from_static("no-store"))
+}
+
 async fn pair(state: &AppState, user_id: &str, roles: &[crate::auth::Role]) -> ApiResult {
     let access_token = state.tokens.issue(user_id, roles)?;
     let refresh_token = state.refresh.issue(user_id).await?;
@@ -140,6 +145,7 @@ async fn pair(state: &AppState, user_id: &str, roles: &[crate::auth::Role]) -> A
         token_type: "Bearer",
         expires_in: state.tokens.ttl().as_secs(),
     })
+    .map(no_store)
 }
 
 #[utoipa::path(post, operation_id = "auth_login", path = "/v1/auth/login", tag = "auth", request_body = Login,
@@ -170,6 +176,7 @@ pub async fn refresh(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiRes
         token_type: "Bearer",
         expires_in: state.tokens.ttl().as_secs(),
     })
+    .map(no_store)
 }
 
 #[utoipa::path(post, operation_id = "auth_logout", path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
@@ -235,6 +242,7 @@ pub async fn provision(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiR
         super::created(&answer)
     })
     .await
+    .map(no_store)
 }
 
 #[utoipa::path(get, operation_id = "auth_me", path = "/v1/me", tag = "auth", security(("bearer" = [])),
