@@ -353,11 +353,6 @@ impl CloudEvent {
         self.data.event_type()
     }
 
-    /// When it happened, in whole seconds since the Unix epoch (the AMQP `timestamp`).
-    pub fn unix_seconds(&self) -> u64 {
-        self.time_ms / 1000
-    }
-
     /// The JSON structured form: the body of AMQP messages and webhook requests.
     pub fn to_json(&self) -> Result<Vec<u8>, EventsError> {
         let envelope = Envelope {

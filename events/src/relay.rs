@@ -273,14 +273,8 @@ impl Worker {
     }
 
     /// While nothing can be published, the lag still grows: measure it from the oldest record.
-    async fn report_lag(&self) {
-        let Ok(stored) = self.store.get(Table::RelayOffsets, self.config.name.as_bytes()).await
-        else {
-            return;
-        };
-        let Ok(after) = decode_position(stored.as_deref().unwrap_or_default()) else {
-            return;
-        };
+    async fn report_lag(&mut self) {
+        let Ok(after) = self.position().await else { return };
         if let Ok(entries) = self.store.read_outbox(after, 1).await {
             match entries.first() {
                 Some(oldest) => self.lag.set(lag_seconds(oldest)),

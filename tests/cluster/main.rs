@@ -265,14 +265,26 @@ async fn a_flash_sale_survives_the_hot_owner_being_killed_and_restarted() {
     cluster.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_event_of_a_flash_sale_over_three_nodes_reaches_the_exchange_once() {
-    let _serial = SERIAL.lock().await;
+/// Three nodes publishing to a virtual host of their own, with a queue bound to every event.
+async fn cluster_with_broker() -> (broker::Vhost, lapin::Connection, lapin::Channel, Cluster) {
     let vhost = broker::Vhost::new();
-    let (_conn, channel) = vhost.bound_queue("audit", "#").await;
+    let (conn, channel) = vhost.bound_queue("audit", "#").await;
     let amqp = ("STOREFRONT_EVENTS__AMQP_URL".to_owned(), vhost.url());
     let place = Placement { env: vec![amqp], ..Placement::default() };
     let cluster = Cluster::start_placed(vec![place; 3], 3).await;
+    (vhost, conn, channel, cluster)
+}
+
+/// Every record of the cluster's shared outbox.
+async fn outbox(cluster: &Cluster) -> Vec<storefront_storage::OutboxEntry> {
+    let store = storefront_storage::open(cluster.store_url(), std::path::Path::new("."));
+    store.await.unwrap().read_outbox(0, usize::MAX).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_of_a_flash_sale_over_three_nodes_reaches_the_exchange_once() {
+    let _serial = SERIAL.lock().await;
+    let (_vhost, _conn, channel, cluster) = cluster_with_broker().await;
     let (sku, stock) = ("HOT-EVENTS", 200);
     cluster.create_product(0, sku, stock).await;
     let shoppers = cluster.customers(0, "events", 600).await;
@@ -280,9 +292,7 @@ async fn every_event_of_a_flash_sale_over_three_nodes_reaches_the_exchange_once(
     let attempts = flash_sale(&cluster, sku, shoppers, 24, |n| n % 3, acked).await;
     check_the_sale(&cluster, 0, sku, stock, &attempts).await;
     // Every record of the shared outbox (accounts, orders, stock) on the exchange, once.
-    let store =
-        storefront_storage::open(cluster.store_url(), std::path::Path::new(".")).await.unwrap();
-    let outbox = store.read_outbox(0, usize::MAX).await.unwrap();
+    let outbox = outbox(&cluster).await;
     let confirmed = outbox.iter().filter(|e| e.record.topic == "order.confirmed").count();
     assert_eq!(confirmed, stock as usize, "one order.confirmed per unit sold");
     let received = broker::take(&channel, "audit", outbox.len(), T).await;
@@ -304,11 +314,7 @@ async fn every_event_of_a_flash_sale_over_three_nodes_reaches_the_exchange_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relays_node_killed_mid_sale_only_delays_its_events() {
     let _serial = SERIAL.lock().await;
-    let vhost = broker::Vhost::new();
-    let (_conn, channel) = vhost.bound_queue("audit", "#").await;
-    let amqp = ("STOREFRONT_EVENTS__AMQP_URL".to_owned(), vhost.url());
-    let place = Placement { env: vec![amqp], ..Placement::default() };
-    let cluster = Cluster::start_placed(vec![place; 3], 3).await;
+    let (_vhost, _conn, channel, cluster) = cluster_with_broker().await;
     // The relay runs where shard 0's lease is: find that node through an entity of shard 0.
     let shards = u32::try_from(SHARDS).unwrap();
     let probe = (0..)
@@ -340,15 +346,8 @@ async fn the_relays_node_killed_mid_sale_only_delays_its_events() {
     check_the_sale(&cluster, survivor, sku, stock, &attempts).await;
     // Every record of the outbox reaches the exchange once the lease has moved: delayed, none
     // lost (the unconfirmed batch of the killed relay may come twice).
-    let store =
-        storefront_storage::open(cluster.store_url(), std::path::Path::new(".")).await.unwrap();
-    let expected: HashSet<String> = store
-        .read_outbox(0, usize::MAX)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.record.event_id)
-        .collect();
+    let expected: HashSet<String> =
+        outbox(&cluster).await.into_iter().map(|e| e.record.event_id).collect();
     let mut seen = HashSet::new();
     let mut received = 0;
     let deadline = Instant::now() + T;

@@ -9,7 +9,6 @@
 //! private address between check and connect gets nowhere).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
@@ -144,13 +143,6 @@ impl Resolve for GuardedResolver {
             let addrs: Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
         })
-    }
-}
-
-impl GuardedResolver {
-    /// As the resolver reqwest takes.
-    pub fn shared(self) -> Arc<GuardedResolver> {
-        Arc::new(self)
     }
 }
 

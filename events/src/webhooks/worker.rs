@@ -72,7 +72,9 @@ impl WebhookWorker {
             .redirect(reqwest::redirect::Policy::none())
             // A proxy would resolve the merchant's host itself, past the rules.
             .no_proxy()
-            .dns_resolver(GuardedResolver { allow_private: webhooks.allow_private() }.shared())
+            .dns_resolver(std::sync::Arc::new(GuardedResolver {
+                allow_private: webhooks.allow_private(),
+            }))
             .user_agent("Storefront-Webhooks/1")
             .build()
             .map_err(|e| EventsError::Config(format!("webhook client: {e}")))?;
