@@ -154,7 +154,8 @@ pub(crate) struct HostState {
 /// Recent answers by (sender, command id), so a repeated command is applied once.
 #[derive(Default)]
 struct Answered {
-    by_id: HashMap<(String, u64), AnswerSlot>,
+    /// Each with when it began, which names its entry in `order`.
+    by_id: HashMap<(String, u64), (Instant, AnswerSlot)>,
     order: std::collections::VecDeque<(Instant, (String, u64))>,
 }
 
@@ -163,13 +164,57 @@ enum AnswerSlot {
     Done(Box<Result<Answer, Refusal>>),
 }
 
+/// What a host knows of a command it was sent.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    /// Not seen (or forgotten): run it.
+    New,
+    /// Running: its answer will go to the same waiting caller.
+    Running,
+    /// Answered before: send the same answer again.
+    Answered(Box<Result<Answer, Refusal>>),
+}
+
 impl Answered {
+    /// Looks up a command by (sender, id), marking a new one as running.
+    fn begin(&mut self, key: &(String, u64), now: Instant) -> Seen {
+        self.forget_old(now);
+        match self.by_id.get(key) {
+            Some((_, AnswerSlot::Running)) => Seen::Running,
+            Some((_, AnswerSlot::Done(answer))) => Seen::Answered(answer.clone()),
+            None => {
+                self.by_id.insert(key.clone(), (now, AnswerSlot::Running));
+                self.order.push_back((now, key.clone()));
+                Seen::New
+            }
+        }
+    }
+
+    /// Records the answer of a command that ran. A refusal is never kept: it says nothing was
+    /// done here (or that the outcome is unknown), and the same command sent again may well run
+    /// (the node may have claimed the shard since), so a repeat runs rather than replays it.
+    fn finish(&mut self, key: &(String, u64), answer: &Result<Answer, Refusal>) {
+        match answer {
+            Ok(_) | Err(Refusal::Domain(_)) => {
+                if let Some((_, slot)) = self.by_id.get_mut(key) {
+                    *slot = AnswerSlot::Done(Box::new(answer.clone()));
+                }
+            }
+            Err(Refusal::NotOwner | Refusal::Unreachable(_) | Refusal::Unknown(_)) => {
+                self.by_id.remove(key);
+            }
+        }
+    }
+
     fn forget_old(&mut self, now: Instant) {
         while let Some((at, key)) = self.order.front() {
             if now.duration_since(*at) < REMEMBER_ANSWERS && self.order.len() <= REMEMBER_AT_MOST {
                 break;
             }
-            self.by_id.remove(key);
+            // A refused command that ran again has a newer entry: that one stays.
+            if self.by_id.get(key).is_some_and(|(began, _)| began == at) {
+                self.by_id.remove(key);
+            }
             self.order.pop_front();
         }
     }
@@ -205,29 +250,19 @@ impl Actor for RegionHost {
                 };
                 for (id, call) in commands {
                     let key = (from.clone(), id);
-                    {
-                        let mut answered = lock(&state.answered);
-                        answered.forget_old(Instant::now());
-                        match answered.by_id.get(&key) {
-                            // Already running: its answer goes to the same waiting caller.
-                            Some(AnswerSlot::Running) => continue,
-                            Some(AnswerSlot::Done(answer)) => {
-                                state.links.answer(&from, id, (**answer).clone());
-                                continue;
-                            }
-                            None => {
-                                answered.by_id.insert(key.clone(), AnswerSlot::Running);
-                                answered.order.push_back((Instant::now(), key.clone()));
-                            }
+                    match lock(&state.answered).begin(&key, Instant::now()) {
+                        Seen::Running => continue,
+                        Seen::Answered(answer) => {
+                            state.links.answer(&from, id, *answer);
+                            continue;
                         }
+                        Seen::New => {}
                     }
                     let (local, links, answered) =
                         (state.local.clone(), state.links.clone(), state.answered.clone());
                     tokio::spawn(async move {
                         let answer = local.execute(call).await;
-                        if let Some(slot) = lock(&answered).by_id.get_mut(&key) {
-                            *slot = AnswerSlot::Done(Box::new(answer.clone()));
-                        }
+                        lock(&answered).finish(&key, &answer);
                         links.answer(&key.0, key.1, answer);
                     });
                 }
@@ -426,4 +461,47 @@ pub(crate) async fn ping(node: &str, timeout: Duration) -> bool {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Held only for map updates that do not panic; a poisoned lock still holds a usable map.
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_never_replayed_to_a_repeated_command() {
+        let mut answered = Answered::default();
+        let key = ("node-a".to_string(), 7);
+        let now = Instant::now();
+        assert_eq!(answered.begin(&key, now), Seen::New);
+        answered.finish(&key, &Err(Refusal::NotOwner));
+        // The node has claimed the shard since: the caller's repeat runs, and its answer is kept.
+        assert_eq!(answered.begin(&key, now), Seen::New);
+        let levels = Answer::Levels(StockLevels { on_hand: 3, reserved: 1, available: 2, sold: 0 });
+        answered.finish(&key, &Ok(levels.clone()));
+        assert_eq!(answered.begin(&key, now), Seen::Answered(Box::new(Ok(levels))));
+
+        for (id, refusal) in
+            [(8, Refusal::Unreachable("x".into())), (9, Refusal::Unknown("y".into()))]
+        {
+            let key = ("node-a".to_string(), id);
+            assert_eq!(answered.begin(&key, now), Seen::New);
+            answered.finish(&key, &Err(refusal));
+            assert_eq!(answered.begin(&key, now), Seen::New, "a refusal was replayed");
+            answered.finish(
+                &key,
+                &Ok(Answer::Levels(StockLevels { on_hand: 3, reserved: 1, available: 2, sold: 0 })),
+            );
+        }
+    }
+
+    #[test]
+    fn an_entitys_error_is_its_answer_and_is_replayed() {
+        let mut answered = Answered::default();
+        let key = ("node-a".to_string(), 9);
+        let now = Instant::now();
+        assert_eq!(answered.begin(&key, now), Seen::New);
+        let error = Err(Refusal::Domain(DomainError::UnknownCurrency("XYZ".into())));
+        answered.finish(&key, &error);
+        assert_eq!(answered.begin(&key, now), Seen::Answered(Box::new(error)));
+    }
 }
