@@ -156,3 +156,20 @@ async fn idle_entities_are_passivated_and_restart_with_their_state() {
         assert_eq!(cart.lines[0].qty, 3 + round);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_order_ids_no_one_placed_leave_no_actor_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    // The idle timer is far away: only the order's own "never placed" stop can free them.
+    let settings =
+        EntitySettings { passivate_after: Duration::from_secs(3600), ..common::fast_settings() };
+    let node = Node::start(dir.path(), settings).await;
+    for i in 0..50 {
+        let read = node.regions.order(&format!("ord_made_up_{i}")).await;
+        assert!(matches!(read, Err(storefront_actors::DomainError::NotFound { .. })), "{read:?}");
+    }
+    eventually(T, "made-up orders to leave memory", || async {
+        node.regions.orders().live_entities() == 0
+    })
+    .await;
+}

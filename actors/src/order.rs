@@ -1266,6 +1266,11 @@ impl Actor for OrderActor {
         }
         st.journal.flush(&st.order, &myself, persisted)?;
         st.lifecycle.after_write(&myself.get_cell(), st.ready_to_stop());
+        // An order never placed (a read of an id no one used) leaves memory once it has answered,
+        // so made-up ids cannot pile up actors until the idle timer.
+        if st.order.order.is_none() && st.ready_to_stop() {
+            st.lifecycle.passivate_now(&myself, internal);
+        }
         Ok(())
     }
 }

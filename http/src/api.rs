@@ -16,7 +16,7 @@ use std::future::Future;
 
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
-use storefront_actors::{Currency, Money, StockLevels};
+use storefront_actors::{Currency, Money, Sku, StockLevels};
 use storefront_storage::KeyedWrite;
 
 use crate::Problem;
@@ -274,6 +274,16 @@ pub struct Page<T> {
 /// `201 Created` with `value`.
 pub fn created(value: &impl Serialize) -> ApiResult {
     ApiResponse::json(StatusCode::CREATED, value)
+}
+
+/// The product's own SKU for `raw` (SKUs are case-insensitive: `demo-1` names the product whose
+/// SKU is `DEMO-1`, and its one stock counter), or 400 (not a SKU) / 404 (no product has it).
+pub(crate) async fn known_sku(state: &AppState, raw: &str) -> Result<Sku, ApiError> {
+    let sku = Sku::parse(raw).map_err(|e| ApiError::validation("sku", e.to_string()))?;
+    match state.catalog.by_sku(&sku).await? {
+        Some(product) => Ok(product.sku.clone()),
+        None => Err(ApiError::not_found(format!("no product has sku {sku}"))),
+    }
 }
 
 /// `200 OK` with `value`.

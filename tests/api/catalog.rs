@@ -259,3 +259,60 @@ async fn the_demo_catalog_is_seeded_once_on_first_start() {
     let again = app.get("/v1/products/prod-demo-00000", None).await.ok(200);
     assert_eq!(again, first);
 }
+
+#[tokio::test]
+async fn a_sku_is_one_stock_counter_whatever_its_case() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let ann = app.customer("case@example.com").await;
+    app.product(&admin, "CASE-1", "2.00", 3).await;
+
+    // An admin restock under the lower-case SKU adds to the product's one counter.
+    let restocked = app
+        .post("/v1/admin/inventory/case-1/restock", Some(&admin), &json!({"qty": 2}))
+        .await
+        .ok(200);
+    assert_eq!(
+        (restocked["sku"].as_str(), restocked["on_hand"].as_u64()),
+        (Some("CASE-1"), Some(5))
+    );
+    let levels = app.levels("Case-1").await;
+    assert_eq!((levels["sku"].as_str(), levels["available"].as_u64()), (Some("CASE-1"), Some(5)));
+
+    // A cart line and a checkout in any case draw from that counter, shown as the product's SKU.
+    let cart =
+        app.post("/v1/cart/items", Some(&ann), &json!({"sku": "case-1", "qty": 1})).await.ok(200);
+    assert_eq!(cart["items"][0]["sku"], "CASE-1");
+    let body = json!({
+        "items": [{"sku": "case-1", "qty": 2}, {"sku": "CASE-1", "qty": 1}],
+        "payment_token": "tok_visa",
+    });
+    let placed = app.checkout(&ann, "case-order", &body).await.ok(201);
+    let path = format!("/v1/orders/{}", placed["order_id"].as_str().unwrap());
+    let order = app.get(&path, Some(&ann)).await.ok(200);
+    assert_eq!(order["items"].as_array().map(Vec::len), Some(1), "{order}");
+    assert_eq!(
+        (order["items"][0]["sku"].as_str(), order["items"][0]["qty"].as_u64()),
+        (Some("CASE-1"), Some(3))
+    );
+    assert_eq!(app.levels("CASE-1").await["available"], 2);
+    // 3 more units of 2 left, in lower case, is out of stock: there is no second counter.
+    app.checkout(
+        &ann,
+        "case-order-2",
+        &json!({"items": [{"sku": "case-1", "qty": 3}], "payment_token": "tok_visa"}),
+    )
+    .await
+    .problem(409, "/problems/out-of-stock");
+
+    // A SKU with no product is 404 on every inventory and cart route.
+    app.get("/v1/inventory/stream?sku=CASE-1,NO-SUCH-1", None)
+        .await
+        .problem(404, "/problems/not-found");
+    app.send(Method::DELETE, "/v1/cart/items/NO-SUCH-1", Some(&ann), None, &[])
+        .await
+        .problem(404, "/problems/not-found");
+    app.post("/v1/admin/inventory/no-such-1/restock", Some(&admin), &json!({"qty": 2}))
+        .await
+        .problem(404, "/problems/not-found");
+}

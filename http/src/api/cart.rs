@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use storefront_actors::cart::{CartCommand, CartView};
 use storefront_actors::{Currency, Money, Quantity, Sku};
 
+use super::known_sku;
 use crate::app::AppState;
 use crate::extract::Req;
 use crate::reply::{ApiError, ApiResult};
@@ -89,11 +90,8 @@ async fn priced(
     Ok(CartBody { cart_id: cart_id.to_owned(), items, total })
 }
 
-/// Refuses more units of `sku` than are available now (409), or a SKU no product has (404).
+/// Refuses more units of `sku` (a product's own) than are available now: 409.
 async fn check_available(state: &AppState, sku: &Sku, want: u32) -> Result<(), ApiError> {
-    if state.catalog.by_sku(sku).await?.is_none() {
-        return Err(ApiError::not_found(format!("no product has sku {sku}")));
-    }
     let levels = state.regions.stock_levels(sku.as_str()).await?;
     if u64::from(want) > levels.available {
         return Err(storefront_actors::DomainError::OutOfStock {
@@ -104,10 +102,6 @@ async fn check_available(state: &AppState, sku: &Sku, want: u32) -> Result<(), A
         .into());
     }
     Ok(())
-}
-
-fn parse_sku(raw: &str) -> Result<Sku, ApiError> {
-    Sku::parse(raw).map_err(|e| ApiError::validation("sku", e.to_string()))
 }
 
 async fn answer(state: &AppState, req: &Req, user_id: &str, cart: CartView) -> ApiResult {
@@ -133,7 +127,7 @@ pub async fn add(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult 
     let req = req?;
     let me = state.customer(&req).await?;
     let body: AddItem = req.json()?;
-    let sku = parse_sku(&body.sku)?;
+    let sku = known_sku(&state, &body.sku).await?;
     let qty = Quantity::new(body.qty).map_err(|e| ApiError::validation("qty", e.to_string()))?;
     let current = state.regions.cart(&me.user_id).await?;
     let have = current.lines.iter().find(|l| l.sku == sku.as_str()).map_or(0, |l| l.qty);
@@ -151,7 +145,7 @@ pub async fn set_qty(sku: String, state: Arc<AppState>, req: Result<Req, ApiErro
     let req = req?;
     let me = state.customer(&req).await?;
     let body: SetItem = req.json()?;
-    let sku = parse_sku(&sku)?;
+    let sku = known_sku(&state, &sku).await?;
     if body.qty > Quantity::MAX {
         return Err(ApiError::validation("qty", format!("must be 0 to {}", Quantity::MAX)));
     }
@@ -166,12 +160,12 @@ pub async fn set_qty(sku: String, state: Arc<AppState>, req: Result<Req, ApiErro
 }
 
 #[utoipa::path(delete, operation_id = "cart_remove", path = "/v1/cart/items/{sku}", tag = "cart", security(("bearer" = [])),
-    params(("sku" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")), responses((status = 200, body = CartBody)))]
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")), responses((status = 200, body = CartBody), (status = 404, description = "No product has this SKU")))]
 /// Removes a line (removing an absent line changes nothing).
 pub async fn remove(sku: String, state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
     let req = req?;
     let me = state.customer(&req).await?;
-    let sku = parse_sku(&sku)?;
+    let sku = known_sku(&state, &sku).await?;
     let cart = state.regions.update_cart(&me.user_id, CartCommand::Remove { sku }).await?;
     answer(&state, &req, &me.user_id, cart).await
 }

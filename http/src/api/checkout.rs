@@ -18,6 +18,7 @@ use storefront_cluster::Checkout;
 use super::Claimed;
 use crate::Problem;
 use crate::app::AppState;
+use crate::catalog::Product;
 use crate::extract::Req;
 use crate::idempotency::request_hash;
 use crate::reply::{ApiError, ApiResponse, ApiResult};
@@ -88,7 +89,7 @@ async fn wanted(
     state: &AppState,
     user_id: &str,
     items: Option<Vec<CheckoutItem>>,
-) -> Result<(BTreeMap<Sku, u32>, bool), ApiError> {
+) -> Result<(BTreeMap<Sku, (Arc<Product>, u32)>, bool), ApiError> {
     let (lines, from_cart): (Vec<(String, u32, String)>, bool) = match items {
         Some(items) => (
             items
@@ -107,13 +108,20 @@ async fn wanted(
         let field = if from_cart { "cart" } else { "items" };
         return Err(ApiError::validation(field, "nothing to buy"));
     }
-    let mut merged: BTreeMap<Sku, u32> = BTreeMap::new();
+    // Merged by the product's own SKU: SKUs are case-insensitive, and `a-1` and `A-1` are one
+    // line of the product whose SKU is `A-1`.
+    let mut merged: BTreeMap<Sku, (Arc<Product>, u32)> = BTreeMap::new();
     for (sku, qty, field) in lines {
         let sku = Sku::parse(&sku)
             .map_err(|e| ApiError::validation(format!("{field}.sku"), e.to_string()))?;
         Quantity::new(qty)
             .map_err(|e| ApiError::validation(format!("{field}.qty"), e.to_string()))?;
-        let total = merged.entry(sku).or_default();
+        let product = state
+            .catalog
+            .by_sku(&sku)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no product has sku {sku}")))?;
+        let (_, total) = merged.entry(product.sku.clone()).or_insert((product, 0));
         *total += qty;
         if *total > Quantity::MAX {
             return Err(ApiError::validation(
@@ -207,12 +215,7 @@ async fn place(
     let (wanted, from_cart) = wanted(state, user_id, body.items).await?;
     let rates = state.fx.current();
     let mut lines = Vec::with_capacity(wanted.len());
-    for (sku, qty) in wanted {
-        let product = state
-            .catalog
-            .by_sku(&sku)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no product has sku {sku}")))?;
+    for (sku, (product, qty)) in wanted {
         let unit_price = rates.convert(&product.price, currency)?;
         // `qty` was checked to be 1..=100 above.
         let qty = Quantity::new(qty)?;

@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, watch};
 use warp::Reply;
 use warp::sse::Event;
 
-use super::LevelsView;
+use super::{LevelsView, known_sku};
 use crate::app::AppState;
 use crate::extract::Req;
 use crate::metrics::SSE_CLIENTS;
@@ -44,15 +44,6 @@ pub struct Restock {
 pub struct SetStock {
     /// The new on-hand level (not below what is reserved).
     pub on_hand: u64,
-}
-
-/// A SKU of the catalog, or 400 (not a SKU) / 404 (no product has it).
-async fn known_sku(state: &AppState, raw: &str) -> Result<Sku, ApiError> {
-    let sku = Sku::parse(raw).map_err(|e| ApiError::validation("sku", e.to_string()))?;
-    if state.catalog.by_sku(&sku).await?.is_none() {
-        return Err(ApiError::not_found(format!("no product has sku {sku}")));
-    }
-    Ok(sku)
 }
 
 #[utoipa::path(get, operation_id = "inventory_get", path = "/v1/inventory/{sku}", tag = "inventory", params(("sku" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")),
@@ -128,7 +119,8 @@ pub async fn set(sku: String, state: Arc<AppState>, req: Result<Req, ApiError>) 
 #[utoipa::path(get, operation_id = "inventory_stream", path = "/v1/inventory/stream", tag = "inventory",
     params(("sku" = Option<String>, Query, description = "Comma-separated SKUs (at most 100); all SKUs when absent")),
     responses((status = 200, content_type = "text/event-stream",
-        description = "`event: stock` with data `{sku, on_hand, reserved, available}`: the current levels of each named SKU first, then changes, at most one per SKU per 100 ms")))]
+        description = "`event: stock` with data `{sku, on_hand, reserved, available}`: the current levels of each named SKU first, then changes, at most one per SKU per 100 ms"),
+        (status = 404, description = "A named SKU that no product has")))]
 /// The live stock stream.
 pub async fn stream(
     state: Arc<AppState>,
@@ -139,14 +131,13 @@ pub async fn stream(
     let wanted: Option<Vec<Sku>> = match query.get("sku") {
         None => None,
         Some(list) => {
-            let skus = list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| Sku::parse(s).map_err(|e| ApiError::validation("sku", e.to_string())))
-                .collect::<Result<Vec<_>, _>>()?;
-            if skus.len() > MAX_STREAM_SKUS {
+            let raw: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            if raw.len() > MAX_STREAM_SKUS {
                 return Err(ApiError::validation("sku", format!("at most {MAX_STREAM_SKUS} SKUs")));
+            }
+            let mut skus = Vec::with_capacity(raw.len());
+            for sku in raw {
+                skus.push(known_sku(&state, sku).await?);
             }
             Some(skus)
         }
@@ -155,10 +146,8 @@ pub async fn stream(
     let updates = state.feed.subscribe();
     let mut ready = VecDeque::new();
     for sku in wanted.iter().flatten() {
-        if state.catalog.by_sku(sku).await?.is_some() {
-            let levels = state.regions.stock_levels(sku.as_str()).await?;
-            ready.push_back(LevelsView::new(sku.as_str(), levels));
-        }
+        let levels = state.regions.stock_levels(sku.as_str()).await?;
+        ready.push_back(LevelsView::new(sku.as_str(), levels));
     }
     let filter = wanted.map(|skus| skus.iter().map(|s| s.as_str().to_owned()).collect());
     let events = stock_events(updates, filter, ready, state.stopping.clone());
