@@ -22,7 +22,9 @@ use storefront_config::Config;
 use storefront_events::relay::{self, Leadership, Relay, RelayConfig};
 use storefront_events::webhooks::Webhooks;
 use storefront_events::webhooks::worker::{WebhookWorker, WorkerSettings};
-use storefront_http::auth::{AccessTokens, AuthError, RefreshTokens, SigningKey, Users};
+use storefront_http::auth::{
+    AccessTokens, AuthError, PasswordResets, RefreshTokens, SigningKey, Users,
+};
 use storefront_http::catalog::Catalog;
 use storefront_http::fx::FxBook;
 use storefront_http::idempotency::IdempotencyKeys;
@@ -260,6 +262,7 @@ impl Node {
             node_id: config.cluster.node_id.clone(),
             shard_count: config.entities.shard_count,
             refresh: RefreshTokens::new(store.clone(), config.auth.refresh_ttl(), clock),
+            resets: PasswordResets::new(store.clone(), clock),
             idempotency: IdempotencyKeys::new(
                 store.clone(),
                 clock,

@@ -16,7 +16,7 @@ use storefront_storage::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::{AccessTokens, RefreshTokens, Users};
+use crate::auth::{AccessTokens, PasswordResets, RefreshTokens, Users};
 use crate::catalog::Catalog;
 use crate::fx::FxBook;
 use crate::idempotency::IdempotencyKeys;
@@ -42,6 +42,8 @@ pub struct AppState {
     pub tokens: AccessTokens,
     /// Refresh tokens.
     pub refresh: RefreshTokens,
+    /// Password-reset tokens.
+    pub resets: PasswordResets,
     /// Idempotency keys.
     pub idempotency: IdempotencyKeys,
     /// Rate limits.

@@ -6,11 +6,13 @@
 mod access;
 mod passwords;
 mod refresh;
+mod resets;
 mod users;
 
 pub use access::{AccessTokens, Principal, Role, SigningKey};
 pub use passwords::{hash_password, validate_password, verify_password};
 pub use refresh::{RefreshTokens, Rotated};
+pub use resets::{PasswordResets, RESET_TTL};
 pub use users::{User, Users, normalize_email};
 
 /// Why authentication failed or could not be done.
@@ -43,6 +45,12 @@ pub enum AuthError {
     /// Unknown email or wrong password (deliberately not saying which).
     #[error("invalid email or password")]
     InvalidCredentials,
+    /// The current password given to change it is not the account's.
+    #[error("the current password is not right")]
+    WrongPassword,
+    /// A password-reset token that is unknown, spent or expired.
+    #[error("the reset token is unknown, spent or expired")]
+    InvalidResetToken,
     /// Hashing failed or the store failed.
     #[error("auth backend failed: {0}")]
     Backend(String),

@@ -17,6 +17,8 @@ use crate::api;
     ),
     paths(
         api::auth::register, api::auth::login, api::auth::refresh, api::auth::logout, api::auth::me,
+        api::auth::change_password, api::auth::logout_all, api::auth::password_reset,
+        api::auth::password_reset_confirm,
         api::auth::provision,
         api::products::search, api::products::get, api::products::create, api::products::update,
         api::currencies::list, api::currencies::set_rates,

@@ -130,6 +130,12 @@ impl ToProblem for AuthError {
             AuthError::InvalidCredentials => {
                 p("/problems/invalid-credentials", "Invalid email or password", 401)
             }
+            AuthError::WrongPassword => {
+                Problem::validation("current_password", detail.clone(), detail)
+            }
+            AuthError::InvalidResetToken => {
+                p("/problems/invalid-reset-token", "Reset token not valid", 400)
+            }
             AuthError::Config(_) => p("/problems/internal", "Server misconfigured", 500),
             AuthError::Backend(_) => p("/problems/unavailable", "Temporarily unavailable", 503),
         }

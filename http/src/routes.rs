@@ -59,6 +59,10 @@ const TEMPLATES: &[&str] = &[
     "POST /v1/auth/login",
     "POST /v1/auth/refresh",
     "POST /v1/auth/logout",
+    "POST /v1/auth/logout-all",
+    "POST /v1/auth/password",
+    "POST /v1/auth/password-reset",
+    "POST /v1/auth/password-reset/confirm",
     "GET /v1/me",
     "POST /v1/admin/users",
     "GET /v1/products",
@@ -147,7 +151,7 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
     let patch = || warp::patch();
     let read = || input(s, false, false);
     let write = || input(s, false, true);
-    // Registration and login: also under the stricter per-IP auth limit.
+    // Registration, login and the password routes: also under the stricter per-IP auth limit.
     let auth_write = || input(s, true, true);
 
     let service =
@@ -213,6 +217,42 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
             .and(with(s))
             .and(write())
             .then(api::auth::logout),
+    ))
+    .unify()
+    .or(finish(
+        "POST /v1/auth/logout-all",
+        warp::path!("v1" / "auth" / "logout-all")
+            .and(post())
+            .and(with(s))
+            .and(write())
+            .then(api::auth::logout_all),
+    ))
+    .unify()
+    .or(finish(
+        "POST /v1/auth/password",
+        warp::path!("v1" / "auth" / "password")
+            .and(post())
+            .and(with(s))
+            .and(auth_write())
+            .then(api::auth::change_password),
+    ))
+    .unify()
+    .or(finish(
+        "POST /v1/auth/password-reset",
+        warp::path!("v1" / "auth" / "password-reset")
+            .and(post())
+            .and(with(s))
+            .and(auth_write())
+            .then(api::auth::password_reset),
+    ))
+    .unify()
+    .or(finish(
+        "POST /v1/auth/password-reset/confirm",
+        warp::path!("v1" / "auth" / "password-reset" / "confirm")
+            .and(post())
+            .and(with(s))
+            .and(auth_write())
+            .then(api::auth::password_reset_confirm),
     ))
     .unify()
     .or(finish(

@@ -152,7 +152,7 @@ impl EmbeddedStore {
         let keyspaces = tokio::task::spawn_blocking(move || -> Result<Keyspaces, StorageError> {
             let db =
                 SingleWriterTxDatabase::builder(&path).open().map_err(StorageError::backend)?;
-            // Smaller memtables than fjall's 64 MiB default: with 15 keyspaces the default lets
+            // Smaller memtables than fjall's 64 MiB default: with 16 keyspaces the default lets
             // memtables alone take a gigabyte, and lookups in them slow as they grow.
             let open = |name: &str| {
                 db.keyspace(name, || {

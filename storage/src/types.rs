@@ -122,11 +122,13 @@ pub enum Table {
     Webhooks,
     /// webhook id + event id -> the delivery's state and log.
     WebhookDeliveries,
+    /// SHA-256 of a password-reset token -> its user and expiry (single use: spent by delete).
+    PasswordResets,
 }
 
 impl Table {
     /// Every table, for backends that create them up front.
-    pub const ALL: [Table; 15] = [
+    pub const ALL: [Table; 16] = [
         Table::Users,
         Table::UserEmails,
         Table::RefreshTokens,
@@ -142,6 +144,7 @@ impl Table {
         Table::NotificationsSent,
         Table::Webhooks,
         Table::WebhookDeliveries,
+        Table::PasswordResets,
     ];
 
     /// The table's stable name in every backend.
@@ -162,6 +165,7 @@ impl Table {
             Table::NotificationsSent => "notifications_sent",
             Table::Webhooks => "webhooks",
             Table::WebhookDeliveries => "webhook_deliveries",
+            Table::PasswordResets => "password_resets",
         }
     }
 }

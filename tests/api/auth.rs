@@ -255,3 +255,69 @@ async fn token_answers_are_never_cached_and_the_admin_page_is_locked_down() {
     assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     assert_eq!(page.headers["x-content-type-options"], "nosniff");
 }
+
+#[tokio::test]
+async fn a_password_change_and_logout_all_end_every_session() {
+    let app = spawn_app().await;
+    let access = app.customer("sessions@example.com").await;
+    let phone = app.login("sessions@example.com", "a-good-password").await;
+    let laptop = app.login("sessions@example.com", "a-good-password").await;
+    let refresh = |pair: &serde_json::Value| json!({"refresh_token": pair["refresh_token"]});
+    let change =
+        |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+
+    let wrong = app
+        .post("/v1/auth/password", Some(&access), &change("not-the-password", "a-newer-password"))
+        .await
+        .problem(400, "/problems/validation");
+    assert_eq!(wrong["errors"][0]["field"], "current_password");
+    let weak = app
+        .post("/v1/auth/password", Some(&access), &change("a-good-password", "short"))
+        .await
+        .problem(400, "/problems/validation");
+    assert_eq!(weak["errors"][0]["field"], "new_password");
+    app.post("/v1/auth/password", None, &change("a-good-password", "a-newer-password"))
+        .await
+        .problem(401, "/problems/unauthorized");
+    // Neither failed attempt ended a session.
+    let phone = app.post("/v1/auth/refresh", None, &refresh(&phone)).await.ok(200);
+
+    let changed = app
+        .post("/v1/auth/password", Some(&access), &change("a-good-password", "a-newer-password"))
+        .await;
+    assert_eq!(changed.status, 204, "{}", changed.text);
+    for pair in [&phone, &laptop] {
+        app.post("/v1/auth/refresh", None, &refresh(pair))
+            .await
+            .problem(401, "/problems/invalid-refresh-token");
+    }
+    app.post(
+        "/v1/auth/login",
+        None,
+        &json!({"email": "sessions@example.com", "password": "a-good-password"}),
+    )
+    .await
+    .problem(401, "/problems/invalid-credentials");
+
+    // Logout everywhere: both new sessions end; a login afterwards works.
+    let one = app.login("sessions@example.com", "a-newer-password").await;
+    let two = app.login("sessions@example.com", "a-newer-password").await;
+    let out = app.post("/v1/auth/logout-all", Some(&access), &json!({})).await;
+    assert_eq!(out.status, 204, "{}", out.text);
+    for pair in [&one, &two] {
+        app.post("/v1/auth/refresh", None, &refresh(pair))
+            .await
+            .problem(401, "/problems/invalid-refresh-token");
+    }
+    let three = app.login("sessions@example.com", "a-newer-password").await;
+    app.post("/v1/auth/refresh", None, &refresh(&three)).await.ok(200);
+
+    // A reset confirmation with a made-up token changes nothing.
+    app.post(
+        "/v1/auth/password-reset/confirm",
+        None,
+        &json!({"token": "ab".repeat(32), "new_password": "a-third-password"}),
+    )
+    .await
+    .problem(400, "/problems/invalid-reset-token");
+}

@@ -33,7 +33,7 @@ async fn health_readiness_openapi_and_unknown_routes() {
             assert!(operation["responses"]["429"].is_object(), "{id} documents 429");
         }
     }
-    assert_eq!(operation_ids.len(), 33);
+    assert_eq!(operation_ids.len(), 37);
     let page = app.get("/admin", None).await;
     assert_eq!(page.status, 200);
     assert!(page.content_type().starts_with("text/html"));

@@ -9,6 +9,7 @@ mod checkout;
 #[allow(dead_code)]
 mod helpers;
 mod notify;
+mod password_reset;
 mod process;
 mod receiver;
 mod relay;

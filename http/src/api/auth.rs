@@ -42,6 +42,37 @@ pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
+/// `POST /v1/auth/password` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    /// The password now.
+    pub current_password: String,
+    /// The new one: at least 10 characters.
+    #[schema(min_length = 10, max_length = 1024)]
+    pub new_password: String,
+}
+
+/// `POST /v1/auth/password-reset` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    /// The account's email address.
+    #[schema(format = "email")]
+    pub email: String,
+}
+
+/// `POST /v1/auth/password-reset/confirm` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetConfirm {
+    /// The token from the reset mail.
+    pub token: String,
+    /// The new password: at least 10 characters.
+    #[schema(min_length = 10, max_length = 1024)]
+    pub new_password: String,
+}
+
 /// `POST /v1/admin/users` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -187,6 +218,79 @@ pub async fn logout(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
     let req = req?;
     let body: RefreshRequest = req.json()?;
     state.refresh.revoke(&body.refresh_token).await?;
+    Ok(ApiResponse::empty(StatusCode::NO_CONTENT))
+}
+
+#[utoipa::path(post, operation_id = "auth_password", path = "/v1/auth/password", tag = "auth", security(("bearer" = [])),
+    request_body = ChangePassword,
+    responses((status = 204, description = "Changed; every refresh-token family of the user is revoked"),
+        (status = 400, description = "`current_password` wrong, or `new_password` weak: `/problems/validation`")))]
+/// Changes the caller's password, and logs out every session.
+pub async fn change_password(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let me = state.customer(&req).await?;
+    let body: ChangePassword = req.json()?;
+    crate::auth::validate_password(&body.new_password)
+        .map_err(|e| ApiError::validation("new_password", e.to_string()))?;
+    state.users.check_password(&me.user_id, &body.current_password).await?;
+    // Sessions end first: a crash in between leaves the old password with no session, never
+    // the new one with the old sessions alive.
+    state.refresh.revoke_user(&me.user_id).await?;
+    state.users.set_password(&me.user_id, &body.new_password).await?;
+    Ok(ApiResponse::empty(StatusCode::NO_CONTENT))
+}
+
+#[utoipa::path(post, operation_id = "auth_logout_all", path = "/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "Every refresh-token family of the user is revoked")))]
+/// Logs out everywhere: revokes every refresh-token family of the caller.
+pub async fn logout_all(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let me = state.customer(&req).await?;
+    req.no_fields()?;
+    state.refresh.revoke_user(&me.user_id).await?;
+    Ok(ApiResponse::empty(StatusCode::NO_CONTENT))
+}
+
+#[utoipa::path(post, operation_id = "auth_password_reset", path = "/v1/auth/password-reset", tag = "auth",
+    request_body = ResetRequest,
+    responses((status = 202, description = "Always, for known and unknown emails alike: a known one gets a mail with a single-use token valid for 30 minutes (at most one a minute)"),
+        (status = 400, description = "Not an email address: `/problems/validation`"),
+        (status = 429, description = "`/problems/rate-limited`, with `Retry-After`")))]
+/// Asks for a password-reset mail.
+pub async fn password_reset(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let body: ResetRequest = req.json()?;
+    crate::auth::normalize_email(&body.email)?;
+    // The answer neither waits for nor tells what happens next, so a known and an unknown email
+    // are answered alike, and as fast.
+    let state = state.clone();
+    tokio::spawn(async move {
+        let issued = match state.users.find(&body.email).await {
+            Ok(Some(user)) => state.resets.request(&user).await.map(drop),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(error) = issued {
+            tracing::warn!(%error, "a password-reset request failed");
+        }
+    });
+    Ok(ApiResponse::empty(StatusCode::ACCEPTED))
+}
+
+#[utoipa::path(post, operation_id = "auth_password_reset_confirm", path = "/v1/auth/password-reset/confirm", tag = "auth",
+    request_body = ResetConfirm,
+    responses((status = 204, description = "The password is set; every refresh-token family of the user is revoked"),
+        (status = 400, description = "`/problems/invalid-reset-token` (unknown, spent or expired), or a weak password: `/problems/validation`"),
+        (status = 429, description = "`/problems/rate-limited`, with `Retry-After`")))]
+/// Sets a new password with a reset token.
+pub async fn password_reset_confirm(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
+    let req = req?;
+    let body: ResetConfirm = req.json()?;
+    crate::auth::validate_password(&body.new_password)
+        .map_err(|e| ApiError::validation("new_password", e.to_string()))?;
+    let user_id = state.resets.redeem(&body.token).await?;
+    state.refresh.revoke_user(&user_id).await?;
+    state.users.set_password(&user_id, &body.new_password).await?;
     Ok(ApiResponse::empty(StatusCode::NO_CONTENT))
 }
 

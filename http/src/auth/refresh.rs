@@ -4,6 +4,8 @@
 //! family; each refresh spends its token (by compare-and-swap, so two concurrent refreshes cannot
 //! both succeed) and issues the next one in the same family. Presenting a spent token means it
 //! leaked: the whole family is revoked, including the token the thief or the user got next.
+//! A password change, a reset or a logout everywhere revokes every family of the user at once: a
+//! marker keeps when, and a family that started no later is revoked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,10 @@ struct Record {
     secret_sha256: String,
     expires_at_ms: u64,
     spent: bool,
+    /// When the family's first token was issued. (Records from before it was kept read as 0: a
+    /// revocation of all of the user's families covers them.)
+    #[serde(default)]
+    family_started_ms: u64,
 }
 
 /// The outcome of a successful refresh.
@@ -59,6 +65,11 @@ fn family_key(family: &str) -> Vec<u8> {
     format!("family/{family}").into_bytes()
 }
 
+/// Where the time of the last revocation of all of a user's families is kept.
+fn user_key(user_id: &str) -> Vec<u8> {
+    format!("user/{user_id}").into_bytes()
+}
+
 fn backend(err: impl std::fmt::Display) -> AuthError {
     AuthError::Backend(err.to_string())
 }
@@ -71,7 +82,12 @@ impl RefreshTokens {
 
     /// The first token of a new family for `user_id` (a login).
     pub async fn issue(&self, user_id: &str) -> Result<String, AuthError> {
-        self.mint(user_id, &random_hex(16)).await
+        // A family starts after the user's last revocation, even within its millisecond.
+        let started = match self.revoked_until(user_id).await? {
+            Some(until) => self.clock.now_ms().max(until + 1),
+            None => self.clock.now_ms(),
+        };
+        self.mint(user_id, &random_hex(16), started).await
     }
 
     /// Spends `token` and returns the next one of its family.
@@ -96,7 +112,7 @@ impl RefreshTokens {
             self.revoke_family(&record.family).await?;
             return Err(AuthError::Reused);
         }
-        let token = self.mint(&record.user_id, &record.family).await?;
+        let token = self.mint(&record.user_id, &record.family, record.family_started_ms).await?;
         Ok(Rotated { user_id: record.user_id, token })
     }
 
@@ -108,6 +124,16 @@ impl RefreshTokens {
             Err(AuthError::Revoked) => Ok(()),
             Err(err) => Err(err),
         }
+    }
+
+    /// Revokes every family of `user_id` started until now (a password change or reset, a
+    /// logout everywhere): their tokens stop working; a login afterwards starts a new family.
+    pub async fn revoke_user(&self, user_id: &str) -> Result<(), AuthError> {
+        let now = self.clock.now_ms().to_string();
+        self.store
+            .put(Table::RefreshTokens, &user_key(user_id), now.as_bytes())
+            .await
+            .map_err(backend)
     }
 
     /// The token's record, checked: known, secret matching, family not revoked.
@@ -137,14 +163,29 @@ impl RefreshTokens {
         {
             return Err(AuthError::Revoked);
         }
+        let revoked_until = self.revoked_until(&record.user_id).await?;
+        if revoked_until.is_some_and(|until| record.family_started_ms <= until) {
+            return Err(AuthError::Revoked);
+        }
         Ok((key, stored, record))
+    }
+
+    /// When every family of `user_id` was last revoked, if ever.
+    async fn revoked_until(&self, user_id: &str) -> Result<Option<u64>, AuthError> {
+        let at = self.store.get(Table::RefreshTokens, &user_key(user_id)).await.map_err(backend)?;
+        Ok(at.and_then(|at| String::from_utf8_lossy(&at).parse().ok()))
     }
 
     async fn revoke_family(&self, family: &str) -> Result<(), AuthError> {
         self.store.put(Table::RefreshTokens, &family_key(family), b"revoked").await.map_err(backend)
     }
 
-    async fn mint(&self, user_id: &str, family: &str) -> Result<String, AuthError> {
+    async fn mint(
+        &self,
+        user_id: &str,
+        family: &str,
+        family_started_ms: u64,
+    ) -> Result<String, AuthError> {
         let (id, secret) = (random_hex(16), random_hex(32));
         let record = Record {
             user_id: user_id.to_owned(),
@@ -152,6 +193,7 @@ impl RefreshTokens {
             secret_sha256: sha256_hex(&secret),
             expires_at_ms: self.clock.now_ms().saturating_add(self.ttl.as_millis() as u64),
             spent: false,
+            family_started_ms,
         };
         let value = serde_json::to_vec(&record).map_err(backend)?;
         self.store.put(Table::RefreshTokens, &token_key(&id), &value).await.map_err(backend)?;
@@ -203,7 +245,9 @@ mod tests {
                 won += 1;
             }
         }
-        assert!(won <= 1, "{won} refreshes of one token succeeded");
+        // The first to spend it wins; every other sees it spent (and revokes the family, which
+        // does not undo the winner's answer).
+        assert_eq!(won, 1, "{won} refreshes of one token succeeded");
     }
 
     #[tokio::test]
@@ -223,6 +267,23 @@ mod tests {
                 "{bad:.20}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn revoking_a_user_ends_every_family_it_had_and_no_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = refresh_tokens(&dir, Duration::from_secs(3600)).await;
+        let phone = tokens.issue("u1").await.unwrap();
+        let laptop = tokens.rotate(&tokens.issue("u1").await.unwrap()).await.unwrap().token;
+        let someone_else = tokens.issue("u2").await.unwrap();
+        tokens.revoke_user("u1").await.unwrap();
+        assert_eq!(tokens.rotate(&phone).await, Err(AuthError::Revoked));
+        assert_eq!(tokens.rotate(&laptop).await, Err(AuthError::Revoked));
+        assert!(tokens.rotate(&someone_else).await.is_ok());
+        // A login right after (within the same millisecond, too) starts a family that works.
+        let fresh = tokens.issue("u1").await.unwrap();
+        let next = tokens.rotate(&fresh).await.unwrap().token;
+        assert!(tokens.rotate(&next).await.is_ok());
     }
 
     #[tokio::test]

@@ -226,6 +226,47 @@ impl Users {
         Err(AuthError::EmailTaken)
     }
 
+    /// The account of `email` (in any case), if there is one.
+    pub async fn find(&self, email: &str) -> Result<Option<User>, AuthError> {
+        self.by_email(&normalize_email(email)?).await
+    }
+
+    /// `user_id`'s account, if `password` is its password ([`AuthError::WrongPassword`] if not).
+    pub async fn check_password(&self, user_id: &str, password: &str) -> Result<User, AuthError> {
+        let user = self.get(user_id).await?.ok_or(AuthError::WrongPassword)?;
+        if verify_password(password.to_owned(), user.password_hash.clone()).await? {
+            Ok(user)
+        } else {
+            Err(AuthError::WrongPassword)
+        }
+    }
+
+    /// Sets the password of `user_id` (a change or a reset). The record is replaced by
+    /// compare-and-swap, so a concurrent change of another field is not lost.
+    pub async fn set_password(&self, user_id: &str, password: &str) -> Result<(), AuthError> {
+        validate_password(password)?;
+        let password_hash = hash_password(password.to_owned()).await?;
+        let key = user_id.as_bytes();
+        for _ in 0..10 {
+            let stored =
+                self.store.get(Table::Users, key).await.map_err(backend)?.ok_or_else(|| {
+                    AuthError::InvalidToken("the token's user no longer exists".into())
+                })?;
+            let mut user: User = serde_json::from_slice(&stored).map_err(backend)?;
+            user.password_hash.clone_from(&password_hash);
+            let value = serde_json::to_vec(&user).map_err(backend)?;
+            let swapped = self
+                .store
+                .compare_and_swap(Table::Users, key, Some(&stored), Some(&value))
+                .await
+                .map_err(backend)?;
+            if swapped {
+                return Ok(());
+            }
+        }
+        Err(backend("the account changed under ten attempts to set its password"))
+    }
+
     async fn by_email(&self, email: &str) -> Result<Option<User>, AuthError> {
         match self.store.get(Table::UserEmails, email.as_bytes()).await.map_err(backend)? {
             Some(id) => self.get(&String::from_utf8_lossy(&id)).await,
