@@ -99,6 +99,7 @@ fn entity_settings(config: &Config) -> EntitySettings {
         stock_low_threshold: e.stock_low_threshold,
         gateway_max_attempts: config.checkout.gateway_max_attempts,
         gateway_retry_base: config.checkout.gateway_retry_base(),
+        gateway_timeout: config.checkout.gateway_timeout(),
     }
 }
 

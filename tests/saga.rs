@@ -144,8 +144,13 @@ async fn gateway_errors_are_retried_with_one_key_then_compensated() {
     let view = checkout(&node, "o-err", "tok_processingError").await;
     assert_eq!(view.status, OrderStatus::Failed);
     assert_eq!(view.failure, Some(FailureReason::PaymentGatewayError));
+    // The forward step tried its attempts with one key; the authorization's outcome is unknown,
+    // so the failed order goes on asking by that key (to void what it may hold) after answering.
     let attempts = fast_settings().gateway_max_attempts;
-    assert_eq!(node.gateway.calls("o-err/authorize"), attempts);
+    eventually(WAIT, "the void by key to ask again", || async {
+        node.gateway.calls("o-err/authorize") > attempts
+    })
+    .await;
     assert_eq!(levels(&node, "A").await.available, 10);
     assert_eq!(levels(&node, "B").await.reserved, 0);
 }
@@ -297,4 +302,98 @@ async fn a_cancellation_right_after_the_outcome_completes_while_the_order_passiv
         assert_eq!(cancelled.status, OrderStatus::Cancelled, "{order_id}");
     }
     assert_eq!(levels(&node, "M").await.on_hand, 10_000);
+}
+
+/// Checks what a user relies on of an ended order against the gateway's ledger: a confirmed order
+/// has its money captured; a failed or cancelled one holds none (voided, refunded, or never
+/// authorized), whatever the gateway answered along the way.
+fn assert_money_consistent(node: &Node, view: &storefront_actors::order::OrderView) {
+    let key = format!("{}/authorize", view.order_id);
+    let state = match node.gateway.outcome(&key) {
+        Some(Ok(authorization)) => node.gateway.payment_state(&authorization),
+        _ => None,
+    };
+    match view.status {
+        OrderStatus::Confirmed => {
+            assert_eq!(state, Some(PaymentState::Captured), "{} confirmed", view.order_id)
+        }
+        OrderStatus::Failed | OrderStatus::Cancelled => assert!(
+            matches!(state, None | Some(PaymentState::Voided | PaymentState::Refunded)),
+            "{} ended {} holding money: {state:?}",
+            view.order_id,
+            view.status
+        ),
+        other => panic!("{} has not ended: {other}", view.order_id),
+    }
+}
+
+async fn ended(
+    node: &Node,
+    place: storefront_actors::order::PlaceOrder,
+) -> storefront_actors::order::OrderView {
+    let order_id = place.order_id.clone();
+    match node.regions.checkout(place, WAIT).await.unwrap() {
+        Checkout::Ended(view) => view,
+        Checkout::Pending { .. } => panic!("{order_id} still pending after {WAIT:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_call_that_took_effect_but_never_answered_is_resolved_not_guessed() {
+    use storefront_actors::gateway::{Fault, GatewayOp};
+    let settings =
+        EntitySettings { gateway_timeout: Duration::from_millis(200), ..fast_settings() };
+    let attempts = settings.gateway_max_attempts as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), settings.clone()).await;
+    node.stock_sku("A", 100).await;
+    // Each fault on each operation: "unavailable" after taking effect, on every attempt of one
+    // step; and no answer at all, which only the saga's timeout ends.
+    let cases = [
+        // The hold of unknown outcome is voided by its key, and the order fails.
+        (GatewayOp::Authorize, Fault::SucceedThenFail, attempts, OrderStatus::Failed),
+        // Timed out once, then asked again by its key: the gateway names the hold.
+        (GatewayOp::Authorize, Fault::SucceedThenHang, 1, OrderStatus::Confirmed),
+        // The capture is asked again by its key until the gateway answers: never failed.
+        (GatewayOp::Capture, Fault::SucceedThenFail, attempts, OrderStatus::Confirmed),
+        (GatewayOp::Capture, Fault::SucceedThenHang, 1, OrderStatus::Confirmed),
+        // A cancellation's refund likewise.
+        (GatewayOp::Refund, Fault::SucceedThenFail, attempts, OrderStatus::Cancelled),
+        (GatewayOp::Refund, Fault::SucceedThenHang, 1, OrderStatus::Cancelled),
+    ];
+    for (i, (op, fault, times, status)) in cases.into_iter().enumerate() {
+        let order_id = format!("fault-{i}");
+        node.gateway.inject(op, fault, times);
+        let mut view = ended(&node, order(&order_id, "u1", "tok_visa", &[("A", 1, "2.00")])).await;
+        if op == GatewayOp::Refund {
+            view = node.regions.cancel_order(&order_id, WAIT).await.unwrap();
+        }
+        assert_eq!(view.status, status, "{order_id} ({op:?}, {fault:?}): {view:?}");
+        assert_money_consistent(&node, &view);
+        if status == OrderStatus::Failed {
+            assert_eq!(view.failure, Some(FailureReason::PaymentGatewayError));
+        }
+    }
+    let a = levels(&node, "A").await;
+    // Five sold (the failed order's hold was released), and the two cancelled returned theirs.
+    assert_eq!((a.on_hand, a.reserved, a.sold), (97, 0, 5), "{a:?}");
+
+    // A void happens when an authorized order fails: here its reservation lapses before the
+    // commit. The void that took effect unanswered is asked again until answered.
+    let dir = tempfile::tempdir().unwrap();
+    let lapsing = EntitySettings { reservation_ttl: Duration::ZERO, ..settings };
+    let node = Node::start(dir.path(), lapsing).await;
+    node.stock_sku("A", 10).await;
+    for (i, (fault, times)) in
+        [(Fault::SucceedThenFail, attempts), (Fault::SucceedThenHang, 1)].into_iter().enumerate()
+    {
+        let order_id = format!("void-{i}");
+        node.gateway.inject(GatewayOp::Void, fault, times);
+        let view = ended(&node, order(&order_id, "u1", "tok_visa", &[("A", 1, "2.00")])).await;
+        assert_eq!(view.status, OrderStatus::Failed, "{order_id}");
+        assert_money_consistent(&node, &view);
+        let authorization = view.authorization.clone().expect("authorized");
+        assert_eq!(node.gateway.payment_state(&authorization), Some(PaymentState::Voided));
+    }
+    assert_eq!(levels(&node, "A").await, common::levels(10, 0, 0));
 }

@@ -33,6 +33,8 @@ pub struct EntitySettings {
     pub gateway_max_attempts: u32,
     /// Back-off before the second attempt, doubled after each further one.
     pub gateway_retry_base: Duration,
+    /// How long one gateway call may take before its outcome counts as unknown.
+    pub gateway_timeout: Duration,
 }
 
 impl Default for EntitySettings {
@@ -45,6 +47,7 @@ impl Default for EntitySettings {
             stock_low_threshold: 5,
             gateway_max_attempts: 3,
             gateway_retry_base: Duration::from_millis(100),
+            gateway_timeout: Duration::from_secs(10),
         }
     }
 }

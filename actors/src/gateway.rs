@@ -58,9 +58,36 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug + 'static {
 /// our restarts) it recognizes its own authorizations after a restart: an authorization id is
 /// derived from the idempotency key and carries the authorized amount, so a saga resumed by a new
 /// process can still capture it.
+///
+/// Tests inject faults per operation ([`SimulatedGateway::inject`]): a call that takes effect and
+/// then answers "unavailable", or never answers, as a real gateway does when the response to a
+/// call it applied is lost.
 #[derive(Debug, Default)]
 pub struct SimulatedGateway {
     ledger: Mutex<Ledger>,
+}
+
+/// A gateway operation, to inject a fault into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GatewayOp {
+    /// [`PaymentGateway::authorize`].
+    Authorize,
+    /// [`PaymentGateway::capture`].
+    Capture,
+    /// [`PaymentGateway::void`].
+    Void,
+    /// [`PaymentGateway::refund`].
+    Refund,
+}
+
+/// What an injected fault does to a call that succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The call takes effect, then answers [`GatewayError::Unavailable`]: its outcome is
+    /// unknown to the caller.
+    SucceedThenFail,
+    /// The call takes effect, then never answers: only the caller's timeout ends it.
+    SucceedThenHang,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +102,10 @@ struct Ledger {
     /// [`RETENTION`] as a real gateway forgets idempotency keys.
     seen: VecDeque<(tokio::time::Instant, String)>,
     next_id: u64,
+    /// Capture id -> its authorization id, to mark refunds.
+    captures: HashMap<String, String>,
+    /// Faults waiting for the next successful calls of an operation.
+    faults: HashMap<GatewayOp, VecDeque<Fault>>,
 }
 
 /// How long the simulated gateway remembers an idempotency key or an authorization.
@@ -85,6 +116,7 @@ struct Authorization {
     amount: Money,
     captured: bool,
     voided: bool,
+    refunded: bool,
 }
 
 /// What the simulated gateway holds for one authorization.
@@ -96,6 +128,8 @@ pub enum PaymentState {
     Captured,
     /// Released without capture.
     Voided,
+    /// Collected, then given back.
+    Refunded,
 }
 
 impl SimulatedGateway {
@@ -111,11 +145,42 @@ impl SimulatedGateway {
 
     /// The state of an authorization.
     pub fn payment_state(&self, authorization: &str) -> Option<PaymentState> {
-        self.lock().authorizations.get(authorization).map(|a| match (a.captured, a.voided) {
-            (_, true) => PaymentState::Voided,
-            (true, false) => PaymentState::Captured,
-            (false, false) => PaymentState::Authorized,
+        self.lock().authorizations.get(authorization).map(|a| {
+            match (a.captured, a.voided, a.refunded) {
+                (_, true, _) => PaymentState::Voided,
+                (true, false, true) => PaymentState::Refunded,
+                (true, false, false) => PaymentState::Captured,
+                (false, false, _) => PaymentState::Authorized,
+            }
         })
+    }
+
+    /// The first recorded answer to the call with `key` (an authorization's id, say), if any.
+    pub fn outcome(&self, key: &str) -> Option<Result<String, GatewayError>> {
+        self.lock().outcomes.get(key).cloned()
+    }
+
+    /// Makes each of the next `times` successful calls of `op` end with `fault`.
+    pub fn inject(&self, op: GatewayOp, fault: Fault, times: usize) {
+        self.lock().faults.entry(op).or_default().extend(std::iter::repeat_n(fault, times));
+    }
+
+    /// The answer a caller gets to a call of `op` whose outcome is `outcome`: a successful one
+    /// meets the next injected fault, if any.
+    async fn answer<T>(
+        &self,
+        op: GatewayOp,
+        outcome: Result<T, GatewayError>,
+    ) -> Result<T, GatewayError> {
+        let value = outcome?;
+        let fault = self.lock().faults.get_mut(&op).and_then(VecDeque::pop_front);
+        match fault {
+            None => Ok(value),
+            Some(Fault::SucceedThenFail) => {
+                Err(GatewayError::Unavailable("timed out after it took effect".into()))
+            }
+            Some(Fault::SucceedThenHang) => std::future::pending().await,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
@@ -177,6 +242,7 @@ impl Ledger {
             amount,
             captured: false,
             voided: false,
+            refunded: false,
         })
     }
 
@@ -209,7 +275,7 @@ impl PaymentGateway for SimulatedGateway {
         token: &str,
         amount: &Money,
     ) -> Result<String, GatewayError> {
-        self.once(key, |ledger| match token {
+        let outcome = self.once(key, |ledger| match token {
             "tok_visa" | "tok_mastercard" => {
                 let id = authorization_id(key, amount);
                 ledger.authorization(&id, *amount);
@@ -219,7 +285,8 @@ impl PaymentGateway for SimulatedGateway {
             "tok_insufficientFunds" => Err(GatewayError::Declined("insufficient_funds".into())),
             "tok_processingError" => Err(GatewayError::Unavailable("processing_error".into())),
             _ => Err(GatewayError::Declined("invalid_token".into())),
-        })
+        });
+        self.answer(GatewayOp::Authorize, outcome).await
     }
 
     async fn capture(
@@ -228,7 +295,7 @@ impl PaymentGateway for SimulatedGateway {
         authorization: &str,
         amount: &Money,
     ) -> Result<String, GatewayError> {
-        self.once(key, |ledger| {
+        let outcome = self.once(key, |ledger| {
             let issued = parse_authorization(authorization)
                 .ok_or_else(|| GatewayError::Declined("no_such_authorization".into()))?;
             let auth = ledger.authorization(authorization, issued);
@@ -239,20 +306,23 @@ impl PaymentGateway for SimulatedGateway {
                 return Err(GatewayError::Declined("capture_not_allowed".into()));
             }
             auth.captured = true;
-            Ok(ledger.new_id("cap"))
-        })
+            let capture = ledger.new_id("cap");
+            ledger.captures.insert(capture.clone(), authorization.to_owned());
+            Ok(capture)
+        });
+        self.answer(GatewayOp::Capture, outcome).await
     }
 
     async fn void(&self, key: &str, authorization: &str) -> Result<(), GatewayError> {
-        self.once(key, |ledger| {
+        let outcome = self.once(key, |ledger| {
             if let Some(auth) = ledger.authorizations.get_mut(authorization)
                 && !auth.captured
             {
                 auth.voided = true;
             }
             Ok(String::new())
-        })
-        .map(drop)
+        });
+        self.answer(GatewayOp::Void, outcome).await.map(drop)
     }
 
     async fn refund(
@@ -261,12 +331,18 @@ impl PaymentGateway for SimulatedGateway {
         capture: &str,
         _amount: &Money,
     ) -> Result<String, GatewayError> {
-        self.once(key, |ledger| {
+        let outcome = self.once(key, |ledger| {
             if capture.is_empty() {
                 return Err(GatewayError::Declined("no_such_capture".into()));
             }
+            if let Some(authorization) = ledger.captures.get(capture).cloned()
+                && let Some(auth) = ledger.authorizations.get_mut(&authorization)
+            {
+                auth.refunded = true;
+            }
             Ok(ledger.new_id("re"))
-        })
+        });
+        self.answer(GatewayOp::Refund, outcome).await
     }
 }
 

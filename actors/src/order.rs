@@ -160,6 +160,7 @@ impl OrderRunning {
     fn ready_to_stop(&self) -> bool {
         self.journal.is_idle()
             && !self.order.in_progress()
+            && !self.order.cleanup_pending()
             && !self.step_running
             && self.waiters.is_empty()
     }
@@ -175,6 +176,7 @@ impl OrderRunning {
         }
         let now = self.clock.now_ms();
         let was_in_progress = self.order.in_progress();
+        let was_cleaning_up = self.order.cleanup_pending();
         let placed = events.iter().any(|e| matches!(e, OrderEvent::Placed(_)));
         let reopened = events.contains(&OrderEvent::CancelRequested);
         let outbox = events
@@ -213,8 +215,14 @@ impl OrderRunning {
             }
         }
         if ended {
-            // An ended order is rarely touched again: once its outcome is durable (and answered),
-            // it leaves memory; a later read rebuilds it from its journal.
+            metrics::counter!(SAGAS_TOTAL, "outcome" => self.order.outcome_label()).increment(1);
+            self.notify_waiters();
+        }
+        // An order is done once it has ended and voided any authorization of unknown outcome.
+        let done = !self.order.cleanup_pending() && (ended || was_cleaning_up);
+        if done {
+            // A done order is rarely touched again: once that is durable (and answered), it
+            // leaves memory; a later read rebuilds it from its journal.
             let me = myself.clone();
             self.journal.after_durable(Box::new(move |durable| {
                 if durable.is_ok() {
@@ -222,8 +230,6 @@ impl OrderRunning {
                 }
             }));
             self.journal.put(KeyedWrite { table: Table::OpenOrders, key: open_key, value: None });
-            metrics::counter!(SAGAS_TOTAL, "outcome" => self.order.outcome_label()).increment(1);
-            self.notify_waiters();
         }
         if placed || reopened {
             // No step may act before the open-order marker is durable: after a crash, only a
@@ -383,7 +389,7 @@ impl Actor for OrderActor {
             compensation_retries: 0,
         };
         running.lifecycle.start(&myself, internal);
-        if running.order.in_progress() {
+        if running.order.in_progress() || running.order.cleanup_pending() {
             tracing::info!(order_id = %running.order_id, "resuming checkout saga");
             myself.send_message(saga(SagaMsg::Advance))?;
         }

@@ -215,6 +215,11 @@ impl CheckoutConfig {
     pub fn gateway_retry_base(&self) -> Duration {
         Duration::from_millis(self.gateway_retry_base_ms)
     }
+
+    /// How long one gateway call may take.
+    pub fn gateway_timeout(&self) -> Duration {
+        Duration::from_millis(self.gateway_timeout_ms)
+    }
 }
 
 impl ClusterConfig {
@@ -311,6 +316,9 @@ pub struct CheckoutConfig {
     pub gateway_max_attempts: u32,
     /// Back-off before the second attempt; doubled for each further one.
     pub gateway_retry_base_ms: u64,
+    /// How long one gateway call may take before its outcome counts as unknown (and it is
+    /// retried by its idempotency key).
+    pub gateway_timeout_ms: u64,
 }
 
 /// Cluster membership.
@@ -406,7 +414,12 @@ impl Default for EntitiesConfig {
 
 impl Default for CheckoutConfig {
     fn default() -> Self {
-        Self { wait_ms: 5_000, gateway_max_attempts: 3, gateway_retry_base_ms: 100 }
+        Self {
+            wait_ms: 5_000,
+            gateway_max_attempts: 3,
+            gateway_retry_base_ms: 100,
+            gateway_timeout_ms: 10_000,
+        }
     }
 }
 
@@ -560,6 +573,7 @@ impl Config {
             ("entities.cart_idle_expiry_secs", e.cart_idle_expiry_secs),
             ("entities.reservation_ttl_secs", e.reservation_ttl_secs),
             ("checkout.gateway_max_attempts", u64::from(self.checkout.gateway_max_attempts)),
+            ("checkout.gateway_timeout_ms", self.checkout.gateway_timeout_ms),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));

@@ -21,7 +21,11 @@ pub struct Node {
 
 /// Quick retries, and snapshots often enough that recovery exercises them.
 pub fn fast_settings() -> EntitySettings {
-    EntitySettings { gateway_retry_base: Duration::from_millis(1), ..EntitySettings::default() }
+    EntitySettings {
+        gateway_retry_base: Duration::from_millis(1),
+        snapshot_every: 3,
+        ..EntitySettings::default()
+    }
 }
 
 impl Node {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::join_all;
 
-use super::state::{PlaceOrder, Step, StepOutcome, is_transient, order_total};
+use super::state::{PlaceOrder, Step, StepOutcome, Void, is_transient, order_total};
 use crate::entity::EntitySettings;
 use crate::gateway::{GatewayError, PaymentGateway};
 use crate::sku::{StockCommand, StockLevels};
@@ -103,16 +103,7 @@ impl StepRunner {
                     })
                     .await;
                 let voided = match void {
-                    Some(authorization) => {
-                        let key = self.key("void");
-                        Some(
-                            self.pay(|gw| {
-                                let (key, authorization) = (key.clone(), authorization.clone());
-                                async move { gw.void(&key, &authorization).await }
-                            })
-                            .await,
-                        )
-                    }
+                    Some(void) => Some(self.void(void, &total).await),
                     None => None,
                 };
                 let refunded = match refund {
@@ -158,16 +149,51 @@ impl StepRunner {
         join_all(calls).await
     }
 
+    /// Voids an authorization; one of unknown outcome is first asked again by its key, which
+    /// names it (or declines: then nothing is held).
+    async fn void(&self, void: Void, total: &Money) -> Result<(), GatewayError> {
+        let authorization = match void {
+            Void::Authorization(authorization) => authorization,
+            Void::ByKey => {
+                let (key, token) = (self.key("authorize"), self.order.payment_token.clone());
+                let asked = self
+                    .pay(|gw| {
+                        let (key, token) = (key.clone(), token.clone());
+                        async move { gw.authorize(&key, &token, total).await }
+                    })
+                    .await;
+                match asked {
+                    Ok(authorization) => authorization,
+                    Err(GatewayError::Declined(_)) => return Ok(()),
+                    Err(unavailable) => return Err(unavailable),
+                }
+            }
+        };
+        let key = self.key("void");
+        self.pay(|gw| {
+            let (key, authorization) = (key.clone(), authorization.clone());
+            async move { gw.void(&key, &authorization).await }
+        })
+        .await
+    }
+
     /// Calls the gateway, retrying gateway errors (not declines) with the same idempotency key.
+    /// Each call is under the gateway timeout: one that outlasts it has an unknown outcome, as
+    /// a gateway error does.
     async fn pay<T, F, Fut>(&self, call: F) -> Result<T, GatewayError>
     where
         F: Fn(Arc<dyn PaymentGateway>) -> Fut,
         Fut: Future<Output = Result<T, GatewayError>>,
     {
+        let timeout = self.settings.gateway_timeout;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match call(self.gateway.clone()).await {
+            let answer =
+                tokio::time::timeout(timeout, call(self.gateway.clone())).await.unwrap_or_else(
+                    |_| Err(GatewayError::Unavailable(format!("no answer within {timeout:?}"))),
+                );
+            match answer {
                 Err(GatewayError::Unavailable(why))
                     if attempt < self.settings.gateway_max_attempts =>
                 {

@@ -186,6 +186,9 @@ pub enum OrderEvent {
     Cancelled,
     /// The checkout was accepted.
     Placed(PlaceOrder),
+    /// The authorization's outcome is unknown (the gateway never answered): it may hold money,
+    /// so compensation voids it by its key.
+    AuthorizationUnknown,
 }
 
 /// An order: a fold over its events.
@@ -201,6 +204,8 @@ pub struct OrderState {
     pub(super) authorization: Option<String>,
     pub(super) capture: Option<String>,
     pub(super) voided: bool,
+    /// An authorization was asked for and never answered (see [`OrderEvent::AuthorizationUnknown`]).
+    pub(super) authorization_unknown: bool,
     pub(super) refund: Option<String>,
     pub(super) failure: Option<FailureReason>,
     pub(super) compensating: bool,
@@ -282,9 +287,19 @@ pub(crate) enum Step {
     Compensate {
         release: Vec<usize>,
         give_back: Vec<usize>,
-        void: Option<String>,
+        void: Option<Void>,
         refund: Option<String>,
     },
+}
+
+/// What compensation voids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Void {
+    /// This authorization.
+    Authorization(String),
+    /// Whatever the authorization of unknown outcome holds: asked again by its idempotency key,
+    /// the gateway names it (or says there is none), and it is voided.
+    ByKey,
 }
 
 /// What the saga does next.
@@ -326,6 +341,13 @@ impl OrderState {
 
     pub(super) fn in_progress(&self) -> bool {
         self.order.is_some() && !self.is_terminal()
+    }
+
+    /// Whether a failed order still has to void an authorization of unknown outcome: the
+    /// customer has the order's outcome, and the actor keeps asking the gateway by the key (and
+    /// keeps the order open, so a restart resumes it) until it answers.
+    pub(super) fn cleanup_pending(&self) -> bool {
+        self.status == Some(OrderStatus::Failed) && self.authorization_unknown && !self.voided
     }
 
     /// The serializable view, if the order exists.
@@ -378,6 +400,14 @@ impl OrderState {
         let Some(order) = &self.order else {
             return Next::Idle;
         };
+        if self.cleanup_pending() {
+            return Next::Run(Step::Compensate {
+                release: vec![],
+                give_back: vec![],
+                void: Some(Void::ByKey),
+                refund: None,
+            });
+        }
         if self.is_terminal() {
             return Next::Idle;
         }
@@ -393,10 +423,17 @@ impl OrderState {
             };
             let give_back: Vec<usize> =
                 self.committed.iter().copied().filter(|l| !self.returned.contains(l)).collect();
-            let void =
-                self.authorization.clone().filter(|_| self.capture.is_none() && !self.voided);
+            let void = match &self.authorization {
+                _ if self.capture.is_some() || self.voided => None,
+                Some(authorization) => Some(Void::Authorization(authorization.clone())),
+                None if self.authorization_unknown => Some(Void::ByKey),
+                None => None,
+            };
             let refund = self.capture.clone().filter(|_| self.refund.is_none());
-            if release.is_empty() && give_back.is_empty() && void.is_none() && refund.is_none() {
+            // A void by key does not hold up the outcome: while the gateway does not answer, the
+            // order fails with its stock back, and the void goes on (`cleanup_pending`).
+            let voiding = matches!(void, Some(Void::Authorization(_)));
+            if release.is_empty() && give_back.is_empty() && !voiding && refund.is_none() {
                 return Next::Record(vec![if self.cancelling {
                     OrderEvent::Cancelled
                 } else {
@@ -455,10 +492,16 @@ impl OrderState {
             StepOutcome::Authorized(Err(GatewayError::Declined(code)))
             | StepOutcome::Captured(Err(GatewayError::Declined(code))) => events
                 .push(OrderEvent::CompensationStarted(FailureReason::PaymentDeclined { code })),
-            StepOutcome::Authorized(Err(GatewayError::Unavailable(_)))
-            | StepOutcome::Captured(Err(GatewayError::Unavailable(_))) => {
-                events.push(OrderEvent::CompensationStarted(FailureReason::PaymentGatewayError))
-            }
+            // The gateway never answered: the authorization may exist. The order fails, and
+            // compensation voids whatever the key authorized.
+            StepOutcome::Authorized(Err(GatewayError::Unavailable(_))) => events.extend([
+                OrderEvent::AuthorizationUnknown,
+                OrderEvent::CompensationStarted(FailureReason::PaymentGatewayError),
+            ]),
+            // A capture of unknown outcome may have collected the money: it is never guessed.
+            // Nothing is recorded, and the capture is tried again by its key until the gateway
+            // answers (the stock is committed meanwhile; the order stays pending).
+            StepOutcome::Captured(Err(GatewayError::Unavailable(_))) => {}
             StepOutcome::Committed(results) => {
                 let mut failure = None;
                 for (line, result) in results {
@@ -635,6 +678,7 @@ impl Aggregate for OrderState {
                 self.returned.insert(*line);
             }
             OrderEvent::PaymentVoided => self.voided = true,
+            OrderEvent::AuthorizationUnknown => self.authorization_unknown = true,
             OrderEvent::PaymentRefunded(refund) => self.refund = Some(refund.clone()),
             OrderEvent::Failed => enter(self, OrderStatus::Failed),
             OrderEvent::CancelRequested => self.cancelling = true,
@@ -693,6 +737,7 @@ mod tests {
             OrderEvent::Failed,
             OrderEvent::CancelRequested,
             OrderEvent::Cancelled,
+            OrderEvent::AuthorizationUnknown,
         ];
         let mut state = OrderState::default();
         for (at, event) in events.iter().enumerate() {
@@ -731,5 +776,299 @@ mod tests {
         assert_eq!(order.lines[0].name, "A");
         assert_eq!(order.email, "");
         assert_eq!(state.status, Some(OrderStatus::Pending));
+    }
+}
+
+/// The order state machine against a model of the world it acts on (SKU actors and a gateway
+/// whose calls may take effect and still answer "unavailable"): whatever the answers, the saga
+/// ends with stock and money consistent.
+#[cfg(test)]
+mod machine {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What the world holds for one line.
+    #[derive(Debug, Default, Clone)]
+    struct Line {
+        reserved: bool,
+        committed: bool,
+        released: bool,
+        returned: bool,
+    }
+
+    /// What the gateway holds.
+    #[derive(Debug, Default)]
+    struct Payment {
+        authorized: bool,
+        voided: bool,
+        captured: bool,
+        refunded: bool,
+    }
+
+    /// The world, answering each call by the next choice (success once they run out).
+    struct World {
+        lines: Vec<Line>,
+        pay: Payment,
+        choices: std::vec::IntoIter<u8>,
+    }
+
+    const LEVELS: StockLevels = StockLevels { on_hand: 1, reserved: 0, available: 1, sold: 0 };
+
+    fn unavailable() -> DomainError {
+        DomainError::Unavailable("no answer".into())
+    }
+
+    fn gateway_down() -> GatewayError {
+        GatewayError::Unavailable("no answer".into())
+    }
+
+    impl World {
+        fn choice(&mut self) -> u8 {
+            self.choices.next().unwrap_or(0)
+        }
+
+        /// A call that takes effect on 0 and 1; on 2 is refused (`no`); on 3 takes effect or
+        /// not (the next choice says) and answers "unavailable".
+        fn call<T, E>(
+            &mut self,
+            effect: impl FnOnce(&mut Self) -> Result<T, E>,
+            no: impl FnOnce(&mut Self) -> Result<T, E>,
+            down: E,
+        ) -> Result<T, E> {
+            match self.choice() % 4 {
+                0 | 1 => effect(self),
+                2 => no(self),
+                _ => {
+                    if self.choice().is_multiple_of(2) {
+                        let _ = effect(self);
+                    }
+                    Err(down)
+                }
+            }
+        }
+
+        fn reserve(&mut self, l: usize) -> Result<StockLevels, DomainError> {
+            let out = || DomainError::OutOfStock { sku: "S".into(), requested: 1, available: 0 };
+            self.call(
+                |w| {
+                    w.lines[l].reserved = true;
+                    Ok(LEVELS)
+                },
+                |_| Err(out()),
+                unavailable(),
+            )
+        }
+
+        fn commit(&mut self, l: usize) -> Result<StockLevels, DomainError> {
+            let gone = || DomainError::ReservationGone("r".into());
+            self.call(
+                |w| {
+                    let line = &mut w.lines[l];
+                    if line.committed {
+                        return Ok(LEVELS);
+                    }
+                    if !line.reserved || line.released {
+                        return Err(gone());
+                    }
+                    line.committed = true;
+                    Ok(LEVELS)
+                },
+                // The reservation lapsed: the SKU's timer gave the units back.
+                |w| {
+                    if !w.lines[l].committed {
+                        w.lines[l].released = true;
+                        return Err(gone());
+                    }
+                    Ok(LEVELS)
+                },
+                unavailable(),
+            )
+        }
+
+        fn release(&mut self, l: usize) -> Result<StockLevels, DomainError> {
+            if self.lines[l].committed {
+                return Err(DomainError::AlreadyCommitted("r".into()));
+            }
+            self.call(
+                |w| {
+                    w.lines[l].released = true;
+                    Ok(LEVELS)
+                },
+                |_| Err(unavailable()),
+                unavailable(),
+            )
+        }
+
+        fn give_back(&mut self, l: usize) -> Result<StockLevels, DomainError> {
+            self.call(
+                |w| {
+                    w.lines[l].returned = true;
+                    Ok(LEVELS)
+                },
+                |_| Err(unavailable()),
+                unavailable(),
+            )
+        }
+
+        fn authorize(&mut self) -> Result<String, GatewayError> {
+            self.call(
+                |w| {
+                    w.pay.authorized = true;
+                    Ok("auth".into())
+                },
+                |w| {
+                    if w.pay.authorized {
+                        Ok("auth".into())
+                    } else {
+                        Err(GatewayError::Declined("card_declined".into()))
+                    }
+                },
+                gateway_down(),
+            )
+        }
+
+        fn capture(&mut self) -> Result<String, GatewayError> {
+            self.call(
+                |w| {
+                    if w.pay.voided {
+                        return Err(GatewayError::Declined("voided".into()));
+                    }
+                    w.pay.captured = true;
+                    Ok("cap".into())
+                },
+                |w| {
+                    if w.pay.captured {
+                        Ok("cap".into())
+                    } else {
+                        Err(GatewayError::Declined("capture_not_allowed".into()))
+                    }
+                },
+                gateway_down(),
+            )
+        }
+
+        fn void(&mut self, void: Void) -> Result<(), GatewayError> {
+            if void == Void::ByKey {
+                // Asked again by its key: it names the hold, or says there is none.
+                match self.authorize() {
+                    Ok(_) => {}
+                    Err(GatewayError::Declined(_)) => return Ok(()),
+                    Err(down) => return Err(down),
+                }
+            }
+            self.call(
+                |w| {
+                    if !w.pay.captured {
+                        w.pay.voided = true;
+                    }
+                    Ok(())
+                },
+                |_| Err(gateway_down()),
+                gateway_down(),
+            )
+        }
+
+        fn refund(&mut self) -> Result<String, GatewayError> {
+            self.call(
+                |w| {
+                    w.pay.refunded = true;
+                    Ok("re".into())
+                },
+                |_| Err(gateway_down()),
+                gateway_down(),
+            )
+        }
+
+        fn run(&mut self, step: Step) -> StepOutcome {
+            let each = |w: &mut Self, lines: Vec<usize>, f: fn(&mut Self, usize) -> _| {
+                lines.into_iter().map(|l| (l, f(w, l))).collect::<Vec<_>>()
+            };
+            match step {
+                Step::Reserve(lines) => StepOutcome::Reserved(each(self, lines, Self::reserve)),
+                Step::Authorize => StepOutcome::Authorized(self.authorize()),
+                Step::Commit(lines) => StepOutcome::Committed(each(self, lines, Self::commit)),
+                Step::Capture(_) => StepOutcome::Captured(self.capture()),
+                Step::Compensate { release, give_back, void, refund } => StepOutcome::Compensated {
+                    released: each(self, release, Self::release),
+                    returned: each(self, give_back, Self::give_back),
+                    voided: void.map(|v| self.void(v)),
+                    refunded: refund.map(|_| self.refund()),
+                },
+            }
+        }
+    }
+
+    fn place(lines: usize) -> PlaceOrder {
+        PlaceOrder {
+            order_id: "o".into(),
+            user_id: "u".into(),
+            lines: (0..lines)
+                .map(|i| OrderLine {
+                    sku: Sku::parse(&format!("S{i}")).unwrap(),
+                    qty: Quantity::new(1).unwrap(),
+                    unit_price: Money::parse("1.00", Currency::USD).unwrap(),
+                    name: format!("Thing {i}"),
+                })
+                .collect(),
+            currency: Currency::USD,
+            fx_rate: None,
+            payment_token: "tok_visa".into(),
+            shipping_address: None,
+            email: "u@example.com".into(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_saga_ends_with_stock_and_money_consistent(
+            lines in 1usize..4,
+            choices in proptest::collection::vec(any::<u8>(), 0..80),
+            cancel in any::<bool>(),
+        ) {
+            let mut world = World {
+                lines: vec![Line::default(); lines],
+                pay: Payment::default(),
+                choices: choices.into_iter(),
+            };
+            let mut order = OrderState::default();
+            order.apply(0, &OrderEvent::Placed(place(lines)));
+            let mut cancelled = false;
+            let mut steps = 0;
+            loop {
+                steps += 1;
+                prop_assert!(steps < 1000, "the saga did not end: {order:?}");
+                if cancel && !cancelled && order.status == Some(OrderStatus::Confirmed) {
+                    cancelled = true;
+                    order.apply(0, &OrderEvent::CancelRequested);
+                }
+                let events = match order.next() {
+                    Next::Idle => break,
+                    Next::Record(events) => events,
+                    Next::Run(step) => order.decide_outcome(world.run(step)),
+                };
+                for event in &events {
+                    order.apply(0, event);
+                }
+            }
+            prop_assert!(!order.in_progress() && !order.cleanup_pending());
+            let (pay, held) = (&world.pay, |l: &Line| l.reserved && !l.committed && !l.released);
+            match order.status {
+                Some(OrderStatus::Confirmed) => {
+                    prop_assert!(world.lines.iter().all(|l| l.committed && !l.returned));
+                    prop_assert!(pay.captured && !pay.refunded && !pay.voided);
+                }
+                Some(OrderStatus::Failed | OrderStatus::Cancelled) => {
+                    prop_assert!(!world.lines.iter().any(held), "stock still held: {:?}", world.lines);
+                    prop_assert!(
+                        world.lines.iter().all(|l| !l.committed || l.returned),
+                        "sold stock not returned: {:?}", world.lines
+                    );
+                    prop_assert!(!pay.captured || pay.refunded, "money kept: {pay:?}");
+                    prop_assert!(!pay.authorized || pay.captured || pay.voided, "hold kept: {pay:?}");
+                }
+                other => prop_assert!(false, "ended {other:?}"),
+            }
+        }
     }
 }
