@@ -26,9 +26,11 @@ use storefront_http::auth::{
     AccessTokens, AuthError, PasswordResets, RefreshTokens, SigningKey, Users,
 };
 use storefront_http::catalog::Catalog;
+use storefront_http::edge::{EdgeSettings, Streams};
 use storefront_http::fx::FxBook;
 use storefront_http::idempotency::IdempotencyKeys;
 use storefront_http::ratelimit::{LocalLimiter, RateLimiter, Unlimited};
+use storefront_http::serve::Limits;
 use storefront_http::{App, AppState, seed};
 use storefront_storage::Store;
 use tokio::net::TcpListener;
@@ -284,10 +286,23 @@ impl Node {
             body_limit: config.http.body_limit_bytes,
             stopping,
             metrics_apart: metrics_listener.is_some(),
+            edge: EdgeSettings {
+                // Checked by `Config::validate`: every entry is a CIDR block.
+                trusted_proxies: (config.http.trusted_proxies.iter())
+                    .filter_map(|net| net.parse().ok())
+                    .collect(),
+                max_streams_per_ip: config.http.max_streams_per_ip as usize,
+                max_streams: config.http.max_streams as usize,
+            },
+            streams: Streams::default(),
         };
         tracing::info!(resumed_checkouts = resumed, products = state.catalog.len(), "node ready");
         let grace = config.http.shutdown_grace();
-        let app = App::new(state, listener, metrics_listener, stop, grace);
+        let limits = Limits {
+            header_timeout: config.http.header_timeout(),
+            request_timeout: config.http.request_timeout(),
+        };
+        let app = App::new(state, listener, metrics_listener, stop, (grace, limits));
         Ok(Node { app, regions, relay, webhook_worker, trimming, grace })
     }
 

@@ -186,6 +186,16 @@ impl HttpConfig {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
+
+    /// How long a connection may take to send a request head.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+
+    /// How long a request may take to be answered.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
 }
 
 impl EntitiesConfig {
@@ -261,6 +271,18 @@ pub struct HttpConfig {
     pub shutdown_grace_secs: u64,
     /// Where `/metrics` is served instead of on `http_addr` (HOST:PORT), if set.
     pub metrics_addr: Option<String>,
+    /// A connection that has not sent a whole request head within this is closed.
+    pub header_timeout_secs: u64,
+    /// A request not answered within this is answered 503 `/problems/timeout` (a stream's
+    /// body is not counted: only until its head is sent).
+    pub request_timeout_secs: u64,
+    /// Open live streams one client address may hold.
+    pub max_streams_per_ip: u32,
+    /// Open live streams the node holds in all.
+    pub max_streams: u32,
+    /// Proxies (CIDR blocks) whose `X-Forwarded-For` is believed: from one of them, the client
+    /// is the right-most address of that header not in the list.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -276,7 +298,16 @@ impl Default for AuthConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { body_limit_bytes: 64 * 1024, shutdown_grace_secs: 10, metrics_addr: None }
+        Self {
+            body_limit_bytes: 64 * 1024,
+            shutdown_grace_secs: 10,
+            metrics_addr: None,
+            header_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_streams_per_ip: 20,
+            max_streams: 10_000,
+            trusted_proxies: Vec::new(),
+        }
     }
 }
 
@@ -680,6 +711,27 @@ impl Config {
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.http.body_limit_bytes) {
             return Err(invalid("http.body_limit_bytes", "must be between 1024 and 16777216"));
+        }
+        for (key, value) in [
+            ("http.header_timeout_secs", self.http.header_timeout_secs),
+            ("http.request_timeout_secs", self.http.request_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&value) {
+                return Err(invalid(key, "must be 1 to 3600"));
+            }
+        }
+        for (key, value) in [
+            ("http.max_streams_per_ip", self.http.max_streams_per_ip),
+            ("http.max_streams", self.http.max_streams),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if let Some(bad) =
+            self.http.trusted_proxies.iter().find(|p| p.parse::<ipnet::IpNet>().is_err())
+        {
+            return Err(invalid("http.trusted_proxies", format!("`{bad}` is not a CIDR block")));
         }
         if let Some(url) = &self.events.amqp_url {
             let url = url.expose();

@@ -18,10 +18,12 @@ use tokio::sync::watch;
 
 use crate::auth::{AccessTokens, PasswordResets, RefreshTokens, Users};
 use crate::catalog::Catalog;
+use crate::edge::{EdgeSettings, Streams};
 use crate::fx::FxBook;
 use crate::idempotency::IdempotencyKeys;
 use crate::ratelimit::RateLimiter;
 use crate::routes;
+use crate::serve::{Limits, serve};
 
 /// Everything a handler may use.
 #[derive(Debug)]
@@ -62,6 +64,10 @@ pub struct AppState {
     pub checkout_wait: Duration,
     /// Largest request body.
     pub body_limit: u64,
+    /// Client addresses, rate-limit buckets and the caps on streams.
+    pub edge: EdgeSettings,
+    /// The open live streams.
+    pub streams: Streams,
     /// `true` once the node is stopping: readiness fails and streams end.
     pub stopping: watch::Receiver<bool>,
     /// Whether `/metrics` is served on its own address (and so not on the API's).
@@ -76,21 +82,24 @@ pub struct App {
     metrics_listener: Option<TcpListener>,
     stop: watch::Sender<bool>,
     grace: Duration,
+    limits: Limits,
     limiter_upkeep: Arc<dyn RateLimiter>,
 }
 
 impl App {
     /// The edge serving `state` on `listener` (and `/metrics` on `metrics_listener`, if given);
-    /// `stop` is the sender of `state.stopping`, `grace` how long in-flight requests may finish.
+    /// `stop` is the sender of `state.stopping`, `grace` how long in-flight requests may finish,
+    /// `limits` the server's time limits.
     pub fn new(
         state: AppState,
         listener: TcpListener,
         metrics_listener: Option<TcpListener>,
         stop: watch::Sender<bool>,
-        grace: Duration,
+        (grace, limits): (Duration, Limits),
     ) -> App {
         let limiter_upkeep = state.limiter.clone();
-        App { state: Arc::new(state), listener, metrics_listener, stop, grace, limiter_upkeep }
+        let state = Arc::new(state);
+        App { state, listener, metrics_listener, stop, grace, limits, limiter_upkeep }
     }
 
     /// Where the HTTP edge listens.
@@ -107,15 +116,17 @@ impl App {
     /// Serves until `shutdown` completes, then stops (see the module doc); returns once the
     /// checkout answers sent are stored.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let App { state, listener, metrics_listener, stop, grace, limiter_upkeep } = self;
+        let App { state, listener, metrics_listener, stop, grace, limits, limiter_upkeep } = self;
         if let Some(listener) = metrics_listener {
             let mut stopping = state.stopping.clone();
-            let server = warp::serve(routes::metrics_only(state.clone()))
-                .incoming(listener)
-                .graceful(async move {
+            tokio::spawn(serve(
+                listener,
+                routes::metrics_only(state.clone()),
+                limits,
+                async move {
                     let _ = stopping.wait_for(|stopping| *stopping).await;
-                });
-            tokio::spawn(server.run());
+                },
+            ));
         }
         let keys = state.idempotency.clone();
         let upkeep = tokio::spawn(async move {
@@ -133,11 +144,9 @@ impl App {
             }
         });
         let mut stopping = state.stopping.clone();
-        let server =
-            warp::serve(routes::routes(state.clone())).incoming(listener).graceful(async move {
-                let _ = stopping.wait_for(|stopping| *stopping).await;
-            });
-        let serving = server.run();
+        let serving = serve(listener, routes::routes(state.clone()), limits, async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        });
         tokio::pin!(serving);
         tokio::select! {
             () = &mut serving => tracing::error!("the HTTP server stopped by itself"),

@@ -109,8 +109,13 @@ impl Query {
 pub fn req() -> impl Filter<Extract = (Req,), Error = std::convert::Infallible> + Clone {
     warp::header::headers_cloned()
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::addr::remote())
-        .map(|headers, query, peer| Req { headers, query, peer, body: Bytes::new() })
+        .and(warp::ext::optional::<crate::serve::Peer>())
+        .map(|headers, query, peer: Option<crate::serve::Peer>| Req {
+            headers,
+            query,
+            peer: peer.map(|crate::serve::Peer(addr)| addr),
+            body: Bytes::new(),
+        })
 }
 
 /// Reads the body of `req` from `body`, or the 413 problem if it is over `limit` bytes (checked

@@ -15,6 +15,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod catalog;
+pub mod edge;
 pub mod extract;
 pub mod fx;
 pub mod idempotency;
@@ -25,6 +26,7 @@ pub mod ratelimit;
 pub mod reply;
 pub mod routes;
 pub mod seed;
+pub mod serve;
 
 pub use app::{App, AppState};
 pub use problem::{CONTENT_TYPE, FieldError, Problem, ToProblem};

@@ -138,9 +138,12 @@ macro_rules! from_to_problem {
     ($($error:ty),*) => {$(
         impl From<$error> for ApiError {
             fn from(err: $error) -> Self {
-                let problem = err.to_problem();
+                let mut problem = err.to_problem();
                 if problem.status >= 500 {
+                    // What failed inside (a backend's own words, addresses, node names) is for
+                    // the log; the client gets the kind of failure only.
                     tracing::warn!(error = %err, status = problem.status, "request failed");
+                    problem.detail = format!("{}; try again later", problem.title);
                 }
                 Self::new(problem)
             }
@@ -152,3 +155,26 @@ from_to_problem!(DomainError, AuthError, IdempotencyError, CatalogError, EventsE
 
 /// Handlers' result.
 pub type ApiResult = Result<ApiResponse, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backends_own_words_never_reach_the_client() {
+        let leaks = [
+            ApiError::from(DomainError::Storage("connect to 10.0.0.5:5432 refused".into())),
+            ApiError::from(DomainError::Unavailable("no session to node 10.0.0.5".into())),
+            ApiError::from(AuthError::Backend("relation \"kv\" at 10.0.0.5".into())),
+        ];
+        for error in leaks {
+            let problem = &error.problem;
+            assert!(problem.status >= 500, "{problem:?}");
+            assert!(!problem.detail.contains("10.0.0.5"), "leaked: {}", problem.detail);
+        }
+        // A client's own mistake keeps its explanation.
+        let invalid =
+            ApiError::from(DomainError::Invalid { field: "qty".into(), reason: "too many".into() });
+        assert!(invalid.problem.detail.contains("too many"));
+    }
+}

@@ -30,9 +30,10 @@ fn input(state: &Arc<AppState>, auth: bool, with_body: bool) -> Input {
         let state = state.clone();
         async move {
             let req = req?;
-            state.admit(Limit::Ip(req.ip())).await?;
+            let client = state.edge.bucket(&req);
+            state.admit(Limit::Ip(client)).await?;
             if auth {
-                state.admit(Limit::Auth(req.ip())).await?;
+                state.admit(Limit::Auth(client)).await?;
             }
             Ok(req)
         }

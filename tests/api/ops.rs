@@ -273,3 +273,68 @@ async fn metrics_can_have_their_own_address() {
     let api = app.client.get(format!("{metrics_base}/v1/products")).send().await.unwrap();
     assert_eq!(api.status(), 404, "the metrics address serves nothing else");
 }
+
+/// Reads from `stream` until the server closes it; `false` if it is still open after 10 s.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn slow_clients_that_never_finish_a_request_head_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path());
+    config.http.header_timeout_secs = 1;
+    let app = crate::helpers::start(config).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // Half a request head, then nothing.
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    assert!(closed_by_server(&mut stalled).await, "a stalled request head kept its connection");
+    // A slowloris: a byte every 100 ms, never the end of the head.
+    let mut trickle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    trickle.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let dripping = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        for _ in 0..200 {
+            tick.tick().await;
+            if trickle.write_all(b"x").await.is_err() {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(dripping.await, "a request head sent a byte at a time kept its connection");
+    // A prompt client is served as ever.
+    app.get("/healthz", None).await.ok(200);
+}
+
+#[tokio::test]
+async fn live_streams_are_capped_per_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path());
+    config.http.max_streams_per_ip = 2;
+    let app = crate::helpers::start(config).await;
+    let open = || app.client.get(format!("{}/v1/inventory/stream", app.base)).send();
+    let first = open().await.unwrap();
+    let second = open().await.unwrap();
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let third = open().await.unwrap();
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().contains_key("retry-after"));
+    let problem: Value = third.json().await.unwrap();
+    assert_eq!(problem["type"], "/problems/rate-limited");
+    // Other routes are not held back by the cap.
+    app.get("/healthz", None).await.ok(200);
+    drop((first, second));
+}

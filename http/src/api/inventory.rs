@@ -20,8 +20,8 @@ use warp::sse::Event;
 
 use super::{LevelsView, known_sku};
 use crate::app::AppState;
+use crate::edge::StreamPermit;
 use crate::extract::Req;
-use crate::metrics::SSE_CLIENTS;
 use crate::reply::{ApiError, ApiResult};
 
 /// How often a SKU's changes are sent at most.
@@ -142,6 +142,15 @@ pub async fn stream(
             Some(skus)
         }
     };
+    let Some(permit) = state.streams.open(state.edge.bucket(&req), &state.edge) else {
+        return Err(ApiError::new(crate::Problem::new(
+            "/problems/rate-limited",
+            "Too many streams",
+            429,
+            "too many open streams: from this client, or in all; retry later",
+        ))
+        .with_header("retry-after", http::HeaderValue::from_static("5")));
+    };
     // Subscribe before reading the current levels, so no change falls between the two.
     let updates = state.feed.subscribe();
     let mut ready = VecDeque::new();
@@ -150,7 +159,7 @@ pub async fn stream(
         ready.push_back(LevelsView::new(sku.as_str(), levels));
     }
     let filter = wanted.map(|skus| skus.iter().map(|s| s.as_str().to_owned()).collect());
-    let events = stock_events(updates, filter, ready, state.stopping.clone());
+    let events = stock_events(updates, filter, ready, state.stopping.clone(), permit);
     let keep_alive = warp::sse::keep_alive().interval(Duration::from_secs(15));
     Ok(warp::sse::reply(keep_alive.stream(events)).into_response())
 }
@@ -163,23 +172,8 @@ struct Coalescer {
     pending: BTreeMap<Arc<str>, storefront_actors::StockLevels>,
     tick: tokio::time::Interval,
     stopping: watch::Receiver<bool>,
-    _client: ClientGauge,
-}
-
-/// Counts open streams in the `storefront_sse_clients` gauge while it lives.
-struct ClientGauge;
-
-impl ClientGauge {
-    fn new() -> Self {
-        metrics::gauge!(SSE_CLIENTS).increment(1.0);
-        Self
-    }
-}
-
-impl Drop for ClientGauge {
-    fn drop(&mut self) {
-        metrics::gauge!(SSE_CLIENTS).decrement(1.0);
-    }
+    /// The stream's place under the caps (and in the `storefront_sse_clients` gauge).
+    _permit: StreamPermit,
 }
 
 fn event(levels: &LevelsView) -> Result<Event, Infallible> {
@@ -194,6 +188,7 @@ pub fn stock_events(
     filter: Option<HashSet<String>>,
     ready: VecDeque<LevelsView>,
     stopping: watch::Receiver<bool>,
+    permit: StreamPermit,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + Sync + 'static {
     let mut tick = tokio::time::interval(COALESCE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -204,7 +199,7 @@ pub fn stock_events(
         pending: BTreeMap::new(),
         tick,
         stopping,
-        _client: ClientGauge::new(),
+        _permit: permit,
     };
     futures::stream::unfold(state, |mut st| async move {
         loop {
@@ -243,12 +238,18 @@ mod tests {
     use storefront_actors::{StockFeed, StockLevels};
 
     use super::*;
+    use crate::edge::{EdgeSettings, Streams};
+
+    fn permit() -> StreamPermit {
+        let edge = EdgeSettings { max_streams_per_ip: 1, max_streams: 1, ..Default::default() };
+        Streams::default().open([127, 0, 0, 1].into(), &edge).unwrap()
+    }
 
     #[tokio::test]
     async fn a_reader_that_falls_behind_the_feed_is_dropped_and_publishing_never_waits() {
         let feed = StockFeed::default();
         let (_stop, stopping) = watch::channel(false);
-        let stream = stock_events(feed.subscribe(), None, VecDeque::new(), stopping);
+        let stream = stock_events(feed.subscribe(), None, VecDeque::new(), stopping, permit());
         let levels = StockLevels { on_hand: 1, reserved: 0, available: 1, sold: 0 };
         // Publishing more than the ring holds to a reader that is not reading returns at once.
         for _ in 0..storefront_actors::FEED_CAPACITY + 10 {
@@ -266,7 +267,8 @@ mod tests {
             "A",
             StockLevels { on_hand: 2, reserved: 1, available: 1, sold: 0 },
         )]);
-        let mut stream = std::pin::pin!(stock_events(feed.subscribe(), None, ready, stopping));
+        let mut stream =
+            std::pin::pin!(stock_events(feed.subscribe(), None, ready, stopping, permit()));
         assert!(stream.next().await.is_some(), "the current levels come first");
         stop.send(true).unwrap();
         assert!(stream.next().await.is_none());
