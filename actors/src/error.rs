@@ -91,6 +91,16 @@ pub enum DomainError {
     /// The store failed; nothing was acknowledged.
     #[error("storage failed: {0}")]
     Storage(String),
+    /// A reservation would take a customer past the SKU's purchase limit.
+    #[error("purchase limit of sku {sku}: {limit} per customer, {bought} already held or bought")]
+    PurchaseLimit {
+        /// The SKU.
+        sku: String,
+        /// Units one customer may buy.
+        limit: u64,
+        /// Units the customer holds or has bought.
+        bought: u64,
+    },
 }
 
 impl From<StorageError> for DomainError {

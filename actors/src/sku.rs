@@ -8,6 +8,12 @@
 //! Invariant: `available = on_hand - reserved` is never negative. Every command carries an id
 //! (reservation, restock or set id) and applying it twice has the effect of once. Reservations
 //! expire by this actor's own timer, armed for the earliest deadline; no scan of other SKUs.
+//!
+//! Purchase limits: with a limit set (`SetLimit`), a reservation for a customer (`ReserveFor`)
+//! that would take the units the customer holds or has bought (in orders not failed or
+//! cancelled) over it is refused. As the single writer of the SKU, the actor decides this for
+//! every node's checkouts at once, so parallel checkouts of one customer cannot pass it together.
+//! Only customers of a SKU with a limit are counted (units bought before it was set are not).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -75,6 +81,35 @@ pub enum StockCommand {
         /// The reservation.
         reservation_id: String,
     },
+    /// As [`StockCommand::Reserve`], for `customer`: refused past the SKU's purchase limit.
+    ReserveFor {
+        /// Idempotency id of the reservation.
+        reservation_id: String,
+        /// The order it belongs to.
+        order_id: String,
+        /// Who buys.
+        customer: String,
+        /// Units to hold (at least 1).
+        qty: u64,
+        /// How long to hold them.
+        ttl_ms: u64,
+    },
+    /// Sets (or with `None` lifts) the units one customer may buy.
+    SetLimit {
+        /// Idempotency id.
+        set_id: String,
+        /// The limit.
+        limit: Option<u64>,
+    },
+    /// Puts a cancelled order's units back on hand, and off its customer's count.
+    Return {
+        /// Idempotency id.
+        restock_id: String,
+        /// Units returned.
+        qty: u64,
+        /// Whose they were.
+        customer: String,
+    },
 }
 
 /// A SKU's stock levels, the serializable view of its state.
@@ -133,6 +168,35 @@ pub enum StockEvent {
         /// The new on-hand level.
         on_hand: u64,
     },
+    /// Units were reserved for a customer (counted against the purchase limit).
+    ReservedFor {
+        /// Reservation id.
+        reservation_id: String,
+        /// Owning order.
+        order_id: String,
+        /// Who buys.
+        customer: String,
+        /// Units held.
+        qty: u64,
+        /// When the hold lapses (ms since the epoch).
+        expires_at: u64,
+    },
+    /// The purchase limit was set (`None`: lifted).
+    LimitSet {
+        /// Set id.
+        set_id: String,
+        /// Units one customer may buy.
+        limit: Option<u64>,
+    },
+    /// A customer's units came back on hand (a cancellation).
+    Returned {
+        /// Restock id.
+        restock_id: String,
+        /// Units returned.
+        qty: u64,
+        /// Whose they were.
+        customer: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +204,8 @@ struct Reservation {
     order_id: String,
     qty: u64,
     expires_at: u64,
+    /// The customer counted for it, if the SKU had a limit when it was made.
+    customer: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +225,10 @@ pub struct SkuStockState {
     open: HashMap<String, Reservation>,
     settled: HashMap<String, Settled>,
     settled_log: VecDeque<(u64, String)>,
+    /// Units one customer may buy, if limited.
+    limit: Option<u64>,
+    /// Units each counted customer holds or has bought.
+    bought: HashMap<String, u64>,
     #[serde(skip)]
     deadlines: BinaryHeap<Reverse<(u64, String)>>,
 }
@@ -193,7 +263,8 @@ impl SkuStockState {
             Ok(())
         };
         match command {
-            C::Reserve { reservation_id: id, order_id, qty, ttl_ms } => {
+            C::Reserve { reservation_id: id, order_id, qty, ttl_ms }
+            | C::ReserveFor { reservation_id: id, order_id, qty, ttl_ms, .. } => {
                 id_of(id)?;
                 if let Some(held) = self.open.get(id) {
                     return if held.expires_at <= now {
@@ -218,11 +289,53 @@ impl SkuStockState {
                         available,
                     });
                 }
-                Ok(vec![StockEvent::Reserved {
+                let expires_at = now.saturating_add(*ttl_ms);
+                let customer = match command {
+                    C::ReserveFor { customer, .. } if self.limit.is_some() => customer,
+                    _ => {
+                        let (reservation_id, order_id) = (id.clone(), order_id.clone());
+                        return Ok(vec![StockEvent::Reserved {
+                            reservation_id,
+                            order_id,
+                            qty: *qty,
+                            expires_at,
+                        }]);
+                    }
+                };
+                let bought = self.bought.get(customer).copied().unwrap_or(0);
+                if let Some(limit) = self.limit
+                    && bought.saturating_add(*qty) > limit
+                {
+                    return Err(DomainError::PurchaseLimit { sku: sku.to_owned(), limit, bought });
+                }
+                Ok(vec![StockEvent::ReservedFor {
                     reservation_id: id.clone(),
                     order_id: order_id.clone(),
+                    customer: customer.clone(),
                     qty: *qty,
-                    expires_at: now.saturating_add(*ttl_ms),
+                    expires_at,
+                }])
+            }
+            C::SetLimit { set_id: id, limit } => {
+                id_of(id)?;
+                if self.settled.contains_key(id) || self.limit == *limit {
+                    return Ok(vec![]);
+                }
+                Ok(vec![StockEvent::LimitSet { set_id: id.clone(), limit: *limit }])
+            }
+            C::Return { restock_id: id, qty, customer } => {
+                id_of(id)?;
+                if self.settled.contains_key(id) {
+                    return Ok(vec![]);
+                }
+                if *qty == 0 {
+                    return Err(invalid_qty());
+                }
+                self.on_hand.checked_add(*qty).ok_or(DomainError::Overflow)?;
+                Ok(vec![StockEvent::Returned {
+                    restock_id: id.clone(),
+                    qty: *qty,
+                    customer: customer.clone(),
                 }])
             }
             C::Commit { reservation_id: id } => {
@@ -316,9 +429,21 @@ impl SkuStockState {
             if how == Settled::Committed {
                 self.on_hand -= r.qty;
                 self.sold += r.qty;
+            } else if let Some(customer) = &r.customer {
+                self.uncount(customer, r.qty);
             }
         }
         self.settle(at, id, how);
+    }
+
+    /// Takes `qty` units off `customer`'s count (forgetting a customer at 0).
+    fn uncount(&mut self, customer: &str, qty: u64) {
+        if let Some(bought) = self.bought.get_mut(customer) {
+            *bought = bought.saturating_sub(qty);
+            if *bought == 0 {
+                self.bought.remove(customer);
+            }
+        }
     }
 
     /// The earliest reservation deadline that still holds units.
@@ -364,9 +489,40 @@ impl Aggregate for SkuStockState {
                 self.reserved += qty;
                 self.open.insert(
                     reservation_id.clone(),
-                    Reservation { order_id: order_id.clone(), qty: *qty, expires_at: *expires_at },
+                    Reservation {
+                        order_id: order_id.clone(),
+                        qty: *qty,
+                        expires_at: *expires_at,
+                        customer: None,
+                    },
                 );
                 self.deadlines.push(Reverse((*expires_at, reservation_id.clone())));
+            }
+            StockEvent::ReservedFor { reservation_id, order_id, customer, qty, expires_at } => {
+                self.reserved += qty;
+                *self.bought.entry(customer.clone()).or_default() += qty;
+                self.open.insert(
+                    reservation_id.clone(),
+                    Reservation {
+                        order_id: order_id.clone(),
+                        qty: *qty,
+                        expires_at: *expires_at,
+                        customer: Some(customer.clone()),
+                    },
+                );
+                self.deadlines.push(Reverse((*expires_at, reservation_id.clone())));
+            }
+            StockEvent::LimitSet { set_id, limit } => {
+                self.limit = *limit;
+                if limit.is_none() {
+                    self.bought.clear();
+                }
+                self.settle(at, set_id, Settled::Applied);
+            }
+            StockEvent::Returned { restock_id, qty, customer } => {
+                self.on_hand += qty;
+                self.uncount(customer, *qty);
+                self.settle(at, restock_id, Settled::Applied);
             }
             StockEvent::Committed { reservation_id } => {
                 self.close(at, reservation_id, Settled::Committed)
@@ -503,7 +659,8 @@ impl SkuStockRunning {
         let outcome = match self.stock.decide(&self.sku, command, now) {
             Ok(events) => {
                 reserved_until = events.iter().find_map(|e| match e {
-                    StockEvent::Reserved { expires_at, .. } => Some(*expires_at),
+                    StockEvent::Reserved { expires_at, .. }
+                    | StockEvent::ReservedFor { expires_at, .. } => Some(*expires_at),
                     _ => None,
                 });
                 self.journal.record(&mut self.stock, now, events)?;
@@ -529,7 +686,7 @@ impl SkuStockRunning {
             }
             Err(refused) => Err(refused),
         };
-        if matches!(command, StockCommand::Reserve { .. }) {
+        if matches!(command, StockCommand::Reserve { .. } | StockCommand::ReserveFor { .. }) {
             match &outcome {
                 Ok(_) => self.reservations.reserved.increment(1),
                 Err(DomainError::OutOfStock { .. }) => self.reservations.out_of_stock.increment(1),
@@ -673,6 +830,49 @@ mod tests {
     /// Applies a command the way the actor does: decide, then fold the events.
     fn run(state: &mut SkuStockState, command: &StockCommand, now: u64) -> Result<(), DomainError> {
         state.execute("SKU", command, now).map(drop)
+    }
+
+    #[test]
+    fn a_customer_is_held_to_the_limit_and_gets_back_what_was_given_back() {
+        let mut state = SkuStockState::default();
+        run(&mut state, &StockCommand::Restock { restock_id: "r".into(), qty: 10 }, 0).unwrap();
+        let limit = |limit| StockCommand::SetLimit { set_id: format!("l{limit:?}"), limit };
+        run(&mut state, &limit(Some(2)), 0).unwrap();
+        let reserve = |id: &str, customer: &str, qty| StockCommand::ReserveFor {
+            reservation_id: id.into(),
+            order_id: id.into(),
+            customer: customer.into(),
+            qty,
+            ttl_ms: 100,
+        };
+        run(&mut state, &reserve("a1", "ann", 2), 0).unwrap();
+        let over = run(&mut state, &reserve("a2", "ann", 1), 0);
+        assert_eq!(
+            over,
+            Err(DomainError::PurchaseLimit { sku: "SKU".into(), limit: 2, bought: 2 })
+        );
+        run(&mut state, &reserve("b1", "bob", 2), 0).unwrap();
+        // A released hold and a lapsed one count no more; a committed one still does.
+        run(&mut state, &StockCommand::Release { reservation_id: "a1".into() }, 0).unwrap();
+        run(&mut state, &reserve("a3", "ann", 2), 0).unwrap();
+        run(&mut state, &StockCommand::Commit { reservation_id: "a3".into() }, 1).unwrap();
+        assert!(run(&mut state, &reserve("a4", "ann", 1), 1).is_err());
+        run(&mut state, &StockCommand::Expire { reservation_id: "b1".into() }, 200).unwrap();
+        run(&mut state, &reserve("b2", "bob", 2), 200).unwrap();
+        // Units returned by a cancellation come off the count.
+        let give_back =
+            StockCommand::Return { restock_id: "a3/return".into(), qty: 2, customer: "ann".into() };
+        run(&mut state, &give_back, 200).unwrap();
+        run(&mut state, &give_back, 200).unwrap();
+        run(&mut state, &reserve("a5", "ann", 2), 200).unwrap();
+        // A snapshot keeps the counts.
+        let restored: SkuStockState =
+            crate::codec::decode(&crate::codec::encode(&state).unwrap()).unwrap();
+        assert!(restored.decide("SKU", &reserve("a6", "ann", 1), 200).is_err());
+        // Lifted, nobody is counted.
+        run(&mut state, &limit(None), 200).unwrap();
+        run(&mut state, &reserve("a7", "ann", 3), 200).unwrap();
+        assert!(state.bought.is_empty());
     }
 
     #[derive(Debug, Clone)]

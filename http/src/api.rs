@@ -210,6 +210,9 @@ pub struct ProductView {
     pub price: Money,
     /// Units available to buy now.
     pub available: u64,
+    /// Units one customer may buy (across orders not failed or cancelled); absent: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_per_customer: Option<u32>,
 }
 
 impl ProductView {
@@ -223,6 +226,7 @@ impl ProductView {
             category: product.category.clone(),
             price,
             available,
+            max_per_customer: product.max_per_customer,
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct Product {
     pub category: String,
     /// Price in the shop's base currency.
     pub price: Money,
+    /// Units one customer may buy across their orders (not failed or cancelled); no limit if
+    /// `None`. The SKU's actor enforces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_customer: Option<u32>,
 }
 
 /// A product to create.
@@ -54,6 +58,8 @@ pub struct NewProduct {
     pub category: String,
     /// Price in the base currency.
     pub price: Money,
+    /// Units one customer may buy, if limited.
+    pub max_per_customer: Option<u32>,
 }
 
 /// Changes to a product; `None` keeps a field.
@@ -67,6 +73,8 @@ pub struct ProductPatch {
     pub category: Option<String>,
     /// New price.
     pub price: Option<Money>,
+    /// New purchase limit (`Some(None)` lifts it).
+    pub max_per_customer: Option<Option<u32>>,
 }
 
 /// One page of products.
@@ -200,6 +208,7 @@ impl Catalog {
             description: new.description,
             category: new.category,
             price: new.price,
+            max_per_customer: new.max_per_customer,
         };
         self.validate(&product)?;
         // SKUs are unique regardless of case (product ids are lower case).
@@ -232,11 +241,12 @@ impl Catalog {
         let current = self.get(product_id).await?;
         let current = current.ok_or_else(|| CatalogError::NotFound(product_id.to_owned()))?;
         let mut product = Product::clone(&current);
-        let ProductPatch { name, description, category, price } = patch;
+        let ProductPatch { name, description, category, price, max_per_customer } = patch;
         product.name = name.unwrap_or(product.name);
         product.description = description.unwrap_or(product.description);
         product.category = category.unwrap_or(product.category);
         product.price = price.unwrap_or(product.price);
+        product.max_per_customer = max_per_customer.unwrap_or(product.max_per_customer);
         self.validate(&product)?;
         self.save(std::slice::from_ref(&product)).await?;
         Ok(product)

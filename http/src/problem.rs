@@ -87,6 +87,9 @@ impl ToProblem for DomainError {
             }
             DomainError::Overflow => p("/problems/amount-out-of-range", "Amount out of range", 400),
             DomainError::OutOfStock { .. } => p("/problems/out-of-stock", "Out of stock", 409),
+            DomainError::PurchaseLimit { .. } => {
+                p("/problems/purchase-limit", "Over the purchase limit", 409)
+            }
             DomainError::ReservationGone(_) => {
                 p("/problems/reservation-gone", "Reservation no longer held", 409)
             }

@@ -273,3 +273,71 @@ async fn everything_acknowledged_survives_a_restart() {
     let found = app.get("/v1/products?q=KEEP", None).await.ok(200);
     assert_eq!(found["items"].as_array().unwrap().len(), 1, "the search index is intact");
 }
+
+#[tokio::test]
+async fn a_purchase_limit_holds_for_parallel_checkouts_of_one_customer() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let body = json!({
+        "sku": "DROP-1", "name": "Limited sneaker", "category": "shoes",
+        "price": {"amount": "100.00", "currency": "USD"}, "initial_stock": 100,
+        "max_per_customer": 2,
+    });
+    let product = app.post("/v1/admin/products", Some(&admin), &body).await.ok(201);
+    assert_eq!(product["max_per_customer"], 2);
+    let bot = app.customer("bot@example.com").await;
+    let one = json!({"items": [{"sku": "DROP-1", "qty": 1}], "payment_token": "tok_visa"});
+
+    // Ten checkouts at once, each with its own key: exactly two pass.
+    let attempts = (0..10).map(|i| {
+        let (app, bot, one) = (&app, &bot, &one);
+        async move { app.checkout(bot, &format!("bot-{i}"), one).await }
+    });
+    let answers = futures::future::join_all(attempts).await;
+    let mut bought = Vec::new();
+    for answer in answers {
+        match answer.status.as_u16() {
+            201 => bought.push(answer.json()["order_id"].as_str().unwrap().to_owned()),
+            409 => {
+                answer.problem(409, "/problems/purchase-limit");
+            }
+            other => panic!("unexpected {other}: {}", answer.text),
+        }
+    }
+    assert_eq!(bought.len(), 2, "the limit of 2 let {} through", bought.len());
+    assert_eq!(app.levels("DROP-1").await["available"], 98, "the refused ones hold nothing");
+    // Another customer has their own two.
+    let ann = app.customer("ann@example.com").await;
+    let two = json!({"items": [{"sku": "drop-1", "qty": 2}], "payment_token": "tok_visa"});
+    app.checkout(&ann, "ann-1", &two).await.ok(201);
+    app.checkout(&ann, "ann-2", &one).await.problem(409, "/problems/purchase-limit");
+
+    // A cancelled order no longer counts.
+    app.post(&format!("/v1/orders/{}/cancel", bought[0]), Some(&bot), &json!({})).await.ok(200);
+    app.checkout(&bot, "bot-after-cancel", &one).await.ok(201);
+    app.checkout(&bot, "bot-over-again", &one).await.problem(409, "/problems/purchase-limit");
+    // Lifted: no limit.
+    let id = product["product_id"].as_str().unwrap();
+    let lifted = app
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/products/{id}"),
+            Some(&admin),
+            Some(&json!({"max_per_customer": null})),
+            &[],
+        )
+        .await
+        .ok(200);
+    assert!(lifted.get("max_per_customer").is_none(), "{lifted}");
+    app.checkout(&bot, "bot-unlimited", &one).await.ok(201);
+    app.post(
+        "/v1/admin/products",
+        Some(&admin),
+        &json!({
+            "sku": "DROP-2", "name": "Zero", "category": "shoes",
+            "price": {"amount": "1.00", "currency": "USD"}, "max_per_customer": 0,
+        }),
+    )
+    .await
+    .problem(400, "/problems/validation");
+}

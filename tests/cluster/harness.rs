@@ -283,6 +283,17 @@ impl Cluster {
     }
 
     pub async fn create_product(&self, i: usize, sku: &str, stock: u64) {
+        self.create_limited_product(i, sku, stock, None).await;
+    }
+
+    /// A product of which one customer may buy `limit` units, if given.
+    pub async fn create_limited_product(
+        &self,
+        i: usize,
+        sku: &str,
+        stock: u64,
+        limit: Option<u32>,
+    ) {
         let answer = self
             .http
             .post(format!("{}/v1/admin/products", self.nodes[i].url()))
@@ -290,7 +301,7 @@ impl Cluster {
             .json(&json!({
                 "sku": sku, "name": format!("Item {sku}"), "description": "cluster test",
                 "category": "test", "price": {"amount": "5.00", "currency": "USD"},
-                "initial_stock": stock,
+                "initial_stock": stock, "max_per_customer": limit,
             }))
             .send()
             .await

@@ -102,6 +102,19 @@ async fn requests_to_any_node_reach_the_owner_and_agree() {
     .into_iter()
     .sum();
     assert!(forwarded > 0.0);
+
+    // A purchase limit holds across nodes: one customer's twelve checkouts at once, through
+    // all three nodes, buy exactly the limit (the SKU's one actor decides them all).
+    cluster.create_limited_product(2, "LIMIT-1", 100, Some(3)).await;
+    let attempts = (0..12).map(|n| {
+        let (url, token) = (url(n % 3), token.clone());
+        async move { checkout(http, &url, &token, "LIMIT-1", &format!("limit-{n}")).await }
+    });
+    let answers = futures::future::join_all(attempts).await;
+    let mut statuses: Vec<u16> = answers.into_iter().map(|a| a.unwrap().0).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [[201; 3].as_slice(), &[409; 9]].concat(), "{statuses:?}");
+    assert_eq!(cluster.levels(0, "LIMIT-1").await, (97, 0));
     cluster.finish().await;
 }
 

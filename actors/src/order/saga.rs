@@ -55,9 +55,10 @@ impl StepRunner {
             Step::Reserve(lines) => {
                 let ttl_ms = self.settings.reservation_ttl.as_millis() as u64;
                 StepOutcome::Reserved(
-                    self.each_line(lines, |this, line| StockCommand::Reserve {
+                    self.each_line(lines, |this, line| StockCommand::ReserveFor {
                         reservation_id: this.reservation_id(line),
                         order_id: this.order.order_id.clone(),
+                        customer: this.order.user_id.clone(),
                         qty: u64::from(this.order.lines[line].qty.get()),
                         ttl_ms,
                     })
@@ -97,9 +98,10 @@ impl StepRunner {
                     })
                     .await;
                 let returned = self
-                    .each_line(give_back, |this, line| StockCommand::Restock {
+                    .each_line(give_back, |this, line| StockCommand::Return {
                         restock_id: format!("{}/return", this.reservation_id(line)),
                         qty: u64::from(this.order.lines[line].qty.get()),
+                        customer: this.order.user_id.clone(),
                     })
                     .await;
                 let voided = match void {

@@ -151,6 +151,13 @@ pub enum FailureReason {
     ReservationLapsed,
     /// A SKU's actor could not be reached.
     StockUnavailable,
+    /// A line would take the buyer past the SKU's purchase limit.
+    PurchaseLimit {
+        /// The SKU.
+        sku: String,
+        /// Units one customer may buy.
+        limit: u64,
+    },
 }
 
 /// What happened to an order. Journals name variants by position: new ones go at the end.
@@ -474,6 +481,9 @@ impl OrderState {
                         Ok(_) => events.push(OrderEvent::LineReserved(line)),
                         Err(DomainError::OutOfStock { sku, available, .. }) => {
                             failure.get_or_insert(FailureReason::OutOfStock { sku, available });
+                        }
+                        Err(DomainError::PurchaseLimit { sku, limit, .. }) => {
+                            failure.get_or_insert(FailureReason::PurchaseLimit { sku, limit });
                         }
                         // The hold was already released (a late retry of a fenced-off id).
                         Err(DomainError::ReservationGone(_)) => {

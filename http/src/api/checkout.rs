@@ -353,6 +353,12 @@ fn ended(view: &OrderView) -> ApiResult {
         (OrderStatus::Failed, Some(FailureReason::OutOfStock { sku, available })) => {
             Err(out_of_stock(sku, *available, Some(&view.order_id)))
         }
+        (OrderStatus::Failed, Some(FailureReason::PurchaseLimit { sku, limit })) => problem(
+            "/problems/purchase-limit",
+            "Over the purchase limit",
+            409,
+            format!("sku {sku} is limited to {limit} per customer; nothing is held"),
+        ),
         (OrderStatus::Failed, Some(FailureReason::PaymentDeclined { code })) => problem(
             "/problems/payment-declined",
             "Payment declined",

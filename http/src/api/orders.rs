@@ -74,7 +74,7 @@ pub struct OrderBody {
     /// Every status change, oldest first.
     pub events: Vec<OrderEventView>,
     /// Why a failed order failed: `out_of_stock`, `payment_declined`, `payment_gateway_error`,
-    /// `reservation_lapsed`, `stock_unavailable`.
+    /// `reservation_lapsed`, `stock_unavailable`, `purchase_limit`.
     pub failure_reason: Option<&'static str>,
 }
 
@@ -86,6 +86,7 @@ pub fn failure_label(reason: &FailureReason) -> &'static str {
         FailureReason::PaymentGatewayError => "payment_gateway_error",
         FailureReason::ReservationLapsed => "reservation_lapsed",
         FailureReason::StockUnavailable => "stock_unavailable",
+        FailureReason::PurchaseLimit { .. } => "purchase_limit",
     }
 }
 

@@ -29,6 +29,10 @@ pub struct CreateProduct {
     pub price: Money,
     /// Units on hand to start with (default 0).
     pub initial_stock: Option<u64>,
+    /// Units one customer may buy across their orders that are not failed or cancelled
+    /// (absent or null: no limit).
+    #[schema(minimum = 1)]
+    pub max_per_customer: Option<u32>,
 }
 
 /// `PATCH /v1/admin/products/{product_id}` body: the fields to change.
@@ -44,6 +48,35 @@ pub struct UpdateProduct {
     /// New price, in the base currency.
     #[schema(value_type = Option<super::MoneySchema>)]
     pub price: Option<Money>,
+    /// New purchase limit per customer; `null` lifts it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1)]
+    pub max_per_customer: Option<Option<u32>>,
+}
+
+/// A field that may be `null`: absent is `None`, `null` is `Some(None)`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+    Option::<u32>::deserialize(d).map(Some)
+}
+
+/// 400 for a purchase limit of 0.
+fn check_limit(limit: Option<u32>) -> Result<(), ApiError> {
+    if limit == Some(0) {
+        return Err(ApiError::validation("max_per_customer", "at least 1, or null for no limit"));
+    }
+    Ok(())
+}
+
+/// Sets `sku`'s purchase limit in its actor, which enforces it; `id` makes a retry apply once.
+async fn set_limit(
+    state: &AppState,
+    sku: &Sku,
+    id: String,
+    limit: Option<u32>,
+) -> Result<(), ApiError> {
+    let command = StockCommand::SetLimit { set_id: id, limit: limit.map(u64::from) };
+    state.regions.stock(sku.as_str(), command).await?;
+    Ok(())
 }
 
 /// The view of `product` in `currency`, with its available stock.
@@ -105,6 +138,7 @@ pub async fn create(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
     let admin = state.admin(&req).await?;
     let body: CreateProduct = req.json()?;
     let sku = Sku::parse(&body.sku).map_err(|e| ApiError::validation("sku", e.to_string()))?;
+    check_limit(body.max_per_customer)?;
     let key = req.idempotency_key()?;
     super::idempotent(&state, &admin.user_id, key, &req, "POST", "/v1/admin/products", || async {
         let product = state
@@ -115,8 +149,12 @@ pub async fn create(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
                 description: body.description,
                 category: body.category,
                 price: body.price,
+                max_per_customer: body.max_per_customer,
             })
             .await?;
+        if body.max_per_customer.is_some() {
+            set_limit(&state, &sku, format!("limit/{sku}/initial"), body.max_per_customer).await?;
+        }
         let on_hand = body.initial_stock.unwrap_or(0);
         let levels = state
             .regions
@@ -135,6 +173,9 @@ pub async fn update(id: String, state: Arc<AppState>, req: Result<Req, ApiError>
     let req = req?;
     let admin = state.admin(&req).await?;
     let body: UpdateProduct = req.json()?;
+    if let Some(limit) = body.max_per_customer {
+        check_limit(limit)?;
+    }
     let key = req.idempotency_key()?;
     let path = format!("/v1/admin/products/{id}");
     super::idempotent(&state, &admin.user_id, key, &req, "PATCH", &path, || async {
@@ -143,8 +184,15 @@ pub async fn update(id: String, state: Arc<AppState>, req: Result<Req, ApiError>
             description: body.description,
             category: body.category,
             price: body.price,
+            max_per_customer: body.max_per_customer,
         };
         let product = state.catalog.update(&id, patch).await?;
+        if let Some(limit) = body.max_per_customer {
+            // Stored first, then told to the SKU: a failure here answers 503, and a retry of
+            // the same change sets it again (the SKU applies each distinct limit once).
+            let id = format!("limit/{}/{}", product.sku, uuid::Uuid::now_v7());
+            set_limit(&state, &product.sku, id, limit).await?;
+        }
         super::ok(&view(&state, &product, state.base).await?)
     })
     .await

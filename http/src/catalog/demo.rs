@@ -63,6 +63,7 @@ pub fn products(count: usize, currency: Currency) -> Vec<NewProduct> {
                 ),
                 category: category.to_owned(),
                 price: Money::from_minor(minor, currency),
+                max_per_customer: None,
             }
         })
         .collect()

@@ -15,6 +15,7 @@ fn new(sku: &str, name: &str, description: &str, category: &str) -> NewProduct {
         description: description.into(),
         category: category.into(),
         price: usd("9.99"),
+        max_per_customer: None,
     }
 }
 
