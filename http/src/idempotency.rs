@@ -12,13 +12,14 @@
 //! - [`IdempotencyKeys::begin_deferred`] (checkout, whose effects are keyed by an id derived from
 //!   the key): nothing is written first; the claim record goes into the request's first atomic
 //!   write, and [`IdempotencyKeys::finish`] stores the answer in the background after it is sent
-//!   (never over an answer already stored). A retry of a claim without an answer runs again at
-//!   once and reaches the same effects; on one node a duplicate in flight is refused.
+//!   (never over an answer already stored); until it is stored, this node replays it from
+//!   memory. A retry of a claim without an answer runs again at once and reaches the same
+//!   effects (on another node: the same answer); on one node a duplicate in flight is refused.
 //!
 //! A key is honoured for [`RETENTION`] (24 hours); after that it may be used for a new request,
 //! and [`IdempotencyKeys::sweep_expired`] (run hourly by the server) deletes it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -160,10 +161,21 @@ pub struct IdempotencyKeys {
     store: Arc<dyn Store>,
     clock: Clock,
     stale_after: Duration,
-    /// Keys whose request runs on this node now (the deferred path, see [`Deferred`]).
-    running: Arc<Mutex<HashSet<Vec<u8>>>>,
+    /// Keys whose request runs on this node now, or whose answer is being stored (the deferred
+    /// path, see [`Deferred`]).
+    running: Running,
     /// Answers sent and not yet stored (see [`IdempotencyKeys::stored_all`]).
     unstored: Arc<(AtomicUsize, Notify)>,
+}
+
+/// The deferred path's keys on this node: the request each is bound to, and its answer once
+/// sent (until the stored record takes over).
+type Running = Arc<Mutex<HashMap<Vec<u8>, Local>>>;
+
+#[derive(Debug)]
+struct Local {
+    request: String,
+    answer: Option<StoredResponse>,
 }
 
 /// What to do with a keyed request on the deferred path.
@@ -187,7 +199,7 @@ pub struct Deferred {
     record: Record,
     /// The claim record as [`Deferred::claim_write`] writes it.
     claim_bytes: Vec<u8>,
-    running: Arc<Mutex<HashSet<Vec<u8>>>>,
+    running: Running,
     claimed_before: bool,
 }
 
@@ -331,8 +343,20 @@ impl IdempotencyKeys {
         if let Some(replay) = seen.replay {
             return Ok(BeginDeferred::Replay(replay));
         }
-        if !self.running.lock().unwrap_or_else(|e| e.into_inner()).insert(store_key.clone()) {
-            return Err(IdempotencyError::InProgress);
+        {
+            // A poisoned map still holds whole entries.
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            match running.get(&store_key) {
+                Some(local) if local.request != request => return Err(IdempotencyError::Reused),
+                Some(Local { answer: Some(answer), .. }) => {
+                    return Ok(BeginDeferred::Replay(answer.clone()));
+                }
+                Some(Local { answer: None, .. }) => return Err(IdempotencyError::InProgress),
+                None => {
+                    let local = Local { request: request.to_owned(), answer: None };
+                    running.insert(store_key.clone(), local);
+                }
+            }
         }
         let record = Record::claim(request, now);
         let claim = Deferred {
@@ -354,9 +378,14 @@ impl IdempotencyKeys {
     }
 
     /// Ends a deferred claim: stores the final `response` (or, with `None`, releases the key for
-    /// a retry of the same request), in the background, so the answer need not wait for it. The
-    /// key stays refused to duplicates on this node until the write is durable.
+    /// a retry of the same request), in the background, so the answer need not wait for it.
+    /// Until the write is durable, a retry on this node is answered from memory.
     pub fn finish(&self, mut claim: Deferred, response: Option<StoredResponse>) {
+        if let Some(local) =
+            self.running.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&claim.key)
+        {
+            local.answer.clone_from(&response);
+        }
         claim.record.released = response.is_none();
         claim.record.response = response;
         let store = self.store.clone();
@@ -553,15 +582,20 @@ mod tests {
             IdempotencyError::Reused
         );
         keys.finish(claim, Some(created("{\"order\":1}")));
-        // Stored in the background; until then a retry is refused as in progress.
-        let replayed = loop {
-            match keys.begin_deferred("u", "k", "h").await {
-                Ok(BeginDeferred::Replay(response)) => break response,
-                Err(IdempotencyError::InProgress) => tokio::task::yield_now().await,
-                other => panic!("{other:?}"),
-            }
+        // Replayable from the moment it is sent, though it is stored in the background.
+        let Ok(BeginDeferred::Replay(replayed)) = keys.begin_deferred("u", "k", "h").await else {
+            panic!("a retry right after the answer was not given it")
         };
         assert_eq!(replayed, created("{\"order\":1}"));
+        assert_eq!(
+            keys.begin_deferred("u", "k", "other").await.unwrap_err(),
+            IdempotencyError::Reused
+        );
+        keys.stored_all().await;
+        let Ok(BeginDeferred::Replay(stored)) = keys.begin_deferred("u", "k", "h").await else {
+            panic!("not stored")
+        };
+        assert_eq!(stored, replayed);
     }
 
     #[tokio::test(start_paused = true)]
