@@ -176,6 +176,18 @@ fn domain(err: DomainError) -> Refusal {
     }
 }
 
+/// The tables a checkout writes with its order's placement: its idempotency claim, nothing else.
+/// A checkout that arrives (from a peer, say) with other writes is refused whole.
+fn checkout_writes(with: &[KeyedWrite]) -> Result<(), DomainError> {
+    match with.iter().find(|write| write.table != Table::IdempotencyKeys) {
+        None => Ok(()),
+        Some(write) => Err(DomainError::Invalid {
+            field: "with".into(),
+            reason: format!("a checkout writes no {} table", write.table.name()),
+        }),
+    }
+}
+
 /// Whether this node serves `shard` now: it holds the shard's lease (always, unfenced).
 fn serving(ownership: &Option<Ownership>) -> impl Fn(u32) -> bool + Send + Sync + 'static {
     let ownership = ownership.clone();
@@ -567,6 +579,7 @@ impl Execute for Regions {
             }
             Call::Checkout { order, with, wait_ms } => {
                 let order_id = order.order_id.clone();
+                checkout_writes(&with).map_err(Refusal::Domain)?;
                 check_held(ownership, &self.orders, &order_id).map_err(refusal)?;
                 let wait = Duration::from_millis(wait_ms);
                 match self.orders.call(&order_id, |r| OrderMsg::Place(order, with, r), wait).await {
@@ -602,6 +615,25 @@ impl Execute for Regions {
                     self.orders.call(&order_id, OrderMsg::Cancel, wait).await.map_err(refusal)?;
                 order.map(Answer::Order).map_err(domain)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkout_writes_only_its_idempotency_claim() {
+        let write = |table| KeyedWrite { table, key: b"k".to_vec(), value: Some(b"v".to_vec()) };
+        assert!(checkout_writes(&[]).is_ok());
+        assert!(checkout_writes(&[write(Table::IdempotencyKeys)]).is_ok());
+        for table in [Table::Users, Table::Products, Table::RefreshTokens, Table::Settings] {
+            let with = [write(Table::IdempotencyKeys), write(table)];
+            assert!(
+                matches!(checkout_writes(&with), Err(DomainError::Invalid { .. })),
+                "a checkout wrote {table:?}"
+            );
         }
     }
 }
