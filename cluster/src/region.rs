@@ -77,7 +77,22 @@ enum Slot<M> {
 struct Entities<M> {
     by_id: HashMap<String, Slot<M>>,
     ids: HashMap<ActorId, String>,
-    restarts: HashMap<String, (Instant, u32)>,
+    restarts: RestartCounts,
+}
+
+/// Crash restarts per entity within the current window; an entity whose window has passed is
+/// forgotten, so the counts stay as few as the entities crashing lately.
+#[derive(Debug, Default)]
+struct RestartCounts(HashMap<String, (Instant, u32)>);
+
+impl RestartCounts {
+    /// Counts a restart of `id` at `now`; `false` once it used up its restarts in the window.
+    fn note(&mut self, id: &str, now: Instant) -> bool {
+        self.0.retain(|_, (since, _)| now.duration_since(*since) <= RESTART_WINDOW);
+        let entry = self.0.entry(id.to_owned()).or_insert((now, 0));
+        entry.1 += 1;
+        entry.1 <= MAX_RESTARTS
+    }
 }
 
 /// One call counted in a region's `in_flight` while it lives.
@@ -124,7 +139,7 @@ where
             entities: Mutex::new(Entities {
                 by_id: HashMap::new(),
                 ids: HashMap::new(),
-                restarts: HashMap::new(),
+                restarts: RestartCounts::default(),
             }),
             in_flight: AtomicUsize::new(0),
         });
@@ -411,13 +426,7 @@ where
 
     /// Counts a crash restart; `false` once the entity used up its restarts in the window.
     fn note_restart(&self, entities: &mut Entities<A::Msg>, id: &str) -> bool {
-        let now = Instant::now();
-        let entry = entities.restarts.entry(id.to_owned()).or_insert((now, 0));
-        if now.duration_since(entry.0) > RESTART_WINDOW {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
-        if entry.1 > MAX_RESTARTS {
+        if !entities.restarts.note(id, Instant::now()) {
             tracing::error!(kind = %self.kind, %id, "entity keeps crashing; it restarts on its next command");
             return false;
         }
@@ -464,5 +473,27 @@ where
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_counts_end_with_their_window_and_are_forgotten() {
+        let mut counts = RestartCounts::default();
+        let start = Instant::now();
+        for _ in 0..MAX_RESTARTS {
+            assert!(counts.note("crashy", start));
+        }
+        assert!(!counts.note("crashy", start), "past the limit within the window");
+        for i in 0..1000 {
+            assert!(counts.note(&format!("once-{i}"), start));
+        }
+        // A window later, a restart starts a new count, and the old ones are gone.
+        let later = start + RESTART_WINDOW + Duration::from_secs(1);
+        assert!(counts.note("crashy", later));
+        assert_eq!(counts.0.len(), 1, "entities that crashed long ago are still counted");
     }
 }

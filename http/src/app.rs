@@ -128,7 +128,8 @@ impl App {
                 },
             ));
         }
-        let keys = state.idempotency.clone();
+        let (keys, refresh, resets) =
+            (state.idempotency.clone(), state.refresh.clone(), state.resets.clone());
         let upkeep = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             for minute in 0u64.. {
@@ -139,6 +140,16 @@ impl App {
                         Ok(0) => {}
                         Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),
                         Err(e) => tracing::warn!(error = %e, "idempotency key sweep failed"),
+                    }
+                    match refresh.sweep().await {
+                        Ok(0) => {}
+                        Ok(deleted) => tracing::info!(deleted, "expired refresh tokens deleted"),
+                        Err(e) => tracing::warn!(error = %e, "refresh token sweep failed"),
+                    }
+                    match resets.sweep().await {
+                        Ok(0) => {}
+                        Ok(deleted) => tracing::info!(deleted, "expired reset tokens deleted"),
+                        Err(e) => tracing::warn!(error = %e, "reset token sweep failed"),
                     }
                 }
             }

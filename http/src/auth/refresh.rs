@@ -177,7 +177,46 @@ impl RefreshTokens {
     }
 
     async fn revoke_family(&self, family: &str) -> Result<(), AuthError> {
-        self.store.put(Table::RefreshTokens, &family_key(family), b"revoked").await.map_err(backend)
+        // The marker keeps when: it may go once every token of the family has expired.
+        let now = self.clock.now_ms().to_string();
+        self.store
+            .put(Table::RefreshTokens, &family_key(family), now.as_bytes())
+            .await
+            .map_err(backend)
+    }
+
+    /// Deletes what can no longer matter: tokens past their expiry (spent or not), and a
+    /// revocation marker (of a family or of all of a user's) once every token it covers has
+    /// expired, a refresh TTL after it was made. Returns how many records it deleted.
+    pub async fn sweep(&self) -> Result<usize, AuthError> {
+        let now = self.clock.now_ms();
+        let ttl = self.ttl.as_millis() as u64;
+        let mut deleted = 0;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .store
+                .scan(Table::RefreshTokens, b"", after.as_deref(), 1000)
+                .await
+                .map_err(backend)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (key, value) in &page {
+                let gone = if key.starts_with(b"token/") {
+                    serde_json::from_slice::<Record>(value).is_ok_and(|r| r.expires_at_ms <= now)
+                } else {
+                    // A marker from before markers kept their time reads as no time: it stays.
+                    String::from_utf8_lossy(value)
+                        .parse::<u64>()
+                        .is_ok_and(|at| at.saturating_add(ttl) <= now)
+                };
+                if gone {
+                    self.store.delete(Table::RefreshTokens, key).await.map_err(backend)?;
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     async fn mint(
@@ -284,6 +323,27 @@ mod tests {
         let fresh = tokens.issue("u1").await.unwrap();
         let next = tokens.rotate(&fresh).await.unwrap().token;
         assert!(tokens.rotate(&next).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spent_and_expired_tokens_and_old_markers_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = refresh_tokens(&dir, Duration::from_secs(3600)).await;
+        let spent = tokens.issue("u1").await.unwrap();
+        let live = tokens.rotate(&spent).await.unwrap().token;
+        let doomed = tokens.issue("u2").await.unwrap();
+        tokens.revoke(&doomed).await.unwrap();
+        tokens.revoke_user("u3").await.unwrap();
+        assert_eq!(tokens.sweep().await.unwrap(), 0, "nothing has expired yet");
+        tokio::time::advance(Duration::from_secs(1800)).await;
+        let fresh = tokens.issue("u1").await.unwrap();
+        tokio::time::advance(Duration::from_secs(1801)).await;
+        // Gone: the three first tokens, the family marker and the user marker.
+        assert_eq!(tokens.sweep().await.unwrap(), 5);
+        let left = tokens.store.scan(Table::RefreshTokens, b"", None, 100).await.unwrap();
+        assert_eq!(left.len(), 1, "only the fresh token is left");
+        assert!(tokens.rotate(&fresh).await.is_ok());
+        assert!(tokens.rotate(&live).await.is_err());
     }
 
     #[tokio::test]

@@ -106,6 +106,36 @@ impl PasswordResets {
         Ok(true)
     }
 
+    /// Deletes expired tokens and the times of requests over a minute old; returns how many.
+    pub async fn sweep(&self) -> Result<usize, AuthError> {
+        let now = self.clock.now_ms();
+        let mut deleted = 0;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .store
+                .scan(Table::PasswordResets, b"", after.as_deref(), 1000)
+                .await
+                .map_err(backend)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (key, value) in &page {
+                let gone = if key.starts_with(b"user/") {
+                    String::from_utf8_lossy(value)
+                        .parse::<u64>()
+                        .is_ok_and(|at| at.saturating_add(MIN_INTERVAL.as_millis() as u64) <= now)
+                } else {
+                    serde_json::from_slice::<Record>(value).is_ok_and(|r| r.expires_at_ms <= now)
+                };
+                if gone {
+                    self.store.delete(Table::PasswordResets, key).await.map_err(backend)?;
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Spends `token`: the account it resets, or [`AuthError::InvalidResetToken`] when it is
     /// unknown, spent or expired.
     pub async fn redeem(&self, token: &str) -> Result<String, AuthError> {
@@ -193,5 +223,8 @@ mod tests {
         let fresh = mailed_token(&store).await;
         tokio::time::advance(RESET_TTL - Duration::from_secs(1)).await;
         assert_eq!(resets.redeem(&fresh).await.unwrap(), user.user_id);
+        // Swept: the first (expired) token and the time of the last request.
+        assert_eq!(resets.sweep().await.unwrap(), 2);
+        assert!(store.scan(Table::PasswordResets, b"", None, 10).await.unwrap().is_empty());
     }
 }
