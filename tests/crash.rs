@@ -181,12 +181,16 @@ fn killed_node_loses_nothing_acknowledged() {
             let before = r.stock_levels(sku).await.unwrap();
             assert_eq!(before.sold, 0);
             assert!(before.reserved >= ids.len() as u64, "{sku}: acknowledged reservations lost");
-            for id in ids {
+            for (n, id) in ids.iter().enumerate() {
                 let commit = StockCommand::Commit { reservation_id: id.clone() };
-                r.stock(sku, commit.clone()).await.unwrap_or_else(|e| panic!("{sku} {id}: {e}"));
+                let once = r
+                    .stock(sku, commit.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("{sku} {id}: {e}"));
+                assert_eq!(once.sold, n as u64 + 1, "{sku} {id}: not sold exactly once");
                 // Applied once: a repeat changes nothing.
                 let again = r.stock(sku, commit).await.unwrap();
-                assert_eq!(again.sold, r.stock_levels(sku).await.unwrap().sold);
+                assert_eq!(again, once, "{sku} {id}: a repeated commit was applied again");
             }
             let after = r.stock_levels(sku).await.unwrap();
             assert_eq!(after.sold, ids.len() as u64);

@@ -1,7 +1,7 @@
 //! Checkout, orders, cancellation, idempotency.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{spawn_app, start, test_config};
 
@@ -102,18 +102,28 @@ async fn failed_checkouts_answer_their_problem_and_hold_nothing() {
     retry.problem(409, "/problems/out-of-stock");
     assert_eq!(retry.headers["idempotent-replayed"], "true");
     assert_eq!(retry.text, first.text);
+    // The order a failed checkout placed, as its problem names it (`order ord_...: ...`).
+    let placed_by = |problem: Value| {
+        let detail = problem["detail"].as_str().unwrap();
+        detail.strip_prefix("order ").and_then(|d| d.split_once(':')).unwrap().0.to_owned()
+    };
+    let mut placed = Vec::new();
     for (key, token) in [("k-dec", "tok_chargeDeclined"), ("k-funds", "tok_insufficientFunds")] {
-        app.checkout(&ann, key, &json!({"payment_token": token, "items": items(1)}))
+        let declined = app
+            .checkout(&ann, key, &json!({"payment_token": token, "items": items(1)}))
             .await
             .problem(402, "/problems/payment-declined");
+        placed.push(placed_by(declined));
     }
-    app.checkout(
-        &ann,
-        "k-err",
-        &json!({"payment_token": "tok_processingError", "items": items(1)}),
-    )
-    .await
-    .problem(502, "/problems/payment-gateway-error");
+    let gateway_error = app
+        .checkout(
+            &ann,
+            "k-err",
+            &json!({"payment_token": "tok_processingError", "items": items(1)}),
+        )
+        .await
+        .problem(502, "/problems/payment-gateway-error");
+    placed.push(placed_by(gateway_error));
     assert_eq!(
         app.levels("BOOK-1").await,
         json!({"sku": "BOOK-1", "on_hand": 3, "reserved": 0, "available": 3})
@@ -158,11 +168,16 @@ async fn failed_checkouts_answer_their_problem_and_hold_nothing() {
     // attempt placed no order (the SKU could not fill it when asked): three orders, not four.
     let orders = app.get("/v1/orders?limit=2", Some(&ann)).await.ok(200);
     assert_eq!(orders["items"].as_array().unwrap().len(), 2);
-    assert_eq!(orders["items"][0]["status"], "failed");
     let next = orders["next_cursor"].as_str().unwrap();
     let rest = app.get(&format!("/v1/orders?cursor={next}"), Some(&ann)).await.ok(200);
     assert_eq!(rest["items"].as_array().unwrap().len(), 1);
     assert!(rest["next_cursor"].is_null());
+    let pages = [&orders["items"], &rest["items"]];
+    let listed: Vec<&Value> = pages.into_iter().flat_map(|p| p.as_array().unwrap()).collect();
+    assert!(listed.iter().all(|o| o["status"] == "failed"), "{listed:?}");
+    let ids: Vec<&str> = listed.iter().map(|o| o["order_id"].as_str().unwrap()).collect();
+    placed.reverse();
+    assert_eq!(ids, placed, "newest first: the reverse of the order they were placed in");
     let failed = app.get("/v1/admin/orders?status=failed", Some(&admin)).await.ok(200);
     assert_eq!(failed["items"].as_array().unwrap().len(), 3);
     let confirmed = app.get("/v1/admin/orders?status=confirmed", Some(&admin)).await.ok(200);

@@ -199,8 +199,28 @@ async fn a_client_that_never_reads_does_not_slow_the_shop() {
     drop(silent);
 }
 
+/// Set in the child process in which [`metrics_count_routes_reservations_and_sagas`] runs alone.
+const METRICS_ALONE: &str = "STOREFRONT_METRICS_TEST_ALONE";
+
 #[tokio::test]
 async fn metrics_count_routes_reservations_and_sagas() {
+    // The recorder is the process's, shared with every other test of this binary (a checkout of
+    // theirs counts here too): the test runs again alone in a child process, where every count
+    // is its own.
+    if std::env::var_os(METRICS_ALONE).is_none() {
+        let alone = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["ops::metrics_count_routes_reservations_and_sagas", "--exact"])
+            .env(METRICS_ALONE, "1")
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&alone.stdout);
+        assert!(
+            alone.status.success() && report.contains("1 passed"),
+            "{report}{}",
+            String::from_utf8_lossy(&alone.stderr)
+        );
+        return;
+    }
     let app = spawn_app().await;
     let admin = app.admin().await;
     let ann = app.customer("ann@example.com").await;
@@ -225,6 +245,16 @@ async fn metrics_count_routes_reservations_and_sagas() {
         r#"storefront_entity_calls_in_flight{kind="order"}"#,
     ] {
         assert!(text.contains(needle), "missing {needle}");
+    }
+    // One product read, one checkout, one reservation, one saga: each counted once.
+    for series in [
+        r#"storefront_http_request_duration_seconds_count{route="GET /v1/products/{product_id}"}"#,
+        r#"storefront_http_responses_total{route="POST /v1/checkout",status="201"}"#,
+        r#"storefront_reservations_total{outcome="reserved"}"#,
+        r#"storefront_sagas_total{outcome="confirmed"}"#,
+    ] {
+        let line = text.lines().find(|l| l.starts_with(series)).unwrap();
+        assert_eq!(line[series.len()..].trim(), "1", "{line}");
     }
 }
 
