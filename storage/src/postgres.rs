@@ -6,7 +6,9 @@
 //! the stream's head row (two racing writers serialize on that row; the loser writes nothing).
 //! A write is acknowledged after PostgreSQL's commit, which is durable with the server's default
 //! `synchronous_commit = on`. A server that stops answering fails the calls waiting on it within
-//! about 10 s (TCP user timeout and keepalives), and the connection is replaced.
+//! about 10 s (TCP user timeout and keepalives), and the connection is replaced; a statement the
+//! server does not finish within [`STATEMENT_TIMEOUT`] is cancelled by the server itself
+//! (`statement_timeout`, unless the URL's `options` set one).
 //!
 //! Outbox positions are `(writing transaction id << 16) + index`, and [`Store::read_outbox`] only
 //! answers rows of transactions older than every transaction still running, so a relay that reads
@@ -30,6 +32,9 @@ const SCHEMA_VERSION: i32 = 1;
 const SCHEMA: &str = include_str!("postgres.sql");
 /// Connections per store unless the URL says `pool_size=N`.
 const DEFAULT_POOL_SIZE: usize = 8;
+/// How long the server lets one statement run before it cancels it: far above any statement of
+/// the store (an append, a page of reads, a trim of the outbox), far below a caller's patience.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Outbox records one append may carry (the low 16 bits of a position).
 const MAX_OUTBOX_PER_APPEND: usize = 1 << 16;
 /// How long a reader of the outbox waits at most for older transactions to end before it
@@ -188,6 +193,11 @@ fn parse_url(url: &str) -> Result<(tokio_postgres::Config, usize), StorageError>
     // may set its own.
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
+    }
+    let options = config.get_options().unwrap_or_default();
+    if !options.contains("statement_timeout") {
+        let timeout = STATEMENT_TIMEOUT.as_millis();
+        config.options(format!("{options} -c statement_timeout={timeout}").trim());
     }
     if config.get_tcp_user_timeout().is_none() {
         config.tcp_user_timeout(Duration::from_secs(10));
@@ -619,6 +629,19 @@ mod tests {
         let err = PostgresStore::open(&in_schema(&schema)).await.unwrap_err();
         assert!(err.to_string().contains("storefront migrate"), "{err}");
         Postgres::remove(&schema).await;
+    }
+
+    #[tokio::test]
+    async fn every_statement_runs_under_a_timeout_and_the_urls_options_are_kept() {
+        let (config, _) = super::parse_url(&in_schema("storefront_probe")).unwrap();
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let show = |what: &'static str| {
+            let client = &client;
+            async move { client.query_one(what, &[]).await.unwrap().get::<_, String>(0) }
+        };
+        assert_eq!(show("SHOW statement_timeout").await, "30s");
+        assert_eq!(show("SHOW search_path").await, "storefront_probe");
     }
 
     #[test]
