@@ -11,7 +11,8 @@
 //!   stops its entities after their journal writes, and then releases the lease;
 //! - a node that could not renew its heartbeat for half the member TTL stops serving everything
 //!   it holds (others take over only after a whole TTL without a beat), and the store fences any
-//!   append it still makes with an old epoch;
+//!   append it still makes with an old epoch; unless its last round saw no other live member:
+//!   alone, no one can take its shards, and dropping them would only turn every request away;
 //! - a node cut off from most of its peers (the transport's pings) stops beating and serving, so
 //!   that the majority takes its shards over.
 
@@ -196,6 +197,8 @@ struct Inner {
     last_renewed: std::sync::Mutex<Instant>,
     /// Shards dropped without a handoff whose entities the next round stops.
     to_stop: std::sync::Mutex<Vec<u32>>,
+    /// Whether the last round saw no live member but this node.
+    alone: std::sync::atomic::AtomicBool,
 }
 
 /// What one round remembers for the next.
@@ -256,6 +259,7 @@ impl Ownership {
                 tasks: std::sync::Mutex::new(Vec::new()),
                 last_renewed: std::sync::Mutex::new(Instant::now()),
                 to_stop: std::sync::Mutex::new(Vec::new()),
+                alone: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -282,7 +286,7 @@ impl Ownership {
                     }
                     // Back from a pause longer than half a TTL (a stopped process, a stall):
                     // others may hold our shards by now, so serve none before beating again.
-                    if ownership.since_renewed() > ownership.inner.config.member_ttl / 2 {
+                    if ownership.stale() {
                         ownership.drop_all("not_renewed");
                     }
                     if let Err(e) = ownership.beat(&mut beat).await {
@@ -330,6 +334,12 @@ impl Ownership {
 
     fn since_renewed(&self) -> std::time::Duration {
         lock(&self.inner.last_renewed).elapsed()
+    }
+
+    /// Not renewed for half a TTL while others are live, who may soon take its shards over.
+    fn stale(&self) -> bool {
+        self.since_renewed() > self.inner.config.member_ttl / 2
+            && !self.inner.alone.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Stops serving every shard at once, without a handoff (others take over after the TTL);
@@ -470,7 +480,7 @@ impl Ownership {
         // take over, so stop serving first (and keep reading the cluster, below, so that the
         // view that decides isolation stays current).
         let isolated = self.inner.isolated.load(std::sync::atomic::Ordering::SeqCst);
-        let stale = self.since_renewed() > config.member_ttl / 2;
+        let stale = self.stale();
         if isolated || stale {
             self.drop_all(if isolated { "isolated" } else { "not_renewed" });
         }
@@ -501,6 +511,9 @@ impl Ownership {
             members.push((node_id, record, status, beating));
         }
         observed.beats.retain(|id, _| members.iter().any(|(m, ..)| m == id));
+        let alone =
+            members.iter().all(|(id, _, status, _)| id == me || *status == MemberStatus::Down);
+        self.inner.alone.store(alone, std::sync::atomic::Ordering::SeqCst);
         if isolated || stale {
             let leases = self.within(self.inner.store.leases()).await??;
             self.publish(members, leases.into_iter().map(|l| (l.shard, l)).collect());

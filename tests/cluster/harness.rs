@@ -12,7 +12,7 @@ pub use crate::common::eventually;
 /// Shards per kind in the test clusters (the default).
 pub const SHARDS: u64 = 256;
 const HEARTBEAT_MS: u64 = 250;
-const MEMBER_TTL_MS: u64 = 2_000;
+pub const MEMBER_TTL_MS: u64 = 2_000;
 const ADMIN_EMAIL: &str = "cluster-admin@example.com";
 const ADMIN_PASSWORD: &str = "cluster-admin-password";
 

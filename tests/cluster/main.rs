@@ -469,6 +469,28 @@ async fn a_node_joins_under_load_and_no_request_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_alone_keeps_serving_through_a_stall_of_its_heartbeat() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(1, 1).await;
+    cluster.create_product(0, "ALONE-1", 10).await;
+    // Stalled past half the member TTL, as a slow disk or a long pause would stall it.
+    cluster.signal(0, "STOP");
+    tokio::time::sleep(Duration::from_millis(harness::MEMBER_TTL_MS)).await;
+    cluster.signal(0, "CONT");
+    // No one else could take its shards: it keeps them and answers every request (a node of
+    // a larger cluster drops them on waking: the hung-owner test below).
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    for _ in 0..40 {
+        tick.tick().await;
+        let answer = cluster.try_get(0, "/v1/inventory/ALONE-1").await;
+        assert!(answer.is_ok(), "the lone node turned a request away after its stall: {answer:?}");
+    }
+    let lost = cluster.metric(0, "storefront_cluster_shards_lost_total").await;
+    assert_eq!(lost, 0.0, "the lone node dropped its shards");
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_owner_loses_its_leases_and_serves_nothing_when_it_wakes() {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::start(3, 3).await;
