@@ -33,6 +33,7 @@ use storefront_http::ratelimit::{LocalLimiter, RateLimiter, Unlimited};
 use storefront_http::serve::Limits;
 use storefront_http::{App, AppState, seed};
 use storefront_storage::Store;
+use storefront_storage::timed::Timed;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -174,6 +175,8 @@ impl Node {
                 storefront_storage::redact_url(&config.store),
                 config.data_dir.display()
             )))?;
+        // Every call of a handler, an entity's journal and the cluster under one deadline.
+        let store: Arc<dyn Store> = Arc::new(Timed::new(store, config.store_timeout()));
         let clock = Clock::system();
         let tokens = access_tokens(config)?;
         let feed = StockFeed::default();

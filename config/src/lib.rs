@@ -33,6 +33,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `embedded`, `postgres://user@host:port/db` or `scylla://host:port/keyspace`.
     pub store: String,
+    /// Every call of the store fails after this long without an answer (its outcome unknown).
+    pub store_timeout_ms: u64,
     /// Seed the demo catalog on first start.
     pub demo_data: bool,
     /// The first admin account, created (or kept) at start.
@@ -401,12 +403,20 @@ pub struct LogConfig {
     pub json: bool,
 }
 
+impl Config {
+    /// How long one store call may take.
+    pub fn store_timeout(&self) -> Duration {
+        Duration::from_millis(self.store_timeout_ms)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             http_addr: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("data"),
             store: "embedded".into(),
+            store_timeout_ms: 10_000,
             demo_data: true,
             admin_email: None,
             admin_password: None,
@@ -605,6 +615,7 @@ impl Config {
             ("entities.reservation_ttl_secs", e.reservation_ttl_secs),
             ("checkout.gateway_max_attempts", u64::from(self.checkout.gateway_max_attempts)),
             ("checkout.gateway_timeout_ms", self.checkout.gateway_timeout_ms),
+            ("store_timeout_ms", self.store_timeout_ms),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));

@@ -8,6 +8,7 @@
 //! It does not know what an event means: payloads are opaque bytes encoded by `storefront-actors`.
 
 mod error;
+pub mod timed;
 mod types;
 
 #[cfg(feature = "conformance")]

@@ -632,6 +632,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_call_the_server_holds_fails_after_the_stores_timeout_and_works_once_free() {
+        use crate::Table;
+        let schema = Postgres::fresh_location().await;
+        let timeout = std::time::Duration::from_millis(300);
+        let store = crate::timed::Timed::new(Postgres::open(&schema).await, timeout);
+        store.put(Table::Settings, b"k", b"v1").await.unwrap();
+        // Another session holds the table: the store's write waits on its lock.
+        let holder = admin().await;
+        let lock = format!("BEGIN; LOCK TABLE {schema}.kv IN ACCESS EXCLUSIVE MODE");
+        holder.batch_execute(&lock).await.unwrap();
+        let err = store.put(Table::Settings, b"k", b"v2").await.unwrap_err();
+        assert!(err.to_string().contains("did not answer within"), "{err}");
+        holder.batch_execute("ROLLBACK").await.unwrap();
+        store.put(Table::Settings, b"k", b"v3").await.unwrap();
+        assert_eq!(store.get(Table::Settings, b"k").await.unwrap().as_deref(), Some(&b"v3"[..]));
+        Postgres::remove(&schema).await;
+    }
+
+    #[tokio::test]
     async fn every_statement_runs_under_a_timeout_and_the_urls_options_are_kept() {
         let (config, _) = super::parse_url(&in_schema("storefront_probe")).unwrap();
         let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
