@@ -323,21 +323,6 @@ impl SkuStockState {
                 }
                 Ok(vec![StockEvent::LimitSet { set_id: id.clone(), limit: *limit }])
             }
-            C::Return { restock_id: id, qty, customer } => {
-                id_of(id)?;
-                if self.settled.contains_key(id) {
-                    return Ok(vec![]);
-                }
-                if *qty == 0 {
-                    return Err(invalid_qty());
-                }
-                self.on_hand.checked_add(*qty).ok_or(DomainError::Overflow)?;
-                Ok(vec![StockEvent::Returned {
-                    restock_id: id.clone(),
-                    qty: *qty,
-                    customer: customer.clone(),
-                }])
-            }
             C::Commit { reservation_id: id } => {
                 // A hold past its deadline is gone, even before the timer has expired it.
                 if let Some(held) = self.open.get(id) {
@@ -368,7 +353,7 @@ impl SkuStockState {
                 }
                 _ => Ok(vec![]),
             },
-            C::Restock { restock_id: id, qty } => {
+            C::Restock { restock_id: id, qty } | C::Return { restock_id: id, qty, .. } => {
                 id_of(id)?;
                 if self.settled.contains_key(id) {
                     return Ok(vec![]);
@@ -377,7 +362,13 @@ impl SkuStockState {
                     return Err(invalid_qty());
                 }
                 self.on_hand.checked_add(*qty).ok_or(DomainError::Overflow)?;
-                Ok(vec![StockEvent::Restocked { restock_id: id.clone(), qty: *qty }])
+                let (restock_id, qty) = (id.clone(), *qty);
+                Ok(vec![match command {
+                    C::Return { customer, .. } => {
+                        StockEvent::Returned { restock_id, qty, customer: customer.clone() }
+                    }
+                    _ => StockEvent::Restocked { restock_id, qty },
+                }])
             }
             C::Set { set_id: id, on_hand } => {
                 id_of(id)?;
@@ -436,6 +427,13 @@ impl SkuStockState {
         self.settle(at, id, how);
     }
 
+    /// Holds units for a reservation until its deadline.
+    fn hold(&mut self, id: &str, held: Reservation) {
+        self.reserved += held.qty;
+        self.deadlines.push(Reverse((held.expires_at, id.to_owned())));
+        self.open.insert(id.to_owned(), held);
+    }
+
     /// Takes `qty` units off `customer`'s count (forgetting a customer at 0).
     fn uncount(&mut self, customer: &str, qty: u64) {
         if let Some(bought) = self.bought.get_mut(customer) {
@@ -486,31 +484,16 @@ impl Aggregate for SkuStockState {
     fn apply(&mut self, at: u64, event: &StockEvent) {
         match event {
             StockEvent::Reserved { reservation_id, order_id, qty, expires_at } => {
-                self.reserved += qty;
-                self.open.insert(
-                    reservation_id.clone(),
-                    Reservation {
-                        order_id: order_id.clone(),
-                        qty: *qty,
-                        expires_at: *expires_at,
-                        customer: None,
-                    },
-                );
-                self.deadlines.push(Reverse((*expires_at, reservation_id.clone())));
+                let (order_id, qty, expires_at) = (order_id.clone(), *qty, *expires_at);
+                let held = Reservation { order_id, qty, expires_at, customer: None };
+                self.hold(reservation_id, held);
             }
             StockEvent::ReservedFor { reservation_id, order_id, customer, qty, expires_at } => {
-                self.reserved += qty;
                 *self.bought.entry(customer.clone()).or_default() += qty;
-                self.open.insert(
-                    reservation_id.clone(),
-                    Reservation {
-                        order_id: order_id.clone(),
-                        qty: *qty,
-                        expires_at: *expires_at,
-                        customer: Some(customer.clone()),
-                    },
-                );
-                self.deadlines.push(Reverse((*expires_at, reservation_id.clone())));
+                let (order_id, qty, expires_at) = (order_id.clone(), *qty, *expires_at);
+                let held =
+                    Reservation { order_id, qty, expires_at, customer: Some(customer.clone()) };
+                self.hold(reservation_id, held);
             }
             StockEvent::LimitSet { set_id, limit } => {
                 self.limit = *limit;
