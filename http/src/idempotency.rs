@@ -429,34 +429,13 @@ impl IdempotencyKeys {
     /// Deletes the records older than [`RETENTION`]; returns how many.
     pub async fn sweep_expired(&self) -> Result<usize, IdempotencyError> {
         let now = self.clock.now_ms();
-        let mut after: Option<Vec<u8>> = None;
-        let mut deleted = 0;
-        loop {
-            let page = self
-                .store
-                .scan(Table::IdempotencyKeys, b"", after.as_deref(), 1000)
-                .await
-                .map_err(backend)?;
-            for (key, value) in &page {
-                let expired = serde_json::from_slice::<Record>(value).is_ok_and(|record| {
-                    now.saturating_sub(record.created_at_ms) >= RETENTION.as_millis() as u64
-                });
-                // Compare-and-delete: a record renewed meanwhile stays.
-                if expired
-                    && self
-                        .store
-                        .compare_and_swap(Table::IdempotencyKeys, key, Some(value), None)
-                        .await
-                        .map_err(backend)?
-                {
-                    deleted += 1;
-                }
-            }
-            match page.last() {
-                Some((key, _)) if page.len() == 1000 => after = Some(key.clone()),
-                _ => return Ok(deleted),
-            }
-        }
+        let retention = RETENTION.as_millis() as u64;
+        storefront_storage::sweep(&*self.store, Table::IdempotencyKeys, |_, value| {
+            serde_json::from_slice::<Record>(value)
+                .is_ok_and(|record| now.saturating_sub(record.created_at_ms) >= retention)
+        })
+        .await
+        .map_err(backend)
     }
 
     /// Gives a claim up without a final response (the outcome is not known yet, or nothing was

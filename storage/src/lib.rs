@@ -108,6 +108,30 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<bool, StorageError>;
 }
 
+/// Deletes the entries of `table` that `gone` picks (by key and value), each only if it is
+/// unchanged since it was read: an entry rewritten meanwhile stays. Returns how many it deleted.
+pub async fn sweep(
+    store: &dyn Store,
+    table: Table,
+    gone: impl Fn(&[u8], &[u8]) -> bool,
+) -> Result<usize, StorageError> {
+    const PAGE: usize = 1000;
+    let mut after: Option<Vec<u8>> = None;
+    let mut deleted = 0;
+    loop {
+        let page = store.scan(table, b"", after.as_deref(), PAGE).await?;
+        for (key, value) in &page {
+            if gone(key, value) && store.compare_and_swap(table, key, Some(value), None).await? {
+                deleted += 1;
+            }
+        }
+        match page.last() {
+            Some((key, _)) if page.len() == PAGE => after = Some(key.clone()),
+            _ => return Ok(deleted),
+        }
+    }
+}
+
 /// Opens the store named by `url` (`embedded` keeps it under `data_dir`).
 pub async fn open(url: &str, data_dir: &Path) -> Result<Arc<dyn Store>, StorageError> {
     match Backend::of(url) {

@@ -191,32 +191,18 @@ impl RefreshTokens {
     pub async fn sweep(&self) -> Result<usize, AuthError> {
         let now = self.clock.now_ms();
         let ttl = self.ttl.as_millis() as u64;
-        let mut deleted = 0;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self
-                .store
-                .scan(Table::RefreshTokens, b"", after.as_deref(), 1000)
-                .await
-                .map_err(backend)?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            for (key, value) in &page {
-                let gone = if key.starts_with(b"token/") {
-                    serde_json::from_slice::<Record>(value).is_ok_and(|r| r.expires_at_ms <= now)
-                } else {
-                    // A marker from before markers kept their time reads as no time: it stays.
-                    String::from_utf8_lossy(value)
-                        .parse::<u64>()
-                        .is_ok_and(|at| at.saturating_add(ttl) <= now)
-                };
-                if gone {
-                    self.store.delete(Table::RefreshTokens, key).await.map_err(backend)?;
-                    deleted += 1;
-                }
+        storefront_storage::sweep(&*self.store, Table::RefreshTokens, |key, value| {
+            if key.starts_with(b"token/") {
+                serde_json::from_slice::<Record>(value).is_ok_and(|r| r.expires_at_ms <= now)
+            } else {
+                // A marker from before markers kept their time reads as no time: it stays.
+                String::from_utf8_lossy(value)
+                    .parse::<u64>()
+                    .is_ok_and(|at| at.saturating_add(ttl) <= now)
             }
-        }
-        Ok(deleted)
+        })
+        .await
+        .map_err(backend)
     }
 
     async fn mint(

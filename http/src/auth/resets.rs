@@ -109,31 +109,18 @@ impl PasswordResets {
     /// Deletes expired tokens and the times of requests over a minute old; returns how many.
     pub async fn sweep(&self) -> Result<usize, AuthError> {
         let now = self.clock.now_ms();
-        let mut deleted = 0;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self
-                .store
-                .scan(Table::PasswordResets, b"", after.as_deref(), 1000)
-                .await
-                .map_err(backend)?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            for (key, value) in &page {
-                let gone = if key.starts_with(b"user/") {
-                    String::from_utf8_lossy(value)
-                        .parse::<u64>()
-                        .is_ok_and(|at| at.saturating_add(MIN_INTERVAL.as_millis() as u64) <= now)
-                } else {
-                    serde_json::from_slice::<Record>(value).is_ok_and(|r| r.expires_at_ms <= now)
-                };
-                if gone {
-                    self.store.delete(Table::PasswordResets, key).await.map_err(backend)?;
-                    deleted += 1;
-                }
+        let interval = MIN_INTERVAL.as_millis() as u64;
+        storefront_storage::sweep(&*self.store, Table::PasswordResets, |key, value| {
+            if key.starts_with(b"user/") {
+                String::from_utf8_lossy(value)
+                    .parse::<u64>()
+                    .is_ok_and(|at| at.saturating_add(interval) <= now)
+            } else {
+                serde_json::from_slice::<Record>(value).is_ok_and(|r| r.expires_at_ms <= now)
             }
-        }
-        Ok(deleted)
+        })
+        .await
+        .map_err(backend)
     }
 
     /// Spends `token`: the account it resets, or [`AuthError::InvalidResetToken`] when it is
