@@ -153,7 +153,7 @@ fn order_id(user_id: &str, key: &str, request: &str) -> String {
         (status = 400, description = "Validation (missing key, bad token, qty, currency, empty cart)"),
         (status = 402, description = "`/problems/payment-declined`"),
         (status = 404, description = "A SKU no product has"),
-        (status = 409, description = "`/problems/out-of-stock` (nothing stays held); `/problems/idempotency-in-progress` for a duplicate while the first runs"),
+        (status = 409, description = "`/problems/out-of-stock` (nothing stays held); `/problems/purchase-limit`: a line would take the buyer past the SKU's `max_per_customer` (nothing held); `/problems/idempotency-in-progress` for a duplicate while the first runs"),
         (status = 422, description = "`/problems/idempotency-key-reused`"),
         (status = 502, description = "`/problems/payment-gateway-error`: the gateway kept failing; the order failed and released its stock")))]
 /// Checks out.
