@@ -137,7 +137,13 @@ where
         };
     let claimed = Claimed { write: claim.claim_write(), before: claim.claimed_before() };
     let response = run(claimed).await.unwrap_or_else(ApiError::into_api_response);
-    state.idempotency.finish(claim, stored(&response));
+    if response.status == StatusCode::UNPROCESSABLE_ENTITY {
+        // The key turned out to be another request's (its effects said so): nothing of this
+        // request is kept under it, and the other's claim stays as it is.
+        drop(claim);
+    } else {
+        state.idempotency.finish(claim, stored(&response));
+    }
     Ok(response)
 }
 

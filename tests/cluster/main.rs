@@ -115,6 +115,33 @@ async fn requests_to_any_node_reach_the_owner_and_agree() {
     statuses.sort_unstable();
     assert_eq!(statuses, [[201; 3].as_slice(), &[409; 9]].concat(), "{statuses:?}");
     assert_eq!(cluster.levels(0, "LIMIT-1").await, (97, 0));
+
+    // One key, two bodies, two nodes at once: one runs, the other is refused as a key reused.
+    cluster.create_product(2, "TWICE-1", 100).await;
+    let mut sold = 0;
+    for n in 0..10 {
+        let key = format!("twice-{n}");
+        let send = |node: usize, qty: u64| {
+            let (url, token, key) = (url(node), token.clone(), key.clone());
+            async move {
+                let answer = http
+                    .post(format!("{url}/v1/checkout"))
+                    .bearer_auth(&token)
+                    .header("Idempotency-Key", &key)
+                    .json(&json!({"payment_token": "tok_visa", "items": [{"sku": "TWICE-1", "qty": qty}]}))
+                    .send()
+                    .await
+                    .unwrap();
+                (answer.status().as_u16(), qty)
+            }
+        };
+        let (a, b) = tokio::join!(send(0, 1), send(1, 2));
+        let ran: Vec<u64> = [a, b].iter().filter(|(s, _)| *s == 201).map(|(_, q)| *q).collect();
+        assert_eq!(ran.len(), 1, "key {key}: answered {a:?} and {b:?}");
+        assert!([a.0, b.0].contains(&422), "key {key}: answered {a:?} and {b:?}");
+        sold += ran[0];
+    }
+    assert_eq!(cluster.levels(0, "TWICE-1").await, (100 - sold, 0), "only one body ran per key");
     cluster.finish().await;
 }
 

@@ -20,7 +20,7 @@ use crate::Problem;
 use crate::app::AppState;
 use crate::catalog::Product;
 use crate::extract::Req;
-use crate::idempotency::request_hash;
+use crate::idempotency::{IdempotencyError, request_hash};
 use crate::reply::{ApiError, ApiResponse, ApiResult};
 
 /// One line to buy.
@@ -139,10 +139,28 @@ async fn wanted(
     Ok((merged, from_cart))
 }
 
-/// The order id of a checkout: the same caller, key and request give the same id.
-fn order_id(user_id: &str, key: &str, request: &str) -> String {
+/// The order id of a checkout: the caller's key names it, whatever the request, so that one
+/// order actor, wherever it runs, decides between two requests sent with one key to two nodes
+/// at once (the second, of another body, is refused as a key reused).
+fn order_id(user_id: &str, key: &str) -> String {
+    let hash = request_hash(user_id, key, b"");
+    format!("ord_{}", &hash[..32])
+}
+
+/// The order id of a key used again after its retention, for another request (and of every
+/// checkout before order ids were named by the key alone).
+fn order_id_of_request(user_id: &str, key: &str, request: &str) -> String {
     let hash = request_hash(user_id, key, request.as_bytes());
     format!("ord_{}", &hash[..32])
+}
+
+/// Whether `view` is older than the retention of idempotency keys: an order of an earlier use of
+/// its key, not of this request.
+fn of_an_earlier_use(view: &OrderView) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    now.saturating_sub(view.created_at_ms) > crate::idempotency::RETENTION.as_millis() as u64
 }
 
 #[utoipa::path(post, operation_id = "checkout_checkout", path = "/v1/checkout", tag = "orders", security(("bearer" = [])),
@@ -168,10 +186,10 @@ pub async fn checkout(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiRe
         .to_owned();
     let request = request_hash("POST", "/v1/checkout", &req.body);
     // Validation runs under the key too: the same key with another body is 422, even if invalid.
-    // The order id derives from the key and the request: the effects are keyed.
-    let order_id = order_id(&me.user_id, &key, &request);
+    // The order id derives from the key: the effects are keyed.
+    let ids = (order_id(&me.user_id, &key), order_id_of_request(&me.user_id, &key, &request));
     super::idempotent_keyed(&state, &me.user_id, &key, &request, |claim| {
-        place(&state, &req, &me.user_id, order_id, claim)
+        place(&state, &req, &me.user_id, ids, claim)
     })
     .await
 }
@@ -182,20 +200,25 @@ async fn place(
     state: &Arc<AppState>,
     req: &Req,
     user_id: &str,
-    order_id: String,
+    (order_id, order_id_of_request): (String, String),
     claim: Claimed,
 ) -> ApiResult {
     if claim.before {
         // A retry of a checkout whose answer was not stored: its order (if it got that far)
         // answers, not the cart as it is now (emptied by that very order, perhaps).
-        match state.regions.order_outcome(&order_id, state.checkout_wait).await {
-            Ok(view) if view.in_progress => {
-                return answer(Checkout::Pending { order_id });
+        for order_id in [order_id.clone(), order_id_of_request.clone()] {
+            match state.regions.order_outcome(&order_id, state.checkout_wait).await {
+                Ok(view) if of_an_earlier_use(&view) => {}
+                Ok(view) if view.in_progress => {
+                    return answer(Checkout::Pending { order_id });
+                }
+                Ok(view) => return ended(&view),
+                Err(DomainError::NotFound { .. }) => {}
+                Err(DomainError::Unavailable(_)) => {
+                    return answer(Checkout::Pending { order_id });
+                }
+                Err(e) => return Err(e.into()),
             }
-            Ok(view) => return ended(&view),
-            Err(DomainError::NotFound { .. }) => {}
-            Err(DomainError::Unavailable(_)) => return answer(Checkout::Pending { order_id }),
-            Err(e) => return Err(e.into()),
         }
     }
     let claim = claim.write;
@@ -244,6 +267,7 @@ async fn place(
         .then(|| rates.rate(currency).map(|r| r.normalize().to_string()))
         .flatten();
     let bought: Vec<Sku> = lines.iter().map(|l| l.sku.clone()).collect();
+    let wait = state.checkout_wait;
     let order = PlaceOrder {
         order_id,
         user_id: user_id.to_owned(),
@@ -254,7 +278,24 @@ async fn place(
         shipping_address,
         email,
     };
-    let outcome = state.regions.checkout_with(order, vec![claim], state.checkout_wait).await?;
+    let outcome = match state.regions.checkout_with(order.clone(), vec![claim.clone()], wait).await
+    {
+        // The key's order is another request's: one sent at once to another node (refused: the
+        // key is that request's), or one of the key's use before its retention (this request
+        // gets an order of its own).
+        Err(DomainError::OrderConflict(_)) => {
+            let earlier = state.regions.order(&order.order_id).await?;
+            if !of_an_earlier_use(&earlier) {
+                return Err(IdempotencyError::Reused.into());
+            }
+            let order = PlaceOrder { order_id: order_id_of_request, ..order };
+            match state.regions.checkout_with(order, vec![claim], wait).await {
+                Err(DomainError::OrderConflict(_)) => return Err(IdempotencyError::Reused.into()),
+                outcome => outcome?,
+            }
+        }
+        outcome => outcome?,
+    };
     if from_cart {
         empty_cart_on_confirm(state, user_id, &outcome, bought).await;
     }
