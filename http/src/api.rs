@@ -33,13 +33,7 @@ impl AppState {
     pub async fn admit(&self, limit: Limit<'_>) -> Result<(), ApiError> {
         self.limiter.check(limit).await.map_err(|wait| {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            ApiError::new(Problem::new(
-                "/problems/rate-limited",
-                "Too many requests",
-                429,
-                format!("rate limit exceeded; retry in {secs} s"),
-            ))
-            .with_header("retry-after", HeaderValue::from(secs))
+            rate_limited(format!("rate limit exceeded; retry in {secs} s"), secs)
         })
     }
 
@@ -284,6 +278,12 @@ pub struct Page<T> {
 /// `201 Created` with `value`.
 pub fn created(value: &impl Serialize) -> ApiResult {
     ApiResponse::json(StatusCode::CREATED, value)
+}
+
+/// 429 `/problems/rate-limited`, to retry after `secs` seconds.
+pub(crate) fn rate_limited(detail: impl Into<String>, secs: u64) -> ApiError {
+    ApiError::new(Problem::new("/problems/rate-limited", "Too many requests", 429, detail))
+        .with_header("retry-after", HeaderValue::from(secs))
 }
 
 /// The product's own SKU for `raw` (SKUs are case-insensitive: `demo-1` names the product whose

@@ -15,6 +15,19 @@ pub use refresh::{RefreshTokens, Rotated};
 pub use resets::{PasswordResets, RESET_TTL};
 pub use users::{User, Users, normalize_email};
 
+/// `bytes` random bytes from the OS, as hex: the secret part of a token.
+fn random_hex(bytes: usize) -> String {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    let mut buf = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of a token's secret, as hex: what the store keeps instead of the secret.
+fn sha256_hex(secret: &str) -> String {
+    hmac_sha256::Hash::hash(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Why authentication failed or could not be done.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {

@@ -73,13 +73,20 @@ pub fn bucket(ip: IpAddr) -> IpAddr {
 /// The open live streams, by client bucket.
 #[derive(Debug, Default, Clone)]
 pub struct Streams {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    open: Arc<Mutex<Open>>,
+}
+
+/// Open streams per client, and in all.
+#[derive(Debug, Default)]
+struct Open {
+    by_client: HashMap<IpAddr, usize>,
+    total: usize,
 }
 
 /// One open stream; closing it (dropping) frees its place.
 #[derive(Debug)]
 pub struct StreamPermit {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    open: Arc<Mutex<Open>>,
     client: IpAddr,
 }
 
@@ -87,12 +94,12 @@ impl Streams {
     /// A place for one more stream of `client`, if neither cap of `settings` is reached.
     pub fn open(&self, client: IpAddr, settings: &EdgeSettings) -> Option<StreamPermit> {
         let mut open = lock(&self.open);
-        let total: usize = open.values().sum();
-        let mine = open.get(&client).copied().unwrap_or(0);
-        if total >= settings.max_streams || mine >= settings.max_streams_per_ip {
+        let mine = open.by_client.get(&client).copied().unwrap_or(0);
+        if open.total >= settings.max_streams || mine >= settings.max_streams_per_ip {
             return None;
         }
-        *open.entry(client).or_default() += 1;
+        *open.by_client.entry(client).or_default() += 1;
+        open.total += 1;
         metrics::gauge!(SSE_CLIENTS).increment(1.0);
         Some(StreamPermit { open: self.open.clone(), client })
     }
@@ -101,10 +108,11 @@ impl Streams {
 impl Drop for StreamPermit {
     fn drop(&mut self) {
         let mut open = lock(&self.open);
-        if let Some(count) = open.get_mut(&self.client) {
+        open.total -= 1;
+        if let Some(count) = open.by_client.get_mut(&self.client) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&self.client);
+                open.by_client.remove(&self.client);
             }
         }
         metrics::gauge!(SSE_CLIENTS).decrement(1.0);

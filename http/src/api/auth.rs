@@ -230,13 +230,23 @@ pub async fn change_password(state: Arc<AppState>, req: Result<Req, ApiError>) -
     let req = req?;
     let me = state.customer(&req).await?;
     let body: ChangePassword = req.json()?;
-    crate::auth::validate_password(&body.new_password)
-        .map_err(|e| ApiError::validation("new_password", e.to_string()))?;
+    check_new_password(&body.new_password)?;
     state.users.check_password(&me.user_id, &body.current_password).await?;
-    // Sessions end first: a crash in between leaves the old password with no session, never
-    // the new one with the old sessions alive.
-    state.refresh.revoke_user(&me.user_id).await?;
-    state.users.set_password(&me.user_id, &body.new_password).await?;
+    replace_password(&state, &me.user_id, &body.new_password).await
+}
+
+/// 400 naming `new_password` when it breaks the password rules.
+fn check_new_password(password: &str) -> Result<(), ApiError> {
+    crate::auth::validate_password(password)
+        .map_err(|e| ApiError::validation("new_password", e.to_string()))
+}
+
+/// Sets `user_id`'s password and ends every session of the user: 204. Sessions end first, so a
+/// crash in between leaves the old password with no session, never the new one with the old
+/// sessions alive.
+async fn replace_password(state: &AppState, user_id: &str, password: &str) -> ApiResult {
+    state.refresh.revoke_user(user_id).await?;
+    state.users.set_password(user_id, password).await?;
     Ok(ApiResponse::empty(StatusCode::NO_CONTENT))
 }
 
@@ -263,7 +273,6 @@ pub async fn password_reset(state: Arc<AppState>, req: Result<Req, ApiError>) ->
     crate::auth::normalize_email(&body.email)?;
     // The answer neither waits for nor tells what happens next, so a known and an unknown email
     // are answered alike, and as fast.
-    let state = state.clone();
     tokio::spawn(async move {
         let issued = match state.users.find(&body.email).await {
             Ok(Some(user)) => state.resets.request(&user).await.map(drop),
@@ -286,12 +295,9 @@ pub async fn password_reset(state: Arc<AppState>, req: Result<Req, ApiError>) ->
 pub async fn password_reset_confirm(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
     let req = req?;
     let body: ResetConfirm = req.json()?;
-    crate::auth::validate_password(&body.new_password)
-        .map_err(|e| ApiError::validation("new_password", e.to_string()))?;
+    check_new_password(&body.new_password)?;
     let user_id = state.resets.redeem(&body.token).await?;
-    state.refresh.revoke_user(&user_id).await?;
-    state.users.set_password(&user_id, &body.new_password).await?;
-    Ok(ApiResponse::empty(StatusCode::NO_CONTENT))
+    replace_password(&state, &user_id, &body.new_password).await
 }
 
 #[utoipa::path(post, operation_id = "auth_provision", path = "/v1/admin/users", tag = "auth", security(("bearer" = [])),

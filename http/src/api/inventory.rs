@@ -143,13 +143,8 @@ pub async fn stream(
         }
     };
     let Some(permit) = state.streams.open(state.edge.bucket(&req), &state.edge) else {
-        return Err(ApiError::new(crate::Problem::new(
-            "/problems/rate-limited",
-            "Too many streams",
-            429,
-            "too many open streams: from this client, or in all; retry later",
-        ))
-        .with_header("retry-after", http::HeaderValue::from_static("5")));
+        let detail = "too many open streams: from this client, or in all; retry later";
+        return Err(super::rate_limited(detail, 5));
     };
     // Subscribe before reading the current levels, so no change falls between the two.
     let updates = state.feed.subscribe();

@@ -10,12 +10,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use storefront_actors::Clock;
 use storefront_storage::{Store, Table};
 
-use super::AuthError;
+use super::{AuthError, random_hex, sha256_hex};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
@@ -45,16 +44,6 @@ pub struct RefreshTokens {
     store: Arc<dyn Store>,
     ttl: Duration,
     clock: Clock,
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    OsRng.fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn sha256_hex(secret: &str) -> String {
-    hmac_sha256::Hash::hash(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn token_key(id: &str) -> Vec<u8> {

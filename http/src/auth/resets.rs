@@ -9,14 +9,13 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use storefront_actors::Clock;
 use storefront_events::event::PasswordResetRequested;
 use storefront_events::{CloudEvent, EventData};
 use storefront_storage::{AppendRequest, KeyedWrite, Store, Table};
 
-use super::{AuthError, User};
+use super::{AuthError, User, random_hex, sha256_hex};
 
 /// How long a reset token works.
 pub const RESET_TTL: Duration = Duration::from_secs(30 * 60);
@@ -40,10 +39,6 @@ fn backend(err: impl std::fmt::Display) -> AuthError {
     AuthError::Backend(err.to_string())
 }
 
-fn sha256_hex(secret: &str) -> String {
-    hmac_sha256::Hash::hash(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Where the time of an account's last reset token is kept.
 fn last_key(user_id: &str) -> Vec<u8> {
     format!("user/{user_id}").into_bytes()
@@ -65,9 +60,7 @@ impl PasswordResets {
         {
             return Ok(false);
         }
-        let mut secret = [0u8; 32];
-        OsRng.fill_bytes(&mut secret);
-        let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let token = random_hex(32);
         let hash = sha256_hex(&token);
         let expires_at_ms = now + RESET_TTL.as_millis() as u64;
         let expires_at = UNIX_EPOCH + Duration::from_millis(expires_at_ms);
