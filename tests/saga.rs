@@ -399,3 +399,78 @@ async fn a_payment_call_that_took_effect_but_never_answered_is_resolved_not_gues
     }
     assert_eq!(levels(&node, "A").await, common::levels(10, 0, 0));
 }
+
+/// A SKU forgets settled ids after a day; an order that resumes later (a node down that long)
+/// must still get the answers its commands had, not "gone" for its own commit or a second
+/// return of the same units.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_resumed_after_a_day_gets_the_answers_its_stock_commands_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), fast_settings()).await;
+    node.stock_sku("A", 10).await;
+    let placed_at = storefront_actors::Clock::system().now_ms();
+    let of_order = |command| StockCommand::ForOrder { placed_at, command: Box::new(command) };
+    let reserve = |id: &str| StockCommand::ReserveFor {
+        reservation_id: id.into(),
+        order_id: "o-late".into(),
+        customer: "u1".into(),
+        qty: 2,
+        ttl_ms: 60_000,
+    };
+    let commit = |id: &str| StockCommand::Commit { reservation_id: id.into() };
+    let release = |id: &str| StockCommand::Release { reservation_id: id.into() };
+    let give_back = StockCommand::Return {
+        restock_id: "o-late/1/return".into(),
+        qty: 2,
+        customer: "u1".into(),
+    };
+    // Line 0 is sold; line 1 was sold and given back; line 2 was released.
+    for command in [
+        reserve("o-late/0"),
+        commit("o-late/0"),
+        reserve("o-late/1"),
+        commit("o-late/1"),
+        give_back.clone(),
+        reserve("o-late/2"),
+        release("o-late/2"),
+    ] {
+        node.regions.stock("A", of_order(command)).await.unwrap();
+    }
+    assert_eq!(levels(&node, "A").await, common::levels(8, 0, 4));
+    node.stop().await;
+
+    // A day and an hour later, the node is back; a restock settles a new id, and with it the
+    // SKU forgets the ones settled more than a day before.
+    let later = storefront_actors::Clock::system().ahead(Duration::from_secs(25 * 3600));
+    let node = Node::start_with_clock(dir.path(), fast_settings(), later).await;
+    node.regions
+        .stock("A", StockCommand::Restock { restock_id: "next-day".into(), qty: 1 })
+        .await
+        .unwrap();
+    assert_eq!(levels(&node, "A").await, common::levels(9, 0, 4));
+
+    // The order resumes: its commit was done, so it is done (not gone)...
+    let committed = node.regions.stock("A", of_order(commit("o-late/0"))).await;
+    assert_eq!(committed.map(|l| l.sold), Ok(4), "a commit made a day ago");
+    // ...a release of the sold line is refused as committed, so the order gives it back...
+    assert_eq!(
+        node.regions.stock("A", of_order(release("o-late/0"))).await,
+        Err(DomainError::AlreadyCommitted("o-late/0".into()))
+    );
+    // ...a return made a day ago is not made twice...
+    node.regions.stock("A", of_order(give_back)).await.unwrap();
+    // ...and the released hold stays gone.
+    assert_eq!(
+        node.regions.stock("A", of_order(commit("o-late/2"))).await,
+        Err(DomainError::ReservationGone("o-late/2".into()))
+    );
+    assert_eq!(levels(&node, "A").await, common::levels(9, 0, 4));
+    // A return the order never made still takes effect.
+    let fresh = StockCommand::Return {
+        restock_id: "o-late/0/return".into(),
+        qty: 2,
+        customer: "u1".into(),
+    };
+    node.regions.stock("A", of_order(fresh)).await.unwrap();
+    assert_eq!(levels(&node, "A").await, common::levels(11, 0, 4));
+}

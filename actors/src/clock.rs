@@ -19,6 +19,11 @@ impl Clock {
         Self { wall_at_start_ms: wall.as_millis() as u64, start: tokio::time::Instant::now() }
     }
 
+    /// This clock, `by` ahead: a node as it will be that much later.
+    pub fn ahead(self, by: Duration) -> Self {
+        Self { wall_at_start_ms: self.wall_at_start_ms + by.as_millis() as u64, ..self }
+    }
+
     /// Milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> u64 {
         self.wall_at_start_ms + self.start.elapsed().as_millis() as u64

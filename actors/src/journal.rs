@@ -136,6 +136,55 @@ impl Journal {
         Ok((journal, state))
     }
 
+    /// Looks through the durable journal for the last event that `pick` picks, among those
+    /// written at or after `from_ms`: a binary search by time finds the first of them, then the
+    /// rest are read in order. The returned future owns what it needs, to run off the actor.
+    pub(crate) fn find_last<A: Aggregate, T: Send + 'static>(
+        &self,
+        from_ms: u64,
+        pick: impl Fn(&A::Event) -> Option<T> + Send + 'static,
+    ) -> impl Future<Output = Result<Option<T>, DomainError>> + Send + 'static {
+        let (store, stream, last) = (self.store.clone(), self.stream.clone(), self.durable_seq);
+        async move {
+            let at = |seq: u64| {
+                let (store, stream) = (store.clone(), stream.clone());
+                async move {
+                    let page = store.read_events(&stream, seq, 1).await?;
+                    match page.first() {
+                        Some(event) => Ok(decode::<(u64, A::Event)>(&event.payload)?.0),
+                        None => Err(DomainError::Storage(format!("{stream} has no event {seq}"))),
+                    }
+                }
+            };
+            // The first sequence written at or after `from_ms` (times rise along a stream).
+            let (mut low, mut high) = (1, last + 1);
+            while low < high {
+                let mid = low + (high - low) / 2;
+                if at(mid).await? < from_ms {
+                    low = mid + 1;
+                } else {
+                    high = mid;
+                }
+            }
+            let mut found = None;
+            let mut seq = low;
+            while seq <= last {
+                let page = store.read_events(&stream, seq, RECOVERY_PAGE).await?;
+                for event in page.iter().take_while(|e| e.seq <= last) {
+                    let (_, event): (u64, A::Event) = decode(&event.payload)?;
+                    if let Some(hit) = pick(&event) {
+                        found = Some(hit);
+                    }
+                }
+                match page.last() {
+                    Some(event) if page.len() == RECOVERY_PAGE => seq = event.seq + 1,
+                    _ => break,
+                }
+            }
+            Ok(found)
+        }
+    }
+
     /// Applies `events` to `state` now and queues them for the next append. Follow with
     /// [`Journal::after_durable`] to answer once they are written.
     pub(crate) fn record<A: Aggregate>(

@@ -324,6 +324,7 @@ impl OrderRunning {
                 self.step_running = true;
                 let runner = StepRunner {
                     order: self.order.order.clone().ok_or_else(|| not_found(&self.order_id))?,
+                    placed_at: self.order.created_at,
                     stock: self.stock.clone(),
                     gateway: self.gateway.clone(),
                     settings: self.settings.clone(),

@@ -36,6 +36,8 @@ use crate::metrics::RESERVATIONS_TOTAL;
 
 /// How long a settled command id is remembered for deduplication.
 pub const DEDUP_RETENTION_MS: u64 = 24 * 3600 * 1000;
+/// How far apart the clocks of the nodes that write one SKU's journal may be.
+const CLOCK_MARGIN_MS: u64 = 3600 * 1000;
 
 /// A command to one SKU's stock. Every command names the id that makes it idempotent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +112,35 @@ pub enum StockCommand {
         /// Whose they were.
         customer: String,
     },
+    /// `command` (a reservation, commit, release or return) of an order placed at `placed_at`
+    /// (ms). A SKU remembers settled ids for [`DEDUP_RETENTION_MS`]; for an order placed
+    /// longer ago, an id it no longer remembers is first looked up in its journal, so a resumed
+    /// order gets the answer its command had before, whatever the gap.
+    ForOrder {
+        /// When the order was placed: no event about its ids is older.
+        placed_at: u64,
+        /// The command.
+        command: Box<StockCommand>,
+    },
+}
+
+impl StockCommand {
+    /// The id a command settles (a reservation or restock id), which a SKU remembers.
+    fn settles(&self) -> Option<&str> {
+        use StockCommand as C;
+        match self {
+            C::Reserve { reservation_id: id, .. }
+            | C::ReserveFor { reservation_id: id, .. }
+            | C::Commit { reservation_id: id }
+            | C::Release { reservation_id: id }
+            | C::Expire { reservation_id: id }
+            | C::Restock { restock_id: id, .. }
+            | C::Return { restock_id: id, .. }
+            | C::Set { set_id: id, .. }
+            | C::SetLimit { set_id: id, .. } => Some(id),
+            C::ForOrder { command, .. } => command.settles(),
+        }
+    }
 }
 
 /// A SKU's stock levels, the serializable view of its state.
@@ -208,11 +239,16 @@ struct Reservation {
     customer: Option<String>,
 }
 
+/// How a command id was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-enum Settled {
+pub enum Settled {
+    /// A reservation became a sale.
     Committed,
+    /// A reservation was released.
     Released,
+    /// A reservation lapsed.
     Expired,
+    /// A restock, return or set took effect.
     Applied,
 }
 
@@ -263,6 +299,7 @@ impl SkuStockState {
             Ok(())
         };
         match command {
+            C::ForOrder { command, .. } => self.decide(sku, command, now),
             C::Reserve { reservation_id: id, order_id, qty, ttl_ms }
             | C::ReserveFor { reservation_id: id, order_id, qty, ttl_ms, .. } => {
                 id_of(id)?;
@@ -401,6 +438,33 @@ impl SkuStockState {
         Ok(events)
     }
 
+    /// The id `command` must first be looked up by in the journal, with the time to look from:
+    /// an order's command from before the memory of settled ids reaches, whose id is neither
+    /// open nor remembered.
+    pub fn needs_recall(&self, command: &StockCommand, now: u64) -> Option<(String, u64)> {
+        let StockCommand::ForOrder { placed_at, command } = command else {
+            return None;
+        };
+        // Every event about the order's ids is at or after `placed_at` (by the clock of the node
+        // that wrote it: the margin covers clocks a little apart).
+        let from = placed_at.saturating_sub(CLOCK_MARGIN_MS);
+        if from.saturating_add(DEDUP_RETENTION_MS) > now {
+            return None;
+        }
+        let id = command.settles()?;
+        if self.open.contains_key(id) || self.settled.contains_key(id) {
+            return None;
+        }
+        Some((id.to_owned(), from))
+    }
+
+    /// Remembers how `id` was settled, as found in the journal.
+    fn recalled(&mut self, now: u64, id: &str, how: Settled) {
+        if !self.open.contains_key(id) && !self.settled.contains_key(id) {
+            self.settle(now, id, how);
+        }
+    }
+
     fn settle(&mut self, at: u64, id: &str, how: Settled) {
         self.settled.insert(id.to_owned(), how);
         self.settled_log.push_back((at, id.to_owned()));
@@ -468,6 +532,23 @@ impl SkuStockState {
         }
         due
     }
+}
+
+/// How `event` settles `id`, if it does.
+fn settles(event: &StockEvent, id: &str) -> Option<Settled> {
+    use StockEvent as E;
+    let (settled, how) = match event {
+        E::Committed { reservation_id } => (reservation_id, Settled::Committed),
+        E::Released { reservation_id } => (reservation_id, Settled::Released),
+        E::Expired { reservation_id } => (reservation_id, Settled::Expired),
+        E::Restocked { restock_id, .. } | E::Returned { restock_id, .. } => {
+            (restock_id, Settled::Applied)
+        }
+        E::Set { set_id, .. } | E::LimitSet { set_id, .. } => (set_id, Settled::Applied),
+        // A reservation still open is in memory (open ones are never forgotten).
+        E::Reserved { .. } | E::ReservedFor { .. } => return None,
+    };
+    (settled == id).then_some(how)
 }
 
 fn invalid_qty() -> DomainError {
@@ -542,6 +623,15 @@ pub enum SkuStockMsg {
     Levels(RpcReplyPort<Result<StockLevels, DomainError>>),
     /// The actor's own messages.
     Internal(Internal),
+    /// A command's id as found in the journal ([`SkuStockState::needs_recall`]): decide it now.
+    Recalled {
+        /// The id, and how the journal shows it settled (`None`: never).
+        found: Result<(String, Option<Settled>), DomainError>,
+        /// The command.
+        command: StockCommand,
+        /// Its caller.
+        reply: RpcReplyPort<Result<StockLevels, DomainError>>,
+    },
 }
 
 // Local only: entity actors never cross nodes (the cluster's region hosts carry commands).
@@ -554,7 +644,9 @@ impl crate::EntityMsg for SkuStockMsg {
 
     fn refuse(self, err: DomainError) {
         match self {
-            SkuStockMsg::Command(_, reply) | SkuStockMsg::Levels(reply) => {
+            SkuStockMsg::Command(_, reply)
+            | SkuStockMsg::Levels(reply)
+            | SkuStockMsg::Recalled { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
             SkuStockMsg::Internal(_) => {}
@@ -594,6 +686,8 @@ pub struct SkuStockRunning {
     /// The levels last published (or recovered).
     published: StockLevels,
     reservations: ReservationCounters,
+    /// Journal lookups under way ([`SkuStockMsg::Recalled`] to come): the actor stays up.
+    recalls: usize,
 }
 
 /// Reservation outcomes, counted with handles looked up once.
@@ -685,6 +779,29 @@ impl SkuStockRunning {
         Ok(reserved_until)
     }
 
+    /// Looks `id` up in the journal from `from` (ms) on, off the actor, then decides `command`
+    /// with what was found: how an order older than the memory of settled ids gets the answer
+    /// its command had before.
+    fn recall(
+        &mut self,
+        myself: &ActorRef<SkuStockMsg>,
+        id: String,
+        from: u64,
+        command: StockCommand,
+        reply: RpcReplyPort<Result<StockLevels, DomainError>>,
+    ) {
+        self.recalls += 1;
+        let wanted = id.clone();
+        let search =
+            self.journal.find_last::<SkuStockState, _>(from, move |event| settles(event, &wanted));
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let found = search.await.map(|how| (id, how));
+            // The actor stopped meanwhile: the caller's port is dropped, which it sees as such.
+            let _ = myself.send_message(SkuStockMsg::Recalled { found, command, reply });
+        });
+    }
+
     /// Publishes the levels to the feed once they are durable, if they changed.
     fn publish_levels(&mut self) {
         let levels = self.stock.levels();
@@ -752,6 +869,7 @@ impl Actor for SkuStockActor {
             clock: args.clock,
             settings: args.settings,
             expiry_armed_for: None,
+            recalls: 0,
         };
         running.lifecycle.start(&myself, internal);
         running.expire_due(&myself)?;
@@ -770,8 +888,30 @@ impl Actor for SkuStockActor {
             SkuStockMsg::Command(command, reply) => {
                 st.lifecycle.touch();
                 let now = st.clock.now_ms();
-                if let Some(deadline) = st.apply_command(&command, now, Some(reply))? {
-                    st.arm_expiry(&myself, deadline);
+                match st.stock.needs_recall(&command, now) {
+                    Some((id, from)) => st.recall(&myself, id, from, command, reply),
+                    None => {
+                        if let Some(deadline) = st.apply_command(&command, now, Some(reply))? {
+                            st.arm_expiry(&myself, deadline);
+                        }
+                    }
+                }
+            }
+            SkuStockMsg::Recalled { found, command, reply } => {
+                st.recalls -= 1;
+                let now = st.clock.now_ms();
+                match found {
+                    Ok((id, found)) => {
+                        if let Some(how) = found {
+                            st.stock.recalled(now, &id, how);
+                        }
+                        if let Some(deadline) = st.apply_command(&command, now, Some(reply))? {
+                            st.arm_expiry(&myself, deadline);
+                        }
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                    }
                 }
             }
             SkuStockMsg::Levels(reply) => {
@@ -784,7 +924,8 @@ impl Actor for SkuStockActor {
             SkuStockMsg::Internal(Internal(message)) => match message {
                 InternalMsg::Persisted(outcome) => st.journal.persisted(outcome)?,
                 InternalMsg::IdleCheck => {
-                    let can_stop = st.journal.is_idle() && st.stock.open.is_empty();
+                    let can_stop =
+                        st.journal.is_idle() && st.stock.open.is_empty() && st.recalls == 0;
                     st.lifecycle.idle_check(&myself, can_stop, internal);
                 }
                 InternalMsg::Stop => {

@@ -30,6 +30,10 @@ pub fn fast_settings() -> EntitySettings {
 
 impl Node {
     pub async fn start(dir: &Path, settings: EntitySettings) -> Node {
+        Self::start_with_clock(dir, settings, Clock::system()).await
+    }
+
+    pub async fn start_with_clock(dir: &Path, settings: EntitySettings, clock: Clock) -> Node {
         // Logs show with `RUST_LOG=...` (for example `RUST_LOG=warn`); quiet otherwise.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -43,7 +47,7 @@ impl Node {
             call_timeout: Duration::from_secs(30),
             ..RegionsConfig::default()
         };
-        let regions = Regions::start(store.clone(), gateway.clone(), Clock::system(), config)
+        let regions = Regions::start(store.clone(), gateway.clone(), clock, config)
             .await
             .expect("start regions");
         regions.resume_open_orders().await.expect("resume open orders");

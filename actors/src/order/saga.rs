@@ -35,6 +35,8 @@ pub(super) fn retry_backoff(settings: &EntitySettings, attempt: u32) -> Duration
 /// Runs one step's I/O, with the saga's retry policy.
 pub(super) struct StepRunner {
     pub(super) order: PlaceOrder,
+    /// When the order was placed (ms), which SKUs need to answer a late resume.
+    pub(super) placed_at: u64,
     pub(super) stock: Arc<dyn StockPort>,
     pub(super) gateway: Arc<dyn PaymentGateway>,
     pub(super) settings: EntitySettings,
@@ -127,6 +129,8 @@ impl StepRunner {
     }
 
     /// Sends one stock command per line, concurrently, retrying while the SKU is unreachable.
+    /// Each goes as the order's ([`StockCommand::ForOrder`]), so a SKU answers it as it did
+    /// before however long ago that was.
     async fn each_line(
         &self,
         lines: Vec<usize>,
@@ -134,7 +138,10 @@ impl StepRunner {
     ) -> Vec<(usize, Result<StockLevels, DomainError>)> {
         let calls = lines.into_iter().map(|line| {
             let sku = self.order.lines[line].sku.to_string();
-            let command = command(self, line);
+            let command = StockCommand::ForOrder {
+                placed_at: self.placed_at,
+                command: Box::new(command(self, line)),
+            };
             async move {
                 let mut attempt = 0;
                 loop {
