@@ -125,10 +125,18 @@ pub enum StockCommand {
 }
 
 impl StockCommand {
+    /// The command itself, out of its [`StockCommand::ForOrder`].
+    fn inner(&self) -> &StockCommand {
+        match self {
+            StockCommand::ForOrder { command, .. } => command.inner(),
+            command => command,
+        }
+    }
+
     /// The id a command settles (a reservation or restock id), which a SKU remembers.
     fn settles(&self) -> Option<&str> {
         use StockCommand as C;
-        match self {
+        match self.inner() {
             C::Reserve { reservation_id: id, .. }
             | C::ReserveFor { reservation_id: id, .. }
             | C::Commit { reservation_id: id }
@@ -138,7 +146,7 @@ impl StockCommand {
             | C::Return { restock_id: id, .. }
             | C::Set { set_id: id, .. }
             | C::SetLimit { set_id: id, .. } => Some(id),
-            C::ForOrder { command, .. } => command.settles(),
+            C::ForOrder { .. } => None,
         }
     }
 }
@@ -763,7 +771,8 @@ impl SkuStockRunning {
             }
             Err(refused) => Err(refused),
         };
-        if matches!(command, StockCommand::Reserve { .. } | StockCommand::ReserveFor { .. }) {
+        if matches!(command.inner(), StockCommand::Reserve { .. } | StockCommand::ReserveFor { .. })
+        {
             match &outcome {
                 Ok(_) => self.reservations.reserved.increment(1),
                 Err(DomainError::OutOfStock { .. }) => self.reservations.out_of_stock.increment(1),
