@@ -19,7 +19,6 @@ use serde::Serialize;
 use storefront_actors::{Currency, Money, Sku, StockLevels};
 use storefront_storage::KeyedWrite;
 
-use crate::Problem;
 use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::catalog::Product;
@@ -27,6 +26,7 @@ use crate::extract::{Req, bearer, require};
 use crate::idempotency::{Begin, BeginDeferred, StoredResponse, request_hash};
 use crate::ratelimit::Limit;
 use crate::reply::{ApiError, ApiResponse, ApiResult};
+use crate::{Problem, ProblemType};
 
 impl AppState {
     /// Counts a request against `limit`; 429 with `Retry-After` when over it.
@@ -282,7 +282,7 @@ pub fn created(value: &impl Serialize) -> ApiResult {
 
 /// 429 `/problems/rate-limited`, to retry after `secs` seconds.
 pub(crate) fn rate_limited(detail: impl Into<String>, secs: u64) -> ApiError {
-    ApiError::new(Problem::new("/problems/rate-limited", "Too many requests", 429, detail))
+    ApiError::new(Problem::new(ProblemType::RateLimited, detail))
         .with_header("retry-after", HeaderValue::from(secs))
 }
 

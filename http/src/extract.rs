@@ -12,9 +12,9 @@ use http::HeaderMap;
 use serde::de::DeserializeOwned;
 use warp::Filter;
 
-use crate::Problem;
 use crate::auth::{Principal, Role};
 use crate::reply::ApiError;
+use crate::{Problem, ProblemType};
 
 /// What every handler gets besides its path parameters.
 #[derive(Debug)]
@@ -66,9 +66,7 @@ impl Req {
             && !content_type.to_ascii_lowercase().contains("json")
         {
             return Err(ApiError::new(Problem::new(
-                "/problems/unsupported-media-type",
-                "Unsupported media type",
-                415,
+                ProblemType::UnsupportedMediaType,
                 format!("expected application/json, got `{content_type}`"),
             )));
         }
@@ -135,9 +133,7 @@ pub async fn read_body<B: Buf>(
 
 fn too_large(limit: u64) -> ApiError {
     ApiError::new(Problem::new(
-        "/problems/payload-too-large",
-        "Request body too large",
-        413,
+        ProblemType::PayloadTooLarge,
         format!("the body may be at most {limit} bytes"),
     ))
 }
@@ -151,9 +147,7 @@ async fn read_capped<B: Buf>(
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|e| {
             ApiError::new(Problem::new(
-                "/problems/bad-request",
-                "Bad request",
-                400,
+                ProblemType::BadRequest,
                 format!("the body could not be read: {e}"),
             ))
         })?;
@@ -200,7 +194,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 fn malformed(detail: String) -> ApiError {
-    ApiError::new(Problem::new("/problems/malformed-json", "Malformed JSON", 400, detail))
+    ApiError::new(Problem::new(ProblemType::MalformedJson, detail))
 }
 
 /// The caller named by the `Authorization: Bearer` header.
@@ -248,21 +242,21 @@ mod tests {
 
     #[test]
     fn json_errors_are_classified_and_name_the_field() {
-        assert_eq!(kind("{\"sku\": \"A\", \"qty\": "), ("/problems/malformed-json", vec![]));
-        assert_eq!(kind("not json"), ("/problems/malformed-json", vec![]));
-        assert_eq!(kind(""), ("/problems/malformed-json", vec![]));
-        assert_eq!(kind("{\"sku\":\"A\",\"qty\":1} x"), ("/problems/malformed-json", vec![]));
+        assert_eq!(kind("{\"sku\": \"A\", \"qty\": "), (ProblemType::MalformedJson.uri(), vec![]));
+        assert_eq!(kind("not json"), (ProblemType::MalformedJson.uri(), vec![]));
+        assert_eq!(kind(""), (ProblemType::MalformedJson.uri(), vec![]));
+        assert_eq!(kind("{\"sku\":\"A\",\"qty\":1} x"), (ProblemType::MalformedJson.uri(), vec![]));
         assert_eq!(
             kind("{\"sku\":\"A\",\"qty\":-1}"),
-            ("/problems/validation", vec!["qty".into()])
+            (ProblemType::Validation.uri(), vec!["qty".into()])
         );
         assert_eq!(
             kind("{\"sku\":\"A\",\"qty\":1.5}"),
-            ("/problems/validation", vec!["qty".into()])
+            (ProblemType::Validation.uri(), vec!["qty".into()])
         );
         assert_eq!(
             kind("{\"sku\":\"A\",\"qty\":1,\"x\":1}"),
-            ("/problems/validation", vec!["x".into()])
+            (ProblemType::Validation.uri(), vec!["x".into()])
         );
         assert!(parse_json::<Line>(b"{\"sku\":\"A\",\"qty\":2}").is_ok());
     }

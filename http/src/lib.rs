@@ -29,4 +29,4 @@ pub mod seed;
 pub mod serve;
 
 pub use app::{App, AppState};
-pub use problem::{CONTENT_TYPE, FieldError, Problem, ToProblem};
+pub use problem::{CONTENT_TYPE, FieldError, Problem, ProblemType, ToProblem};

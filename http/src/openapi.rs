@@ -59,12 +59,15 @@ impl Modify for Bearer {
 
 /// The answers every operation may give, documented once here rather than on each handler: 400
 /// (malformed or invalid input), 413 and 415 (bodies), 429 (rate limits, with `Retry-After`), and
-/// 401 and 403 on the operations that need a token.
+/// 401 and 403 on the operations that need a token. Statuses and `type`s come from
+/// [`ProblemType`](crate::ProblemType).
 struct CommonResponses;
 
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::ResponseBuilder;
+
+        use crate::ProblemType as P;
         let problem = |text: &str| {
             ResponseBuilder::new()
                 .description(format!("{text} (`application/problem+json`)"))
@@ -77,26 +80,45 @@ impl Modify for CommonResponses {
                 let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
                 let mut common = vec![
                     (
-                        "400",
-                        "Malformed or invalid input: `/problems/malformed-json`, `/problems/validation` with `errors[]`",
+                        P::Validation,
+                        format!(
+                            "Malformed or invalid input: `{}`, `{}` with `errors[]`",
+                            P::MalformedJson.uri(),
+                            P::Validation.uri()
+                        ),
                     ),
-                    ("413", "Body over the limit: `/problems/payload-too-large`"),
-                    ("415", "A body that is not JSON: `/problems/unsupported-media-type`"),
                     (
-                        "429",
-                        "Rate limited: `/problems/rate-limited`, with `Retry-After` in seconds",
+                        P::PayloadTooLarge,
+                        format!("Body over the limit: `{}`", P::PayloadTooLarge.uri()),
+                    ),
+                    (
+                        P::UnsupportedMediaType,
+                        format!("A body that is not JSON: `{}`", P::UnsupportedMediaType.uri()),
+                    ),
+                    (
+                        P::RateLimited,
+                        format!(
+                            "Rate limited: `{}`, with `Retry-After` in seconds",
+                            P::RateLimited.uri()
+                        ),
                     ),
                 ];
                 if secured {
-                    common.push(("401", "No valid access token: `/problems/unauthorized`"));
-                    common.push(("403", "The token lacks the role: `/problems/forbidden`"));
+                    common.push((
+                        P::Unauthorized,
+                        format!("No valid access token: `{}`", P::Unauthorized.uri()),
+                    ));
+                    common.push((
+                        P::Forbidden,
+                        format!("The token lacks the role: `{}`", P::Forbidden.uri()),
+                    ));
                 }
-                for (status, text) in common {
+                for (kind, text) in common {
                     operation
                         .responses
                         .responses
-                        .entry(status.to_owned())
-                        .or_insert_with(|| problem(text).into());
+                        .entry(kind.status().to_string())
+                        .or_insert_with(|| problem(&text).into());
                 }
             }
         }
@@ -112,4 +134,24 @@ pub fn document() -> String {
         doc.to_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     })
     .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ProblemType;
+
+    #[test]
+    fn every_problem_the_document_names_is_a_problem_type() {
+        let doc = super::document();
+        let mut named = 0;
+        for (at, _) in doc.match_indices("/problems/") {
+            let uri: String = doc[at..]
+                .chars()
+                .take_while(|c| *c == '/' || *c == '-' || c.is_ascii_lowercase())
+                .collect();
+            assert!(ProblemType::ALL.iter().any(|kind| kind.uri() == uri), "unknown: {uri}");
+            named += 1;
+        }
+        assert!(named > 0, "the document names no problem type");
+    }
 }

@@ -10,7 +10,7 @@ use storefront_events::EventsError;
 use crate::auth::AuthError;
 use crate::catalog::CatalogError;
 use crate::idempotency::IdempotencyError;
-use crate::{CONTENT_TYPE, Problem, ToProblem};
+use crate::{CONTENT_TYPE, Problem, ProblemType, ToProblem};
 
 /// The media type of every JSON body.
 pub const JSON: &str = "application/json; charset=utf-8";
@@ -92,25 +92,25 @@ impl ApiError {
 
     /// 404 for a resource that does not exist (or that the caller may not see).
     pub fn not_found(what: impl Into<String>) -> Self {
-        Self::new(Problem::new("/problems/not-found", "Not found", 404, what))
+        Self::new(Problem::new(ProblemType::NotFound, what))
     }
 
     /// 401: no valid access token.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Self::new(Problem::new("/problems/unauthorized", "Not authenticated", 401, detail))
+        Self::new(Problem::new(ProblemType::Unauthorized, detail))
             .with_header("www-authenticate", HeaderValue::from_static("Bearer"))
     }
 
     /// 403: the token lacks the role.
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(Problem::new("/problems/forbidden", "Not allowed", 403, detail))
+        Self::new(Problem::new(ProblemType::Forbidden, detail))
     }
 
     /// 500 for a fault of this server (never caused by a request's content).
     pub fn internal(detail: impl Into<String>) -> Self {
         let detail = detail.into();
         tracing::error!(%detail, "internal error");
-        Self::new(Problem::new("/problems/internal", "Internal error", 500, detail))
+        Self::new(Problem::new(ProblemType::Internal, detail))
     }
 
     /// Adds a header.

@@ -8,13 +8,13 @@ use std::time::Instant;
 use warp::filters::BoxedFilter;
 use warp::{Filter, Rejection};
 
-use crate::Problem;
 use crate::api;
 use crate::app::AppState;
 use crate::extract::{Req, read_body, req};
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::Limit;
 use crate::reply::ApiError;
+use crate::{Problem, ProblemType};
 
 type Response = warp::reply::Response;
 
@@ -527,8 +527,7 @@ pub fn metrics_only(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         warp::path!("metrics").and(warp::get()).and(with(&state)).then(api::service::exposition),
     )
     .or(warp::any().map(|| {
-        let problem =
-            Problem::new("/problems/not-found", "Not found", 404, "only GET /metrics here");
+        let problem = Problem::new(ProblemType::NotFound, "only GET /metrics here");
         ApiError::new(problem).into_api_response().into_response()
     }))
     .unify()
@@ -539,18 +538,13 @@ pub fn metrics_only(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
 fn unmatched(path: warp::path::FullPath, method: warp::http::Method) -> Response {
     let allow = allowed_methods(path.as_str());
     let response = if allow.is_empty() {
-        ApiError::new(Problem::new("/problems/not-found", "Not found", 404, "no such endpoint"))
+        ApiError::new(Problem::new(ProblemType::NotFound, "no such endpoint"))
     } else {
         let detail = format!("{} {} is not served; this path takes {allow}", method, path.as_str());
         let allow = warp::http::HeaderValue::from_str(&allow)
             .unwrap_or(warp::http::HeaderValue::from_static("GET"));
-        ApiError::new(Problem::new(
-            "/problems/method-not-allowed",
-            "Method not allowed",
-            405,
-            detail,
-        ))
-        .with_header("allow", allow)
+        ApiError::new(Problem::new(ProblemType::MethodNotAllowed, detail))
+            .with_header("allow", allow)
     }
     .into_api_response();
     RouteMetrics::new("unmatched").record(response.status, std::time::Duration::ZERO);

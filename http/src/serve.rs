@@ -18,8 +18,8 @@ use tokio::net::TcpListener;
 use tower_service::Service;
 use warp::filters::BoxedFilter;
 
-use crate::Problem;
 use crate::reply::ApiError;
+use crate::{Problem, ProblemType};
 
 type Response = warp::reply::Response;
 
@@ -85,12 +85,7 @@ pub async fn serve(
 }
 
 fn timed_out(after: Duration) -> Response {
-    let problem = Problem::new(
-        "/problems/timeout",
-        "Request timed out",
-        503,
-        format!("not answered within {after:?}"),
-    );
+    let problem = Problem::new(ProblemType::Timeout, format!("not answered within {after:?}"));
     ApiError::new(problem)
         .with_header("retry-after", http::HeaderValue::from_static("1"))
         .into_api_response()
@@ -131,7 +126,7 @@ mod tests {
         client.read_to_string(&mut answer).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         assert!(answer.contains("application/problem+json"), "{answer}");
-        assert!(answer.contains("/problems/timeout"), "{answer}");
+        assert!(answer.contains(ProblemType::Timeout.uri()), "{answer}");
         stop.send(()).unwrap();
         server.await.unwrap();
     }

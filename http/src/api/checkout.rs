@@ -16,12 +16,12 @@ use storefront_actors::{DomainError, Money, Quantity, Sku};
 use storefront_cluster::Checkout;
 
 use super::Claimed;
-use crate::Problem;
 use crate::app::AppState;
 use crate::catalog::Product;
 use crate::extract::Req;
 use crate::idempotency::{IdempotencyError, request_hash};
 use crate::reply::{ApiError, ApiResponse, ApiResult};
+use crate::{Problem, ProblemType};
 
 /// One line to buy.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -373,49 +373,33 @@ async fn empty_bought_lines(
 fn out_of_stock(sku: &impl std::fmt::Display, available: u64, order_id: Option<&str>) -> ApiError {
     let order = order_id.map_or(String::new(), |id| format!("order {id}: "));
     ApiError::new(Problem::new(
-        "/problems/out-of-stock",
-        "Out of stock",
-        409,
+        ProblemType::OutOfStock,
         format!("{order}{sku} has {available} available; nothing is held"),
     ))
 }
 
 /// The answer for a saga that ended.
 fn ended(view: &OrderView) -> ApiResult {
-    let problem = |kind, title, status, detail: String| {
-        Err(ApiError::new(Problem::new(
-            kind,
-            title,
-            status,
-            format!("order {}: {detail}", view.order_id),
-        )))
+    let problem = |kind, detail: String| {
+        Err(ApiError::new(Problem::new(kind, format!("order {}: {detail}", view.order_id))))
     };
     match (&view.status, &view.failure) {
         (OrderStatus::Failed, Some(FailureReason::OutOfStock { sku, available })) => {
             Err(out_of_stock(sku, *available, Some(&view.order_id)))
         }
         (OrderStatus::Failed, Some(FailureReason::PurchaseLimit { sku, limit })) => problem(
-            "/problems/purchase-limit",
-            "Over the purchase limit",
-            409,
+            ProblemType::PurchaseLimit,
             format!("sku {sku} is limited to {limit} per customer; nothing is held"),
         ),
-        (OrderStatus::Failed, Some(FailureReason::PaymentDeclined { code })) => problem(
-            "/problems/payment-declined",
-            "Payment declined",
-            402,
-            format!("declined: {code}"),
-        ),
+        (OrderStatus::Failed, Some(FailureReason::PaymentDeclined { code })) => {
+            problem(ProblemType::PaymentDeclined, format!("declined: {code}"))
+        }
         (OrderStatus::Failed, Some(FailureReason::PaymentGatewayError)) => problem(
-            "/problems/payment-gateway-error",
-            "Payment gateway error",
-            502,
+            ProblemType::PaymentGatewayError,
             "the payment gateway kept failing; the order failed and its stock was released".into(),
         ),
         (OrderStatus::Failed, reason) => problem(
-            "/problems/checkout-failed",
-            "Checkout failed",
-            409,
+            ProblemType::CheckoutFailed,
             format!(
                 "{}; nothing is held; try again with a new Idempotency-Key",
                 reason.as_ref().map_or("failed", super::orders::failure_label)

@@ -6,10 +6,10 @@ use std::time::Duration;
 use storefront_actors::EntityKind;
 use storefront_cluster::{Ownership, shard_of};
 
-use crate::Problem;
 use crate::app::AppState;
 use crate::extract::Req;
 use crate::reply::{ApiError, ApiResult};
+use crate::{Problem, ProblemType};
 
 /// How long a leave may take to hand every shard off.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -17,9 +17,7 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(60);
 fn ownership(state: &AppState) -> Result<&Ownership, ApiError> {
     state.regions.ownership().ok_or_else(|| {
         ApiError::new(Problem::new(
-            "/problems/unavailable",
-            "Not available",
-            503,
+            ProblemType::Unavailable,
             "this node runs without cluster membership",
         ))
     })
@@ -69,18 +67,14 @@ pub async fn leave(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResul
     let ownership = ownership(&state)?;
     if !ownership.has_peers() {
         return Err(ApiError::new(Problem::new(
-            "/problems/last-node",
-            "No node to hand off to",
-            409,
+            ProblemType::LastNode,
             "no other node of the cluster is up to take this node's shards",
         )));
     }
     let remaining = ownership.leave(LEAVE_TIMEOUT).await;
     if remaining > 0 {
         return Err(ApiError::new(Problem::new(
-            "/problems/unavailable",
-            "Handoff unfinished",
-            503,
+            ProblemType::Unavailable,
             format!("{remaining} shards are still held after 60 s; the leave goes on"),
         )));
     }

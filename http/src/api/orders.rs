@@ -296,9 +296,7 @@ pub async fn cancel(id: String, state: Arc<AppState>, req: Result<Req, ApiError>
         Ok(view) => super::ok(&OrderBody::new(&view)?),
         // The refund outlasted the wait: it goes on; a retry joins it and answers 200.
         Err(DomainError::Unavailable(_)) => Err(ApiError::new(crate::Problem::new(
-            "/problems/cancellation-in-progress",
-            "Cancellation in progress",
-            503,
+            crate::ProblemType::CancellationInProgress,
             format!("order {id} is being cancelled; retry to get the cancelled order"),
         ))
         .with_header("retry-after", http::HeaderValue::from_static("1"))),
