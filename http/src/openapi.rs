@@ -1,5 +1,6 @@
-//! The OpenAPI 3.1 document of the v1 API, generated from the handlers' `#[utoipa::path]`
-//! annotations and the request and response types.
+//! The OpenAPI 3.1 document of the v1 API: its paths are the route table's v1 routes
+//! ([`crate::routes`]), each described by its handler's `#[utoipa::path]` annotation and the
+//! request and response types.
 
 use std::sync::OnceLock;
 
@@ -15,22 +16,8 @@ use crate::api;
         version = "1",
         description = "The v1 storefront API. Errors are `application/problem+json` (RFC 9457) with a stable `type`; validation problems list `errors: [{field, message}]`. Money is `{amount: decimal string with the currency's minor digits, currency: ISO 4217}`. Lists take `limit` (1-100, default 20) and `cursor`. Every `/v1` route is rate limited per client IP (and per user when authenticated; registration and login more strictly): 429 with `Retry-After`. Bodies over the limit (64 KiB by default): 413; unknown JSON fields: 400. Idempotency keys (`Idempotency-Key`, required on checkout, optional on admin writes) are scoped to the caller and kept 24 hours; a concurrent duplicate is refused with 409 `/problems/idempotency-in-progress` and `Retry-After: 1` rather than made to wait."
     ),
-    paths(
-        api::auth::register, api::auth::login, api::auth::refresh, api::auth::logout, api::auth::me,
-        api::auth::change_password, api::auth::logout_all, api::auth::password_reset,
-        api::auth::password_reset_confirm,
-        api::auth::provision,
-        api::products::search, api::products::get, api::products::create, api::products::update,
-        api::currencies::list, api::currencies::set_rates,
-        api::inventory::get, api::inventory::restock, api::inventory::set, api::inventory::stream,
-        api::cart::get, api::cart::add, api::cart::set_qty, api::cart::remove, api::cart::clear,
-        api::checkout::checkout,
-        api::orders::list, api::orders::get, api::orders::cancel, api::orders::list_all,
-        api::cluster::status, api::cluster::locate, api::cluster::leave,
-        api::webhooks::create, api::webhooks::list, api::webhooks::delete, api::webhooks::deliveries,
-    ),
     components(schemas(api::MoneySchema, api::ProductView, api::LevelsView)),
-    modifiers(&Bearer, &CommonResponses),
+    modifiers(&Bearer),
     tags(
         (name = "auth", description = "Accounts and tokens"),
         (name = "catalog", description = "Products, search, currencies"),
@@ -130,6 +117,12 @@ pub fn document() -> String {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| {
         let mut doc = ApiDoc::openapi();
+        for route in crate::routes::table() {
+            if let Some(document) = route.document {
+                document(&mut doc);
+            }
+        }
+        CommonResponses.modify(&mut doc);
         doc.openapi = utoipa::openapi::OpenApiVersion::Version31;
         doc.to_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     })

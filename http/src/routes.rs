@@ -1,11 +1,19 @@
-//! The route table: every endpoint of the v1 contract, each with its template (the metrics label),
-//! its rate limit and its handler. Unmatched requests become problem documents too.
+//! The route table: every endpoint of the node, each with its template (the metrics label and
+//! what `Allow` is computed from), its OpenAPI operation, its rate limit and its handler.
+//! Unmatched requests become problem documents too.
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+// The traits `#[utoipa::path]` implements for a handler's schemas and tags, as `#[openapi(paths())]`
+// reads them (utoipa 5 names them `__dev`: they are the generated code's, not documented).
+use utoipa::__dev::{SchemaReferences, Tags};
+use utoipa::openapi::OpenApi;
+use utoipa::openapi::path::HttpMethod;
 use warp::filters::BoxedFilter;
+use warp::path::FullPath;
 use warp::{Filter, Rejection};
 
 use crate::api;
@@ -18,8 +26,115 @@ use crate::{Problem, ProblemType};
 
 type Response = warp::reply::Response;
 
+/// A route's handler, ready to serve one node.
+type Serve = fn(&Arc<AppState>) -> BoxedFilter<(Response,)>;
+
+/// One row of the route table.
+pub(crate) struct Route {
+    /// `METHOD /path/{param}`: the route's metrics label, and what `Allow` is computed from.
+    pub(crate) template: &'static str,
+    /// Adds the route's operation (and the schemas it names) to an OpenAPI document; `None`
+    /// for the service routes, which the document leaves out.
+    pub(crate) document: Option<fn(&mut OpenApi)>,
+    serve: Serve,
+}
+
+impl Route {
+    /// A v1 route, named and documented by its handler's `#[utoipa::path]` (`P`).
+    fn v1<P: utoipa::Path + SchemaReferences + for<'t> Tags<'t>>(serve: Serve) -> Self {
+        let methods: Vec<&str> = P::methods().iter().map(method_name).collect();
+        Self {
+            template: intern(format!("{} {}", methods.join(","), P::path())),
+            document: Some(document::<P>),
+            serve,
+        }
+    }
+
+    /// A service route (health, metrics, the document itself, the dashboard).
+    fn service(template: &'static str, serve: Serve) -> Self {
+        Self { template, document: None, serve }
+    }
+
+    /// The route's handler for `state`'s node, timed and counted under its template.
+    fn filter(&self, state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
+        let metrics = RouteMetrics::new(self.template);
+        warp::any()
+            .map(Instant::now)
+            .and((self.serve)(state))
+            .map(move |started: Instant, response: Response| {
+                metrics.record(response.status(), started.elapsed());
+                response
+            })
+            .boxed()
+    }
+}
+
+/// Adds `P`'s operation (with its tags), and the schemas it refers to, to `doc`.
+fn document<P: utoipa::Path + SchemaReferences + for<'t> Tags<'t>>(doc: &mut OpenApi) {
+    let mut operation = P::operation();
+    operation.tags.get_or_insert_with(Vec::new).extend(P::tags().into_iter().map(str::to_owned));
+    doc.paths.add_path_operation(P::path(), P::methods(), operation);
+    let mut schemas = Vec::new();
+    P::schemas(&mut schemas);
+    doc.components.get_or_insert_with(Default::default).schemas.extend(schemas);
+}
+
+fn method_name(method: &HttpMethod) -> &'static str {
+    match method {
+        HttpMethod::Get => "GET",
+        HttpMethod::Post => "POST",
+        HttpMethod::Put => "PUT",
+        HttpMethod::Delete => "DELETE",
+        HttpMethod::Options => "OPTIONS",
+        HttpMethod::Head => "HEAD",
+        HttpMethod::Patch => "PATCH",
+        HttpMethod::Trace => "TRACE",
+    }
+}
+
+/// `template` as a `&'static str` (a metrics label), each distinct one allocated once for the
+/// process: there are as many as the table has rows.
+fn intern(template: String) -> &'static str {
+    static TEMPLATES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut known = TEMPLATES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(known) = known.get(template.as_str()) {
+        return known;
+    }
+    let template: &'static str = Box::leak(template.into_boxed_str());
+    known.insert(template);
+    template
+}
+
+/// A handler's answer as a response: its error as a problem document.
+fn answer<F, T>(filter: F) -> BoxedFilter<(Response,)>
+where
+    F: Filter<Extract = (Result<T, ApiError>,), Error = Rejection> + Clone + Send + Sync + 'static,
+    T: Into<Response> + Send,
+{
+    filter
+        .map(|result: Result<T, ApiError>| {
+            result.map_or_else(|e| e.into_api_response().into(), Into::into)
+        })
+        .boxed()
+}
+
 /// A handler's input: the request (with its body for writes), once it passed the rate limits.
 type Input = BoxedFilter<(Result<Req, ApiError>,)>;
+
+/// A request without a body, admitted.
+fn read(state: &Arc<AppState>) -> Input {
+    input(state, false, false)
+}
+
+/// A request with its body, admitted.
+fn write(state: &Arc<AppState>) -> Input {
+    input(state, false, true)
+}
+
+/// Registration, login and the password routes: also under the stricter per-IP auth limit.
+fn auth_write(state: &Arc<AppState>) -> Input {
+    input(state, true, true)
+}
 
 /// The request, read and admitted: API routes count against the per-IP limit, and registration
 /// and login also against the stricter auth limit.
@@ -49,56 +164,10 @@ fn input(state: &Arc<AppState>, auth: bool, with_body: bool) -> Input {
     }
 }
 
-/// Every route's template (`METHOD /path/{param}`), for the `Allow` header of a 405.
-const TEMPLATES: &[&str] = &[
-    "GET /healthz",
-    "GET /readyz",
-    "GET /metrics",
-    "GET /openapi.json",
-    "GET /admin",
-    "POST /v1/auth/register",
-    "POST /v1/auth/login",
-    "POST /v1/auth/refresh",
-    "POST /v1/auth/logout",
-    "POST /v1/auth/logout-all",
-    "POST /v1/auth/password",
-    "POST /v1/auth/password-reset",
-    "POST /v1/auth/password-reset/confirm",
-    "GET /v1/me",
-    "POST /v1/admin/users",
-    "GET /v1/products",
-    "GET /v1/products/{product_id}",
-    "POST /v1/admin/products",
-    "PATCH /v1/admin/products/{product_id}",
-    "GET /v1/currencies",
-    "PUT /v1/admin/fx-rates",
-    "GET /v1/inventory/stream",
-    "GET /v1/inventory/{sku}",
-    "POST /v1/admin/inventory/{sku}/restock",
-    "PUT /v1/admin/inventory/{sku}",
-    "GET /v1/cart",
-    "DELETE /v1/cart",
-    "POST /v1/cart/items",
-    "PUT /v1/cart/items/{sku}",
-    "DELETE /v1/cart/items/{sku}",
-    "POST /v1/checkout",
-    "GET /v1/orders",
-    "GET /v1/orders/{order_id}",
-    "POST /v1/orders/{order_id}/cancel",
-    "GET /v1/admin/orders",
-    "GET /v1/admin/cluster",
-    "GET /v1/admin/cluster/locate",
-    "POST /v1/admin/cluster/leave",
-    "POST /v1/admin/webhooks",
-    "GET /v1/admin/webhooks",
-    "DELETE /v1/admin/webhooks/{webhook_id}",
-    "GET /v1/admin/webhooks/{webhook_id}/deliveries",
-];
-
 /// The methods some route takes for `path`, as an `Allow` header value.
-fn allowed_methods(path: &str) -> String {
+fn allowed_methods(templates: &[&str], path: &str) -> String {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let mut methods: Vec<&str> = TEMPLATES
+    let mut methods: Vec<&str> = templates
         .iter()
         .filter_map(|template| template.split_once(' '))
         .filter(|(_, pattern)| {
@@ -115,26 +184,6 @@ fn allowed_methods(path: &str) -> String {
     methods.join(", ")
 }
 
-/// Times a route, turns its error into a problem response and records both (a streaming
-/// route's status when its stream starts).
-fn finish<F, T>(route: &'static str, filter: F) -> BoxedFilter<(Response,)>
-where
-    F: Filter<Extract = (Result<T, ApiError>,), Error = Rejection> + Clone + Send + Sync + 'static,
-    T: Into<Response> + Send,
-{
-    let metrics = RouteMetrics::new(route);
-    warp::any()
-        .map(Instant::now)
-        .and(filter)
-        .map(move |started: Instant, result: Result<T, ApiError>| {
-            let response: Response =
-                result.map_or_else(|e| e.into_api_response().into(), Into::into);
-            metrics.record(response.status(), started.elapsed());
-            response
-        })
-        .boxed()
-}
-
 fn with(
     state: &Arc<AppState>,
 ) -> impl Filter<Extract = (Arc<AppState>,), Error = Infallible> + Clone + use<> {
@@ -142,401 +191,395 @@ fn with(
     warp::any().map(move || state.clone())
 }
 
-/// Every route of the node.
+/// The route table: every endpoint the node serves, in the order they are tried. The metrics
+/// label of each, the `Allow` header of a 405 and the OpenAPI document all derive from it; a v1
+/// route's method and path are those of its handler's `#[utoipa::path]`.
+pub(crate) fn table() -> Vec<Route> {
+    vec![
+        Route::service("GET /healthz", |_| {
+            answer(warp::path!("healthz").and(warp::get()).then(api::service::healthz))
+        }),
+        Route::service("GET /readyz", |s| {
+            answer(warp::path!("readyz").and(warp::get()).and(with(s)).then(api::service::readyz))
+        }),
+        Route::service("GET /metrics", |s| {
+            answer(warp::path!("metrics").and(warp::get()).and(with(s)).then(api::service::metrics))
+        }),
+        Route::service("GET /openapi.json", |_| {
+            answer(warp::path!("openapi.json").and(warp::get()).then(api::service::openapi))
+        }),
+        Route::service("GET /admin", |_| {
+            answer(warp::path!("admin").and(warp::get()).then(api::service::dashboard))
+        }),
+        Route::v1::<api::auth::__path_register>(|s| {
+            answer(
+                warp::path!("v1" / "auth" / "register")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(auth_write(s))
+                    .then(api::auth::register),
+            )
+        }),
+        Route::v1::<api::auth::__path_login>(|s| {
+            answer(
+                warp::path!("v1" / "auth" / "login")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(auth_write(s))
+                    .then(api::auth::login),
+            )
+        }),
+        Route::v1::<api::auth::__path_provision>(|s| {
+            answer(
+                warp::path!("v1" / "admin" / "users")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(write(s))
+                    .then(api::auth::provision),
+            )
+        }),
+        Route::v1::<api::auth::__path_refresh>(|s| {
+            answer(
+                warp::path!("v1" / "auth" / "refresh")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(write(s))
+                    .then(api::auth::refresh),
+            )
+        }),
+        Route::v1::<api::auth::__path_logout>(|s| {
+            answer(
+                warp::path!("v1" / "auth" / "logout")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(write(s))
+                    .then(api::auth::logout),
+            )
+        }),
+        Route::v1::<api::auth::__path_logout_all>(|s| {
+            answer(
+                warp::path!("v1" / "auth" / "logout-all")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(write(s))
+                    .then(api::auth::logout_all),
+            )
+        }),
+        Route::v1::<api::auth::__path_change_password>(|s| {
+            answer(
+                warp::path!("v1" / "auth" / "password")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(auth_write(s))
+                    .then(api::auth::change_password),
+            )
+        }),
+        Route::v1::<api::auth::__path_password_reset>(|s| {
+            answer(
+                warp::path!("v1" / "auth" / "password-reset")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(auth_write(s))
+                    .then(api::auth::password_reset),
+            )
+        }),
+        Route::v1::<api::auth::__path_password_reset_confirm>(|s| {
+            answer(
+                warp::path!("v1" / "auth" / "password-reset" / "confirm")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(auth_write(s))
+                    .then(api::auth::password_reset_confirm),
+            )
+        }),
+        Route::v1::<api::auth::__path_me>(|s| {
+            answer(
+                warp::path!("v1" / "me")
+                    .and(warp::get())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::auth::me),
+            )
+        }),
+        Route::v1::<api::products::__path_search>(|s| {
+            answer(
+                warp::path!("v1" / "products")
+                    .and(warp::get())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::products::search),
+            )
+        }),
+        Route::v1::<api::products::__path_get>(|s| {
+            answer(
+                warp::path!("v1" / "products" / String)
+                    .and(warp::get())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::products::get),
+            )
+        }),
+        Route::v1::<api::products::__path_create>(|s| {
+            answer(
+                warp::path!("v1" / "admin" / "products")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(write(s))
+                    .then(api::products::create),
+            )
+        }),
+        Route::v1::<api::products::__path_update>(|s| {
+            answer(
+                warp::path!("v1" / "admin" / "products" / String)
+                    .and(warp::patch())
+                    .and(with(s))
+                    .and(write(s))
+                    .then(api::products::update),
+            )
+        }),
+        Route::v1::<api::currencies::__path_list>(|s| {
+            answer(
+                warp::path!("v1" / "currencies")
+                    .and(warp::get())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::currencies::list),
+            )
+        }),
+        Route::v1::<api::currencies::__path_set_rates>(|s| {
+            answer(
+                warp::path!("v1" / "admin" / "fx-rates")
+                    .and(warp::put())
+                    .and(with(s))
+                    .and(write(s))
+                    .then(api::currencies::set_rates),
+            )
+        }),
+        Route::v1::<api::inventory::__path_stream>(|s| {
+            answer(
+                warp::path!("v1" / "inventory" / "stream")
+                    .and(warp::get())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::inventory::stream),
+            )
+        }),
+        Route::v1::<api::inventory::__path_get>(|s| {
+            answer(
+                warp::path!("v1" / "inventory" / String)
+                    .and(warp::get())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::inventory::get),
+            )
+        }),
+        Route::v1::<api::inventory::__path_restock>(|s| {
+            answer(
+                warp::path!("v1" / "admin" / "inventory" / String / "restock")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(write(s))
+                    .then(api::inventory::restock),
+            )
+        }),
+        Route::v1::<api::inventory::__path_set>(|s| {
+            answer(
+                warp::path!("v1" / "admin" / "inventory" / String)
+                    .and(warp::put())
+                    .and(with(s))
+                    .and(write(s))
+                    .then(api::inventory::set),
+            )
+        }),
+        Route::v1::<api::cart::__path_get>(|s| {
+            answer(
+                warp::path!("v1" / "cart")
+                    .and(warp::get())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::cart::get),
+            )
+        }),
+        Route::v1::<api::cart::__path_clear>(|s| {
+            answer(
+                warp::path!("v1" / "cart")
+                    .and(warp::delete())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::cart::clear),
+            )
+        }),
+        Route::v1::<api::cart::__path_add>(|s| {
+            answer(
+                warp::path!("v1" / "cart" / "items")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(write(s))
+                    .then(api::cart::add),
+            )
+        }),
+        Route::v1::<api::cart::__path_set_qty>(|s| {
+            answer(
+                warp::path!("v1" / "cart" / "items" / String)
+                    .and(warp::put())
+                    .and(with(s))
+                    .and(write(s))
+                    .then(api::cart::set_qty),
+            )
+        }),
+        Route::v1::<api::cart::__path_remove>(|s| {
+            answer(
+                warp::path!("v1" / "cart" / "items" / String)
+                    .and(warp::delete())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::cart::remove),
+            )
+        }),
+        Route::v1::<api::checkout::__path_checkout>(|s| {
+            answer(
+                warp::path!("v1" / "checkout")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(write(s))
+                    .then(api::checkout::checkout),
+            )
+        }),
+        Route::v1::<api::orders::__path_list>(|s| {
+            answer(
+                warp::path!("v1" / "orders")
+                    .and(warp::get())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::orders::list),
+            )
+        }),
+        Route::v1::<api::orders::__path_get>(|s| {
+            answer(
+                warp::path!("v1" / "orders" / String)
+                    .and(warp::get())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::orders::get),
+            )
+        }),
+        Route::v1::<api::orders::__path_cancel>(|s| {
+            answer(
+                warp::path!("v1" / "orders" / String / "cancel")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(write(s))
+                    .then(api::orders::cancel),
+            )
+        }),
+        Route::v1::<api::orders::__path_list_all>(|s| {
+            answer(
+                warp::path!("v1" / "admin" / "orders")
+                    .and(warp::get())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::orders::list_all),
+            )
+        }),
+        Route::v1::<api::cluster::__path_status>(|s| {
+            answer(
+                warp::path!("v1" / "admin" / "cluster")
+                    .and(warp::get())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::cluster::status),
+            )
+        }),
+        Route::v1::<api::cluster::__path_locate>(|s| {
+            answer(
+                warp::path!("v1" / "admin" / "cluster" / "locate")
+                    .and(warp::get())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::cluster::locate),
+            )
+        }),
+        Route::v1::<api::cluster::__path_leave>(|s| {
+            answer(
+                warp::path!("v1" / "admin" / "cluster" / "leave")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(write(s))
+                    .then(api::cluster::leave),
+            )
+        }),
+        Route::v1::<api::webhooks::__path_create>(|s| {
+            answer(
+                warp::path!("v1" / "admin" / "webhooks")
+                    .and(warp::post())
+                    .and(with(s))
+                    .and(write(s))
+                    .then(api::webhooks::create),
+            )
+        }),
+        Route::v1::<api::webhooks::__path_list>(|s| {
+            answer(
+                warp::path!("v1" / "admin" / "webhooks")
+                    .and(warp::get())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::webhooks::list),
+            )
+        }),
+        Route::v1::<api::webhooks::__path_delete>(|s| {
+            answer(
+                warp::path!("v1" / "admin" / "webhooks" / String)
+                    .and(warp::delete())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::webhooks::delete),
+            )
+        }),
+        Route::v1::<api::webhooks::__path_deliveries>(|s| {
+            answer(
+                warp::path!("v1" / "admin" / "webhooks" / String / "deliveries")
+                    .and(warp::get())
+                    .and(with(s))
+                    .and(read(s))
+                    .then(api::webhooks::deliveries),
+            )
+        }),
+    ]
+}
+
+/// Every route of the node, then the answer to a request none takes.
 pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
-    let s = &state;
-    let get = || warp::get();
-    let post = || warp::post();
-    let put = || warp::put();
-    let delete = || warp::delete();
-    let patch = || warp::patch();
-    let read = || input(s, false, false);
-    let write = || input(s, false, true);
-    // Registration, login and the password routes: also under the stricter per-IP auth limit.
-    let auth_write = || input(s, true, true);
-
-    let service =
-        finish("GET /healthz", warp::path!("healthz").and(get()).then(api::service::healthz))
-            .or(finish(
-                "GET /readyz",
-                warp::path!("readyz").and(get()).and(with(s)).then(api::service::readyz),
-            ))
-            .unify()
-            .or(finish(
-                "GET /metrics",
-                warp::path!("metrics").and(get()).and(with(s)).then(api::service::metrics),
-            ))
-            .unify()
-            .or(finish(
-                "GET /openapi.json",
-                warp::path!("openapi.json").and(get()).then(api::service::openapi),
-            ))
-            .unify()
-            .or(finish("GET /admin", warp::path!("admin").and(get()).then(api::service::dashboard)))
-            .unify()
-            .boxed();
-
-    let auth = finish(
-        "POST /v1/auth/register",
-        warp::path!("v1" / "auth" / "register")
-            .and(post())
-            .and(with(s))
-            .and(auth_write())
-            .then(api::auth::register),
-    )
-    .or(finish(
-        "POST /v1/auth/login",
-        warp::path!("v1" / "auth" / "login")
-            .and(post())
-            .and(with(s))
-            .and(auth_write())
-            .then(api::auth::login),
-    ))
-    .unify()
-    .or(finish(
-        "POST /v1/admin/users",
-        warp::path!("v1" / "admin" / "users")
-            .and(post())
-            .and(with(s))
-            .and(write())
-            .then(api::auth::provision),
-    ))
-    .unify()
-    .or(finish(
-        "POST /v1/auth/refresh",
-        warp::path!("v1" / "auth" / "refresh")
-            .and(post())
-            .and(with(s))
-            .and(write())
-            .then(api::auth::refresh),
-    ))
-    .unify()
-    .or(finish(
-        "POST /v1/auth/logout",
-        warp::path!("v1" / "auth" / "logout")
-            .and(post())
-            .and(with(s))
-            .and(write())
-            .then(api::auth::logout),
-    ))
-    .unify()
-    .or(finish(
-        "POST /v1/auth/logout-all",
-        warp::path!("v1" / "auth" / "logout-all")
-            .and(post())
-            .and(with(s))
-            .and(write())
-            .then(api::auth::logout_all),
-    ))
-    .unify()
-    .or(finish(
-        "POST /v1/auth/password",
-        warp::path!("v1" / "auth" / "password")
-            .and(post())
-            .and(with(s))
-            .and(auth_write())
-            .then(api::auth::change_password),
-    ))
-    .unify()
-    .or(finish(
-        "POST /v1/auth/password-reset",
-        warp::path!("v1" / "auth" / "password-reset")
-            .and(post())
-            .and(with(s))
-            .and(auth_write())
-            .then(api::auth::password_reset),
-    ))
-    .unify()
-    .or(finish(
-        "POST /v1/auth/password-reset/confirm",
-        warp::path!("v1" / "auth" / "password-reset" / "confirm")
-            .and(post())
-            .and(with(s))
-            .and(auth_write())
-            .then(api::auth::password_reset_confirm),
-    ))
-    .unify()
-    .or(finish(
-        "GET /v1/me",
-        warp::path!("v1" / "me").and(get()).and(with(s)).and(read()).then(api::auth::me),
-    ))
-    .unify()
-    .boxed();
-
-    let catalog = finish(
-        "GET /v1/products",
-        warp::path!("v1" / "products")
-            .and(get())
-            .and(with(s))
-            .and(read())
-            .then(api::products::search),
-    )
-    .or(finish(
-        "GET /v1/products/{product_id}",
-        warp::path!("v1" / "products" / String)
-            .and(get())
-            .and(with(s))
-            .and(read())
-            .then(api::products::get),
-    ))
-    .unify()
-    .or(finish(
-        "POST /v1/admin/products",
-        warp::path!("v1" / "admin" / "products")
-            .and(post())
-            .and(with(s))
-            .and(write())
-            .then(api::products::create),
-    ))
-    .unify()
-    .or(finish(
-        "PATCH /v1/admin/products/{product_id}",
-        warp::path!("v1" / "admin" / "products" / String)
-            .and(patch())
-            .and(with(s))
-            .and(write())
-            .then(api::products::update),
-    ))
-    .unify()
-    .or(finish(
-        "GET /v1/currencies",
-        warp::path!("v1" / "currencies")
-            .and(get())
-            .and(with(s))
-            .and(read())
-            .then(api::currencies::list),
-    ))
-    .unify()
-    .or(finish(
-        "PUT /v1/admin/fx-rates",
-        warp::path!("v1" / "admin" / "fx-rates")
-            .and(put())
-            .and(with(s))
-            .and(write())
-            .then(api::currencies::set_rates),
-    ))
-    .unify()
-    .boxed();
-
-    let inventory = finish(
-        "GET /v1/inventory/stream",
-        warp::path!("v1" / "inventory" / "stream")
-            .and(get())
-            .and(with(s))
-            .and(read())
-            .then(api::inventory::stream),
-    )
-    .or(finish(
-        "GET /v1/inventory/{sku}",
-        warp::path!("v1" / "inventory" / String)
-            .and(get())
-            .and(with(s))
-            .and(read())
-            .then(api::inventory::get),
-    ))
-    .unify()
-    .or(finish(
-        "POST /v1/admin/inventory/{sku}/restock",
-        warp::path!("v1" / "admin" / "inventory" / String / "restock")
-            .and(post())
-            .and(with(s))
-            .and(write())
-            .then(api::inventory::restock),
-    ))
-    .unify()
-    .or(finish(
-        "PUT /v1/admin/inventory/{sku}",
-        warp::path!("v1" / "admin" / "inventory" / String)
-            .and(put())
-            .and(with(s))
-            .and(write())
-            .then(api::inventory::set),
-    ))
-    .unify()
-    .boxed();
-
-    let cart = finish(
-        "GET /v1/cart",
-        warp::path!("v1" / "cart").and(get()).and(with(s)).and(read()).then(api::cart::get),
-    )
-    .or(finish(
-        "DELETE /v1/cart",
-        warp::path!("v1" / "cart").and(delete()).and(with(s)).and(read()).then(api::cart::clear),
-    ))
-    .unify()
-    .or(finish(
-        "POST /v1/cart/items",
-        warp::path!("v1" / "cart" / "items")
-            .and(post())
-            .and(with(s))
-            .and(write())
-            .then(api::cart::add),
-    ))
-    .unify()
-    .or(finish(
-        "PUT /v1/cart/items/{sku}",
-        warp::path!("v1" / "cart" / "items" / String)
-            .and(put())
-            .and(with(s))
-            .and(write())
-            .then(api::cart::set_qty),
-    ))
-    .unify()
-    .or(finish(
-        "DELETE /v1/cart/items/{sku}",
-        warp::path!("v1" / "cart" / "items" / String)
-            .and(delete())
-            .and(with(s))
-            .and(read())
-            .then(api::cart::remove),
-    ))
-    .unify()
-    .boxed();
-
-    let orders = finish(
-        "POST /v1/checkout",
-        warp::path!("v1" / "checkout")
-            .and(post())
-            .and(with(s))
-            .and(write())
-            .then(api::checkout::checkout),
-    )
-    .or(finish(
-        "GET /v1/orders",
-        warp::path!("v1" / "orders").and(get()).and(with(s)).and(read()).then(api::orders::list),
-    ))
-    .unify()
-    .or(finish(
-        "GET /v1/orders/{order_id}",
-        warp::path!("v1" / "orders" / String)
-            .and(get())
-            .and(with(s))
-            .and(read())
-            .then(api::orders::get),
-    ))
-    .unify()
-    .or(finish(
-        "POST /v1/orders/{order_id}/cancel",
-        warp::path!("v1" / "orders" / String / "cancel")
-            .and(post())
-            .and(with(s))
-            .and(write())
-            .then(api::orders::cancel),
-    ))
-    .unify()
-    .or(finish(
-        "GET /v1/admin/orders",
-        warp::path!("v1" / "admin" / "orders")
-            .and(get())
-            .and(with(s))
-            .and(read())
-            .then(api::orders::list_all),
-    ))
-    .unify()
-    .boxed();
-
-    let cluster = finish(
-        "GET /v1/admin/cluster",
-        warp::path!("v1" / "admin" / "cluster")
-            .and(get())
-            .and(with(s))
-            .and(read())
-            .then(api::cluster::status),
-    )
-    .or(finish(
-        "GET /v1/admin/cluster/locate",
-        warp::path!("v1" / "admin" / "cluster" / "locate")
-            .and(get())
-            .and(with(s))
-            .and(read())
-            .then(api::cluster::locate),
-    ))
-    .unify()
-    .or(finish(
-        "POST /v1/admin/cluster/leave",
-        warp::path!("v1" / "admin" / "cluster" / "leave")
-            .and(post())
-            .and(with(s))
-            .and(write())
-            .then(api::cluster::leave),
-    ))
-    .unify()
-    .boxed();
-
-    let webhooks = finish(
-        "POST /v1/admin/webhooks",
-        warp::path!("v1" / "admin" / "webhooks")
-            .and(post())
-            .and(with(s))
-            .and(write())
-            .then(api::webhooks::create),
-    )
-    .or(finish(
-        "GET /v1/admin/webhooks",
-        warp::path!("v1" / "admin" / "webhooks")
-            .and(get())
-            .and(with(s))
-            .and(read())
-            .then(api::webhooks::list),
-    ))
-    .unify()
-    .or(finish(
-        "DELETE /v1/admin/webhooks/{webhook_id}",
-        warp::path!("v1" / "admin" / "webhooks" / String)
-            .and(delete())
-            .and(with(s))
-            .and(read())
-            .then(api::webhooks::delete),
-    ))
-    .unify()
-    .or(finish(
-        "GET /v1/admin/webhooks/{webhook_id}/deliveries",
-        warp::path!("v1" / "admin" / "webhooks" / String / "deliveries")
-            .and(get())
-            .and(with(s))
-            .and(read())
-            .then(api::webhooks::deliveries),
-    ))
-    .unify()
-    .boxed();
-
-    service
-        .or(auth)
-        .unify()
-        .or(catalog)
-        .unify()
-        .or(inventory)
-        .unify()
-        .or(cart)
-        .unify()
-        .or(orders)
-        .unify()
-        .or(cluster)
-        .unify()
-        .or(webhooks)
-        .unify()
-        .or(warp::path::full().and(warp::method()).map(unmatched))
-        .unify()
-        .boxed()
+    let table = table();
+    let templates: Arc<[&'static str]> = table.iter().map(|route| route.template).collect();
+    let unmatched = warp::path::full()
+        .and(warp::method())
+        .map(move |path: FullPath, method| unmatched(&templates, path, method))
+        .boxed();
+    table
+        .iter()
+        .map(|route| route.filter(&state))
+        .reduce(|all, route| all.or(route).unify().boxed())
+        .map_or(unmatched.clone(), |all| all.or(unmatched).unify().boxed())
 }
 
 /// The routes of the separate metrics address: `GET /metrics` only.
 pub fn metrics_only(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
-    finish(
-        "GET /metrics (metrics address)",
-        warp::path!("metrics").and(warp::get()).and(with(&state)).then(api::service::exposition),
-    )
-    .or(warp::any().map(|| {
-        let problem = Problem::new(ProblemType::NotFound, "only GET /metrics here");
-        ApiError::new(problem).into_api_response().into_response()
-    }))
-    .unify()
-    .boxed()
+    let exposition = Route::service("GET /metrics (metrics address)", |s| {
+        answer(warp::path!("metrics").and(warp::get()).and(with(s)).then(api::service::exposition))
+    });
+    exposition
+        .filter(&state)
+        .or(warp::any().map(|| {
+            let problem = Problem::new(ProblemType::NotFound, "only GET /metrics here");
+            ApiError::new(problem).into_api_response().into_response()
+        }))
+        .unify()
+        .boxed()
 }
 
 /// A request no route takes: 405 with `Allow` for a known path with another method, else 404.
-fn unmatched(path: warp::path::FullPath, method: warp::http::Method) -> Response {
-    let allow = allowed_methods(path.as_str());
+fn unmatched(templates: &[&str], path: FullPath, method: warp::http::Method) -> Response {
+    let allow = allowed_methods(templates, path.as_str());
     let response = if allow.is_empty() {
         ApiError::new(Problem::new(ProblemType::NotFound, "no such endpoint"))
     } else {
@@ -557,9 +600,25 @@ mod tests {
 
     #[test]
     fn allow_lists_the_methods_of_a_path() {
-        assert_eq!(allowed_methods("/v1/cart"), "DELETE, GET");
-        assert_eq!(allowed_methods("/v1/cart/items/SKU-1"), "DELETE, PUT");
-        assert_eq!(allowed_methods("/v1/products/prod-1"), "GET");
-        assert_eq!(allowed_methods("/v1/nothing"), "");
+        let table = table();
+        let templates: Vec<&str> = table.iter().map(|route| route.template).collect();
+        let allowed = |path| allowed_methods(&templates, path);
+        assert_eq!(allowed("/v1/cart"), "DELETE, GET");
+        assert_eq!(allowed("/v1/cart/items/SKU-1"), "DELETE, PUT");
+        assert_eq!(allowed("/v1/products/prod-1"), "GET");
+        assert_eq!(allowed("/v1/nothing"), "");
+    }
+
+    #[test]
+    fn every_template_is_one_method_and_a_path_and_appears_once() {
+        let table = table();
+        let mut seen = BTreeSet::new();
+        for route in &table {
+            let (method, path) = route.template.split_once(' ').unwrap();
+            assert!(["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method), "{method}");
+            assert!(path.starts_with('/'), "{path}");
+            assert!(seen.insert(route.template), "{} twice", route.template);
+        }
+        assert!(table.iter().any(|r| r.template == "GET /v1/products/{product_id}"));
     }
 }
