@@ -162,6 +162,15 @@ pub struct Node {
 impl Node {
     /// Opens and starts everything `config` describes and binds the listeners.
     pub async fn build(config: &Config, metrics: PrometheusHandle) -> Result<Node, StartError> {
+        Self::build_with(config, metrics, Arc::new(SimulatedGateway::new())).await
+    }
+
+    /// [`Node::build`] with the payment gateway given (a test's, to hold or fault its calls).
+    pub async fn build_with(
+        config: &Config,
+        metrics: PrometheusHandle,
+        gateway: Arc<SimulatedGateway>,
+    ) -> Result<Node, StartError> {
         let base = Currency::parse(&config.shop.base_currency)
             .map_err(|e| StartError::Config { key: "shop.base_currency", reason: e.to_string() })?;
         std::fs::create_dir_all(&config.data_dir)
@@ -180,15 +189,11 @@ impl Node {
         let clock = Clock::system();
         let tokens = access_tokens(config)?;
         let feed = StockFeed::default();
-        let regions = Regions::start(
-            store.clone(),
-            Arc::new(SimulatedGateway::new()),
-            clock,
-            regions_config(config, feed.clone()),
-        )
-        .await
-        .map_err(|e| e.to_string())
-        .map_err(io("cannot start the entity regions"))?;
+        let regions =
+            Regions::start(store.clone(), gateway, clock, regions_config(config, feed.clone()))
+                .await
+                .map_err(|e| e.to_string())
+                .map_err(io("cannot start the entity regions"))?;
         let resumed = regions
             .resume_open_orders()
             .await

@@ -5,12 +5,13 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Node, eventually, fast_settings, order};
 use storefront_actors::gateway::PaymentState;
 use storefront_actors::order::{FailureReason, OrderStatus};
-use storefront_actors::{DomainError, EntitySettings, StockCommand, StockLevels};
+use storefront_actors::{Clock, DomainError, EntitySettings, StockCommand, StockLevels};
 use storefront_cluster::Checkout;
 use storefront_events::EventData;
 use storefront_events::event::PaymentFailureReason;
@@ -473,4 +474,30 @@ async fn an_order_resumed_after_a_day_gets_the_answers_its_stock_commands_had() 
     };
     node.regions.stock("A", of_order(fresh)).await.unwrap();
     assert_eq!(levels(&node, "A").await, common::levels(11, 0, 4));
+}
+
+/// A placement whose write is still in flight when the wait ends, and then never lands (its
+/// node killed, its lease lost), is not answered as pending: a 202 would name an order that
+/// never exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_that_never_lands_is_not_answered_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lose, lost) = tokio::sync::watch::channel(false);
+    let node = Node::start_with(dir.path(), fast_settings(), Clock::system(), |inner| {
+        Arc::new(common::LostAppends { inner, stream: "order/o-lost".into(), lose: lost })
+    })
+    .await;
+    node.stock_sku("A", 10).await;
+    let place = order("o-lost", "u1", "tok_visa", &[("A", 1, "1.00")]);
+    let answer = node.regions.checkout(place, Duration::ZERO).await;
+    assert!(
+        !matches!(answer, Ok(Checkout::Pending { .. })),
+        "answered {answer:?} while the placement was not written"
+    );
+    lose.send(true).unwrap();
+    eventually(WAIT, "the lost placement's actor to stop", || async {
+        matches!(node.regions.order("o-lost").await, Err(DomainError::NotFound { .. }))
+    })
+    .await;
+    assert_eq!(levels(&node, "A").await, common::levels(10, 0, 0));
 }

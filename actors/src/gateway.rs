@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::Money;
 
@@ -106,6 +107,16 @@ struct Ledger {
     captures: HashMap<String, String>,
     /// Faults waiting for the next successful calls of an operation.
     faults: HashMap<GatewayOp, VecDeque<Fault>>,
+    /// Operations whose calls wait (see [`SimulatedGateway::hold`]).
+    held: HashMap<GatewayOp, watch::Receiver<()>>,
+}
+
+/// Calls of an operation wait while this is held ([`SimulatedGateway::hold`]); dropping it lets
+/// them go on.
+#[derive(Debug)]
+pub struct Held {
+    /// Dropped with this: the held calls see their channel closed and go on.
+    _release: watch::Sender<()>,
 }
 
 /// How long the simulated gateway remembers an idempotency key or an authorization.
@@ -163,6 +174,23 @@ impl SimulatedGateway {
     /// Makes each of the next `times` successful calls of `op` end with `fault`.
     pub fn inject(&self, op: GatewayOp, fault: Fault, times: usize) {
         self.lock().faults.entry(op).or_default().extend(std::iter::repeat_n(fault, times));
+    }
+
+    /// Makes every call of `op` wait, before it takes effect, until the returned [`Held`] is
+    /// dropped: a test's way to keep a saga at one step for as long as it needs.
+    pub fn hold(&self, op: GatewayOp) -> Held {
+        let (release, held) = watch::channel(());
+        self.lock().held.insert(op, held);
+        Held { _release: release }
+    }
+
+    /// Waits while calls of `op` are held.
+    async fn unless_held(&self, op: GatewayOp) {
+        let held = self.lock().held.get(&op).cloned();
+        if let Some(mut held) = held {
+            // Ends with an error once the `Held` is dropped: nothing is ever sent on it.
+            let _ = held.changed().await;
+        }
     }
 
     /// The answer a caller gets to a call of `op` whose outcome is `outcome`: a successful one
@@ -275,6 +303,7 @@ impl PaymentGateway for SimulatedGateway {
         token: &str,
         amount: &Money,
     ) -> Result<String, GatewayError> {
+        self.unless_held(GatewayOp::Authorize).await;
         let outcome = self.once(key, |ledger| match token {
             "tok_visa" | "tok_mastercard" => {
                 let id = authorization_id(key, amount);
@@ -295,6 +324,7 @@ impl PaymentGateway for SimulatedGateway {
         authorization: &str,
         amount: &Money,
     ) -> Result<String, GatewayError> {
+        self.unless_held(GatewayOp::Capture).await;
         let outcome = self.once(key, |ledger| {
             let issued = parse_authorization(authorization)
                 .ok_or_else(|| GatewayError::Declined("no_such_authorization".into()))?;
@@ -314,6 +344,7 @@ impl PaymentGateway for SimulatedGateway {
     }
 
     async fn void(&self, key: &str, authorization: &str) -> Result<(), GatewayError> {
+        self.unless_held(GatewayOp::Void).await;
         let outcome = self.once(key, |ledger| {
             if let Some(auth) = ledger.authorizations.get_mut(authorization)
                 && !auth.captured
@@ -331,6 +362,7 @@ impl PaymentGateway for SimulatedGateway {
         capture: &str,
         _amount: &Money,
     ) -> Result<String, GatewayError> {
+        self.unless_held(GatewayOp::Refund).await;
         let outcome = self.once(key, |ledger| {
             if capture.is_empty() {
                 return Err(GatewayError::Declined("no_such_capture".into()));

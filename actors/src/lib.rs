@@ -29,7 +29,7 @@ pub use clock::Clock;
 pub use entity::{EntityMsg, EntitySettings, Internal, Passivation};
 pub use error::DomainError;
 pub use feed::{FEED_CAPACITY, StockFeed, StockUpdate};
-pub use gateway::{GatewayError, PaymentGateway, SimulatedGateway};
+pub use gateway::{GatewayError, Held, PaymentGateway, SimulatedGateway};
 pub use ids::{Quantity, Sku};
 pub use kind::EntityKind;
 pub use money::{Currency, FxRates, Money};

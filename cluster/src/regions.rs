@@ -472,7 +472,8 @@ impl Regions {
         }
     }
 
-    /// An order once its saga (or cancellation) has ended, waiting up to `wait`.
+    /// An order once its saga (or cancellation) has ended, waiting up to `wait` (then as it
+    /// stands, still running).
     pub async fn order_outcome(
         &self,
         order_id: &str,
@@ -586,8 +587,22 @@ impl Execute for Regions {
                     Ok(outcome) => outcome
                         .map(|order| Answer::Checkout(Checkout::Ended(order)))
                         .map_err(domain),
+                    // Still running after the wait: a pending answer names only an order that is
+                    // durable, so it is the order's own read that answers, queued behind the
+                    // placement and sent once that is written. An order that is not there was
+                    // never placed (refused, or its write failed): unknown, for a retry to find.
                     Err(ClusterError::Timeout { .. }) => {
-                        Ok(Answer::Checkout(Checkout::Pending { order_id }))
+                        let read = self.orders.call(&order_id, OrderMsg::Get, TRANSIT / 2).await;
+                        match read.map_err(refusal)? {
+                            Ok(view) if view.in_progress => {
+                                Ok(Answer::Checkout(Checkout::Pending { order_id }))
+                            }
+                            Ok(view) => Ok(Answer::Checkout(Checkout::Ended(view))),
+                            Err(DomainError::NotFound { .. }) => Err(Refusal::Domain(
+                                DomainError::Unavailable(format!("order {order_id} is not placed")),
+                            )),
+                            Err(err) => Err(domain(err)),
+                        }
                     }
                     Err(err) => Err(refusal(err)),
                 }
@@ -601,12 +616,14 @@ impl Execute for Regions {
             Call::OrderOutcome { order_id, wait_ms } => {
                 check_held(ownership, &self.orders, &order_id).map_err(refusal)?;
                 let wait = Duration::from_millis(wait_ms);
-                let order = self
-                    .orders
-                    .call(&order_id, OrderMsg::AwaitOutcome, wait)
-                    .await
-                    .map_err(refusal)?;
-                order.map(Answer::Order).map_err(domain)
+                let order = match self.orders.call(&order_id, OrderMsg::AwaitOutcome, wait).await {
+                    // Still running after the wait: the order as it stands.
+                    Err(ClusterError::Timeout { .. }) => {
+                        self.orders.call(&order_id, OrderMsg::Get, TRANSIT / 2).await
+                    }
+                    outcome => outcome,
+                };
+                order.map_err(refusal)?.map(Answer::Order).map_err(domain)
             }
             Call::CancelOrder { order_id, wait_ms } => {
                 check_held(ownership, &self.orders, &order_id).map_err(refusal)?;

@@ -150,12 +150,13 @@ pub struct Claimed {
     pub before: bool,
 }
 
-/// A response to store as the request's answer: any but a 429 and a 5xx other than 502 (their
-/// outcome is unknown: a retry runs again). A 202 is stored too: a retry gets it again, as the
-/// contract says, and polls the order it names.
+/// A response to store as the request's answer: a final one, any but a 429 and a 5xx other than
+/// 502 (their outcome is unknown: a retry runs again), and a 202 (still running: a retry asks
+/// the order again, wherever it runs now, and gets its final answer once it has one).
 fn stored(response: &ApiResponse) -> Option<StoredResponse> {
     let status = response.status;
     let is_final = status != StatusCode::TOO_MANY_REQUESTS
+        && status != StatusCode::ACCEPTED
         && (!status.is_server_error() || status == StatusCode::BAD_GATEWAY);
     is_final.then(|| StoredResponse {
         status: status.as_u16(),

@@ -145,6 +145,10 @@ fn live(
     if record.request_sha256 != request {
         return Err(IdempotencyError::Reused);
     }
+    // A 202 stored by an earlier version is no final answer: the request is asked again.
+    if record.response.as_ref().is_some_and(|r| r.status == 202) {
+        return Ok(Some(Record { response: None, released: true, ..record }));
+    }
     Ok(Some(record))
 }
 

@@ -1,11 +1,13 @@
 //! `spawn_app()`: the real server on port 0 with a fresh data dir, and a client for it.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use storefront::node::Node;
+use storefront_actors::SimulatedGateway;
 use storefront_config::{Config, Secret};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -23,6 +25,8 @@ pub struct TestApp {
     pub metrics_base: Option<String>,
     pub client: reqwest::Client,
     pub config: Config,
+    /// The node's payment gateway, to hold or fault its calls.
+    pub gateway: Arc<SimulatedGateway>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
@@ -94,7 +98,8 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn start(config: Config) -> TestApp {
     let metrics = storefront_http::metrics::install_recorder().unwrap();
-    let app = Node::build(&config, metrics).await.unwrap();
+    let gateway = Arc::new(SimulatedGateway::new());
+    let app = Node::build_with(&config, metrics, gateway.clone()).await.unwrap();
     let base = format!("http://{}", app.local_addr());
     let metrics_base = app.metrics_addr().map(|addr| format!("http://{addr}"));
     let (stop, stopped) = oneshot::channel::<()>();
@@ -106,6 +111,7 @@ pub async fn start(config: Config) -> TestApp {
         metrics_base,
         client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
         config,
+        gateway,
         stop: Some(stop),
         task: Some(task),
         _dir: None,

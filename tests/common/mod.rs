@@ -11,6 +11,9 @@ use storefront_actors::{
 };
 use storefront_cluster::{Regions, RegionsConfig};
 use storefront_storage::embedded::EmbeddedStore;
+use storefront_storage::{
+    AppendRequest, Lease, OutboxEntry, Snapshot, StorageError, Store, StoredEvent, Table,
+};
 
 /// A node's core (store and regions) on a data dir, as `storefront serve` runs it.
 pub struct Node {
@@ -34,6 +37,16 @@ impl Node {
     }
 
     pub async fn start_with_clock(dir: &Path, settings: EntitySettings, clock: Clock) -> Node {
+        Self::start_with(dir, settings, clock, |store| store).await
+    }
+
+    /// A node whose entities see the store as `wrap` makes it.
+    pub async fn start_with(
+        dir: &Path,
+        settings: EntitySettings,
+        clock: Clock,
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> Node {
         // Logs show with `RUST_LOG=...` (for example `RUST_LOG=warn`); quiet otherwise.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -47,7 +60,7 @@ impl Node {
             call_timeout: Duration::from_secs(30),
             ..RegionsConfig::default()
         };
-        let regions = Regions::start(store.clone(), gateway.clone(), clock, config)
+        let regions = Regions::start(wrap(store.clone()), gateway.clone(), clock, config)
             .await
             .expect("start regions");
         regions.resume_open_orders().await.expect("resume open orders");
@@ -143,4 +156,98 @@ pub async fn outbox_events(node: &Node, topic: &str) -> Vec<storefront_events::C
 pub async fn outbox_count(node: &Node, topic: &str) -> usize {
     let outbox = storefront_storage::Store::read_outbox(&*node.store, 0, usize::MAX).await.unwrap();
     outbox.iter().filter(|e| e.record.topic == topic).count()
+}
+
+/// The store, except that an append to a stream named `stream` waits until `lose` is sent, and
+/// then fails: a write in flight that never lands (its node killed, its lease lost).
+#[derive(Debug)]
+pub struct LostAppends {
+    pub inner: Arc<dyn Store>,
+    pub stream: String,
+    pub lose: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait::async_trait]
+impl Store for LostAppends {
+    async fn append(&self, request: AppendRequest) -> Result<u64, StorageError> {
+        if request.stream != self.stream {
+            return self.inner.append(request).await;
+        }
+        let _ = self.lose.clone().wait_for(|lose| *lose).await;
+        Err(StorageError::Backend("the write was lost".into()))
+    }
+
+    async fn read_events(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
+        self.inner.read_events(stream, from_seq, limit).await
+    }
+
+    async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), StorageError> {
+        self.inner.save_snapshot(stream, snapshot).await
+    }
+
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StorageError> {
+        self.inner.load_snapshot(stream).await
+    }
+
+    async fn read_outbox(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StorageError> {
+        self.inner.read_outbox(after, limit).await
+    }
+
+    async fn trim_outbox(&self, up_to: u64) -> Result<(), StorageError> {
+        self.inner.trim_outbox(up_to).await
+    }
+
+    async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.get(table, key).await
+    }
+
+    async fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.inner.put(table, key, value).await
+    }
+
+    async fn delete(&self, table: Table, key: &[u8]) -> Result<(), StorageError> {
+        self.inner.delete(table, key).await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        table: Table,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StorageError> {
+        self.inner.compare_and_swap(table, key, expected, new).await
+    }
+
+    async fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        self.inner.scan(table, prefix, start_after, limit).await
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StorageError> {
+        self.inner.leases().await
+    }
+
+    async fn set_lease(
+        &self,
+        shard: u32,
+        expected_epoch: u64,
+        owner: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        self.inner.set_lease(shard, expected_epoch, owner).await
+    }
 }

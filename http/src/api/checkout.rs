@@ -1,9 +1,10 @@
 //! `POST /v1/checkout`: runs the checkout saga for the caller's cart or the given items.
 //!
-//! The `Idempotency-Key` is required. The order id derives from the caller, the key and the
-//! request, so a retry of the same checkout always reaches the same order: a retry after a crash
-//! resumes it and answers its outcome. A 202 is an answer like any other: a retry with the key
-//! gets the same 202 again, and the order is polled with `GET /v1/orders/{order_id}`.
+//! The `Idempotency-Key` is required. The order id derives from the caller and the key, so a
+//! retry of the same checkout always reaches the same order: a retry after a crash resumes it
+//! and answers its outcome. A 202 names an order that is placed (durably) and still running; it
+//! is not kept as the key's answer: a retry asks the order again, wherever it runs now, and
+//! gets its final answer once it has one (or the order is polled with `GET /v1/orders/{id}`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -167,7 +168,7 @@ fn of_an_earlier_use(view: &OrderView) -> bool {
     request_body = CheckoutRequest,
     params(("Idempotency-Key" = String, Header, description = "Required, 1-255 printable ASCII; a retry returns the first final response byte for byte")),
     responses((status = 201, body = CheckoutResponse, description = "Confirmed: stock committed and payment captured"),
-        (status = 202, body = CheckoutResponse, description = "Still running after the configured wait; poll `GET /v1/orders/{order_id}` (a retry with the same key answers this 202 again)"),
+        (status = 202, body = CheckoutResponse, description = "Still running after the configured wait: the order is placed; poll `GET /v1/orders/{order_id}`, or retry with the same key, which answers the order's final response once it has one"),
         (status = 400, description = "Validation (missing key, bad token, qty, currency, empty cart)"),
         (status = 402, description = "`/problems/payment-declined`"),
         (status = 404, description = "A SKU no product has"),
@@ -214,9 +215,8 @@ async fn place(
                 }
                 Ok(view) => return ended(&view),
                 Err(DomainError::NotFound { .. }) => {}
-                Err(DomainError::Unavailable(_)) => {
-                    return answer(Checkout::Pending { order_id });
-                }
+                // Whether the order exists is not known now (its owner cannot be reached): a
+                // pending answer could name an order that was never placed.
                 Err(e) => return Err(e.into()),
             }
         }
