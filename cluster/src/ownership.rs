@@ -188,6 +188,9 @@ struct Inner {
     /// The peers that answer this node's pings (`None` without a transport: a node alone). Only
     /// they are given shards: a node no one can reach must not be handed any.
     reachable: RwLock<Option<std::collections::HashSet<String>>>,
+    /// Told when the reachable peers change: the next round runs at once, so shards move to
+    /// a peer as soon as it is reached rather than on the next tick.
+    reach_changed: tokio::sync::Notify,
     /// Changes after every round; `leave` waits on it.
     rounds: watch::Sender<u64>,
     /// Set by [`Ownership::stop`]; the loops end on it.
@@ -254,6 +257,7 @@ impl Ownership {
                 leaving: std::sync::atomic::AtomicBool::new(false),
                 isolated: std::sync::atomic::AtomicBool::new(false),
                 reachable: RwLock::new(None),
+                reach_changed: tokio::sync::Notify::new(),
                 rounds,
                 stop: watch::channel(false).0,
                 tasks: std::sync::Mutex::new(Vec::new()),
@@ -304,6 +308,7 @@ impl Ownership {
                 loop {
                     tokio::select! {
                         _ = ticks.tick() => {}
+                        _ = ownership.inner.reach_changed.notified() => {}
                         _ = stop.wait_for(|stop| *stop) => return,
                     }
                     if let Err(e) = ownership.round(&mut observed, host.as_ref()).await {
@@ -402,7 +407,10 @@ impl Ownership {
 
     /// The peers that answer this node's pings now (the transport's view).
     pub fn set_reachable(&self, peers: std::collections::HashSet<String>) {
-        *write(&self.inner.reachable) = Some(peers);
+        let changed = write(&self.inner.reachable).replace(peers.clone()) != Some(peers);
+        if changed {
+            self.inner.reach_changed.notify_one();
+        }
     }
 
     /// Whether this node is handing its shards off (after [`Ownership::leave`]).
@@ -594,12 +602,18 @@ impl Ownership {
             tracing::info!(shard, "shard handed off");
             metrics::counter!(SHARDS_HANDED_OFF_TOTAL).increment(1);
         }
-        for &(shard, epoch) in handoffs.iter().chain(&releases) {
-            if self.within(self.inner.store.set_lease(shard, epoch, None)).await?? {
+        let store = &self.inner.store;
+        let letting_go: Vec<(u32, u64)> = handoffs.iter().chain(&releases).copied().collect();
+        let released = self
+            .within(futures::future::join_all(
+                letting_go.iter().map(|&(shard, epoch)| store.set_lease(shard, epoch, None)),
+            ))
+            .await?;
+        for (&(shard, epoch), outcome) in letting_go.iter().zip(released) {
+            if outcome? {
                 leases.insert(shard, Lease { shard, owner: None, epoch: epoch + 1 });
             }
         }
-        let store = &self.inner.store;
         let outcomes = self
             .within(futures::future::join_all(
                 claims.iter().map(|&(shard, epoch)| store.set_lease(shard, epoch, Some(me))),

@@ -96,6 +96,14 @@ impl Cluster {
 
     /// [`Cluster::start`] with a placement per node.
     pub async fn start_placed(places: Vec<Placement>, running: usize) -> Cluster {
+        let cluster = Self::start_ready(places, running).await;
+        cluster.wait_settled(running).await;
+        cluster
+    }
+
+    /// [`Cluster::start_placed`], returning as soon as the first `running` nodes answer
+    /// `/readyz` 200 (the shards may not be spread yet).
+    pub async fn start_ready(places: Vec<Placement>, running: usize) -> Cluster {
         let db = format!(
             "storefront_cluster_{}_{}",
             std::process::id(),
@@ -140,7 +148,6 @@ impl Cluster {
             cluster.wait_ready(i).await;
         }
         cluster.admin = cluster.login(0, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-        cluster.wait_settled(running).await;
         cluster
     }
 

@@ -305,6 +305,147 @@ async fn a_flash_sale_survives_the_hot_owner_being_killed_and_restarted() {
     cluster.finish().await;
 }
 
+/// One attempt of a shopper who retries with the attempt's key until a final answer.
+#[derive(Debug)]
+struct Retried {
+    /// The final status (201, or 409 once the SKU is sold out).
+    status: u16,
+    order_id: Option<String>,
+    answered: Instant,
+    /// The orders named by the 202s it got on the way (each once).
+    pending: Vec<String>,
+}
+
+/// A shopper buying one unit at a time until the SKU is sold out, each attempt retried with its
+/// key (through the next node, after 100 ms) until its answer is final.
+async fn retrying_shopper(
+    http: reqwest::Client,
+    urls: Arc<Vec<String>>,
+    n: usize,
+    token: String,
+    sku: String,
+    acked: Arc<AtomicUsize>,
+) -> Vec<Retried> {
+    let mut attempts = Vec::new();
+    for k in 0.. {
+        let key = format!("shopper-{n}-{k}");
+        let started = Instant::now();
+        let mut pending = Vec::new();
+        let mut node = n;
+        let retried = loop {
+            let answer = checkout(&http, &urls[node % urls.len()], &token, &sku, &key).await;
+            match answer {
+                Ok((202, body)) => {
+                    let order_id = body["order_id"].as_str().unwrap().to_owned();
+                    if !pending.contains(&order_id) {
+                        pending.push(order_id);
+                    }
+                }
+                Ok((status @ (201 | 409), body))
+                    if body["type"] != "/problems/idempotency-in-progress" =>
+                {
+                    if status == 201 {
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let order_id = body["order_id"].as_str().map(str::to_owned);
+                    break Retried { status, order_id, answered: Instant::now(), pending };
+                }
+                Ok((status, body)) if status < 500 && status != 409 && status != 429 => {
+                    panic!("{key}: {status} {body}")
+                }
+                // No answer, 503, 409 in progress: the same key again, through the next node.
+                _ => {}
+            }
+            assert!(started.elapsed() < T, "{key}: no final answer after {T:?}: {pending:?}");
+            node += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let sold_out = retried.status == 409;
+        attempts.push(retried);
+        if sold_out {
+            return attempts;
+        }
+    }
+    attempts
+}
+
+/// Three nodes started together with the default timings (1 s heartbeats, 6 s member TTL):
+/// the shards are spread in seconds. Then a sale of 1,000 units to 30 shoppers who retry each
+/// attempt with its key; the hot SKU's owner is SIGKILLed a third of the way in. Every unit is
+/// sold exactly once, every 202 names an order that exists, and every attempt gets its final
+/// answer within 10 s of the failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_checkouts_get_their_final_answer_within_10_s_of_a_failover() {
+    let _serial = SERIAL.lock().await;
+    let defaults = Placement {
+        env: vec![
+            ("STOREFRONT_CLUSTER__HEARTBEAT_MS".into(), "1000".into()),
+            ("STOREFRONT_CLUSTER__MEMBER_TTL_MS".into(), "6000".into()),
+        ],
+        ..Placement::default()
+    };
+    let cluster = Cluster::start_ready(vec![defaults; 3], 3).await;
+    let ready = Instant::now();
+    cluster.wait_settled(3).await;
+    eprintln!(
+        "spread: 256 shards over three nodes {:?} after all three were ready",
+        ready.elapsed()
+    );
+    let (sku, stock) = ("HOT-RETRY", 1000);
+    cluster.create_product(0, sku, stock).await;
+    let shoppers = cluster.customers(0, "retry", 30).await;
+    let owner = cluster.owner(0, "sku", sku).await.unwrap();
+    let survivor = (owner + 1) % 3;
+    let acked = Arc::new(AtomicUsize::new(0));
+    let urls: Arc<Vec<String>> = Arc::new(cluster.nodes.iter().map(|n| n.url()).collect());
+    let sale =
+        futures::future::join_all(shoppers.into_iter().enumerate().map(|(n, (_, token))| {
+            let shopper = retrying_shopper(
+                cluster.http.clone(),
+                urls.clone(),
+                n,
+                token,
+                sku.to_owned(),
+                acked.clone(),
+            );
+            async move { tokio::spawn(shopper).await.unwrap() }
+        }));
+    let operator = async {
+        sold(&acked, 300).await;
+        cluster.kill(owner);
+        eventually(T, "the survivors to take the hot SKU over", || async {
+            matches!(cluster.owner(survivor, "sku", sku).await, Some(o) if o != owner)
+        })
+        .await;
+        Instant::now()
+    };
+    let (attempts, failover) = tokio::join!(sale, operator);
+    let attempts: Vec<Retried> = attempts.into_iter().flatten().collect();
+    let sold: Vec<&Retried> = attempts.iter().filter(|a| a.status == 201).collect();
+    assert_eq!(sold.len() as u64, stock, "every unit sold once, each to one attempt");
+    let orders: HashSet<&str> = sold.iter().map(|a| a.order_id.as_deref().unwrap()).collect();
+    assert_eq!(orders.len(), sold.len(), "each sale its own order");
+    let late = attempts
+        .iter()
+        .filter(|a| a.answered > failover)
+        .map(|a| a.answered.duration_since(failover))
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "{} attempts; the last final answer came {late:?} after the failover",
+        attempts.len()
+    );
+    assert!(
+        late <= Duration::from_secs(10),
+        "an attempt's final answer came {late:?} after the failover"
+    );
+    for named in attempts.iter().flat_map(|a| &a.pending) {
+        let order = cluster.try_get(survivor, &format!("/v1/orders/{named}")).await;
+        assert!(order.is_ok(), "a 202 named {named}, which does not exist: {order:?}");
+    }
+    cluster.finish().await;
+}
+
 /// Three nodes publishing to a virtual host of their own, with a queue bound to every event.
 async fn cluster_with_broker() -> (broker::Vhost, lapin::Connection, lapin::Channel, Cluster) {
     let vhost = broker::Vhost::new();
