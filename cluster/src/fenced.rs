@@ -127,3 +127,68 @@ impl Store for FencedStore {
         self.inner.set_lease(shard, expected_epoch, owner).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use storefront_storage::embedded::EmbeddedStore;
+
+    use super::*;
+    use crate::{OwnershipConfig, ShardHost};
+
+    /// Shards without entities: this test appends itself.
+    struct NoEntities;
+
+    #[async_trait]
+    impl ShardHost for NoEntities {
+        async fn stop_shard(&self, _: u32) {}
+        async fn shards_started(&self, _: &[u32]) {}
+    }
+
+    fn append(expected_seq: u64) -> AppendRequest {
+        AppendRequest {
+            stream: "sku/HOT-1".into(),
+            expected_seq,
+            events: vec![b"event".to_vec()],
+            outbox: Vec::new(),
+            puts: Vec::new(),
+            fence: None,
+        }
+    }
+
+    /// A node that slept through its lease (SIGSTOP, a long pause) still believes it holds the
+    /// shard when it wakes, until its next round; its appends carry the epoch it holds, so the
+    /// store refuses them once another node has taken the lease, and writes nothing of them.
+    #[tokio::test]
+    async fn a_node_whose_lease_moved_on_cannot_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+        let config = OwnershipConfig {
+            node_id: "a".into(),
+            cluster_addr: None,
+            http_addr: "127.0.0.1:8080".into(),
+            shard_count: 4,
+            // No round runs during the test: the node never notices on its own.
+            heartbeat: Duration::from_secs(3600),
+            member_ttl: Duration::from_secs(3 * 3600),
+        };
+        let ownership = Ownership::new(store.clone(), config);
+        ownership.join(Arc::new(NoEntities)).await.unwrap();
+        let fenced = FencedStore::new(store.clone(), ownership.clone());
+        let shard = shard_of(EntityKind::Sku, "HOT-1", 4);
+        let held = ownership.epoch(shard).expect("a node alone claims every shard");
+        assert_eq!(fenced.append(append(0)).await.unwrap(), 1);
+        // Another node takes the lease while this one sleeps.
+        assert!(store.set_lease(shard, held, Some("b")).await.unwrap());
+        assert_eq!(ownership.epoch(shard), Some(held), "it has not noticed yet");
+        assert!(
+            matches!(fenced.append(append(1)).await, Err(StorageError::Fenced { .. })),
+            "an append at an epoch the store has moved past"
+        );
+        assert_eq!(store.read_events("sku/HOT-1", 1, 10).await.unwrap().len(), 1);
+        ownership.stop().await;
+    }
+}

@@ -700,10 +700,10 @@ async fn a_hung_owner_loses_its_leases_and_serves_nothing_when_it_wakes() {
         .await;
     };
     let (attempts, ()) = tokio::join!(sale, operator);
+    // What it might have written before dropping them the store refuses (fenced): the
+    // `fenced` unit test of storefront-cluster shows that; here, no unit is oversold or lost.
     cluster.wait_settled(3).await;
     check_the_sale(&cluster, others[0], sku, stock, &attempts).await;
-    let fenced = cluster.metric(owner, "storefront_cluster_appends_fenced_total").await;
-    eprintln!("hung owner: {fenced} of its appends were fenced after it woke");
     cluster.finish().await;
 }
 
