@@ -418,6 +418,23 @@ impl Ownership {
         self.inner.leaving.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// How many of the live members the store shows this node reaches, itself included, and
+    /// how many there are. A node that reaches no more than half is cut off from the cluster.
+    pub fn reach(&self) -> (usize, usize) {
+        let me = self.node_id();
+        let reachable = read(&self.inner.reachable).clone();
+        let view = read(&self.inner.view);
+        let live_peers: Vec<&str> = view
+            .members
+            .iter()
+            .filter(|m| m.node_id != me && m.status != MemberStatus::Down)
+            .map(|m| m.node_id.as_str())
+            .collect();
+        let reached =
+            live_peers.iter().filter(|id| reachable.as_ref().is_none_or(|r| r.contains(**id)));
+        (1 + reached.count(), 1 + live_peers.len())
+    }
+
     /// Whether another member is up (one that could take this node's shards).
     pub fn has_peers(&self) -> bool {
         let me = self.node_id();

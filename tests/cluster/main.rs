@@ -833,9 +833,21 @@ async fn nodes_talk_over_mutual_tls_and_a_node_the_ca_did_not_sign_is_kept_out()
     // A node whose certificate another CA signed has the store and the cookie, but no session:
     // it is never handed a shard, and the two others keep serving everything.
     cluster.start_node(2);
-    cluster.wait_ready(2).await;
-    // It cannot reach its peers, so it stops beating (isolated) and the others see it down;
-    // until then, and after, it holds nothing.
+    // It cannot reach its peers: it says so on /readyz (503, and why), so a load balancer
+    // sends it nothing.
+    let readyz = format!("{}/readyz", cluster.nodes[2].url());
+    eventually(T, "the stranger to answer /readyz 503 for want of its peers", || async {
+        let Ok(answer) = cluster.http.get(&readyz).send().await else { return false };
+        let status = answer.status();
+        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        status == 503
+            && body["reasons"].as_array().is_some_and(|reasons| {
+                reasons.iter().any(|r| r.as_str().is_some_and(|r| r.contains("reaches 1 of the")))
+            })
+    })
+    .await;
+    // So it stops beating (isolated) and the others see it down; until then, and after, it
+    // holds nothing.
     eventually(T, "the stranger to be seen down, never holding a shard", || async {
         let view = cluster.get(0, "/v1/admin/cluster").await;
         assert_eq!(view["shards_by_node"]["n3"], Value::Null, "{view}");

@@ -21,14 +21,23 @@ struct Readiness {
     reasons: Vec<String>,
 }
 
-/// `GET /readyz`: 200 when the store answers and the node is not stopping, else 503 with reasons.
+/// `GET /readyz`: 200 when the store answers, the node reaches most of the live members the
+/// store shows (itself included), and it is not stopping or gone; else 503 with reasons.
 pub async fn readyz(state: Arc<AppState>) -> ApiResult {
     let mut reasons = Vec::new();
     if *state.stopping.borrow() {
         reasons.push("the node is shutting down".to_owned());
     }
-    if state.regions.ownership().is_some_and(|o| o.is_leaving()) {
-        reasons.push("the node has left the cluster".to_owned());
+    if let Some(ownership) = state.regions.ownership() {
+        if ownership.is_leaving() {
+            reasons.push("the node has left the cluster".to_owned());
+        }
+        let (reached, live) = ownership.reach();
+        if 2 * reached <= live {
+            reasons.push(format!(
+                "cluster: reaches {reached} of the {live} live members (itself included)"
+            ));
+        }
     }
     match tokio::time::timeout(Duration::from_secs(2), state.store.get(Table::Settings, b"ready"))
         .await
