@@ -761,6 +761,14 @@ async fn a_partitioned_node_writes_nothing_and_the_majority_sells_on() {
                 > 0.0
         })
         .await;
+        // And says so: /readyz is 503, for want of its store and of its peers.
+        eventually(T, "the cut-off node to answer /readyz 503 with both reasons", || async {
+            let (status, body) = netns.curl(vec![format!("{minority_url}/readyz")]).await;
+            let reasons =
+                serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["reasons"].to_string();
+            status == "503" && reasons.contains("storage: ") && reasons.contains("cluster: ")
+        })
+        .await;
         let attempts = cut_off_shoppers.iter().enumerate().map(|(n, (_, token))| {
             netns.curl(vec![
                 "-X".into(),
