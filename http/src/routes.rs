@@ -555,11 +555,25 @@ pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::method())
         .map(move |path: FullPath, method| unmatched(&templates, path, method))
         .boxed();
-    table
-        .iter()
-        .map(|route| route.filter(&state))
-        .reduce(|all, route| all.or(route).unify().boxed())
-        .map_or(unmatched.clone(), |all| all.or(unmatched).unify().boxed())
+    let routes = in_order(table.iter().map(|route| route.filter(&state)).collect());
+    routes.map_or(unmatched.clone(), |routes| routes.or(unmatched).unify().boxed())
+}
+
+/// `filters`, tried in order, as a balanced tree of `or`s: a request goes through a few boxed
+/// filters on its way to its route, not one per route before it.
+fn in_order(mut filters: Vec<BoxedFilter<(Response,)>>) -> Option<BoxedFilter<(Response,)>> {
+    while filters.len() > 1 {
+        let mut pairs = Vec::with_capacity(filters.len().div_ceil(2));
+        let mut rest = filters.into_iter();
+        while let Some(first) = rest.next() {
+            pairs.push(match rest.next() {
+                Some(second) => first.or(second).unify().boxed(),
+                None => first,
+            });
+        }
+        filters = pairs;
+    }
+    filters.pop()
 }
 
 /// The routes of the separate metrics address: `GET /metrics` only.
