@@ -425,6 +425,15 @@ async fn retried_checkouts_get_their_final_answer_within_10_s_of_a_failover() {
     assert_eq!(sold.len() as u64, stock, "every unit sold once, each to one attempt");
     let orders: HashSet<&str> = sold.iter().map(|a| a.order_id.as_deref().unwrap()).collect();
     assert_eq!(orders.len(), sold.len(), "each sale its own order");
+    // And the shop agrees: nothing left or held, exactly those orders confirmed.
+    assert_eq!(cluster.levels(survivor, sku).await, (0, 0));
+    let confirmed: HashSet<String> = cluster
+        .orders_with(survivor, "confirmed")
+        .await
+        .iter()
+        .map(|o| o["order_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(orders.iter().all(|o| confirmed.contains(*o)) && confirmed.len() == orders.len());
     let late = attempts
         .iter()
         .filter(|a| a.answered > failover)
