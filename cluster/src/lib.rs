@@ -8,6 +8,7 @@
 //!
 //! It does not own what entities do: that is `storefront-actors`.
 
+mod call;
 mod error;
 mod fenced;
 pub mod metrics;

@@ -19,8 +19,9 @@ use storefront_actors::{
 };
 use storefront_storage::{KeyedWrite, Store, Table};
 
+use crate::call::{Answer, Call, CartCall, Execute, OrderCall, Refusal, SkuCall};
 use crate::fenced::FencedStore;
-use crate::remote::{Answer, Call, Execute, Links, Refusal};
+use crate::remote::Links;
 use crate::transport::{Transport, TransportConfig};
 use crate::{ClusterError, Ownership, OwnershipConfig, ShardHost, ShardRegion, shard_of};
 
@@ -224,7 +225,7 @@ struct SkuPort {
 #[async_trait]
 impl Execute for SkuPort {
     async fn execute(&self, call: Call) -> Result<Answer, Refusal> {
-        let Call::Stock { sku, command } = call else {
+        let Call::Sku(SkuCall::Command { sku, command }) = call else {
             return Err(Refusal::Domain(DomainError::Unavailable("not a stock command".into())));
         };
         check_held(self.router.ownership.as_ref(), &self.skus, &sku).map_err(refusal)?;
@@ -240,7 +241,7 @@ impl Execute for SkuPort {
 #[async_trait]
 impl StockPort for SkuPort {
     async fn stock(&self, sku: &str, command: StockCommand) -> Result<StockLevels, DomainError> {
-        let call = Call::Stock { sku: sku.to_owned(), command };
+        let call = Call::Sku(SkuCall::Command { sku: sku.to_owned(), command });
         match self.router.route(self, call, self.timeout).await? {
             Answer::Levels(levels) => Ok(levels),
             other => Err(unexpected(&other)),
@@ -402,7 +403,7 @@ impl Regions {
         sku: &str,
         command: StockCommand,
     ) -> Result<StockLevels, DomainError> {
-        let call = Call::Stock { sku: sku.to_owned(), command };
+        let call = Call::Sku(SkuCall::Command { sku: sku.to_owned(), command });
         match self.dispatch(call, self.call_timeout).await? {
             Answer::Levels(levels) => Ok(levels),
             other => Err(unexpected(&other)),
@@ -411,7 +412,10 @@ impl Regions {
 
     /// A SKU's levels.
     pub async fn stock_levels(&self, sku: &str) -> Result<StockLevels, DomainError> {
-        match self.dispatch(Call::StockLevels { sku: sku.to_owned() }, self.call_timeout).await? {
+        match self
+            .dispatch(Call::Sku(SkuCall::Levels { sku: sku.to_owned() }), self.call_timeout)
+            .await?
+        {
             Answer::Levels(levels) => Ok(levels),
             other => Err(unexpected(&other)),
         }
@@ -423,7 +427,7 @@ impl Regions {
         cart_id: &str,
         command: CartCommand,
     ) -> Result<CartView, DomainError> {
-        let call = Call::UpdateCart { cart_id: cart_id.to_owned(), command };
+        let call = Call::Cart(CartCall::Update { cart_id: cart_id.to_owned(), command });
         match self.dispatch(call, self.call_timeout).await? {
             Answer::Cart(cart) => Ok(cart),
             other => Err(unexpected(&other)),
@@ -432,7 +436,10 @@ impl Regions {
 
     /// Reads a cart.
     pub async fn cart(&self, cart_id: &str) -> Result<CartView, DomainError> {
-        match self.dispatch(Call::Cart { cart_id: cart_id.to_owned() }, self.call_timeout).await? {
+        match self
+            .dispatch(Call::Cart(CartCall::Get { cart_id: cart_id.to_owned() }), self.call_timeout)
+            .await?
+        {
             Answer::Cart(cart) => Ok(cart),
             other => Err(unexpected(&other)),
         }
@@ -454,7 +461,7 @@ impl Regions {
         with: Vec<KeyedWrite>,
         wait: Duration,
     ) -> Result<Checkout, DomainError> {
-        let call = Call::Checkout { order, with, wait_ms: millis(wait) };
+        let call = Call::Order(OrderCall::Place { order, with, wait_ms: millis(wait) });
         match self.dispatch(call, wait + TRANSIT).await? {
             Answer::Checkout(checkout) => Ok(checkout),
             other => Err(unexpected(&other)),
@@ -464,7 +471,10 @@ impl Regions {
     /// An order as it stands.
     pub async fn order(&self, order_id: &str) -> Result<OrderView, DomainError> {
         match self
-            .dispatch(Call::Order { order_id: order_id.to_owned() }, self.call_timeout)
+            .dispatch(
+                Call::Order(OrderCall::Get { order_id: order_id.to_owned() }),
+                self.call_timeout,
+            )
             .await?
         {
             Answer::Order(order) => Ok(order),
@@ -479,7 +489,10 @@ impl Regions {
         order_id: &str,
         wait: Duration,
     ) -> Result<OrderView, DomainError> {
-        let call = Call::OrderOutcome { order_id: order_id.to_owned(), wait_ms: millis(wait) };
+        let call = Call::Order(OrderCall::Outcome {
+            order_id: order_id.to_owned(),
+            wait_ms: millis(wait),
+        });
         match self.dispatch(call, wait + TRANSIT).await? {
             Answer::Order(order) => Ok(order),
             other => Err(unexpected(&other)),
@@ -492,7 +505,8 @@ impl Regions {
         order_id: &str,
         wait: Duration,
     ) -> Result<OrderView, DomainError> {
-        let call = Call::CancelOrder { order_id: order_id.to_owned(), wait_ms: millis(wait) };
+        let call =
+            Call::Order(OrderCall::Cancel { order_id: order_id.to_owned(), wait_ms: millis(wait) });
         match self.dispatch(call, wait + TRANSIT).await? {
             Answer::Order(order) => Ok(order),
             other => Err(unexpected(&other)),
@@ -548,7 +562,7 @@ impl Execute for Regions {
         let ownership = self.ownership();
         let timeout = self.call_timeout;
         match call {
-            Call::Stock { sku, command } => {
+            Call::Sku(SkuCall::Command { sku, command }) => {
                 check_held(ownership, &self.skus, &sku).map_err(refusal)?;
                 let levels = self
                     .skus
@@ -557,13 +571,13 @@ impl Execute for Regions {
                     .map_err(refusal)?;
                 levels.map(Answer::Levels).map_err(domain)
             }
-            Call::StockLevels { sku } => {
+            Call::Sku(SkuCall::Levels { sku }) => {
                 check_held(ownership, &self.skus, &sku).map_err(refusal)?;
                 let levels =
                     self.skus.call(&sku, SkuStockMsg::Levels, timeout).await.map_err(refusal)?;
                 levels.map(Answer::Levels).map_err(domain)
             }
-            Call::UpdateCart { cart_id, command } => {
+            Call::Cart(CartCall::Update { cart_id, command }) => {
                 check_held(ownership, &self.carts, &cart_id).map_err(refusal)?;
                 let cart = self
                     .carts
@@ -572,13 +586,13 @@ impl Execute for Regions {
                     .map_err(refusal)?;
                 cart.map(Answer::Cart).map_err(domain)
             }
-            Call::Cart { cart_id } => {
+            Call::Cart(CartCall::Get { cart_id }) => {
                 check_held(ownership, &self.carts, &cart_id).map_err(refusal)?;
                 let cart =
                     self.carts.call(&cart_id, CartMsg::Get, timeout).await.map_err(refusal)?;
                 cart.map(Answer::Cart).map_err(domain)
             }
-            Call::Checkout { order, with, wait_ms } => {
+            Call::Order(OrderCall::Place { order, with, wait_ms }) => {
                 let order_id = order.order_id.clone();
                 checkout_writes(&with).map_err(Refusal::Domain)?;
                 check_held(ownership, &self.orders, &order_id).map_err(refusal)?;
@@ -607,13 +621,13 @@ impl Execute for Regions {
                     Err(err) => Err(refusal(err)),
                 }
             }
-            Call::Order { order_id } => {
+            Call::Order(OrderCall::Get { order_id }) => {
                 check_held(ownership, &self.orders, &order_id).map_err(refusal)?;
                 let order =
                     self.orders.call(&order_id, OrderMsg::Get, timeout).await.map_err(refusal)?;
                 order.map(Answer::Order).map_err(domain)
             }
-            Call::OrderOutcome { order_id, wait_ms } => {
+            Call::Order(OrderCall::Outcome { order_id, wait_ms }) => {
                 check_held(ownership, &self.orders, &order_id).map_err(refusal)?;
                 let wait = Duration::from_millis(wait_ms);
                 let order = match self.orders.call(&order_id, OrderMsg::AwaitOutcome, wait).await {
@@ -625,7 +639,7 @@ impl Execute for Regions {
                 };
                 order.map_err(refusal)?.map(Answer::Order).map_err(domain)
             }
-            Call::CancelOrder { order_id, wait_ms } => {
+            Call::Order(OrderCall::Cancel { order_id, wait_ms }) => {
                 check_held(ownership, &self.orders, &order_id).map_err(refusal)?;
                 let wait = Duration::from_millis(wait_ms);
                 let order =

@@ -1,5 +1,5 @@
-//! Commands between nodes: the wire types, the region host every node exposes, and the links
-//! that carry batches of commands and answers to it over `ractor_cluster`.
+//! Commands between nodes: the region host every node exposes, and the links that carry batches
+//! of calls and answers ([`crate::call`]) to it over `ractor_cluster`.
 //!
 //! Entity actors are local only. Each node runs one remotely addressable [`RegionHost`] per entity
 //! kind (in the process group `storefront-host/<kind>/<node id>`), which executes the commands it
@@ -18,14 +18,11 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
-use serde::{Deserialize, Serialize};
-use storefront_actors::cart::{CartCommand, CartView};
-use storefront_actors::order::{OrderView, PlaceOrder};
-use storefront_actors::{DomainError, EntityKind, StockCommand, StockLevels};
-use storefront_storage::KeyedWrite;
+use serde::Serialize;
+use storefront_actors::EntityKind;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::regions::Checkout;
+use crate::call::{Answer, Call, Execute, Refusal};
 
 /// Commands a link sends in one message at most.
 const MAX_BATCH: usize = 512;
@@ -34,82 +31,6 @@ pub(crate) const MAX_IN_FLIGHT: usize = 16_384;
 /// How long a host remembers an answer for a repeated command, and how many at most.
 const REMEMBER_ANSWERS: Duration = Duration::from_secs(60);
 const REMEMBER_AT_MOST: usize = 100_000;
-
-/// A command for an entity, as it crosses nodes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Call {
-    Stock { sku: String, command: StockCommand },
-    StockLevels { sku: String },
-    UpdateCart { cart_id: String, command: CartCommand },
-    Cart { cart_id: String },
-    Checkout { order: PlaceOrder, with: Vec<KeyedWrite>, wait_ms: u64 },
-    Order { order_id: String },
-    OrderOutcome { order_id: String, wait_ms: u64 },
-    CancelOrder { order_id: String, wait_ms: u64 },
-}
-
-impl Call {
-    /// The entity the command is for: its kind and id.
-    pub(crate) fn target(&self) -> (EntityKind, &str) {
-        match self {
-            Call::Stock { sku, .. } | Call::StockLevels { sku } => (EntityKind::Sku, sku),
-            Call::UpdateCart { cart_id, .. } | Call::Cart { cart_id } => {
-                (EntityKind::Cart, cart_id)
-            }
-            Call::Checkout { order, .. } => (EntityKind::Order, &order.order_id),
-            Call::Order { order_id }
-            | Call::OrderOutcome { order_id, .. }
-            | Call::CancelOrder { order_id, .. } => (EntityKind::Order, order_id),
-        }
-    }
-}
-
-impl Call {
-    /// Whether the command only reads: one whose outcome is unknown can be sent again.
-    pub(crate) fn is_read(&self) -> bool {
-        matches!(
-            self,
-            Call::StockLevels { .. }
-                | Call::Cart { .. }
-                | Call::Order { .. }
-                | Call::OrderOutcome { .. }
-        )
-    }
-
-    /// Caps the wait of a command that waits for an outcome (a checkout, an outcome, a
-    /// cancellation) at `left`.
-    pub(crate) fn limit_wait(&mut self, left: Duration) {
-        let left = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
-        match self {
-            Call::Checkout { wait_ms, .. }
-            | Call::OrderOutcome { wait_ms, .. }
-            | Call::CancelOrder { wait_ms, .. } => *wait_ms = (*wait_ms).min(left),
-            _ => {}
-        }
-    }
-}
-
-/// What a command answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Answer {
-    Levels(StockLevels),
-    Cart(CartView),
-    Checkout(Checkout),
-    Order(OrderView),
-}
-
-/// Why a command got no answer from its entity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Refusal {
-    /// The node asked does not hold the entity's shard: nothing was done; ask the owner.
-    NotOwner,
-    /// The command never left this node (no session to the owner): nothing was done.
-    Unreachable(String),
-    /// The command was sent but no answer came in time: it may or may not take effect.
-    Unknown(String),
-    /// The entity answered with an error.
-    Domain(DomainError),
-}
 
 /// The messages of a [`RegionHost`]: the only ones that cross nodes.
 #[derive(Debug, RactorClusterMessage)]
@@ -126,12 +47,6 @@ pub(crate) enum HostMsg {
 /// The process group of `node`'s host for `kind`.
 pub(crate) fn host_group(kind: EntityKind, node: &str) -> String {
     format!("storefront-host/{kind}/{node}")
-}
-
-/// Runs a command against this node's own regions.
-#[async_trait::async_trait]
-pub(crate) trait Execute: Send + Sync + 'static {
-    async fn execute(&self, call: Call) -> Result<Answer, Refusal>;
 }
 
 /// The remotely addressable actor of a node for one entity kind: runs commands from peers against
@@ -465,6 +380,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use storefront_actors::{DomainError, StockLevels};
+
     use super::*;
 
     #[test]

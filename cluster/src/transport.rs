@@ -22,7 +22,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use storefront_actors::EntityKind;
 
-use crate::remote::{Execute, HostArgs, HostMsg, Links, RegionHost, ping};
+use crate::call::Execute;
+use crate::remote::{HostArgs, HostMsg, Links, RegionHost, ping};
 use crate::{ClusterError, MemberStatus, Ownership};
 
 /// Pings a peer may miss in a row before its session is closed.
