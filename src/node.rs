@@ -27,7 +27,6 @@ use storefront_http::auth::{
 };
 use storefront_http::catalog::Catalog;
 use storefront_http::edge::{EdgeSettings, Streams};
-use storefront_http::fx::FxBook;
 use storefront_http::idempotency::IdempotencyKeys;
 use storefront_http::ratelimit::{LocalLimiter, RateLimiter, Unlimited};
 use storefront_http::serve::Limits;
@@ -156,6 +155,7 @@ pub struct Node {
     relay: Option<Relay>,
     webhook_worker: Option<WebhookWorker>,
     trimming: Option<tokio::task::JoinHandle<()>>,
+    catalog_follower: tokio::task::JoinHandle<()>,
     grace: Duration,
 }
 
@@ -203,10 +203,7 @@ impl Node {
             .await
             .map_err(|e| e.to_string())
             .map_err(io("cannot open the catalog"))?;
-        let fx = FxBook::load(store.clone(), base)
-            .await
-            .map_err(|e| e.to_string())
-            .map_err(io("cannot load the FX rates"))?;
+        let catalog_follower = tokio::spawn(catalog.clone().follow());
         let users = Users::new(store.clone());
         if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
             users.ensure_admin(email, password.expose()).await.map_err(|e| StartError::Config {
@@ -285,7 +282,6 @@ impl Node {
             users,
             tokens,
             limiter,
-            fx,
             webhooks,
             feed,
             metrics,
@@ -311,7 +307,7 @@ impl Node {
             request_timeout: config.http.request_timeout(),
         };
         let app = App::new(state, listener, metrics_listener, stop, (grace, limits));
-        Ok(Node { app, regions, relay, webhook_worker, trimming, grace })
+        Ok(Node { app, regions, relay, webhook_worker, trimming, catalog_follower, grace })
     }
 
     /// Where the HTTP edge listens.
@@ -326,8 +322,9 @@ impl Node {
 
     /// Serves until `shutdown` completes, then stops the edge, the relay and the entities.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let Node { app, regions, relay, webhook_worker, trimming, grace } = self;
+        let Node { app, regions, relay, webhook_worker, trimming, catalog_follower, grace } = self;
         app.run(shutdown).await;
+        catalog_follower.abort();
         if let Some(trimming) = trimming {
             trimming.abort();
         }

@@ -33,12 +33,14 @@ fn place(round: u64, n: u64) -> PlaceOrder {
             qty: Quantity::new(1).unwrap(),
             unit_price: Money::parse(&Decimal::new(1999, 2).to_string(), Currency::USD).unwrap(),
             name: "Bench product".into(),
+            product_version: 0,
         }],
         currency: Currency::USD,
         fx_rate: None,
         payment_token: "tok_visa".into(),
         shipping_address: None,
         email: format!("user-{}@example.com", n % 5_000),
+        catalog_version: 0,
     }
 }
 

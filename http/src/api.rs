@@ -68,7 +68,7 @@ impl AppState {
 
     /// `price` (in the base currency) shown in `currency` at the current rates.
     pub fn show(&self, price: &Money, currency: Currency) -> Result<Money, ApiError> {
-        Ok(self.fx.current().convert(price, currency)?)
+        Ok(self.catalog.fx().convert(price, currency)?)
     }
 }
 

@@ -19,7 +19,6 @@ use tokio::sync::watch;
 use crate::auth::{AccessTokens, PasswordResets, RefreshTokens, Users};
 use crate::catalog::Catalog;
 use crate::edge::{EdgeSettings, Streams};
-use crate::fx::FxBook;
 use crate::idempotency::IdempotencyKeys;
 use crate::ratelimit::RateLimiter;
 use crate::routes;
@@ -36,7 +35,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The entity regions.
     pub regions: Regions,
-    /// Products and search.
+    /// Products, FX rates and search, as this node has applied the catalog's change feed.
     pub catalog: Catalog,
     /// Accounts.
     pub users: Users,
@@ -50,8 +49,6 @@ pub struct AppState {
     pub idempotency: IdempotencyKeys,
     /// Rate limits.
     pub limiter: Arc<dyn RateLimiter>,
-    /// FX rates.
-    pub fx: FxBook,
     /// Merchants' webhooks.
     pub webhooks: Webhooks,
     /// Live stock levels.

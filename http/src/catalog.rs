@@ -1,10 +1,13 @@
-//! The catalog: products as plain stored records (SKU unique), with an embedded full-text index
-//! (tantivy) kept in step with every product write and rebuilt from the store if it is not.
+//! The catalog: products (SKU unique) and the FX rates, one truth across the cluster. Every
+//! change is an event of the shared store's `catalog` stream (see [`feed`]); each node applies the
+//! stream in order to its memory and its embedded full-text index (tantivy), so every node
+//! answers from the same versions within a poll of the stream.
 //!
-//! Owns product records, their validation, search and the demo catalog. Does not own stock (the
-//! SKU actors) or prices in other currencies (converted at the edge with the FX rates).
+//! Owns product records, their validation, the FX rates, search and the demo catalog. Does not
+//! own stock (the SKU actors).
 
 pub mod demo;
+mod feed;
 mod search;
 
 use std::collections::HashMap;
@@ -12,9 +15,10 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
-use storefront_actors::{Currency, Money, Sku};
-use storefront_storage::{Store, Table};
+use storefront_actors::{Currency, FxRates, Money, Sku};
+use storefront_storage::Store;
 
+pub use feed::FOLLOW_EVERY;
 use search::SearchIndex;
 
 /// Most products one page returns.
@@ -43,6 +47,10 @@ pub struct Product {
     /// `None`. The SKU's actor enforces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_customer: Option<u32>,
+    /// The catalog version that last changed it (0 for a product stored before the catalog
+    /// had versions).
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// A product to create.
@@ -121,18 +129,27 @@ pub fn product_id(sku: &Sku) -> String {
     format!("prod-{}", sku.as_str().to_ascii_lowercase())
 }
 
-/// The catalog of one shop.
+/// The catalog of one shop, as this node has applied it.
 #[derive(Clone)]
 pub struct Catalog {
     store: Arc<dyn Store>,
     index: Arc<SearchIndex>,
     base: Currency,
-    /// Every product this node has read or written, by id: product reads are the hottest read
-    /// of a shop and products change rarely. (With several nodes writing one shared store, a
-    /// node learns of another's writes only through the store; Step 4 owns that.)
-    cache: Arc<RwLock<HashMap<String, Arc<Product>>>>,
-    /// Product writes one at a time, so the store, the index and the cache end in one order.
+    /// What this node has applied of the catalog stream: read by every product read, search and
+    /// checkout, written only by [`Catalog::catch_up`].
+    applied: Arc<RwLock<Applied>>,
+    /// This node's catalog writes one at a time (other nodes' are ordered by the stream).
     writes: Arc<tokio::sync::Mutex<()>>,
+    /// One catch-up at a time, so events are applied once and in order.
+    applying: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The catalog as of one version of its stream.
+#[derive(Debug)]
+struct Applied {
+    version: u64,
+    products: HashMap<String, Arc<Product>>,
+    fx: Arc<FxRates>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -142,32 +159,64 @@ impl std::fmt::Debug for Catalog {
 }
 
 impl Catalog {
-    /// Opens the catalog over `store` with its index under `index_dir`, rebuilding the index from
-    /// the store when it does not hold exactly the stored products.
+    /// Opens the catalog over `store` with its index under `index_dir`, caught up with the
+    /// catalog stream: a node that was down applies what it missed before it serves.
     pub async fn open(
         store: Arc<dyn Store>,
         index_dir: &Path,
         base: Currency,
     ) -> Result<Self, CatalogError> {
         let index = Arc::new(SearchIndex::open(index_dir)?);
-        let catalog = Self { store, index, base, cache: Arc::default(), writes: Arc::default() };
-        let products = catalog.all().await?;
-        for product in &products {
-            catalog.remember(product);
-        }
-        if catalog.index.count()? != products.len() as u64 {
-            tracing::info!(products = products.len(), "rebuilding the search index from the store");
-            let index = catalog.index.clone();
-            tokio::task::spawn_blocking(move || index.rebuild(&products))
-                .await
-                .map_err(backend)??;
-        }
+        let applied = feed::load(&*store, base).await?;
+        let version = applied.version;
+        let catalog = Self {
+            store,
+            index,
+            base,
+            applied: Arc::new(RwLock::new(applied)),
+            writes: Arc::default(),
+            applying: Arc::default(),
+        };
+        catalog.refresh_index(version).await?;
+        catalog.catch_up().await?;
         Ok(catalog)
     }
 
-    /// Products this node knows (all of them, on a single node).
+    /// Brings the index to the loaded `version`: the products changed since the version it
+    /// records, or all of them when it records none or does not hold exactly the products.
+    async fn refresh_index(&self, version: u64) -> Result<(), CatalogError> {
+        let products: Vec<Arc<Product>> = self.read().products.values().cloned().collect();
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || {
+            let indexed = index.version()?;
+            match indexed {
+                Some(at) if at <= version && index.count()? == products.len() as u64 => {
+                    let changed = products.iter().filter(|p| p.version > at).map(|p| &**p);
+                    index.upsert(changed, version)
+                }
+                _ => {
+                    tracing::info!(products = products.len(), "rebuilding the search index");
+                    index.rebuild(products.iter().map(|p| &**p), version)
+                }
+            }
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Applied> {
+        // A poisoned lock only means a writer panicked between whole-value inserts: still usable.
+        self.applied.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The catalog version this node has applied.
+    pub fn version(&self) -> u64 {
+        self.read().version
+    }
+
+    /// Products this node knows.
     pub fn len(&self) -> usize {
-        self.cache.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.read().products.len()
     }
 
     /// Whether the catalog has no products.
@@ -180,55 +229,66 @@ impl Catalog {
         self.base
     }
 
+    /// The FX rates as of the applied version.
+    pub fn fx(&self) -> Arc<FxRates> {
+        self.read().fx.clone()
+    }
+
+    /// The FX rates with the catalog version they are at (what a checkout prices from).
+    pub fn fx_versioned(&self) -> (Arc<FxRates>, u64) {
+        let applied = self.read();
+        (applied.fx.clone(), applied.version)
+    }
+
+    /// Replaces the FX rates; returns them once this node has applied them.
+    pub async fn replace_fx(&self, rates: FxRates) -> Result<Arc<FxRates>, CatalogError> {
+        if rates.base() != self.base {
+            return Err(invalid("base", format!("must be the base currency {}", self.base)));
+        }
+        self.write(|_| Ok(feed::Change::FxRates(rates.clone()))).await?;
+        Ok(self.fx())
+    }
+
     /// Creates a product; its SKU must be new.
     pub async fn create(&self, new: NewProduct) -> Result<Product, CatalogError> {
-        let _one_writer = self.writes.lock().await;
-        let product = self.claim(new).await?;
-        self.save(std::slice::from_ref(&product)).await?;
-        Ok(product)
+        let mut created = self.create_many(vec![new]).await?;
+        created.pop().ok_or_else(|| CatalogError::Backend("nothing created".into()))
     }
 
-    /// Creates many products (the demo seed) with one index commit; stops at the first failure.
+    /// Creates many products (the demo seed), all or none; every SKU must be new.
     pub async fn create_many(&self, new: Vec<NewProduct>) -> Result<Vec<Product>, CatalogError> {
-        let _one_writer = self.writes.lock().await;
         let mut products = Vec::with_capacity(new.len());
         for new in new {
-            products.push(self.claim(new).await?);
+            let product = Product {
+                product_id: product_id(&new.sku),
+                sku: new.sku,
+                name: new.name,
+                description: new.description,
+                category: new.category,
+                price: new.price,
+                max_per_customer: new.max_per_customer,
+                version: 0,
+            };
+            self.validate(&product)?;
+            products.push(product);
         }
-        self.save(&products).await?;
-        Ok(products)
-    }
-
-    /// Validates a new product and claims its SKU.
-    async fn claim(&self, new: NewProduct) -> Result<Product, CatalogError> {
-        let product = Product {
-            product_id: product_id(&new.sku),
-            sku: new.sku,
-            name: new.name,
-            description: new.description,
-            category: new.category,
-            price: new.price,
-            max_per_customer: new.max_per_customer,
-        };
-        self.validate(&product)?;
-        // SKUs are unique regardless of case (product ids are lower case).
-        let sku_key = product.sku.as_str().to_ascii_lowercase();
-        let sku_key = sku_key.as_bytes();
-        let claimed = self
-            .store
-            .compare_and_swap(
-                Table::ProductSkus,
-                sku_key,
-                None,
-                Some(product.product_id.as_bytes()),
-            )
-            .await
-            .map_err(backend)?;
-        // A claim without its product is what a crash between the two writes leaves: take it over.
-        if !claimed && self.get(&product.product_id).await?.is_some() {
-            return Err(CatalogError::SkuExists(product.sku.to_string()));
+        let mut created = Vec::with_capacity(products.len());
+        for chunk in products.chunks(feed::MAX_PRODUCTS_PER_CHANGE) {
+            let version = self
+                .write(|applied| {
+                    // SKUs are unique regardless of case (product ids are lower case); the
+                    // stream orders every write, so a product absent here is absent everywhere.
+                    if let Some(taken) =
+                        chunk.iter().find(|p| applied.products.contains_key(&p.product_id))
+                    {
+                        return Err(CatalogError::SkuExists(taken.sku.to_string()));
+                    }
+                    Ok(feed::Change::Products(chunk.to_vec()))
+                })
+                .await?;
+            created.extend(chunk.iter().cloned().map(|p| Product { version, ..p }));
         }
-        Ok(product)
+        Ok(created)
     }
 
     /// Changes a product.
@@ -237,46 +297,29 @@ impl Catalog {
         product_id: &str,
         patch: ProductPatch,
     ) -> Result<Product, CatalogError> {
-        let _one_writer = self.writes.lock().await;
-        let current = self.get(product_id).await?;
-        let current = current.ok_or_else(|| CatalogError::NotFound(product_id.to_owned()))?;
-        let mut product = Product::clone(&current);
-        let ProductPatch { name, description, category, price, max_per_customer } = patch;
-        product.name = name.unwrap_or(product.name);
-        product.description = description.unwrap_or(product.description);
-        product.category = category.unwrap_or(product.category);
-        product.price = price.unwrap_or(product.price);
-        product.max_per_customer = max_per_customer.unwrap_or(product.max_per_customer);
-        self.validate(&product)?;
-        self.save(std::slice::from_ref(&product)).await?;
-        Ok(product)
+        self.write(|applied| {
+            let current = applied.products.get(product_id);
+            let current = current.ok_or_else(|| CatalogError::NotFound(product_id.to_owned()))?;
+            let mut product = Product::clone(current);
+            let ProductPatch { name, description, category, price, max_per_customer } =
+                patch.clone();
+            product.name = name.unwrap_or(product.name);
+            product.description = description.unwrap_or(product.description);
+            product.category = category.unwrap_or(product.category);
+            product.price = price.unwrap_or(product.price);
+            product.max_per_customer = max_per_customer.unwrap_or(product.max_per_customer);
+            self.validate(&product)?;
+            Ok(feed::Change::Products(vec![product]))
+        })
+        .await?;
+        // Applied by the write (or replaced since by a later change of another node's).
+        let product = self.get(product_id).await?;
+        product.map(|p| Product::clone(&p)).ok_or_else(|| CatalogError::NotFound(product_id.into()))
     }
 
-    /// A product by id.
+    /// A product by id, as of the applied version.
     pub async fn get(&self, product_id: &str) -> Result<Option<Arc<Product>>, CatalogError> {
-        if let Some(product) = self.cached(product_id) {
-            return Ok(Some(product));
-        }
-        match self.store.get(Table::Products, product_id.as_bytes()).await.map_err(backend)? {
-            Some(bytes) => {
-                let product: Product = serde_json::from_slice(&bytes).map_err(backend)?;
-                Ok(Some(self.remember(&product)))
-            }
-            None => Ok(None),
-        }
-    }
-
-    fn cached(&self, product_id: &str) -> Option<Arc<Product>> {
-        // A poisoned lock only means a writer panicked mid-insert of a whole value: still usable.
-        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
-        cache.get(product_id).cloned()
-    }
-
-    fn remember(&self, product: &Product) -> Arc<Product> {
-        let product = Arc::new(product.clone());
-        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        cache.insert(product.product_id.clone(), product.clone());
-        product
+        Ok(self.read().products.get(product_id).cloned())
     }
 
     /// A product by SKU.
@@ -311,13 +354,9 @@ impl Catalog {
         })
         .await
         .map_err(backend)??;
-        let mut items = Vec::with_capacity(ids.len());
-        for id in ids {
-            // The index and the store agree (both written per product); a miss is skipped.
-            if let Some(product) = self.get(&id).await? {
-                items.push(product);
-            }
-        }
+        let applied = self.read();
+        // The index follows the applied products (both written by the catch-up).
+        let items = ids.iter().filter_map(|id| applied.products.get(id).cloned()).collect();
         let next_cursor = more.then(|| (offset + limit).to_string());
         Ok(Page { items, next_cursor })
     }
@@ -349,39 +388,6 @@ impl Catalog {
             return Err(invalid("price", format!("at most {MAX_PRICE_UNITS}")));
         }
         Ok(())
-    }
-
-    /// Stores `products`, then indexes them (one commit).
-    async fn save(&self, products: &[Product]) -> Result<(), CatalogError> {
-        for product in products {
-            let value = serde_json::to_vec(product).map_err(backend)?;
-            self.store
-                .put(Table::Products, product.product_id.as_bytes(), &value)
-                .await
-                .map_err(backend)?;
-            self.remember(product);
-        }
-        let (index, products) = (self.index.clone(), products.to_vec());
-        tokio::task::spawn_blocking(move || index.upsert(&products)).await.map_err(backend)?
-    }
-
-    async fn all(&self) -> Result<Vec<Product>, CatalogError> {
-        let mut products = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self
-                .store
-                .scan(Table::Products, b"", after.as_deref(), 1000)
-                .await
-                .map_err(backend)?;
-            for (_, value) in &page {
-                products.push(serde_json::from_slice(value).map_err(backend)?);
-            }
-            match page.last() {
-                Some((key, _)) if page.len() == 1000 => after = Some(key.clone()),
-                _ => return Ok(products),
-            }
-        }
     }
 }
 

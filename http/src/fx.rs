@@ -1,17 +1,13 @@
-//! The shop's FX rates: stored durably (`settings` table), held in memory for conversions, and
-//! replaced as a whole by an admin. Until an admin sets rates, a fixed table of indicative rates
+//! The shop's default FX rates. The rates in use are part of the catalog (changed by an admin
+//! through its change feed); until an admin sets rates, this fixed table of indicative rates
 //! (mid-market, late 2026, to 4-6 significant digits) is used so every supported currency can be
 //! shown out of the box; replace them before taking real money.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::sync::{Arc, RwLock};
 
 use rust_decimal::Decimal;
 use storefront_actors::{Currency, DomainError, FxRates};
-use storefront_storage::{Store, Table};
-
-const KEY: &[u8] = b"fx_rates";
 
 /// Indicative units of each currency per US dollar.
 const PER_USD: [(&str, &str); 24] = [
@@ -41,15 +37,6 @@ const PER_USD: [(&str, &str); 24] = [
     ("JOD", "0.7090"),
 ];
 
-/// The current rates, shared by every handler.
-#[derive(Debug, Clone)]
-pub struct FxBook {
-    store: Arc<dyn Store>,
-    current: Arc<RwLock<Arc<FxRates>>>,
-    /// Replacements one at a time, so the store and memory end with the same rates.
-    writes: Arc<tokio::sync::Mutex<()>>,
-}
-
 /// The indicative rates from `base`.
 pub fn default_rates(base: Currency) -> Result<FxRates, DomainError> {
     let per_usd = |code: &str| -> Result<Decimal, DomainError> {
@@ -72,46 +59,6 @@ pub fn default_rates(base: Currency) -> Result<FxRates, DomainError> {
         }
     }
     FxRates::new(base, rates)
-}
-
-impl FxBook {
-    /// Loads the stored rates, or the defaults for `base`. Stored rates for another base (the
-    /// base currency was changed) are ignored with a warning.
-    pub async fn load(store: Arc<dyn Store>, base: Currency) -> Result<Self, DomainError> {
-        let stored = match store.get(Table::Settings, KEY).await? {
-            Some(bytes) => match serde_json::from_slice::<FxRates>(&bytes) {
-                Ok(rates) if rates.base() == base => Some(rates),
-                Ok(rates) => {
-                    tracing::warn!(stored = %rates.base(), %base, "stored FX rates are for another base; using defaults");
-                    None
-                }
-                Err(e) => return Err(DomainError::Storage(format!("stored FX rates: {e}"))),
-            },
-            None => None,
-        };
-        let rates = match stored {
-            Some(rates) => rates,
-            None => default_rates(base)?,
-        };
-        Ok(Self { store, current: Arc::new(RwLock::new(Arc::new(rates))), writes: Arc::default() })
-    }
-
-    /// The rates now.
-    pub fn current(&self) -> Arc<FxRates> {
-        // A poisoned lock still holds a whole `Arc` (it is swapped, never mutated in place).
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Replaces the rates: stored first, then used.
-    pub async fn replace(&self, rates: FxRates) -> Result<Arc<FxRates>, DomainError> {
-        let _one_writer = self.writes.lock().await;
-        let bytes = serde_json::to_vec(&rates)
-            .map_err(|e| DomainError::Storage(format!("FX rates: {e}")))?;
-        self.store.put(Table::Settings, KEY, &bytes).await?;
-        let rates = Arc::new(rates);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = rates.clone();
-        Ok(rates)
-    }
 }
 
 #[cfg(test)]

@@ -59,9 +59,10 @@ async fn a_full_purchase_from_cart_to_cancelled_order() {
     let read = app.get(&format!("/v1/orders/{order_id}"), Some(&ann)).await.ok(200);
     assert_eq!(read["status"], "confirmed");
     assert_eq!(read["fx_rate"], "0.921");
+    assert_eq!(read["catalog_version"], 1, "the product's creation, at the default rates");
     assert_eq!(
         read["items"],
-        json!([{"sku": "LAMP-1", "qty": 2, "unit_price": {"amount": "18.42", "currency": "EUR"}, "line_total": {"amount": "36.84", "currency": "EUR"}}])
+        json!([{"sku": "LAMP-1", "qty": 2, "unit_price": {"amount": "18.42", "currency": "EUR"}, "line_total": {"amount": "36.84", "currency": "EUR"}, "product_version": 1}])
     );
     let statuses: Vec<&str> =
         read["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();

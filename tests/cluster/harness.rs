@@ -289,6 +289,26 @@ impl Cluster {
         self.nodes.iter().position(|n| n.id == owner)
     }
 
+    /// `method path` with `body` through node `i` as the admin: the status and the JSON body.
+    pub async fn admin_call(
+        &self,
+        i: usize,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let answer = self
+            .http
+            .request(method, format!("{}{path}", self.nodes[i].url()))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        (status, answer.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn create_product(&self, i: usize, sku: &str, stock: u64) {
         self.create_limited_product(i, sku, stock, None).await;
     }

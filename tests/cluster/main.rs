@@ -8,6 +8,7 @@
 #[path = "../events/broker.rs"]
 #[allow(dead_code)]
 mod broker;
+mod catalog;
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;

@@ -110,6 +110,7 @@ pub fn order(
                 qty: Quantity::new(*qty).expect("valid qty"),
                 unit_price: usd(price),
                 name: format!("Product {sku}"),
+                product_version: 0,
             })
             .collect(),
         currency: Currency::USD,
@@ -117,6 +118,7 @@ pub fn order(
         payment_token: token.to_owned(),
         shipping_address: None,
         email: format!("{user_id}@example.com"),
+        catalog_version: 0,
     }
 }
 

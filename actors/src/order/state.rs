@@ -28,6 +28,8 @@ pub struct OrderLine {
     pub unit_price: Money,
     /// The product's name at checkout (what a confirmation mail shows).
     pub name: String,
+    /// The catalog version of the product record that priced the line (0 before versions).
+    pub product_version: u64,
 }
 
 /// A checkout: what to buy, at what price, paid how.
@@ -49,6 +51,58 @@ pub struct PlaceOrder {
     pub shipping_address: Option<String>,
     /// The buyer's email address at checkout (where the confirmation goes).
     pub email: String,
+    /// The catalog version (products and FX rates) the checkout priced from (0 before
+    /// versions).
+    pub catalog_version: u64,
+}
+
+/// A checkout as journals recorded it from Step 5 until orders carried catalog versions
+/// (Step 7). Read back as a [`PlaceOrder`] at catalog version 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaceOrderV2 {
+    order_id: String,
+    user_id: String,
+    lines: Vec<OrderLineV2>,
+    currency: Currency,
+    fx_rate: Option<String>,
+    payment_token: String,
+    shipping_address: Option<String>,
+    email: String,
+}
+
+/// A line of a [`PlaceOrderV2`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct OrderLineV2 {
+    sku: Sku,
+    qty: Quantity,
+    unit_price: Money,
+    name: String,
+}
+
+impl From<PlaceOrderV2> for PlaceOrder {
+    fn from(v2: PlaceOrderV2) -> Self {
+        PlaceOrder {
+            order_id: v2.order_id,
+            user_id: v2.user_id,
+            lines: v2
+                .lines
+                .into_iter()
+                .map(|l| OrderLine {
+                    sku: l.sku,
+                    qty: l.qty,
+                    unit_price: l.unit_price,
+                    name: l.name,
+                    product_version: 0,
+                })
+                .collect(),
+            currency: v2.currency,
+            fx_rate: v2.fx_rate,
+            payment_token: v2.payment_token,
+            shipping_address: v2.shipping_address,
+            email: v2.email,
+            catalog_version: 0,
+        }
+    }
 }
 
 /// A checkout as journals recorded it before orders carried the buyer's address and the
@@ -86,6 +140,7 @@ impl From<PlaceOrderV1> for PlaceOrder {
                     sku: l.sku,
                     qty: l.qty,
                     unit_price: l.unit_price,
+                    product_version: 0,
                 })
                 .collect(),
             currency: v1.currency,
@@ -93,6 +148,7 @@ impl From<PlaceOrderV1> for PlaceOrder {
             payment_token: v1.payment_token,
             shipping_address: v1.shipping_address,
             email: String::new(),
+            catalog_version: 0,
         }
     }
 }
@@ -191,11 +247,13 @@ pub enum OrderEvent {
     CancelRequested,
     /// The cancellation finished.
     Cancelled,
-    /// The checkout was accepted.
-    Placed(PlaceOrder),
+    /// The checkout was accepted (as recorded from Step 5 to Step 7; see [`PlaceOrderV2`]).
+    PlacedV2(PlaceOrderV2),
     /// The authorization's outcome is unknown (the gateway never answered): it may hold money,
     /// so compensation voids it by its key.
     AuthorizationUnknown,
+    /// The checkout was accepted.
+    Placed(PlaceOrder),
 }
 
 /// An order: a fold over its events.
@@ -244,6 +302,8 @@ pub struct OrderView {
     pub total: Money,
     /// FX rate used at checkout, if converted.
     pub fx_rate: Option<String>,
+    /// The catalog version the checkout priced from.
+    pub catalog_version: u64,
     /// When it was placed (ms since the epoch).
     pub created_at_ms: u64,
     /// Every status change, oldest first.
@@ -367,6 +427,7 @@ impl OrderState {
             lines: order.lines.clone(),
             total: self.total().unwrap_or_else(|| Money::zero(order.currency)),
             fx_rate: order.fx_rate.clone(),
+            catalog_version: order.catalog_version,
             created_at_ms: self.created_at,
             history: self
                 .history
@@ -656,6 +717,11 @@ impl Aggregate for OrderState {
                 self.created_at = at;
                 enter(self, OrderStatus::Pending);
             }
+            OrderEvent::PlacedV2(order) => {
+                self.order = Some(order.clone().into());
+                self.created_at = at;
+                enter(self, OrderStatus::Pending);
+            }
             OrderEvent::Placed(order) => {
                 self.order = Some(order.clone());
                 self.created_at = at;
@@ -716,12 +782,14 @@ mod tests {
                 qty: Quantity::new(2).unwrap(),
                 unit_price: Money::parse("1.25", Currency::USD).unwrap(),
                 name: "Thing A".into(),
+                product_version: 0,
             }],
             currency: Currency::USD,
             fx_rate: Some("0.9210".into()),
             payment_token: "tok_visa".into(),
             shipping_address: Some("1 Main St".into()),
             email: "u@example.com".into(),
+            catalog_version: 0,
         };
         let events = vec![
             OrderEvent::Placed(place),
@@ -785,6 +853,35 @@ mod tests {
         let order = state.order.as_ref().unwrap();
         assert_eq!(order.lines[0].name, "A");
         assert_eq!(order.email, "");
+        assert_eq!(state.status, Some(OrderStatus::Pending));
+    }
+
+    #[test]
+    fn a_checkout_journaled_before_orders_carried_catalog_versions_still_replays() {
+        // Variant 14 with the Step 5 fields: byte for byte what Step 5 and 6 nodes wrote.
+        let v2 = OrderEvent::PlacedV2(PlaceOrderV2 {
+            order_id: "o".into(),
+            user_id: "u".into(),
+            lines: vec![OrderLineV2 {
+                sku: Sku::parse("A").unwrap(),
+                qty: Quantity::new(2).unwrap(),
+                unit_price: Money::parse("1.25", Currency::USD).unwrap(),
+                name: "Thing A".into(),
+            }],
+            currency: Currency::USD,
+            fx_rate: None,
+            payment_token: "tok_visa".into(),
+            shipping_address: None,
+            email: "u@example.com".into(),
+        });
+        let bytes = encode(&(7u64, &v2)).unwrap();
+        assert_eq!(bytes[2], 14, "the Step 5 Placed is still variant 14");
+        let (_, back): (u64, OrderEvent) = decode(&bytes).unwrap();
+        let mut state = OrderState::default();
+        state.apply(7, &back);
+        let order = state.order.as_ref().unwrap();
+        assert_eq!((order.lines[0].name.as_str(), order.lines[0].product_version), ("Thing A", 0));
+        assert_eq!((order.email.as_str(), order.catalog_version), ("u@example.com", 0));
         assert_eq!(state.status, Some(OrderStatus::Pending));
     }
 }
@@ -1019,6 +1116,7 @@ mod machine {
                     qty: Quantity::new(1).unwrap(),
                     unit_price: Money::parse("1.00", Currency::USD).unwrap(),
                     name: format!("Thing {i}"),
+                    product_version: 0,
                 })
                 .collect(),
             currency: Currency::USD,
@@ -1026,6 +1124,7 @@ mod machine {
             payment_token: "tok_visa".into(),
             shipping_address: None,
             email: "u@example.com".into(),
+            catalog_version: 0,
         }
     }
 

@@ -236,13 +236,19 @@ async fn place(
         }
     };
     let (wanted, from_cart) = wanted(state, user_id, body.items).await?;
-    let rates = state.fx.current();
+    let (rates, catalog_version) = state.catalog.fx_versioned();
     let mut lines = Vec::with_capacity(wanted.len());
     for (sku, (product, qty)) in wanted {
         let unit_price = rates.convert(&product.price, currency)?;
         // `qty` was checked to be 1..=100 above.
         let qty = Quantity::new(qty)?;
-        lines.push(OrderLine { sku, qty, unit_price, name: product.name.clone() });
+        lines.push(OrderLine {
+            sku,
+            qty,
+            unit_price,
+            name: product.name.clone(),
+            product_version: product.version,
+        });
     }
     // A line its SKU cannot fill now is answered at once, without an order: in a flash sale most
     // attempts come after the sell-out, and each would otherwise place, durably fail and index an
@@ -277,6 +283,7 @@ async fn place(
         payment_token: body.payment_token,
         shipping_address,
         email,
+        catalog_version,
     };
     let outcome = match state.regions.checkout_with(order.clone(), vec![claim.clone()], wait).await
     {

@@ -55,7 +55,7 @@ fn view(rates: &FxRates) -> serde_json::Value {
 /// Supported currencies and their current rates.
 pub async fn list(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
     req?;
-    super::ok(&view(&state.fx.current()))
+    super::ok(&view(&state.catalog.fx()))
 }
 
 #[utoipa::path(put, operation_id = "currencies_set_rates", path = "/v1/admin/fx-rates", tag = "catalog", security(("bearer" = [])),
@@ -92,7 +92,7 @@ pub async fn set_rates(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiR
     let rates = FxRates::new(state.base, rates)?;
     let key = req.idempotency_key()?;
     super::idempotent(&state, &admin.user_id, key, &req, "PUT", "/v1/admin/fx-rates", || async {
-        let rates = state.fx.replace(rates).await?;
+        let rates = state.catalog.replace_fx(rates).await?;
         super::ok(&view(&rates))
     })
     .await

@@ -41,6 +41,9 @@ pub struct OrderItem {
     /// `unit_price * qty`.
     #[schema(value_type = super::MoneySchema)]
     pub line_total: Money,
+    /// The catalog version of the product record that priced the line (0 for orders placed
+    /// before the catalog had versions).
+    pub product_version: u64,
 }
 
 /// A status change.
@@ -69,6 +72,8 @@ pub struct OrderBody {
     /// Units of the order's currency per unit of the base currency used at checkout, when the
     /// order is not in the base currency.
     pub fx_rate: Option<String>,
+    /// The catalog version (products and FX rates) the checkout priced from.
+    pub catalog_version: u64,
     /// When it was placed (RFC 3339).
     pub created_at: String,
     /// Every status change, oldest first.
@@ -100,6 +105,7 @@ impl OrderBody {
                 qty: line.qty.get(),
                 unit_price: line.unit_price,
                 line_total: line.unit_price.checked_mul(line.qty.get())?,
+                product_version: line.product_version,
             });
         }
         Ok(Self {
@@ -109,6 +115,7 @@ impl OrderBody {
             items,
             total: view.total,
             fx_rate: view.fx_rate.clone(),
+            catalog_version: view.catalog_version,
             created_at: rfc3339(view.created_at_ms),
             events: view
                 .history

@@ -57,9 +57,19 @@ impl SearchIndex {
         )
     }
 
-    fn commit(&self, writer: &mut IndexWriter) -> Result<(), CatalogError> {
-        writer.commit().map_err(backend)?;
+    /// Commits, recording that the index now holds the catalog as of `version`.
+    fn commit(&self, writer: &mut IndexWriter, version: u64) -> Result<(), CatalogError> {
+        let mut commit = writer.prepare_commit().map_err(backend)?;
+        commit.set_payload(&version.to_string());
+        commit.commit().map_err(backend)?;
         self.reader.reload().map_err(backend)
+    }
+
+    /// The catalog version the index holds, as its last commit recorded; `None` for an index
+    /// written before versions were recorded (or never committed).
+    pub(super) fn version(&self) -> Result<Option<u64>, CatalogError> {
+        let metas = self.index.load_metas().map_err(backend)?;
+        Ok(metas.payload.and_then(|payload| payload.parse().ok()))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, IndexWriter> {
@@ -68,24 +78,32 @@ impl SearchIndex {
         self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Replaces the documents of `products` and commits once (blocking).
-    pub(super) fn upsert(&self, products: &[Product]) -> Result<(), CatalogError> {
+    /// Replaces the documents of `products` and commits once as of catalog `version` (blocking).
+    pub(super) fn upsert<'a>(
+        &self,
+        products: impl IntoIterator<Item = &'a Product>,
+        version: u64,
+    ) -> Result<(), CatalogError> {
         let mut writer = self.lock();
         for product in products {
             writer.delete_term(Term::from_field_text(self.id, &product.product_id));
             writer.add_document(self.document(product)).map_err(backend)?;
         }
-        self.commit(&mut writer)
+        self.commit(&mut writer, version)
     }
 
-    /// Replaces the whole index with `products` (blocking).
-    pub(super) fn rebuild(&self, products: &[Product]) -> Result<(), CatalogError> {
+    /// Replaces the whole index with `products`, as of catalog `version` (blocking).
+    pub(super) fn rebuild<'a>(
+        &self,
+        products: impl IntoIterator<Item = &'a Product>,
+        version: u64,
+    ) -> Result<(), CatalogError> {
         let mut writer = self.lock();
         writer.delete_all_documents().map_err(backend)?;
         for product in products {
             writer.add_document(self.document(product)).map_err(backend)?;
         }
-        self.commit(&mut writer)
+        self.commit(&mut writer, version)
     }
 
     /// Documents in the index.

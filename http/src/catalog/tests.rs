@@ -148,3 +148,50 @@ fn the_demo_catalog_is_deterministic_and_varied() {
     assert_eq!(yen[0].price.amount().scale(), 0);
     assert!((10..=209).contains(&demo::initial_stock(999)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogs_sharing_a_store_agree_through_its_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("store")).await.unwrap());
+    let a = Catalog::open(store.clone(), &dir.path().join("a"), Currency::USD).await.unwrap();
+    let b = Catalog::open(store.clone(), &dir.path().join("b"), Currency::USD).await.unwrap();
+    a.create(new("MUG-1", "Blue mug", "", "kitchen")).await.unwrap();
+    assert_eq!(b.get("prod-mug-1").await.unwrap(), None, "b has not applied version 1 yet");
+    // A write decides on the catalog as of the stream's end, whatever its node had applied.
+    assert_eq!(
+        b.create(new("mug-1", "Other", "", "kitchen")).await,
+        Err(CatalogError::SkuExists("mug-1".into()))
+    );
+    let patch = ProductPatch {
+        name: Some("Red mug".into()),
+        price: Some(usd("12.00")),
+        ..ProductPatch::default()
+    };
+    let red = b.update("prod-mug-1", patch).await.unwrap();
+    assert_eq!((red.version, b.version()), (2, 2));
+    assert_eq!(a.get("prod-mug-1").await.unwrap().unwrap().price, usd("9.99"));
+
+    a.catch_up().await.unwrap();
+    assert_eq!(a.get("prod-mug-1").await.unwrap().as_deref(), Some(&red));
+    assert_eq!(a.search(Some("red"), None, 10, None).await.unwrap().items.len(), 1);
+    assert!(a.search(Some("blue"), None, 10, None).await.unwrap().items.is_empty());
+
+    let rates =
+        FxRates::new(Currency::USD, [(Currency::EUR, "0.5".parse().unwrap())].into()).unwrap();
+    b.replace_fx(rates.clone()).await.unwrap();
+    a.catch_up().await.unwrap();
+    assert_eq!(*a.fx(), rates);
+    assert_eq!(a.fx_versioned().1, 3);
+
+    // A node that was down: its index (at version 3) is brought to the stream's end at open.
+    drop(a);
+    b.update("prod-mug-1", ProductPatch { name: Some("Green mug".into()), ..Default::default() })
+        .await
+        .unwrap();
+    let a = Catalog::open(store, &dir.path().join("a"), Currency::USD).await.unwrap();
+    assert_eq!(a.version(), 4);
+    assert_eq!(a.search(Some("green"), None, 10, None).await.unwrap().items.len(), 1);
+    assert!(a.search(Some("red"), None, 10, None).await.unwrap().items.is_empty());
+    assert_eq!(*a.fx(), rates);
+}

@@ -323,6 +323,7 @@ impl Decider for Saga {
             payment_token: "tok_visa".into(),
             shipping_address: None,
             email: format!("u{i}@example.com"),
+            catalog_version: 0,
         };
         match self.regions.checkout(order, Duration::from_secs(60)).await? {
             Checkout::Ended(view) if view.status == OrderStatus::Confirmed => Ok(true),
@@ -348,6 +349,7 @@ pub async fn engine_saga(sale: &Sale) -> anyhow::Result<Contender> {
         qty: Quantity::new(1)?,
         unit_price: Money::parse(&Decimal::new(1999, 2).to_string(), Currency::USD)?,
         name: "Hot product".into(),
+        product_version: 0,
     };
     on_engine("Storefront engine: checkout saga", sale, |regions| Saga {
         regions: regions.clone(),

@@ -1,0 +1,201 @@
+//! The catalog's change feed: every product and FX change is one event of the shared store's
+//! `catalog` stream, whose sequence is the catalog version. A write appends at the version its
+//! node has applied (a conflict means another node wrote first: catch up and decide again), with
+//! the product records and the version in the same transaction, so a starting node loads the
+//! tables and replays only the events after the version they record. Every node applies the
+//! stream in order, polling it every [`FOLLOW_EVERY`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use storefront_actors::{Currency, FxRates};
+use storefront_storage::{AppendRequest, KeyedWrite, StorageError, Store, Table};
+
+use super::{Applied, Catalog, CatalogError, Product, backend};
+
+/// The journal stream of catalog changes.
+const STREAM: &str = "catalog";
+/// `Settings` key of the catalog version the `Products` table and the FX rates are at.
+const VERSION_KEY: &[u8] = b"catalog_version";
+/// `Settings` key of the FX rates.
+const FX_KEY: &[u8] = b"fx_rates";
+/// Products one event carries at most (a larger creation is several events).
+pub(super) const MAX_PRODUCTS_PER_CHANGE: usize = 500;
+/// Events one read of the stream takes.
+const PAGE: usize = 16;
+/// How often a node reads the stream for other nodes' changes: the bound, with the time to
+/// apply, on how long a change takes to reach every node.
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(100);
+
+/// One catalog change: an event of the stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) enum Change {
+    /// Products created or replaced whole.
+    Products(Vec<Product>),
+    /// New FX rates.
+    FxRates(FxRates),
+}
+
+/// The catalog as the tables record it, at the version they record (the events after it are
+/// still to apply).
+pub(super) async fn load(store: &dyn Store, base: Currency) -> Result<Applied, CatalogError> {
+    let version = match store.get(Table::Settings, VERSION_KEY).await.map_err(backend)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(backend)?,
+        None => 0,
+    };
+    let fx = match store.get(Table::Settings, FX_KEY).await.map_err(backend)? {
+        Some(bytes) => match serde_json::from_slice::<FxRates>(&bytes).map_err(backend)? {
+            rates if rates.base() == base => rates,
+            rates => {
+                tracing::warn!(stored = %rates.base(), %base, "stored FX rates are for another base; using defaults");
+                crate::fx::default_rates(base).map_err(backend)?
+            }
+        },
+        None => crate::fx::default_rates(base).map_err(backend)?,
+    };
+    let mut products = HashMap::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page =
+            store.scan(Table::Products, b"", after.as_deref(), 1000).await.map_err(backend)?;
+        for (_, value) in &page {
+            let product: Product = serde_json::from_slice(value).map_err(backend)?;
+            products.insert(product.product_id.clone(), Arc::new(product));
+        }
+        match page.last() {
+            Some((key, _)) if page.len() == 1000 => after = Some(key.clone()),
+            _ => break,
+        }
+    }
+    Ok(Applied { version, products, fx: Arc::new(fx) })
+}
+
+impl Change {
+    /// The change as made at `version`: products stamped with it.
+    fn at(mut self, version: u64) -> Self {
+        if let Change::Products(products) = &mut self {
+            for product in products {
+                product.version = version;
+            }
+        }
+        self
+    }
+
+    /// The table writes that land with the event.
+    fn puts(&self, version: u64) -> Result<Vec<KeyedWrite>, CatalogError> {
+        let put = |table, key: &[u8], value: Vec<u8>| KeyedWrite {
+            table,
+            key: key.to_vec(),
+            value: Some(value),
+        };
+        let mut puts = vec![put(Table::Settings, VERSION_KEY, version.to_string().into_bytes())];
+        match self {
+            Change::Products(products) => {
+                for product in products {
+                    let value = serde_json::to_vec(product).map_err(backend)?;
+                    puts.push(put(Table::Products, product.product_id.as_bytes(), value));
+                }
+            }
+            Change::FxRates(rates) => {
+                puts.push(put(
+                    Table::Settings,
+                    FX_KEY,
+                    serde_json::to_vec(rates).map_err(backend)?,
+                ));
+            }
+        }
+        Ok(puts)
+    }
+}
+
+impl Catalog {
+    /// Appends the change `decide` makes of the catalog as this node has applied it, and applies
+    /// it here before returning its version. `decide` runs again, on the newer catalog, when
+    /// another node wrote first.
+    pub(super) async fn write(
+        &self,
+        decide: impl Fn(&Applied) -> Result<Change, CatalogError>,
+    ) -> Result<u64, CatalogError> {
+        let _one_writer = self.writes.lock().await;
+        loop {
+            self.catch_up().await?;
+            let (version, change) = {
+                let applied = self.read();
+                let version = applied.version + 1;
+                (version, decide(&applied)?.at(version))
+            };
+            let request = AppendRequest {
+                stream: STREAM.to_owned(),
+                expected_seq: version - 1,
+                events: vec![serde_json::to_vec(&change).map_err(backend)?],
+                outbox: Vec::new(),
+                puts: change.puts(version)?,
+                fence: None,
+            };
+            match self.store.append(request).await {
+                Ok(_) => {
+                    self.catch_up().await?;
+                    return Ok(version);
+                }
+                Err(StorageError::Conflict { .. }) => continue,
+                Err(e) => return Err(backend(e)),
+            }
+        }
+    }
+
+    /// Applies every event of the stream this node has not applied yet, in order: to memory and
+    /// to the search index (one commit per page).
+    pub async fn catch_up(&self) -> Result<(), CatalogError> {
+        let _one_applier = self.applying.lock().await;
+        loop {
+            let from = self.version() + 1;
+            let events = self.store.read_events(STREAM, from, PAGE).await.map_err(backend)?;
+            let Some(last) = events.last().map(|e| e.seq) else { return Ok(()) };
+            let mut changed: HashMap<String, Arc<Product>> = HashMap::new();
+            let mut fx = None;
+            for (expected, event) in (from..).zip(&events) {
+                if event.seq != expected {
+                    return Err(CatalogError::Backend(format!(
+                        "catalog stream skips from {} to {}",
+                        expected - 1,
+                        event.seq
+                    )));
+                }
+                match serde_json::from_slice::<Change>(&event.payload).map_err(backend)? {
+                    Change::Products(products) => {
+                        for product in products {
+                            changed.insert(product.product_id.clone(), Arc::new(product));
+                        }
+                    }
+                    Change::FxRates(rates) => fx = Some(Arc::new(rates)),
+                }
+            }
+            let index = self.index.clone();
+            let indexed: Vec<Arc<Product>> = changed.values().cloned().collect();
+            tokio::task::spawn_blocking(move || index.upsert(indexed.iter().map(|p| &**p), last))
+                .await
+                .map_err(backend)??;
+            let mut applied = self.applied.write().unwrap_or_else(|e| e.into_inner());
+            applied.products.extend(changed);
+            if let Some(fx) = fx.filter(|fx| fx.base() == self.base) {
+                applied.fx = fx;
+            }
+            applied.version = last;
+            tracing::debug!(version = last, "catalog applied");
+        }
+    }
+
+    /// Applies other nodes' changes as they come, until the task is dropped.
+    pub async fn follow(self) {
+        let mut every = tokio::time::interval(FOLLOW_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if let Err(e) = self.catch_up().await {
+                tracing::warn!(error = %e, "cannot apply the catalog stream; retrying");
+            }
+        }
+    }
+}
