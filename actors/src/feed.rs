@@ -1,11 +1,13 @@
 //! The live feed of stock levels: every SKU actor publishes its levels here once a change is
-//! durable, and any number of readers (the server-sent-event stream) subscribe.
+//! durable, peers' updates for the SKUs they hold join them (`storefront-cluster` forwards
+//! them), and any number of readers (the server-sent-event stream, the search index) subscribe.
 //!
 //! Publishing never waits: the feed is a bounded broadcast ring, so a reader that falls behind
 //! loses the oldest updates (and learns that it did) instead of slowing a SKU actor. Readers
 //! coalesce; the feed does not.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
@@ -21,29 +23,85 @@ pub struct StockUpdate {
     pub sku: Arc<str>,
     /// Its levels.
     pub levels: StockLevels,
+    /// The SKU journal's sequence the levels are as of: orders updates of one SKU whichever
+    /// node's actor published them.
+    pub seq: u64,
 }
 
-/// The node's stock feed. Cloning shares it.
+/// The node's stock feed: the levels its own SKU actors publish, and those peers forward for
+/// SKUs they hold. Cloning shares it.
 #[derive(Debug, Clone)]
 pub struct StockFeed {
-    sender: broadcast::Sender<StockUpdate>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Every update, this node's and its peers': what readers see.
+    all: broadcast::Sender<StockUpdate>,
+    /// This node's actors' updates only: what the node forwards to its peers.
+    local: broadcast::Sender<StockUpdate>,
+    /// The latest sequence seen per SKU, so a peer's update that arrives after a newer one
+    /// (the SKU moved between nodes meanwhile) is dropped.
+    latest: Mutex<HashMap<Arc<str>, u64>>,
 }
 
 impl Default for StockFeed {
     fn default() -> Self {
-        Self { sender: broadcast::Sender::new(FEED_CAPACITY) }
+        Self {
+            inner: Arc::new(Inner {
+                all: broadcast::Sender::new(FEED_CAPACITY),
+                local: broadcast::Sender::new(FEED_CAPACITY),
+                latest: Mutex::default(),
+            }),
+        }
     }
 }
 
 impl StockFeed {
-    /// Publishes an update to every current reader; with no reader it costs next to nothing.
+    /// Publishes an update of this node's actor to every current reader; with no reader it
+    /// costs next to nothing.
     pub fn publish(&self, update: StockUpdate) {
+        self.remember(&update);
         // An error only means nobody is listening.
-        let _ = self.sender.send(update);
+        let _ = self.inner.local.send(update.clone());
+        let _ = self.inner.all.send(update);
     }
 
-    /// A new reader, seeing updates published from now on.
+    /// Publishes an update a peer forwarded, unless a newer one of its SKU was seen; returns
+    /// whether it was published.
+    pub fn publish_remote(&self, update: StockUpdate) -> bool {
+        if !self.remember(&update) {
+            return false;
+        }
+        let _ = self.inner.all.send(update);
+        true
+    }
+
+    /// Records `update`'s sequence as its SKU's latest; false if a newer one was seen.
+    fn remember(&self, update: &StockUpdate) -> bool {
+        // Held for one map update that does not panic; a poisoned map is still whole.
+        let mut latest = self.inner.latest.lock().unwrap_or_else(|e| e.into_inner());
+        match latest.get_mut(&update.sku) {
+            Some(seq) if *seq > update.seq => false,
+            Some(seq) => {
+                *seq = update.seq;
+                true
+            }
+            None => {
+                latest.insert(update.sku.clone(), update.seq);
+                true
+            }
+        }
+    }
+
+    /// A new reader of every update (this node's and its peers'), from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<StockUpdate> {
-        self.sender.subscribe()
+        self.inner.all.subscribe()
+    }
+
+    /// A new reader of this node's actors' updates only, from now on.
+    pub fn subscribe_local(&self) -> broadcast::Receiver<StockUpdate> {
+        self.inner.local.subscribe()
     }
 }

@@ -203,6 +203,11 @@ impl Journal {
         Ok(())
     }
 
+    /// The sequence of the last event recorded (durable or not).
+    pub(crate) fn recorded(&self) -> u64 {
+        self.recorded_seq
+    }
+
     /// Queues a domain event for the outside world with the events recorded next.
     pub(crate) fn outbox(&mut self, record: OutboxRecord) {
         self.pending.outbox.push(record);

@@ -818,10 +818,10 @@ impl SkuStockRunning {
             return;
         }
         self.published = levels;
-        let (feed, sku) = (self.feed.clone(), self.feed_name.clone());
+        let (feed, sku, seq) = (self.feed.clone(), self.feed_name.clone(), self.journal.recorded());
         self.journal.after_durable(Box::new(move |durable| {
             if durable.is_ok() {
-                feed.publish(StockUpdate { sku, levels });
+                feed.publish(StockUpdate { sku, levels, seq });
             }
         }));
     }

@@ -1,6 +1,7 @@
 //! The cross-node call protocol: what a node asks of an entity wherever it lives ([`Call`]), what
-//! the entity answers ([`Answer`]), why a call may get no answer ([`Refusal`]), and the one place
-//! a node runs calls against its own regions ([`Execute`]). `remote` carries these between nodes;
+//! the entity answers ([`Answer`]), why a call may get no answer ([`Refusal`]), the one place
+//! a node runs calls against its own regions ([`Execute`]), and the one-way stock levels a node
+//! tells its peers ([`StockNotice`]). `remote` carries these between nodes;
 //! `regions` routes and executes them.
 
 use std::time::Duration;
@@ -110,6 +111,15 @@ pub(crate) enum Answer {
     Cart(CartView),
     Checkout(Checkout),
     Order(OrderView),
+}
+
+/// A SKU's levels as the node holding it tells its peers (the stock feed between nodes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StockNotice {
+    pub(crate) sku: String,
+    pub(crate) levels: StockLevels,
+    /// The SKU journal's sequence the levels are as of.
+    pub(crate) seq: u64,
 }
 
 /// Why a command got no answer from its entity.

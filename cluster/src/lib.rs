@@ -17,6 +17,7 @@ mod region;
 mod regions;
 mod remote;
 mod shard;
+mod stock_feed;
 mod transport;
 
 pub use error::ClusterError;

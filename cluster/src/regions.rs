@@ -274,6 +274,7 @@ impl Regions {
             Some(ownership) => Arc::new(FencedStore::new(store.clone(), ownership.clone())),
             None => store.clone(),
         };
+        let peers_feed = stock_feed.clone();
         let skus = {
             let (store, settings) = (entity_store.clone(), settings.clone());
             ShardRegion::<SkuStockActor>::start(
@@ -331,7 +332,7 @@ impl Regions {
             Self { skus, carts, orders, store, router, transport: Arc::default(), call_timeout };
         if let (Some(ownership), Some(links), Some(config)) = (ownership, links, transport) {
             let local: Arc<dyn Execute> = Arc::new(regions.clone());
-            let running = Transport::start(config, ownership, links, local).await?;
+            let running = Transport::start(config, ownership, links, local, peers_feed).await?;
             *regions.transport.lock().await = Some(running);
         }
         if let Some(ownership) = regions.ownership() {

@@ -22,7 +22,9 @@ use serde::Serialize;
 use storefront_actors::EntityKind;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::call::{Answer, Call, Execute, Refusal};
+use storefront_actors::{StockFeed, StockUpdate};
+
+use crate::call::{Answer, Call, Execute, Refusal, StockNotice};
 
 /// Commands a link sends in one message at most.
 const MAX_BATCH: usize = 512;
@@ -42,6 +44,8 @@ pub(crate) enum HostMsg {
     /// A liveness probe; answers this node's id.
     #[rpc]
     Ping(RpcReplyPort<String>),
+    /// Stock levels of SKUs the sender holds: `postcard([StockNotice])`.
+    Stock(Vec<u8>),
 }
 
 /// The process group of `node`'s host for `kind`.
@@ -58,11 +62,13 @@ pub(crate) struct HostArgs {
     pub(crate) node_id: String,
     pub(crate) links: Arc<Links>,
     pub(crate) local: Arc<dyn Execute>,
+    pub(crate) feed: StockFeed,
 }
 
 pub(crate) struct HostState {
     links: Arc<Links>,
     local: Arc<dyn Execute>,
+    feed: StockFeed,
     answered: Arc<Mutex<Answered>>,
 }
 
@@ -146,7 +152,12 @@ impl Actor for RegionHost {
         args: HostArgs,
     ) -> Result<HostState, ActorProcessingErr> {
         ractor::pg::join(host_group(args.kind, &args.node_id), vec![myself.get_cell()]);
-        Ok(HostState { links: args.links, local: args.local, answered: Arc::default() })
+        Ok(HostState {
+            links: args.links,
+            local: args.local,
+            feed: args.feed,
+            answered: Arc::default(),
+        })
     }
 
     async fn handle(
@@ -191,6 +202,14 @@ impl Actor for RegionHost {
             HostMsg::Ping(reply) => {
                 let _ = reply.send(state.links.node_id.clone());
             }
+            HostMsg::Stock(bytes) => match postcard::from_bytes::<Vec<StockNotice>>(&bytes) {
+                Ok(notices) => {
+                    for StockNotice { sku, levels, seq } in notices {
+                        state.feed.publish_remote(StockUpdate { sku: sku.into(), levels, seq });
+                    }
+                }
+                Err(_) => tracing::warn!("dropping an unreadable batch of stock levels"),
+            },
         }
         Ok(())
     }
@@ -325,7 +344,12 @@ fn host_of(kind: EntityKind, node: &str) -> Option<ActorRef<HostMsg>> {
 
 /// Casts `message` (built from the encoded `value`) to `node`'s host for `kind`; without a
 /// session it is dropped, and whoever waits for it times out.
-fn cast_to(kind: EntityKind, node: &str, value: &impl Serialize, message: fn(Vec<u8>) -> HostMsg) {
+pub(crate) fn cast_to(
+    kind: EntityKind,
+    node: &str,
+    value: &impl Serialize,
+    message: fn(Vec<u8>) -> HostMsg,
+) {
     let Some(host) = host_of(kind, node) else {
         tracing::debug!(node, %kind, "no session: dropping a batch");
         return;

@@ -20,10 +20,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use storefront_actors::EntityKind;
+use storefront_actors::{EntityKind, StockFeed};
 
 use crate::call::Execute;
 use crate::remote::{HostArgs, HostMsg, Links, RegionHost, ping};
+use crate::stock_feed;
 use crate::{ClusterError, MemberStatus, Ownership};
 
 /// Pings a peer may miss in a row before its session is closed.
@@ -125,6 +126,8 @@ pub(crate) struct Transport {
     hosts: Vec<ActorRef<HostMsg>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// The stock feed to peers (`stock_feed::forward`).
+    forwarding: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -144,6 +147,7 @@ impl Transport {
         ownership: Ownership,
         links: Arc<Links>,
         local: Arc<dyn Execute>,
+        feed: StockFeed,
     ) -> Result<Self, ClusterError> {
         let node_id = ownership.node_id().to_owned();
         let (host_name, port) = config
@@ -158,6 +162,7 @@ impl Transport {
                 node_id: node_id.clone(),
                 links: links.clone(),
                 local: local.clone(),
+                feed: feed.clone(),
             };
             let (host, _) = Actor::spawn(None, RegionHost, args)
                 .await
@@ -190,6 +195,8 @@ impl Transport {
         // a peer the store shows up could hold.
         ownership.set_reachable(std::collections::HashSet::new());
         let (stop, stopped) = watch::channel(false);
+        let forwarding =
+            tokio::spawn(stock_feed::forward(feed, ownership.clone(), stopped.clone()));
         let task = tokio::spawn(keep_sessions(
             config,
             connector,
@@ -198,13 +205,14 @@ impl Transport {
             server.clone(),
             stopped,
         ));
-        Ok(Self { server, hosts, stop, task })
+        Ok(Self { server, hosts, stop, task, forwarding })
     }
 
     /// Closes every session and stops the host and the server.
     pub(crate) async fn stop(self) {
         self.stop.send_replace(true);
         let _ = self.task.await;
+        let _ = self.forwarding.await;
         for host in self.hosts {
             host.stop(None);
         }

@@ -12,6 +12,7 @@ mod catalog;
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod stock_stream;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -207,7 +207,7 @@ pub fn stock_events(
             tokio::select! {
                 _ = st.stopping.changed() => return None,
                 update = st.updates.recv() => match update {
-                    Ok(StockUpdate { sku, levels }) => {
+                    Ok(StockUpdate { sku, levels, .. }) => {
                         if st.filter.as_ref().is_none_or(|f| f.contains(&*sku)) {
                             st.pending.insert(sku, levels);
                         }
@@ -248,7 +248,7 @@ mod tests {
         let levels = StockLevels { on_hand: 1, reserved: 0, available: 1, sold: 0 };
         // Publishing more than the ring holds to a reader that is not reading returns at once.
         for _ in 0..storefront_actors::FEED_CAPACITY + 10 {
-            feed.publish(StockUpdate { sku: Arc::from("A"), levels });
+            feed.publish(StockUpdate { sku: Arc::from("A"), levels, seq: 1 });
         }
         let mut stream = std::pin::pin!(stream);
         assert!(stream.next().await.is_none(), "the lagging reader's stream ends");
