@@ -156,6 +156,7 @@ pub struct Node {
     webhook_worker: Option<WebhookWorker>,
     trimming: Option<tokio::task::JoinHandle<()>>,
     catalog_follower: tokio::task::JoinHandle<()>,
+    stock_follower: tokio::task::JoinHandle<()>,
     grace: Duration,
 }
 
@@ -199,11 +200,14 @@ impl Node {
             .await
             .map_err(|e| e.to_string())
             .map_err(io("cannot resume open checkouts"))?;
+        // Before the catalog reads the stored stock states, so no change falls in between.
+        let stock_updates = feed.subscribe();
         let catalog = Catalog::open(store.clone(), &config.data_dir.join("search-index"), base)
             .await
             .map_err(|e| e.to_string())
             .map_err(io("cannot open the catalog"))?;
         let catalog_follower = tokio::spawn(catalog.clone().follow());
+        let stock_follower = tokio::spawn(catalog.clone().follow_stock(stock_updates));
         let users = Users::new(store.clone());
         if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
             users.ensure_admin(email, password.expose()).await.map_err(|e| StartError::Config {
@@ -307,7 +311,16 @@ impl Node {
             request_timeout: config.http.request_timeout(),
         };
         let app = App::new(state, listener, metrics_listener, stop, (grace, limits));
-        Ok(Node { app, regions, relay, webhook_worker, trimming, catalog_follower, grace })
+        Ok(Node {
+            app,
+            regions,
+            relay,
+            webhook_worker,
+            trimming,
+            catalog_follower,
+            stock_follower,
+            grace,
+        })
     }
 
     /// Where the HTTP edge listens.
@@ -322,9 +335,19 @@ impl Node {
 
     /// Serves until `shutdown` completes, then stops the edge, the relay and the entities.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let Node { app, regions, relay, webhook_worker, trimming, catalog_follower, grace } = self;
+        let Node {
+            app,
+            regions,
+            relay,
+            webhook_worker,
+            trimming,
+            catalog_follower,
+            stock_follower,
+            grace,
+        } = self;
         app.run(shutdown).await;
         catalog_follower.abort();
+        stock_follower.abort();
         if let Some(trimming) = trimming {
             trimming.abort();
         }

@@ -24,7 +24,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use storefront_events::event::{StockLow, StockSoldOut};
 use storefront_events::{CloudEvent, EventData};
-use storefront_storage::Store;
+use storefront_storage::{KeyedWrite, Store, Table};
 
 use crate::DomainError;
 use crate::EntityKind;
@@ -756,6 +756,13 @@ impl SkuStockRunning {
                         StockLow { sku: self.sku.clone(), available: after.available, threshold };
                     self.journal
                         .outbox(CloudEvent::new(now, EventData::StockLow(low)).into_outbox()?);
+                }
+                if (before > 0) != (after.available > 0) {
+                    self.journal.put(KeyedWrite {
+                        table: Table::SkuAvailability,
+                        key: self.sku.as_bytes().to_vec(),
+                        value: Some(if after.available > 0 { b"1" } else { b"0" }.to_vec()),
+                    });
                 }
                 if before > 0 && after.available == 0 {
                     let sold_out = StockSoldOut {

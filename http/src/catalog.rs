@@ -8,18 +8,21 @@
 
 pub mod demo;
 mod feed;
-mod search;
+mod price;
+pub mod search;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use storefront_actors::{Currency, FxRates, Money, Sku};
-use storefront_storage::Store;
+use storefront_storage::{Store, Table};
 
 pub use feed::FOLLOW_EVERY;
-use search::SearchIndex;
+pub use price::PriceBucket;
+use search::embedded::EmbeddedIndex;
+use search::{Indexed, SearchIndex, SearchQuery, Sort};
 
 /// Most products one page returns.
 pub const MAX_PAGE: usize = 100;
@@ -51,6 +54,9 @@ pub struct Product {
     /// had versions).
     #[serde(default)]
     pub version: u64,
+    /// When it was created (ms since the epoch; 0 for a product stored before Step 7).
+    #[serde(default)]
+    pub created_at_ms: u64,
 }
 
 /// A product to create.
@@ -85,13 +91,40 @@ pub struct ProductPatch {
     pub max_per_customer: Option<Option<u32>>,
 }
 
-/// One page of products.
+/// A search of the catalog, prices in the display currency.
+#[derive(Debug, Clone, Default)]
+pub struct Search<'a> {
+    /// Words to find (all products when `None`).
+    pub text: Option<&'a str>,
+    /// Only this category.
+    pub category: Option<&'a str>,
+    /// Only prices shown at or above this.
+    pub min_price: Option<Money>,
+    /// Only prices shown at or below this.
+    pub max_price: Option<Money>,
+    /// Only products in stock (`true`) or out of stock (`false`).
+    pub in_stock: Option<bool>,
+    /// The order (default: relevance with text, else newest).
+    pub sort: Option<Sort>,
+    /// Products per page, 1 to [`MAX_PAGE`].
+    pub limit: usize,
+    /// Where the page starts: a previous page's `next_cursor`.
+    pub cursor: Option<&'a str>,
+}
+
+/// One page of products, with the facets of every result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
-    /// The products, best match first.
+    /// The products, in the search's order.
     pub items: Vec<Arc<Product>>,
     /// Where the next page starts, if there is one.
     pub next_cursor: Option<String>,
+    /// Results per category, most first.
+    pub categories: Vec<(String, u64)>,
+    /// Results per price bucket, in the display currency (empty buckets left out).
+    pub prices: Vec<PriceBucket>,
+    /// Results in stock and out of stock.
+    pub in_stock: (u64, u64),
 }
 
 /// Why a catalog operation failed.
@@ -126,14 +159,14 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> CatalogError {
 
 /// The product id of a SKU.
 pub fn product_id(sku: &Sku) -> String {
-    format!("prod-{}", sku.as_str().to_ascii_lowercase())
+    product_id_of(sku.as_str())
 }
 
 /// The catalog of one shop, as this node has applied it.
 #[derive(Clone)]
 pub struct Catalog {
     store: Arc<dyn Store>,
-    index: Arc<SearchIndex>,
+    index: Arc<dyn SearchIndex>,
     base: Currency,
     /// What this node has applied of the catalog stream: read by every product read, search and
     /// checkout, written only by [`Catalog::catch_up`].
@@ -150,6 +183,14 @@ struct Applied {
     version: u64,
     products: HashMap<String, Arc<Product>>,
     fx: Arc<FxRates>,
+    /// Product ids whose SKU has units available, as the SKU actors last said.
+    in_stock: HashSet<String>,
+}
+
+impl Applied {
+    fn indexed(&self, product: &Product) -> Indexed {
+        Indexed::of(product, self.in_stock.contains(&product.product_id))
+    }
 }
 
 impl std::fmt::Debug for Catalog {
@@ -159,16 +200,21 @@ impl std::fmt::Debug for Catalog {
 }
 
 impl Catalog {
-    /// Opens the catalog over `store` with its index under `index_dir`, caught up with the
-    /// catalog stream: a node that was down applies what it missed before it serves.
+    /// Opens the catalog over `store` with its embedded index under `index_dir`, caught up
+    /// with the catalog stream: a node that was down applies what it missed before it serves.
     pub async fn open(
         store: Arc<dyn Store>,
         index_dir: &Path,
         base: Currency,
     ) -> Result<Self, CatalogError> {
-        let index = Arc::new(SearchIndex::open(index_dir)?);
-        let applied = feed::load(&*store, base).await?;
-        let version = applied.version;
+        let index = Arc::new(EmbeddedIndex::open(index_dir)?);
+        let mut applied = feed::load(&*store, base).await?;
+        applied.in_stock = in_stock(&*store).await?;
+        let docs = applied.products.values().map(|p| applied.indexed(p)).collect();
+        let index: Arc<dyn SearchIndex> = Arc::new(index);
+        // Rebuilt whole at every start: it then holds exactly the stored catalog and stock
+        // states, however it was left.
+        index.rebuild(docs).await?;
         let catalog = Self {
             store,
             index,
@@ -177,31 +223,8 @@ impl Catalog {
             writes: Arc::default(),
             applying: Arc::default(),
         };
-        catalog.refresh_index(version).await?;
         catalog.catch_up().await?;
         Ok(catalog)
-    }
-
-    /// Brings the index to the loaded `version`: the products changed since the version it
-    /// records, or all of them when it records none or does not hold exactly the products.
-    async fn refresh_index(&self, version: u64) -> Result<(), CatalogError> {
-        let products: Vec<Arc<Product>> = self.read().products.values().cloned().collect();
-        let index = self.index.clone();
-        tokio::task::spawn_blocking(move || {
-            let indexed = index.version()?;
-            match indexed {
-                Some(at) if at <= version && index.count()? == products.len() as u64 => {
-                    let changed = products.iter().filter(|p| p.version > at).map(|p| &**p);
-                    index.upsert(changed, version)
-                }
-                _ => {
-                    tracing::info!(products = products.len(), "rebuilding the search index");
-                    index.rebuild(products.iter().map(|p| &**p), version)
-                }
-            }
-        })
-        .await
-        .map_err(backend)?
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Applied> {
@@ -260,6 +283,7 @@ impl Catalog {
         let mut products = Vec::with_capacity(new.len());
         for new in new {
             let product = Product {
+                created_at_ms: now_ms(),
                 product_id: product_id(&new.sku),
                 sku: new.sku,
                 name: new.name,
@@ -327,19 +351,17 @@ impl Catalog {
         self.get(&product_id(sku)).await
     }
 
-    /// Products matching `query` (full text over name and description; all when `None`) in
-    /// `category` (any when `None`), `limit` (1 to [`MAX_PAGE`]) at a time from `cursor`.
+    /// One page of the products `search` finds, prices shown in `currency`, with the facets
+    /// of every result.
     pub async fn search(
         &self,
-        query: Option<&str>,
-        category: Option<&str>,
-        limit: usize,
-        cursor: Option<&str>,
+        search: Search<'_>,
+        currency: Currency,
     ) -> Result<Page, CatalogError> {
-        if !(1..=MAX_PAGE).contains(&limit) {
+        if !(1..=MAX_PAGE).contains(&search.limit) {
             return Err(invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
         }
-        let offset = match cursor {
+        let offset = match search.cursor {
             Some(cursor) => cursor
                 .parse::<usize>()
                 .ok()
@@ -347,18 +369,34 @@ impl Catalog {
                 .ok_or_else(|| invalid("cursor", "not a cursor of this list"))?,
             None => 0,
         };
-        let (index, query, category) =
-            (self.index.clone(), query.map(str::to_owned), category.map(str::to_owned));
-        let (ids, more) = tokio::task::spawn_blocking(move || {
-            index.search(query.as_deref(), category.as_deref(), offset, limit)
-        })
-        .await
-        .map_err(backend)??;
+        let text = search.text.map(str::trim).filter(|t| !t.is_empty());
+        let sort =
+            search.sort.unwrap_or(if text.is_some() { Sort::Relevance } else { Sort::Newest });
+        let prices = price::Shown::new(self.fx(), self.base, currency)?;
+        let bounds = prices.bucket_bounds()?;
+        let query = SearchQuery {
+            text: text.map(str::to_owned),
+            category: search.category.map(str::to_owned),
+            min_price: search.min_price.map(|min| prices.lowest_at_or_above(&min)).transpose()?,
+            max_price: search.max_price.map(|max| prices.highest_at_or_below(&max)).transpose()?,
+            in_stock: search.in_stock,
+            sort,
+            offset,
+            limit: search.limit,
+            price_bounds: bounds.iter().map(|(_, base)| *base).collect(),
+        };
+        let hits = self.index.search(query).await?;
         let applied = self.read();
         // The index follows the applied products (both written by the catch-up).
-        let items = ids.iter().filter_map(|id| applied.products.get(id).cloned()).collect();
-        let next_cursor = more.then(|| (offset + limit).to_string());
-        Ok(Page { items, next_cursor })
+        let items = hits.ids.iter().filter_map(|id| applied.products.get(id).cloned()).collect();
+        let next_cursor = hits.more.then(|| (offset + search.limit).to_string());
+        Ok(Page {
+            items,
+            next_cursor,
+            categories: hits.categories,
+            prices: prices.buckets(&bounds, &hits.prices),
+            in_stock: hits.in_stock,
+        })
     }
 
     fn validate(&self, product: &Product) -> Result<(), CatalogError> {
@@ -389,6 +427,38 @@ impl Catalog {
         }
         Ok(())
     }
+}
+
+/// The product ids of the SKUs the store records as in stock.
+async fn in_stock(store: &dyn Store) -> Result<HashSet<String>, CatalogError> {
+    let mut ids = HashSet::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store
+            .scan(Table::SkuAvailability, b"", after.as_deref(), 1000)
+            .await
+            .map_err(backend)?;
+        for (sku, available) in &page {
+            if available.as_slice() != b"0" {
+                ids.insert(product_id_of(&String::from_utf8_lossy(sku)));
+            }
+        }
+        match page.last() {
+            Some((key, _)) if page.len() == 1000 => after = Some(key.clone()),
+            _ => return Ok(ids),
+        }
+    }
+}
+
+/// The product id of a SKU as text (SKUs are case-insensitive; ids are lower case).
+fn product_id_of(sku: &str) -> String {
+    format!("prod-{}", sku.to_ascii_lowercase())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

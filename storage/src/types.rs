@@ -124,11 +124,14 @@ pub enum Table {
     WebhookDeliveries,
     /// SHA-256 of a password-reset token -> its user and expiry (single use: spent by delete).
     PasswordResets,
+    /// SKU -> `1` when it has units available, `0` when not (written with the SKU's events
+    /// when that changes; the search index's in-stock state at start).
+    SkuAvailability,
 }
 
 impl Table {
     /// Every table, for backends that create them up front.
-    pub const ALL: [Table; 16] = [
+    pub const ALL: [Table; 17] = [
         Table::Users,
         Table::UserEmails,
         Table::RefreshTokens,
@@ -145,6 +148,7 @@ impl Table {
         Table::Webhooks,
         Table::WebhookDeliveries,
         Table::PasswordResets,
+        Table::SkuAvailability,
     ];
 
     /// The table's stable name in every backend.
@@ -166,6 +170,7 @@ impl Table {
             Table::Webhooks => "webhooks",
             Table::WebhookDeliveries => "webhook_deliveries",
             Table::PasswordResets => "password_resets",
+            Table::SkuAvailability => "sku_availability",
         }
     }
 }

@@ -316,3 +316,105 @@ async fn a_sku_is_one_stock_counter_whatever_its_case() {
         .await
         .problem(404, "/problems/not-found");
 }
+
+#[tokio::test]
+async fn search_filters_sorts_and_counts_facets_over_every_result() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    // (sku, name, category, price USD, stock), created in this order.
+    let catalog = [
+        ("F-1", "Canvas tent", "outdoor", "120.00", 2),
+        ("F-2", "Dome tent", "outdoor", "80.00", 0),
+        ("F-3", "Camping stove", "outdoor", "45.00", 5),
+        ("F-4", "Coffee mug", "kitchen", "9.00", 1),
+        ("F-5", "Garden lantern", "garden", "10.00", 4),
+    ];
+    for (sku, name, category, price, stock) in catalog {
+        let body = json!({
+            "sku": sku, "name": name, "description": "", "category": category,
+            "price": {"amount": price, "currency": "USD"}, "initial_stock": stock,
+        });
+        app.post("/v1/admin/products", Some(&admin), &body).await.ok(201);
+    }
+    let skus = |page: &serde_json::Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["sku"].as_str().unwrap().into())
+            .collect()
+    };
+
+    // The index learns stock states from the SKU actors' feed, a moment after each change.
+    let until = |path: &'static str, done: fn(&serde_json::Value) -> bool| {
+        let app = &app;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let page = app.get(path, None).await.ok(200);
+                if done(&page) {
+                    return page;
+                }
+                assert!(std::time::Instant::now() < deadline, "{path} never settled: {page}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    };
+
+    // Facets over all five, though the page holds one; `newest` by default without `q`.
+    let page = until("/v1/products?limit=1", |p| p["facets"]["in_stock"]["true"] == 4).await;
+    assert_eq!(skus(&page), ["F-5"]);
+    assert_eq!(
+        page["facets"],
+        json!({
+            "category": [{"value": "outdoor", "count": 3}, {"value": "garden", "count": 1},
+                         {"value": "kitchen", "count": 1}],
+            "price": [
+                {"from": {"amount": "0.00", "currency": "USD"}, "to": {"amount": "10.00", "currency": "USD"}, "count": 1},
+                {"from": {"amount": "10.00", "currency": "USD"}, "to": {"amount": "25.00", "currency": "USD"}, "count": 1},
+                {"from": {"amount": "25.00", "currency": "USD"}, "to": {"amount": "50.00", "currency": "USD"}, "count": 1},
+                {"from": {"amount": "50.00", "currency": "USD"}, "to": {"amount": "100.00", "currency": "USD"}, "count": 1},
+                {"from": {"amount": "100.00", "currency": "USD"}, "to": {"amount": "250.00", "currency": "USD"}, "count": 1},
+            ],
+            "in_stock": {"true": 4, "false": 1},
+        })
+    );
+
+    // Price bounds are inclusive and in the display currency (EUR at the default 0.9210):
+    // 45.00 USD shows as 41.45 EUR, 80.00 as 73.68.
+    let eur =
+        app.get("/v1/products?currency=EUR&min_price=41.45&max_price=73.68", None).await.ok(200);
+    assert_eq!(skus(&eur), ["F-3", "F-2"]);
+    let eur =
+        app.get("/v1/products?currency=EUR&min_price=41.46&max_price=73.67", None).await.ok(200);
+    assert!(skus(&eur).is_empty());
+    assert_eq!(eur["facets"]["in_stock"], json!({"true": 0, "false": 0}));
+
+    // Sorts.
+    let cheapest = app.get("/v1/products?sort=price_asc", None).await.ok(200);
+    assert_eq!(skus(&cheapest), ["F-4", "F-5", "F-3", "F-2", "F-1"]);
+    let dearest = app.get("/v1/products?sort=price_desc&category=outdoor", None).await.ok(200);
+    assert_eq!(skus(&dearest), ["F-1", "F-2", "F-3"]);
+    // A typo per word of five letters or more; every word must match.
+    let typo = app.get("/v1/products?q=campign%20stove", None).await.ok(200);
+    assert_eq!(skus(&typo), ["F-3"]);
+    assert!(skus(&app.get("/v1/products?q=tent%20stove", None).await.ok(200)).is_empty());
+
+    // The in-stock filter and counts follow the SKU actors: F-4's last unit sold.
+    let in_stock = app.get("/v1/products?in_stock=true&sort=price_asc", None).await.ok(200);
+    assert_eq!(skus(&in_stock), ["F-4", "F-5", "F-3", "F-1"]);
+    let buyer = app.customer("facets@example.com").await;
+    let order = json!({"payment_token": "tok_visa", "items": [{"sku": "F-4", "qty": 1}]});
+    app.checkout(&buyer, "facets-1", &order).await.ok(201);
+    let sold_out = until("/v1/products?in_stock=false&sort=price_asc", |p| {
+        p["items"].as_array().unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(skus(&sold_out), ["F-4", "F-2"]);
+    let counts = app.get("/v1/products", None).await.ok(200);
+    assert_eq!(counts["facets"]["in_stock"], json!({"true": 3, "false": 2}));
+
+    for bad in ["sort=cheap", "in_stock=yes", "min_price=-1", "max_price=1.001", "min_price=x"] {
+        app.get(&format!("/v1/products?{bad}"), None).await.problem(400, "/problems/validation");
+    }
+}

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use storefront_actors::{Money, Sku, StockCommand};
 
-use super::{Page, ProductView};
+use super::ProductView;
 use crate::app::AppState;
-use crate::catalog::{NewProduct, Product, ProductPatch};
+use crate::catalog::search::Sort;
+use crate::catalog::{NewProduct, Product, ProductPatch, Search};
 use crate::extract::Req;
 use crate::reply::{ApiError, ApiResult};
 
@@ -91,25 +92,135 @@ pub async fn view(
 }
 
 #[utoipa::path(get, operation_id = "products_search", path = "/v1/products", tag = "catalog",
-    params(("q" = Option<String>, Query, description = "Full text over name and description"),
+    params(("q" = Option<String>, Query, description = "Words to find in name or description (each must match; one typo tolerated in words of 5+ letters)"),
         ("category" = Option<String>, Query, description = "Category slug"),
+        ("min_price" = Option<String>, Query, description = "Lowest price shown, inclusive, a decimal in the display currency"),
+        ("max_price" = Option<String>, Query, description = "Highest price shown, inclusive, a decimal in the display currency"),
+        ("in_stock" = Option<bool>, Query, description = "`true`: only products with units available; `false`: only those without"),
+        ("sort" = Option<String>, Query, description = "`relevance`, `price_asc`, `price_desc` or `newest` (default: `relevance` with `q`, else `newest`)"),
         ("currency" = Option<String>, Query, description = "ISO 4217 code for prices (default: the base currency)"),
         ("limit" = Option<usize>, Query, description = "1 to 100, default 20"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
-    responses((status = 200, description = "`{items: [Product], next_cursor}`, best match first (catalog order without `q`)"),
-        (status = 400, description = "Bad limit, cursor or currency")))]
+    responses((status = 200, body = ProductPage),
+        (status = 400, description = "Bad limit, cursor, currency, price, stock filter or sort")))]
 /// Searches the catalog.
 pub async fn search(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
     let req = req?;
     let query = req.query()?;
     let currency = state.display_currency(query.get("currency"))?;
-    let page = state
-        .catalog
-        .search(query.get("q"), query.get("category"), query.limit()?, query.get("cursor"))
-        .await?;
+    let price = |field: &'static str| -> Result<Option<Money>, ApiError> {
+        query
+            .get(field)
+            .map(|amount| {
+                Money::parse(amount, currency).ok().filter(|m| !m.is_negative()).ok_or_else(|| {
+                    ApiError::validation(
+                        field,
+                        format!(
+                            "a decimal of at most {} places, not negative",
+                            currency.minor_digits()
+                        ),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let in_stock = match query.get("in_stock") {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(ApiError::validation("in_stock", "true or false")),
+    };
+    let sort = match query.get("sort") {
+        None => None,
+        Some("relevance") => Some(Sort::Relevance),
+        Some("price_asc") => Some(Sort::PriceAsc),
+        Some("price_desc") => Some(Sort::PriceDesc),
+        Some("newest") => Some(Sort::Newest),
+        Some(_) => {
+            return Err(ApiError::validation("sort", "relevance, price_asc, price_desc or newest"));
+        }
+    };
+    let search = Search {
+        text: query.get("q"),
+        category: query.get("category"),
+        min_price: price("min_price")?,
+        max_price: price("max_price")?,
+        in_stock,
+        sort,
+        limit: query.limit()?,
+        cursor: query.get("cursor"),
+    };
+    let page = state.catalog.search(search, currency).await?;
     let views = page.items.iter().map(|product| view(&state, product, currency));
     let items = futures::future::try_join_all(views).await?;
-    super::ok(&Page { items, next_cursor: page.next_cursor })
+    super::ok(&ProductPage {
+        items,
+        next_cursor: page.next_cursor,
+        facets: Facets {
+            category: (page.categories.into_iter())
+                .map(|(value, count)| CategoryCount { value, count })
+                .collect(),
+            price: (page.prices.into_iter())
+                .map(|b| PriceCount { from: b.from, to: b.to, count: b.count })
+                .collect(),
+            in_stock: StockCounts { in_stock: page.in_stock.0, out_of_stock: page.in_stock.1 },
+        },
+    })
+}
+
+/// `GET /v1/products`: a page of products and the facets of every result.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProductPage {
+    /// The products, in the search's order.
+    pub items: Vec<ProductView>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
+    /// Counts over every result, not only this page.
+    pub facets: Facets,
+}
+
+/// The facets of a search.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Facets {
+    /// Results per category, most first.
+    pub category: Vec<CategoryCount>,
+    /// Results per price range of the display currency, cheapest first; empty ranges left out.
+    pub price: Vec<PriceCount>,
+    /// Results with and without units available.
+    pub in_stock: StockCounts,
+}
+
+/// Results in one category.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CategoryCount {
+    /// The category slug.
+    pub value: String,
+    /// Results in it.
+    pub count: u64,
+}
+
+/// Results in one price range.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PriceCount {
+    /// Inclusive.
+    #[schema(value_type = super::MoneySchema)]
+    pub from: Money,
+    /// Exclusive; `null` on the last range.
+    #[schema(value_type = Option<super::MoneySchema>)]
+    pub to: Option<Money>,
+    /// Results in it.
+    pub count: u64,
+}
+
+/// Results with and without units available.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StockCounts {
+    /// With units available.
+    #[serde(rename = "true")]
+    pub in_stock: u64,
+    /// Without.
+    #[serde(rename = "false")]
+    pub out_of_stock: u64,
 }
 
 #[utoipa::path(get, operation_id = "products_get", path = "/v1/products/{product_id}", tag = "catalog",

@@ -5,13 +5,14 @@
 //! tables and replays only the events after the version they record. Every node applies the
 //! stream in order, polling it every [`FOLLOW_EVERY`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use storefront_actors::{Currency, FxRates};
+use storefront_actors::{Currency, FxRates, StockUpdate};
 use storefront_storage::{AppendRequest, KeyedWrite, StorageError, Store, Table};
+use tokio::sync::broadcast;
 
 use super::{Applied, Catalog, CatalogError, Product, backend};
 
@@ -69,7 +70,7 @@ pub(super) async fn load(store: &dyn Store, base: Currency) -> Result<Applied, C
             _ => break,
         }
     }
-    Ok(Applied { version, products, fx: Arc::new(fx) })
+    Ok(Applied { version, products, fx: Arc::new(fx), in_stock: Default::default() })
 }
 
 impl Change {
@@ -172,11 +173,11 @@ impl Catalog {
                     Change::FxRates(rates) => fx = Some(Arc::new(rates)),
                 }
             }
-            let index = self.index.clone();
-            let indexed: Vec<Arc<Product>> = changed.values().cloned().collect();
-            tokio::task::spawn_blocking(move || index.upsert(indexed.iter().map(|p| &**p), last))
-                .await
-                .map_err(backend)??;
+            let docs = {
+                let applied = self.read();
+                changed.values().map(|p| applied.indexed(p)).collect()
+            };
+            self.index.upsert(docs).await?;
             let mut applied = self.applied.write().unwrap_or_else(|e| e.into_inner());
             applied.products.extend(changed);
             if let Some(fx) = fx.filter(|fx| fx.base() == self.base) {
@@ -184,6 +185,49 @@ impl Catalog {
             }
             applied.version = last;
             tracing::debug!(version = last, "catalog applied");
+        }
+    }
+
+    /// Keeps the index's stock states in step with the SKU actors (this node's and its
+    /// peers', through the node's stock feed, subscribed to before the catalog opened so no
+    /// change falls between the stored states it loaded and the first update): a product whose SKU runs out or comes back is indexed again,
+    /// at most every [`FOLLOW_EVERY`]. Runs until the task is dropped.
+    pub async fn follow_stock(self, mut updates: broadcast::Receiver<StockUpdate>) {
+        let mut flipped: HashSet<String> = HashSet::new();
+        let mut every = tokio::time::interval(FOLLOW_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                update = updates.recv() => match update {
+                    Ok(update) => {
+                        let id = super::product_id_of(&update.sku);
+                        let in_stock = update.levels.available > 0;
+                        let mut applied = self.applied.write().unwrap_or_else(|e| e.into_inner());
+                        let changed = if in_stock {
+                            applied.in_stock.insert(id.clone())
+                        } else {
+                            applied.in_stock.remove(&id)
+                        };
+                        if changed {
+                            flipped.insert(id);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(lost)) => {
+                        tracing::warn!(lost, "the search index missed stock changes; a restart re-reads them");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = every.tick(), if !flipped.is_empty() => {
+                    let _one_writer = self.applying.lock().await;
+                    let docs: Vec<_> = {
+                        let applied = self.read();
+                        flipped.drain().filter_map(|id| applied.products.get(&id).map(|p| applied.indexed(p))).collect()
+                    };
+                    if let Err(e) = self.index.upsert(docs).await {
+                        tracing::warn!(error = %e, "cannot index stock changes");
+                    }
+                }
+            }
         }
     }
 

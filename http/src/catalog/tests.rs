@@ -19,6 +19,17 @@ fn new(sku: &str, name: &str, description: &str, category: &str) -> NewProduct {
     }
 }
 
+async fn find(
+    catalog: &Catalog,
+    text: Option<&str>,
+    category: Option<&str>,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<Page, CatalogError> {
+    let search = Search { text, category, limit, cursor, ..Search::default() };
+    catalog.search(search, Currency::USD).await
+}
+
 async fn open(dir: &Path) -> Catalog {
     let store = Arc::new(EmbeddedStore::open(&dir.join("store")).await.unwrap());
     Catalog::open(store, &dir.join("search"), Currency::USD).await.unwrap()
@@ -65,9 +76,9 @@ async fn products_are_created_validated_and_updated() {
         Err(CatalogError::NotFound("prod-none".into()))
     );
     // The index follows updates: the old name no longer matches.
-    assert!(catalog.search(Some("blue"), None, 10, None).await.unwrap().items.is_empty());
+    assert!(find(&catalog, Some("blue"), None, 10, None).await.unwrap().items.is_empty());
     assert_eq!(
-        catalog.search(Some("red"), None, 10, None).await.unwrap().items,
+        find(&catalog, Some("red"), None, 10, None).await.unwrap().items,
         vec![Arc::new(red)]
     );
 }
@@ -79,13 +90,13 @@ async fn search_matches_text_filters_categories_and_pages() {
     for product in demo::products(120, Currency::USD) {
         catalog.create(product).await.unwrap();
     }
-    let tents = catalog.search(Some("tent"), None, 100, None).await.unwrap();
+    let tents = find(&catalog, Some("tent"), None, 100, None).await.unwrap();
     assert!(!tents.items.is_empty());
     assert!(tents.items.iter().all(|p| p.name.to_lowercase().contains("tent")));
     // Words of the description count too, and odd syntax never fails.
-    assert!(!catalog.search(Some("warranty"), None, 5, None).await.unwrap().items.is_empty());
-    assert!(catalog.search(Some("AND OR (( \"unclosed"), None, 5, None).await.is_ok());
-    let books = catalog.search(None, Some("books"), 100, None).await.unwrap();
+    assert!(!find(&catalog, Some("warranty"), None, 5, None).await.unwrap().items.is_empty());
+    assert!(find(&catalog, Some("AND OR (( \"unclosed"), None, 5, None).await.is_ok());
+    let books = find(&catalog, None, Some("books"), 100, None).await.unwrap();
     assert_eq!(books.items.len(), 15);
     assert!(books.items.iter().all(|p| p.category == "books"));
 
@@ -93,7 +104,7 @@ async fn search_matches_text_filters_categories_and_pages() {
     let mut seen = BTreeSet::new();
     let mut cursor = None;
     loop {
-        let page = catalog.search(None, None, 7, cursor.as_deref()).await.unwrap();
+        let page = find(&catalog, None, None, 7, cursor.as_deref()).await.unwrap();
         for product in page.items {
             assert!(seen.insert(product.product_id.clone()), "a product appeared twice");
         }
@@ -104,15 +115,15 @@ async fn search_matches_text_filters_categories_and_pages() {
     }
     assert_eq!(seen.len(), 120);
     assert!(matches!(
-        catalog.search(None, None, 0, None).await,
+        find(&catalog, None, None, 0, None).await,
         Err(CatalogError::Invalid { field: "limit", .. })
     ));
     assert!(matches!(
-        catalog.search(None, None, 101, None).await,
+        find(&catalog, None, None, 101, None).await,
         Err(CatalogError::Invalid { .. })
     ));
     assert!(matches!(
-        catalog.search(None, None, 5, Some("x")).await,
+        find(&catalog, None, None, 5, Some("x")).await,
         Err(CatalogError::Invalid { field: "cursor", .. })
     ));
 }
@@ -126,11 +137,11 @@ async fn the_index_survives_a_restart_and_is_rebuilt_when_lost() {
         catalog.create(new("LAMP-2", "Floor lamp", "Tall and warm", "home")).await.unwrap();
     }
     let catalog = open(dir.path()).await;
-    assert_eq!(catalog.search(Some("lamp"), None, 10, None).await.unwrap().items.len(), 2);
+    assert_eq!(find(&catalog, Some("lamp"), None, 10, None).await.unwrap().items.len(), 2);
     drop(catalog);
     std::fs::remove_dir_all(dir.path().join("search")).unwrap();
     let catalog = open(dir.path()).await;
-    assert_eq!(catalog.search(Some("warm"), None, 10, None).await.unwrap().items.len(), 2);
+    assert_eq!(find(&catalog, Some("warm"), None, 10, None).await.unwrap().items.len(), 2);
 }
 
 #[test]
@@ -174,8 +185,8 @@ async fn catalogs_sharing_a_store_agree_through_its_stream() {
 
     a.catch_up().await.unwrap();
     assert_eq!(a.get("prod-mug-1").await.unwrap().as_deref(), Some(&red));
-    assert_eq!(a.search(Some("red"), None, 10, None).await.unwrap().items.len(), 1);
-    assert!(a.search(Some("blue"), None, 10, None).await.unwrap().items.is_empty());
+    assert_eq!(find(&a, Some("red"), None, 10, None).await.unwrap().items.len(), 1);
+    assert!(find(&a, Some("blue"), None, 10, None).await.unwrap().items.is_empty());
 
     let rates =
         FxRates::new(Currency::USD, [(Currency::EUR, "0.5".parse().unwrap())].into()).unwrap();
@@ -191,7 +202,7 @@ async fn catalogs_sharing_a_store_agree_through_its_stream() {
         .unwrap();
     let a = Catalog::open(store, &dir.path().join("a"), Currency::USD).await.unwrap();
     assert_eq!(a.version(), 4);
-    assert_eq!(a.search(Some("green"), None, 10, None).await.unwrap().items.len(), 1);
-    assert!(a.search(Some("red"), None, 10, None).await.unwrap().items.is_empty());
+    assert_eq!(find(&a, Some("green"), None, 10, None).await.unwrap().items.len(), 1);
+    assert!(find(&a, Some("red"), None, 10, None).await.unwrap().items.is_empty());
     assert_eq!(*a.fx(), rates);
 }
