@@ -221,7 +221,7 @@ impl Node {
             })?;
         }
         if config.demo_data {
-            seed::demo_shop(&store, &catalog, &regions)
+            seed::demo_shop(&store, &catalog, &regions, config.demo_products)
                 .await
                 .map_err(|e| e.to_string())
                 .map_err(io("cannot seed the demo catalog"))?;

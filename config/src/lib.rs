@@ -37,6 +37,8 @@ pub struct Config {
     pub store_timeout_ms: u64,
     /// Seed the demo catalog on first start.
     pub demo_data: bool,
+    /// Products in the demo catalog (a benchmark's large catalog, say).
+    pub demo_products: usize,
     /// The first admin account, created (or kept) at start.
     pub admin_email: Option<String>,
     /// Its password; there is no default.
@@ -418,6 +420,7 @@ impl Default for Config {
             store: "embedded".into(),
             store_timeout_ms: 10_000,
             demo_data: true,
+            demo_products: 1200,
             admin_email: None,
             admin_password: None,
             shop: ShopConfig::default(),
@@ -620,6 +623,9 @@ impl Config {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+        }
+        if self.demo_products > 1_000_000 {
+            return Err(invalid("demo_products", "must be at most 1000000"));
         }
         if self.checkout.gateway_max_attempts > 10 {
             return Err(invalid("checkout.gateway_max_attempts", "must be at most 10"));

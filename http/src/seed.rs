@@ -4,14 +4,13 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use storefront_actors::{DomainError, StockCommand};
 use storefront_cluster::Regions;
 use storefront_storage::{Store, Table};
 
 use crate::catalog::{Catalog, CatalogError, demo};
-
-/// Products in the demo catalog.
-pub const DEMO_PRODUCTS: usize = 1200;
 
 const MARKER: &[u8] = b"demo_seeded";
 
@@ -34,11 +33,12 @@ pub async fn demo_shop(
     store: &Arc<dyn Store>,
     catalog: &Catalog,
     regions: &Regions,
+    products: usize,
 ) -> Result<usize, SeedError> {
     if store.get(Table::Settings, MARKER).await.map_err(DomainError::from)?.is_some() {
         return Ok(0);
     }
-    let demo = demo::products(DEMO_PRODUCTS, catalog.base_currency());
+    let demo = demo::products(products, catalog.base_currency());
     let mut missing = Vec::new();
     for product in &demo {
         if catalog.by_sku(&product.sku).await?.is_none() {
@@ -58,7 +58,9 @@ pub async fn demo_shop(
         };
         regions.stock(product.sku.as_str(), set)
     });
-    for levels in futures::future::join_all(stock).await {
+    // A few hundred SKU actors at a time: a large demo catalog starts as many.
+    let mut stock = futures::stream::iter(stock).buffer_unordered(256);
+    while let Some(levels) = stock.next().await {
         levels?;
     }
     store.put(Table::Settings, MARKER, b"1").await.map_err(DomainError::from)?;

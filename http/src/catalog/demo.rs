@@ -49,7 +49,7 @@ pub fn products(count: usize, currency: Currency) -> Vec<NewProduct> {
             let adjective = ADJECTIVES[(i / CATEGORIES.len()) % ADJECTIVES.len()];
             let noun = nouns(category)[(i / (CATEGORIES.len() * ADJECTIVES.len())) % 4];
             let model = i + 100;
-            // Proven invariant: `DEMO-` and five digits always form a valid SKU.
+            // Proven invariant: `DEMO-` and five or more digits always form a valid SKU.
             let sku = Sku::parse(&format!("DEMO-{i:05}")).unwrap_or_else(|_| unreachable!());
             // 4.99 to 204.98 in the currency's minor units scaled to two decimals.
             let cents = 499 + (i as i64 * 7919) % 20_000;

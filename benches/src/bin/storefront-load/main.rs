@@ -12,6 +12,7 @@ mod client;
 mod compare;
 mod flash_sale;
 mod run;
+mod search;
 mod stats;
 
 use std::path::PathBuf;
@@ -115,6 +116,12 @@ enum Scenario {
         /// Share of searches (0 to 1); the rest read a product.
         #[arg(long, default_value_t = 0.2)]
         search_share: f64,
+    },
+    /// Full-text searches of one or two of the catalog's own words, each answered with facets.
+    Search {
+        /// Searches at most.
+        #[arg(long, default_value_t = 100_000)]
+        searches: u64,
     },
     /// Carts filled with 1 to 3 of many SKUs, then checked out.
     CheckoutMix {
@@ -253,6 +260,13 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let measured = run::run("browse", &targets, &plan(requests), browse).await?;
             let checks = browse::Browse::check(&measured.stats);
             ("browse", measured, checks, Vec::new(), setup_s)
+        }
+        Scenario::Search { searches } => {
+            let search = Arc::new(search::Search::set_up(&api).await?);
+            let setup_s = set_up.elapsed().as_secs_f64();
+            let measured = run::run("search", &targets, &plan(searches), search).await?;
+            let checks = search::Search::check(&measured.stats);
+            ("search", measured, checks, Vec::new(), setup_s)
         }
         Scenario::CheckoutMix { checkouts, skus, stock, shoppers } => {
             let mix = Arc::new(
