@@ -168,6 +168,9 @@ struct ServeArgs {
     /// Peers to join, comma separated (HOST:PORT,...).
     #[arg(long, value_delimiter = ',')]
     seeds: Option<Vec<String>>,
+    /// Redis (`redis://HOST:PORT`): rate limits shared by every node, and cached searches.
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 impl ServeArgs {
@@ -182,6 +185,7 @@ impl ServeArgs {
         text("store", &self.store);
         text("cluster.node_id", &self.node_id);
         text("cluster.addr", &self.cluster_addr);
+        text("redis.url", &self.redis);
         if let Some(dir) = &self.data_dir {
             overrides.push(Override::new("data_dir", dir.to_string_lossy().as_ref()));
         }

@@ -28,7 +28,8 @@ use storefront_http::auth::{
 use storefront_http::catalog::Catalog;
 use storefront_http::edge::{EdgeSettings, Streams};
 use storefront_http::idempotency::IdempotencyKeys;
-use storefront_http::ratelimit::{LocalLimiter, RateLimiter, Unlimited};
+use storefront_http::ratelimit::{LocalLimiter, RateLimiter, SharedLimiter, Unlimited};
+use storefront_http::redis::Redis;
 use storefront_http::serve::Limits;
 use storefront_http::{App, AppState, seed};
 use storefront_storage::Store;
@@ -206,6 +207,19 @@ impl Node {
             .await
             .map_err(|e| e.to_string())
             .map_err(io("cannot open the catalog"))?;
+        let redis = match &config.redis.url {
+            Some(url) => {
+                let redis = Redis::new(url.expose(), config.redis.timeout())
+                    .map_err(|e| StartError::Config { key: "redis.url", reason: e.to_string() })?;
+                redis.connect().await;
+                Some(Arc::new(redis))
+            }
+            None => None,
+        };
+        let catalog = match &redis {
+            Some(redis) => catalog.with_search_cache(redis.clone(), config.redis.search_ttl()),
+            None => catalog,
+        };
         let catalog_follower = tokio::spawn(catalog.clone().follow());
         let stock_follower = tokio::spawn(catalog.clone().follow_stock(stock_updates));
         let users = Users::new(store.clone());
@@ -259,10 +273,14 @@ impl Node {
             None => None,
         };
         let checkout_wait = config.checkout.wait();
-        let limiter: Arc<dyn RateLimiter> = if config.rate_limit.enabled {
-            Arc::new(LocalLimiter::new(&config.rate_limit))
-        } else {
-            Arc::new(Unlimited)
+        let limiter: Arc<dyn RateLimiter> = match (config.rate_limit.enabled, &redis) {
+            (false, _) => Arc::new(Unlimited),
+            (true, None) => Arc::new(LocalLimiter::new(&config.rate_limit)),
+            (true, Some(redis)) => {
+                let limiter = SharedLimiter::new(&config.rate_limit, redis.clone());
+                limiter.load().await;
+                Arc::new(limiter)
+            }
         };
         let listener = bind("http_addr", &config.http_addr)?;
         let metrics_listener = match &config.http.metrics_addr {

@@ -63,6 +63,41 @@ pub struct Config {
     pub events: EventsConfig,
     /// `storefront notify`: the notification service.
     pub notify: NotifyConfig,
+    /// Redis: rate limits shared by every node, and a search-result cache.
+    pub redis: RedisConfig,
+}
+
+/// Redis, when set: every node's rate limits count in one place, and search results are cached.
+/// A Redis that is down or slow never fails a request: past `timeout_ms` the node uses its own
+/// limits and skips the cache, and tries Redis again a second later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:6379` (or `rediss://` for TLS); without it nothing uses Redis.
+    pub url: Option<Secret>,
+    /// The longest one Redis call may add to a request.
+    pub timeout_ms: u64,
+    /// How long a cached search stays (catalog changes make new keys at once; stock states
+    /// reach the cache within this).
+    pub search_ttl_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: None, timeout_ms: 5, search_ttl_ms: 1000 }
+    }
+}
+
+impl RedisConfig {
+    /// [`RedisConfig::timeout_ms`] as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// [`RedisConfig::search_ttl_ms`] as a duration.
+    pub fn search_ttl(&self) -> Duration {
+        Duration::from_millis(self.search_ttl_ms)
+    }
 }
 
 /// Events out (EVENTS.md): the broker the relay publishes to and webhooks are delivered from.
@@ -432,6 +467,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
             events: EventsConfig::default(),
+            redis: RedisConfig::default(),
             notify: NotifyConfig::default(),
         }
     }
@@ -619,6 +655,8 @@ impl Config {
             ("checkout.gateway_max_attempts", u64::from(self.checkout.gateway_max_attempts)),
             ("checkout.gateway_timeout_ms", self.checkout.gateway_timeout_ms),
             ("store_timeout_ms", self.store_timeout_ms),
+            ("redis.timeout_ms", self.redis.timeout_ms),
+            ("redis.search_ttl_ms", self.redis.search_ttl_ms),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));

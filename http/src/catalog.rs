@@ -6,6 +6,7 @@
 //! Owns product records, their validation, the FX rates, search and the demo catalog. Does not
 //! own stock (the SKU actors).
 
+mod cache;
 pub mod demo;
 mod feed;
 mod price;
@@ -175,6 +176,8 @@ pub struct Catalog {
     writes: Arc<tokio::sync::Mutex<()>>,
     /// One catch-up at a time, so events are applied once and in order.
     applying: Arc<tokio::sync::Mutex<()>>,
+    /// Search pages in Redis, when configured.
+    cache: Option<Arc<cache::SearchCache>>,
 }
 
 /// The catalog as of one version of its stream.
@@ -222,9 +225,21 @@ impl Catalog {
             applied: Arc::new(RwLock::new(applied)),
             writes: Arc::default(),
             applying: Arc::default(),
+            cache: None,
         };
         catalog.catch_up().await?;
         Ok(catalog)
+    }
+
+    /// Caches search pages in `redis` for `ttl` (keyed by the catalog version, so a change is
+    /// never served from an older page).
+    pub fn with_search_cache(
+        mut self,
+        redis: Arc<crate::redis::Redis>,
+        ttl: std::time::Duration,
+    ) -> Self {
+        self.cache = Some(Arc::new(cache::SearchCache::new(redis, ttl)));
+        self
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Applied> {
@@ -385,16 +400,52 @@ impl Catalog {
             limit: search.limit,
             price_bounds: bounds.iter().map(|(_, base)| *base).collect(),
         };
-        let hits = self.index.search(query).await?;
+        let cached = match &self.cache {
+            Some(cache) => {
+                let key = cache.key(self.version(), &query, currency);
+                let found = cache.get(&key).await;
+                Some((key, found))
+            }
+            None => None,
+        };
+        let found = match cached {
+            Some((_, Some(found))) => found,
+            Some((key, None)) => {
+                let found = self.found(query, &prices, &bounds, offset).await?;
+                if let Some(cache) = &self.cache {
+                    cache.put(key, &found);
+                }
+                found
+            }
+            None => self.found(query, &prices, &bounds, offset).await?,
+        };
         let applied = self.read();
         // The index follows the applied products (both written by the catch-up).
-        let items = hits.ids.iter().filter_map(|id| applied.products.get(id).cloned()).collect();
-        let next_cursor = hits.more.then(|| (offset + search.limit).to_string());
+        let items = found.ids.iter().filter_map(|id| applied.products.get(id).cloned()).collect();
         Ok(Page {
             items,
-            next_cursor,
+            next_cursor: found.next_cursor,
+            categories: found.categories,
+            prices: found.prices,
+            in_stock: found.in_stock,
+        })
+    }
+
+    /// What the index finds for `query`, prices shown as `prices` says.
+    async fn found(
+        &self,
+        query: SearchQuery,
+        prices: &price::Shown,
+        bounds: &[(Money, i64)],
+        offset: usize,
+    ) -> Result<cache::Found, CatalogError> {
+        let limit = query.limit;
+        let hits = self.index.search(query).await?;
+        Ok(cache::Found {
+            next_cursor: hits.more.then(|| (offset + limit).to_string()),
+            ids: hits.ids,
             categories: hits.categories,
-            prices: prices.buckets(&bounds, &hits.prices),
+            prices: prices.buckets(bounds, &hits.prices),
             in_stock: hits.in_stock,
         })
     }

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod openapi;
 mod problem;
 pub mod ratelimit;
+pub mod redis;
 pub mod reply;
 pub mod routes;
 pub mod seed;

@@ -1,18 +1,23 @@
-//! Request rate limits: GCRA (`governor`) per client IP, per user, and a stricter one per IP for
-//! registering and logging in. A refused request gets 429 with `Retry-After`.
+//! Request rate limits: GCRA per client IP, per user, and a stricter one per IP for registering
+//! and logging in. A refused request gets 429 with `Retry-After`.
 //!
-//! [`RateLimiter`] is the seam: this in-process limiter is the default; a limiter shared by all
-//! nodes (Redis) implements the same trait. Limits are per node here, so a cluster of N nodes
-//! admits up to N times a limit.
+//! [`RateLimiter`] is the seam. [`LocalLimiter`] (`governor`, in process) is the default: limits
+//! are per node, so a cluster of N nodes admits up to N times a limit. [`SharedLimiter`] keeps
+//! every budget in Redis (one Lua script a decision, the time from the Redis server), so a client's
+//! budget is the same whichever node it reaches; when Redis cannot answer in time it decides
+//! with the node's own limiter.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use storefront_config::RateLimitConfig;
+
+use crate::redis::Redis;
 
 /// Which limit a request counts against, and for whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +97,98 @@ impl RateLimiter for LocalLimiter {
         self.ip.retain_recent();
         self.user.retain_recent();
         self.auth.retain_recent();
+    }
+}
+
+/// GCRA over Redis: `KEYS[1]` the budget, `ARGV[1]` the emission interval and `ARGV[2]` the
+/// burst tolerance, in µs; answers `{admitted 0|1, wait ms}`. The time is the Redis server's, so
+/// every node decides on one clock; the key expires when its budget is whole again.
+const GCRA: &str = r"
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if tat == nil or tat < now then tat = now end
+if now < tat - tolerance then
+  return {0, math.ceil((tat - tolerance - now) / 1000)}
+end
+local next_tat = tat + interval
+redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil((next_tat - now) / 1000))
+return {1, 0}
+";
+
+/// Limits kept in Redis, shared by every node; the node's own when Redis cannot answer.
+#[derive(Debug)]
+pub struct SharedLimiter {
+    redis: Arc<Redis>,
+    script: ::redis::Script,
+    local: LocalLimiter,
+    /// (emission interval, burst tolerance) in µs for `Ip`, `User` and `Auth`.
+    quotas: [(u64, u64); 3],
+}
+
+/// GCRA's interval and tolerance for `per` requests per `period`, with a burst of `per`.
+fn gcra(per: u32, period: Duration) -> (u64, u64) {
+    let interval = (period.as_micros() as u64 / u64::from(per.max(1))).max(1);
+    (interval, interval * u64::from(per.max(1) - 1))
+}
+
+impl SharedLimiter {
+    /// The configured limits, kept in `redis`.
+    pub fn new(config: &RateLimitConfig, redis: Arc<Redis>) -> Self {
+        let second = Duration::from_secs(1);
+        Self {
+            redis,
+            script: ::redis::Script::new(GCRA),
+            local: LocalLimiter::new(config),
+            quotas: [
+                gcra(config.per_ip_per_second, second),
+                gcra(config.per_user_per_second, second),
+                gcra(config.auth_per_minute, Duration::from_secs(60)),
+            ],
+        }
+    }
+}
+
+impl SharedLimiter {
+    /// Loads the script into Redis now (allowing a second), so decisions take one round trip
+    /// from the first; a Redis that is down loads it when it first answers.
+    pub async fn load(&self) {
+        let mut connection = self.redis.connection();
+        let load = self.script.load_async(&mut connection);
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), load).await {
+            tracing::warn!(error = %e, "cannot load the rate-limit script into redis yet");
+        }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for SharedLimiter {
+    async fn check(&self, limit: Limit<'_>) -> Result<(), Duration> {
+        let (key, (interval, tolerance)) = match limit {
+            Limit::Ip(ip) => (format!("storefront:limit:ip:{ip}"), self.quotas[0]),
+            Limit::User(user) => (format!("storefront:limit:user:{user}"), self.quotas[1]),
+            Limit::Auth(ip) => (format!("storefront:limit:auth:{ip}"), self.quotas[2]),
+        };
+        let script = &self.script;
+        let decided = self
+            .redis
+            .run("rate limit", |mut connection| async move {
+                let mut call = script.prepare_invoke();
+                call.key(key).arg(interval).arg(tolerance);
+                call.invoke_async::<(i64, i64)>(&mut connection).await
+            })
+            .await;
+        match decided {
+            Some((1, _)) => Ok(()),
+            Some((_, wait_ms)) => Err(Duration::from_millis(wait_ms.max(1) as u64)),
+            None => self.local.check(limit).await,
+        }
+    }
+
+    fn forget_quiet(&self) {
+        self.local.forget_quiet();
     }
 }
 

@@ -9,4 +9,5 @@ mod catalog;
 mod checkout;
 mod helpers;
 mod ops;
+mod redis;
 mod webhooks;

@@ -16,7 +16,7 @@ use super::{CatalogError, MAX_PRICE_UNITS, backend};
 const BUCKET_STARTS: [i64; 7] = [10, 25, 50, 100, 250, 500, 1000];
 
 /// One bucket of the price facet, in the display currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PriceBucket {
     /// Inclusive.
     pub from: Money,
