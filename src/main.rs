@@ -171,6 +171,9 @@ struct ServeArgs {
     /// Redis (`redis://HOST:PORT`): rate limits shared by every node, and cached searches.
     #[arg(long)]
     redis: Option<String>,
+    /// The search index: `embedded` (default) or `quickwit://HOST:PORT/INDEX`.
+    #[arg(long)]
+    search: Option<String>,
 }
 
 impl ServeArgs {
@@ -186,6 +189,7 @@ impl ServeArgs {
         text("cluster.node_id", &self.node_id);
         text("cluster.addr", &self.cluster_addr);
         text("redis.url", &self.redis);
+        text("search.url", &self.search);
         if let Some(dir) = &self.data_dir {
             overrides.push(Override::new("data_dir", dir.to_string_lossy().as_ref()));
         }

@@ -26,6 +26,7 @@ use storefront_http::auth::{
     AccessTokens, AuthError, PasswordResets, RefreshTokens, SigningKey, Users,
 };
 use storefront_http::catalog::Catalog;
+use storefront_http::catalog::search::{self, SearchIndex};
 use storefront_http::edge::{EdgeSettings, Streams};
 use storefront_http::idempotency::IdempotencyKeys;
 use storefront_http::ratelimit::{LocalLimiter, RateLimiter, SharedLimiter, Unlimited};
@@ -203,7 +204,15 @@ impl Node {
             .map_err(io("cannot resume open checkouts"))?;
         // Before the catalog reads the stored stock states, so no change falls in between.
         let stock_updates = feed.subscribe();
-        let catalog = Catalog::open(store.clone(), &config.data_dir.join("search-index"), base)
+        let index: Arc<dyn SearchIndex> = match config.search.url.as_str() {
+            "embedded" => search::embedded::open(&config.data_dir.join("search-index")),
+            url => search::quickwit::QuickwitIndex::open(url)
+                .await
+                .map(|index| Arc::new(index) as Arc<dyn SearchIndex>),
+        }
+        .map_err(|e| e.to_string())
+        .map_err(io("cannot open the search index"))?;
+        let catalog = Catalog::open_with(store.clone(), index, base)
             .await
             .map_err(|e| e.to_string())
             .map_err(io("cannot open the catalog"))?;

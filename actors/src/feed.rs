@@ -26,6 +26,8 @@ pub struct StockUpdate {
     /// The SKU journal's sequence the levels are as of: orders updates of one SKU whichever
     /// node's actor published them.
     pub seq: u64,
+    /// Whether a peer forwarded it (its SKU is held by another node).
+    pub from_peer: bool,
 }
 
 /// The node's stock feed: the levels its own SKU actors publish, and those peers forward for

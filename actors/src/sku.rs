@@ -828,7 +828,7 @@ impl SkuStockRunning {
         let (feed, sku, seq) = (self.feed.clone(), self.feed_name.clone(), self.journal.recorded());
         self.journal.after_durable(Box::new(move |durable| {
             if durable.is_ok() {
-                feed.publish(StockUpdate { sku, levels, seq });
+                feed.publish(StockUpdate { sku, levels, seq, from_peer: false });
             }
         }));
     }

@@ -205,7 +205,12 @@ impl Actor for RegionHost {
             HostMsg::Stock(bytes) => match postcard::from_bytes::<Vec<StockNotice>>(&bytes) {
                 Ok(notices) => {
                     for StockNotice { sku, levels, seq } in notices {
-                        state.feed.publish_remote(StockUpdate { sku: sku.into(), levels, seq });
+                        state.feed.publish_remote(StockUpdate {
+                            sku: sku.into(),
+                            levels,
+                            seq,
+                            from_peer: true,
+                        });
                     }
                 }
                 Err(_) => tracing::warn!("dropping an unreadable batch of stock levels"),

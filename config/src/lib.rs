@@ -65,6 +65,23 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// Redis: rate limits shared by every node, and a search-result cache.
     pub redis: RedisConfig,
+    /// The search index.
+    pub search: SearchConfig,
+}
+
+/// Where the catalog's search index lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// `embedded` (tantivy under the data dir, one per node) or `quickwit://host:7280/INDEX`
+    /// (one index shared by every node).
+    pub url: String,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self { url: "embedded".into() }
+    }
 }
 
 /// Redis, when set: every node's rate limits count in one place, and search results are cached.
@@ -468,6 +485,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             events: EventsConfig::default(),
             redis: RedisConfig::default(),
+            search: SearchConfig::default(),
             notify: NotifyConfig::default(),
         }
     }
@@ -661,6 +679,9 @@ impl Config {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+        }
+        if self.search.url != "embedded" && !self.search.url.starts_with("quickwit://") {
+            return Err(invalid("search.url", "`embedded` or `quickwit://host:port/INDEX`"));
         }
         if self.demo_products > 1_000_000 {
             return Err(invalid("demo_products", "must be at most 1000000"));

@@ -22,7 +22,6 @@ use storefront_storage::{Store, Table};
 
 pub use feed::FOLLOW_EVERY;
 pub use price::PriceBucket;
-use search::embedded::EmbeddedIndex;
 use search::{Indexed, SearchIndex, SearchQuery, Sort};
 
 /// Most products one page returns.
@@ -210,13 +209,20 @@ impl Catalog {
         index_dir: &Path,
         base: Currency,
     ) -> Result<Self, CatalogError> {
-        let index = Arc::new(EmbeddedIndex::open(index_dir)?);
+        Self::open_with(store, search::embedded::open(index_dir)?, base).await
+    }
+
+    /// [`Catalog::open`] with another search index.
+    pub async fn open_with(
+        store: Arc<dyn Store>,
+        index: Arc<dyn SearchIndex>,
+        base: Currency,
+    ) -> Result<Self, CatalogError> {
         let mut applied = feed::load(&*store, base).await?;
         applied.in_stock = in_stock(&*store).await?;
         let docs = applied.products.values().map(|p| applied.indexed(p)).collect();
-        let index: Arc<dyn SearchIndex> = Arc::new(index);
-        // Rebuilt whole at every start: it then holds exactly the stored catalog and stock
-        // states, however it was left.
+        // A node's own index is rebuilt whole at every start: it then holds exactly the stored
+        // catalog and stock states, however it was left. (A shared one is filled once.)
         index.rebuild(docs).await?;
         let catalog = Self {
             store,

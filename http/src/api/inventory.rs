@@ -248,7 +248,7 @@ mod tests {
         let levels = StockLevels { on_hand: 1, reserved: 0, available: 1, sold: 0 };
         // Publishing more than the ring holds to a reader that is not reading returns at once.
         for _ in 0..storefront_actors::FEED_CAPACITY + 10 {
-            feed.publish(StockUpdate { sku: Arc::from("A"), levels, seq: 1 });
+            feed.publish(StockUpdate { sku: Arc::from("A"), levels, seq: 1, from_peer: false });
         }
         let mut stream = std::pin::pin!(stream);
         assert!(stream.next().await.is_none(), "the lagging reader's stream ends");

@@ -138,11 +138,28 @@ impl Catalog {
             match self.store.append(request).await {
                 Ok(_) => {
                     self.catch_up().await?;
+                    if self.index.shared() {
+                        self.index_shared(&change).await;
+                    }
                     return Ok(version);
                 }
                 Err(StorageError::Conflict { .. }) => continue,
                 Err(e) => return Err(backend(e)),
             }
+        }
+    }
+
+    /// Writes a change this node made to the shared index (the nodes that apply it after do
+    /// not). A failure is logged: the change is stored, and the index lacks it until it is
+    /// rebuilt.
+    async fn index_shared(&self, change: &Change) {
+        let Change::Products(products) = change else { return };
+        let docs = {
+            let applied = self.read();
+            products.iter().map(|p| applied.indexed(p)).collect()
+        };
+        if let Err(e) = self.index.upsert(docs).await {
+            tracing::warn!(error = %e, "the shared search index missed a catalog change");
         }
     }
 
@@ -173,11 +190,13 @@ impl Catalog {
                     Change::FxRates(rates) => fx = Some(Arc::new(rates)),
                 }
             }
-            let docs = {
-                let applied = self.read();
-                changed.values().map(|p| applied.indexed(p)).collect()
-            };
-            self.index.upsert(docs).await?;
+            if !self.index.shared() {
+                let docs = {
+                    let applied = self.read();
+                    changed.values().map(|p| applied.indexed(p)).collect()
+                };
+                self.index.upsert(docs).await?;
+            }
             let mut applied = self.applied.write().unwrap_or_else(|e| e.into_inner());
             applied.products.extend(changed);
             if let Some(fx) = fx.filter(|fx| fx.base() == self.base) {
@@ -208,7 +227,8 @@ impl Catalog {
                         } else {
                             applied.in_stock.remove(&id)
                         };
-                        if changed {
+                        // A shared index hears of a SKU from the node that holds it.
+                        if changed && !(update.from_peer && self.index.shared()) {
                             flipped.insert(id);
                         }
                     }

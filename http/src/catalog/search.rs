@@ -3,11 +3,13 @@
 //! the index and in queries are minor units of the base currency; the catalog converts to and
 //! from the display currency.
 //!
-//! Backends: [`embedded`] (tantivy under the data dir, the default).
+//! Backends: [`embedded`] (tantivy under the data dir, the default) and [`quickwit`] (one index
+//! shared by every node, over Quickwit's REST API).
 
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod embedded;
+pub mod quickwit;
 
 use async_trait::async_trait;
 
@@ -103,9 +105,32 @@ pub struct SearchHits {
     pub in_stock: (u64, u64),
 }
 
+/// Words of at least this many letters tolerate one typo.
+pub const FUZZY_FROM: usize = 5;
+
+/// The words of `text` as every backend indexes and searches them: runs of letters and digits,
+/// lower-cased, at most 40 bytes each, each once.
+pub fn words(text: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    for word in
+        text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty() && w.len() <= 40)
+    {
+        let word = word.to_lowercase();
+        if !words.contains(&word) {
+            words.push(word);
+        }
+    }
+    words
+}
+
 /// A full-text index of the catalog.
 #[async_trait]
 pub trait SearchIndex: Send + Sync + std::fmt::Debug {
+    /// Whether every node shares this index (then each change is written by the node that made
+    /// it), rather than each node keeping its own (then each node writes every change).
+    fn shared(&self) -> bool {
+        false
+    }
     /// Adds or replaces these documents.
     async fn upsert(&self, docs: Vec<Indexed>) -> Result<(), CatalogError>;
     /// Makes the index hold exactly these documents.

@@ -23,19 +23,16 @@ use tantivy::{
     TantivyDocument, Term, doc,
 };
 
-use super::{Indexed, SearchHits, SearchIndex, SearchQuery, Sort};
+use super::{FUZZY_FROM, Indexed, SearchHits, SearchIndex, SearchQuery, Sort, words};
 use crate::catalog::{CatalogError, backend};
 
 /// Memory the index writer may use.
 const WRITER_MEMORY: usize = 32 * 1024 * 1024;
-/// Words of at least this many letters tolerate one typo.
-const FUZZY_FROM: usize = 5;
 /// How much a match in the name outweighs one in the description.
 const NAME_BOOST: Score = 3.0;
 
 /// The tantivy index of one node.
 pub struct EmbeddedIndex {
-    index: Index,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
     fields: Fields,
@@ -56,6 +53,11 @@ impl std::fmt::Debug for EmbeddedIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedIndex").finish_non_exhaustive()
     }
+}
+
+/// The embedded index in `dir`, as the catalog uses it.
+pub fn open(dir: &Path) -> Result<Arc<dyn SearchIndex>, CatalogError> {
+    Ok(Arc::new(Arc::new(EmbeddedIndex::open(dir)?)))
 }
 
 impl EmbeddedIndex {
@@ -88,7 +90,7 @@ impl EmbeddedIndex {
             .try_into()
             .map_err(backend)?;
         let writer = index.writer(WRITER_MEMORY).map_err(backend)?;
-        Ok(Self { index, reader, writer: Mutex::new(writer), fields })
+        Ok(Self { reader, writer: Mutex::new(writer), fields })
     }
 
     fn document(&self, doc: &Indexed) -> TantivyDocument {
@@ -125,23 +127,10 @@ impl EmbeddedIndex {
         self.reader.reload().map_err(backend)
     }
 
-    /// The words of `text` as the name field's analyzer makes them.
-    fn words(&self, text: &str) -> Result<Vec<String>, CatalogError> {
-        let mut analyzer = self.index.tokenizer_for_field(self.fields.name).map_err(backend)?;
-        let mut stream = analyzer.token_stream(text);
-        let mut words = Vec::new();
-        while let Some(token) = stream.next() {
-            if !words.contains(&token.text) {
-                words.push(token.text.clone());
-            }
-        }
-        Ok(words)
-    }
-
     fn query(&self, q: &SearchQuery) -> Result<Box<dyn Query>, CatalogError> {
         let f = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        for word in self.words(q.text.as_deref().unwrap_or(""))? {
+        for word in words(q.text.as_deref().unwrap_or("")) {
             let mut either: Vec<(Occur, Box<dyn Query>)> = Vec::new();
             for (field, boost) in [(f.name, NAME_BOOST), (f.description, 1.0)] {
                 let term = Term::from_field_text(field, &word);
