@@ -2,7 +2,7 @@
 # Reproduces the load figures of BENCHMARKS.md: each scenario 3 times, each run on a fresh node
 # (release build, fresh data dir, rate limits off), reports as JSON under $OUT, then the median.
 #
-# Usage: bash benches/load/reproduce.sh [flash-sale|browse|checkout-mix|connections|connections-open ...]
+# Usage: bash benches/load/reproduce.sh [flash-sale|browse|checkout-mix|connections|connections-open|search ...]
 # (no argument: all). PostgreSQL and Redis must be up for flash-sale's --compare (bash .ci/test
 # starts them). The node and the tool share the machine's cores, as in BENCHMARKS.md.
 set -euo pipefail
@@ -15,16 +15,18 @@ export STOREFRONT_ADMIN_EMAIL=bench-admin@example.com STOREFRONT_ADMIN_PASSWORD=
 cargo build --release --locked --workspace --bins
 bin="$CARGO_TARGET_DIR/release"
 
-# Starts a fresh node (demo catalog), runs the tool with the given arguments, stops the node.
+# Starts a fresh node (demo catalog; a copy of $TEMPLATE's data when set), runs the tool with the
+# given arguments, stops the node.
 run_once() {
     local report=$1
     shift
     local data
     data=$(mktemp -d "$OUT/data.XXXXXX")
+    if [ -n "${TEMPLATE:-}" ]; then cp -a "$TEMPLATE/." "$data/"; fi
     STOREFRONT_RATE_LIMIT__ENABLED=false "$bin/storefront" serve --data-dir "$data" \
         --http-addr "$ADDR" >"$data.log" 2>&1 &
     local server=$!
-    for _ in $(seq 100); do
+    for _ in $(seq 1500); do
         curl -sf "http://$ADDR/readyz" >/dev/null && break
         sleep 0.2
     done
@@ -42,9 +44,24 @@ median() {
     done | sort -n | sed -n 2p
 }
 
+# A data dir holding the 100,000-product demo catalog, seeded once, copied for each search run.
+seed_large_catalog() {
+    TEMPLATE=$(mktemp -d "$OUT/catalog-100k.XXXXXX")
+    STOREFRONT_DEMO_PRODUCTS=100000 "$bin/storefront" serve --data-dir "$TEMPLATE" \
+        --http-addr "$ADDR" >"$TEMPLATE.log" 2>&1 &
+    local server=$!
+    for _ in $(seq 3000); do
+        curl -sf "http://$ADDR/readyz" >/dev/null && break
+        sleep 0.2
+    done
+    kill "$server"
+    wait "$server" || true
+}
+
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(flash-sale browse checkout-mix connections connections-open)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(flash-sale browse checkout-mix connections connections-open search)
 for scenario in "${scenarios[@]}"; do
+    if [ "$scenario" = search ]; then seed_large_catalog; else unset TEMPLATE; fi
     for n in 1 2 3; do
         case $scenario in
         flash-sale) run_once "$OUT/$scenario-$n.json" --connections 256 \
@@ -57,6 +74,8 @@ for scenario in "${scenarios[@]}"; do
             browse --requests 300000 --search-share 0 ;;
         connections-open) run_once "$OUT/$scenario-$n.json" --connections 10000 --rate 5000 \
             --duration 30s browse --requests 150000 --search-share 0 ;;
+        search) run_once "$OUT/$scenario-$n.json" --connections 100 --rate 1000 \
+            --duration 30s search --searches 30000 ;;
         *) echo "unknown scenario $scenario" >&2; exit 2 ;;
         esac
     done

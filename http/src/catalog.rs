@@ -448,7 +448,9 @@ impl Catalog {
         let limit = query.limit;
         let hits = self.index.search(query).await?;
         Ok(cache::Found {
-            next_cursor: hits.more.then(|| (offset + limit).to_string()),
+            // A page past the deepest a cursor may reach has no next.
+            next_cursor: (hits.more && offset + limit <= MAX_OFFSET)
+                .then(|| (offset + limit).to_string()),
             ids: hits.ids,
             categories: hits.categories,
             prices: prices.buckets(bounds, &hits.prices),

@@ -414,7 +414,17 @@ async fn search_filters_sorts_and_counts_facets_over_every_result() {
     let counts = app.get("/v1/products", None).await.ok(200);
     assert_eq!(counts["facets"]["in_stock"], json!({"true": 3, "false": 2}));
 
-    for bad in ["sort=cheap", "in_stock=yes", "min_price=-1", "max_price=1.001", "min_price=x"] {
+    let many = (0..17).map(|i| format!("w{i}")).collect::<Vec<_>>().join("+");
+    for bad in [
+        "sort=cheap",
+        "in_stock=yes",
+        "min_price=-1",
+        "max_price=1.001",
+        "min_price=x",
+        "min_price=10&max_price=9.99",
+        "category=a%22b",
+        &format!("q={many}"),
+    ] {
         app.get(&format!("/v1/products?{bad}"), None).await.problem(400, "/problems/validation");
     }
 }

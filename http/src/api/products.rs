@@ -140,11 +140,26 @@ pub async fn search(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
             return Err(ApiError::validation("sort", "relevance, price_asc, price_desc or newest"));
         }
     };
+    if let Some(category) = query.get("category") {
+        let slug = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+        if category.is_empty() || category.len() > 64 || !category.bytes().all(slug) {
+            return Err(ApiError::validation("category", "1 to 64 of a-z, 0-9 and -"));
+        }
+    }
+    if query.get("q").is_some_and(|q| crate::catalog::search::words(q).len() > MAX_WORDS) {
+        return Err(ApiError::validation("q", format!("at most {MAX_WORDS} words")));
+    }
+    let (min_price, max_price) = (price("min_price")?, price("max_price")?);
+    if let (Some(min), Some(max)) = (&min_price, &max_price)
+        && min.amount() > max.amount()
+    {
+        return Err(ApiError::validation("min_price", "must not be above max_price"));
+    }
     let search = Search {
         text: query.get("q"),
         category: query.get("category"),
-        min_price: price("min_price")?,
-        max_price: price("max_price")?,
+        min_price,
+        max_price,
         in_stock,
         sort,
         limit: query.limit()?,
@@ -167,6 +182,9 @@ pub async fn search(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
         },
     })
 }
+
+/// Words one search may hold.
+const MAX_WORDS: usize = 16;
 
 /// `GET /v1/products`: a page of products and the facets of every result.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -122,6 +122,9 @@ enum Scenario {
         /// Searches at most.
         #[arg(long, default_value_t = 100_000)]
         searches: u64,
+        /// Share of queries with a typo (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        typo_share: f64,
     },
     /// Carts filled with 1 to 3 of many SKUs, then checked out.
     CheckoutMix {
@@ -261,8 +264,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let checks = browse::Browse::check(&measured.stats);
             ("browse", measured, checks, Vec::new(), setup_s)
         }
-        Scenario::Search { searches } => {
-            let search = Arc::new(search::Search::set_up(&api).await?);
+        Scenario::Search { searches, typo_share } => {
+            let search = Arc::new(search::Search::set_up(&api, typo_share).await?);
             let setup_s = set_up.elapsed().as_secs_f64();
             let measured = run::run("search", &targets, &plan(searches), search).await?;
             let checks = search::Search::check(&measured.stats);

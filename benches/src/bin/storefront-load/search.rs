@@ -1,5 +1,6 @@
 //! `search`: shoppers searching the catalog with the words its products use, one or two words a
-//! query, each answer carrying the facets of every result.
+//! query, each answer carrying the facets of every result; a share of the queries with a typo
+//! (two neighbouring letters of a word of five or more swapped).
 
 use anyhow::Context;
 
@@ -16,11 +17,13 @@ const SAMPLE: usize = 2_000;
 #[derive(Debug)]
 pub struct Search {
     words: Vec<String>,
+    /// Queries per 1,000 with a typo.
+    typo_permille: u64,
 }
 
 impl Search {
     /// Samples the words of the catalog's names and descriptions.
-    pub async fn set_up(api: &Api) -> anyhow::Result<Self> {
+    pub async fn set_up(api: &Api, typo_share: f64) -> anyhow::Result<Self> {
         let mut words = std::collections::BTreeSet::new();
         let mut cursor: Option<String> = None;
         let mut sampled = 0;
@@ -45,7 +48,8 @@ impl Search {
         }
         anyhow::ensure!(!words.is_empty(), "the catalog is empty: nothing to search for");
         eprintln!("search: {} words from {sampled} products", words.len());
-        Ok(Self { words: words.into_iter().collect() })
+        let typo_permille = (typo_share.clamp(0.0, 1.0) * 1000.0).round() as u64;
+        Ok(Self { words: words.into_iter().collect(), typo_permille })
     }
 
     /// Search checks: every search answered 200.
@@ -60,11 +64,24 @@ impl Workload for Search {
     async fn iteration(&self, i: u64, _conn: usize, _k: u64, session: &mut Session) {
         let r = splitmix(i);
         let n = self.words.len() as u64;
-        let first = &self.words[((r >> 1) % n) as usize];
-        let (endpoint, q) = if r & 1 == 0 {
-            ("GET /v1/products?q=one", first.clone())
+        let mut first = self.words[((r >> 1) % n) as usize].clone();
+        let typo = (r >> 41) % 1000 < self.typo_permille && first.len() >= 5 && first.is_ascii();
+        if typo {
+            let at = ((r >> 51) as usize) % (first.len() - 1);
+            let mut letters = first.into_bytes();
+            letters.swap(at, at + 1);
+            first = String::from_utf8_lossy(&letters).into_owned();
+        }
+        let endpoint = match (r & 1 == 0, typo) {
+            (true, false) => "GET /v1/products?q=one",
+            (false, false) => "GET /v1/products?q=two",
+            (true, true) => "GET /v1/products?q=one (typo)",
+            (false, true) => "GET /v1/products?q=two (typo)",
+        };
+        let q = if r & 1 == 0 {
+            first
         } else {
-            ("GET /v1/products?q=two", format!("{first}+{}", self.words[((r >> 21) % n) as usize]))
+            format!("{first}+{}", self.words[((r >> 21) % n) as usize])
         };
         session.call(&Call::get(endpoint, format!("/v1/products?q={q}&limit=20"))).await;
     }
