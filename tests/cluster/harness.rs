@@ -334,6 +334,17 @@ impl Cluster {
             .await
             .unwrap();
         assert_eq!(answer.status(), 201, "{}", answer.text().await.unwrap());
+        // Every running node has it once it has applied the catalog's change (API.md: within
+        // 2 s; about one 100 ms poll here).
+        let path = format!("/v1/products/prod-{}", sku.to_lowercase());
+        for n in 0..self.nodes.len() {
+            if self.nodes[n].pid().is_some() {
+                eventually(Duration::from_secs(10), &format!("node {n} to have {sku}"), || async {
+                    self.try_get(n, &path).await.is_ok()
+                })
+                .await;
+            }
+        }
     }
 
     /// `count` customers: (user id, access token).
