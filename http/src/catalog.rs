@@ -490,23 +490,13 @@ impl Catalog {
 
 /// The product ids of the SKUs the store records as in stock.
 async fn in_stock(store: &dyn Store) -> Result<HashSet<String>, CatalogError> {
-    let mut ids = HashSet::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store
-            .scan(Table::SkuAvailability, b"", after.as_deref(), 1000)
-            .await
-            .map_err(backend)?;
-        for (sku, available) in &page {
-            if available.as_slice() != b"0" {
-                ids.insert(product_id_of(&String::from_utf8_lossy(sku)));
-            }
-        }
-        match page.last() {
-            Some((key, _)) if page.len() == 1000 => after = Some(key.clone()),
-            _ => return Ok(ids),
-        }
-    }
+    let states = storefront_storage::scan_all(store, Table::SkuAvailability).await;
+    Ok(states
+        .map_err(backend)?
+        .iter()
+        .filter(|(_, available)| available.as_slice() != b"0")
+        .map(|(sku, _)| product_id_of(&String::from_utf8_lossy(sku)))
+        .collect())
 }
 
 /// The product id of a SKU as text (SKUs are case-insensitive; ids are lower case).

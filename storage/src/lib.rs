@@ -108,6 +108,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<bool, StorageError>;
 }
 
+/// Every entry of `table`, in key order, read a page at a time.
+pub async fn scan_all(
+    store: &dyn Store,
+    table: Table,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    const PAGE: usize = 1000;
+    let mut all = Vec::new();
+    loop {
+        let after = all.last().map(|(key, _): &(Vec<u8>, Vec<u8>)| key.clone());
+        let page = store.scan(table, b"", after.as_deref(), PAGE).await?;
+        let full = page.len() == PAGE;
+        all.extend(page);
+        if !full {
+            return Ok(all);
+        }
+    }
+}
+
 /// Deletes the entries of `table` that `gone` picks (by key and value), each only if it is
 /// unchanged since it was read: an entry rewritten meanwhile stays. Returns how many it deleted.
 pub async fn sweep(

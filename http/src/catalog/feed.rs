@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use storefront_actors::{Currency, FxRates, StockUpdate};
-use storefront_storage::{AppendRequest, KeyedWrite, StorageError, Store, Table};
+use storefront_storage::{AppendRequest, KeyedWrite, StorageError, Store, Table, scan_all};
 use tokio::sync::broadcast;
 
 use super::{Applied, Catalog, CatalogError, Product, backend};
@@ -57,18 +57,9 @@ pub(super) async fn load(store: &dyn Store, base: Currency) -> Result<Applied, C
         None => crate::fx::default_rates(base).map_err(backend)?,
     };
     let mut products = HashMap::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page =
-            store.scan(Table::Products, b"", after.as_deref(), 1000).await.map_err(backend)?;
-        for (_, value) in &page {
-            let product: Product = serde_json::from_slice(value).map_err(backend)?;
-            products.insert(product.product_id.clone(), Arc::new(product));
-        }
-        match page.last() {
-            Some((key, _)) if page.len() == 1000 => after = Some(key.clone()),
-            _ => break,
-        }
+    for (_, value) in scan_all(store, Table::Products).await.map_err(backend)? {
+        let product: Product = serde_json::from_slice(&value).map_err(backend)?;
+        products.insert(product.product_id.clone(), Arc::new(product));
     }
     Ok(Applied { version, products, fx: Arc::new(fx), in_stock: Default::default() })
 }
