@@ -373,8 +373,12 @@ impl Node {
             grace,
         } = self;
         app.run(shutdown).await;
+        // Awaited, so their handles on the catalog (and its index's writer lock) are gone
+        // when `run` returns: a node started again on this data dir opens the index at once.
         catalog_follower.abort();
         stock_follower.abort();
+        let _ = catalog_follower.await;
+        let _ = stock_follower.await;
         if let Some(trimming) = trimming {
             trimming.abort();
         }
