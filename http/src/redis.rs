@@ -3,19 +3,35 @@
 //! `[redis] timeout_ms`.
 //!
 //! One auto-reconnecting connection (`redis`'s `ConnectionManager`, created lazily so a node
-//! starts whether or not Redis is up). Every call runs under the timeout; a call that fails or
-//! times out opens a breaker for [`REST`], during which callers skip Redis entirely (their own
-//! limits, no cache) instead of each waiting out the timeout. The first call after the rest tries
-//! Redis again, so everything returns to Redis once it is back.
+//! starts whether or not Redis is up). A request served under [`one_budget`] waits on Redis for
+//! at most the timeout in all, however many calls it makes (rate limits, then a cache): its first
+//! call sets the deadline, later ones get what is left, and none is made once it has passed. A
+//! call that fails, or takes the whole timeout, opens a breaker for [`REST`], during which
+//! callers skip Redis entirely (their own limits, no cache) instead of each waiting out the
+//! timeout. The first call after the rest tries Redis again, so everything returns to Redis once
+//! it is back.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 /// How long callers skip Redis after it failed them.
 pub const REST: Duration = Duration::from_secs(1);
+
+tokio::task_local! {
+    /// When the Redis calls of the request being served must have answered by (set by its first).
+    static REQUEST_DEADLINE: Cell<Option<Instant>>;
+}
+
+/// Runs `request` with one Redis budget: all its calls together wait at most the timeout.
+pub async fn one_budget<F: Future>(request: F) -> F::Output {
+    REQUEST_DEADLINE.scope(Cell::new(None), request).await
+}
 
 /// Why Redis cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -87,8 +103,9 @@ impl Redis {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Runs `call` on the connection within the timeout: its value, or `None` (logged) when
-    /// Redis failed, was too slow or is resting after a failure.
+    /// Runs `call` on the connection within the timeout (or what is left of the request's
+    /// budget): its value, or `None` (logged) when Redis failed, was too slow or is resting after
+    /// a failure.
     pub async fn run<T, F, Fut>(&self, what: &'static str, call: F) -> Option<T>
     where
         F: FnOnce(ConnectionManager) -> Fut,
@@ -97,7 +114,19 @@ impl Redis {
         if self.now_ms() < self.resting_until_ms.load(Ordering::Relaxed) {
             return None;
         }
-        let outcome = tokio::time::timeout(self.timeout, call(self.connection.clone())).await;
+        let now = Instant::now();
+        let deadline = REQUEST_DEADLINE
+            .try_with(|deadline| {
+                let at = deadline.get().unwrap_or(now + self.timeout);
+                deadline.set(Some(at));
+                at
+            })
+            .unwrap_or(now + self.timeout);
+        let wait = deadline.saturating_duration_since(now);
+        if wait.is_zero() {
+            return None;
+        }
+        let outcome = tokio::time::timeout(wait, call(self.connection.clone())).await;
         let error = match outcome {
             Ok(Ok(value)) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
@@ -106,6 +135,8 @@ impl Redis {
                 return Some(value);
             }
             Ok(Err(e)) => e.to_string(),
+            // Cut short by the request's budget: Redis was not given the whole timeout.
+            Err(_) if wait < self.timeout => return None,
             Err(_) => format!("no answer in {:?}", self.timeout),
         };
         self.resting_until_ms.store(self.now_ms() + REST.as_millis() as u64, Ordering::Relaxed);
@@ -113,5 +144,34 @@ impl Redis {
             tracing::warn!(%error, what, "redis failed; using local limits and no cache until it answers");
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call that answers after 3 ms.
+    async fn slow(_: ConnectionManager) -> ::redis::RedisResult<u8> {
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        Ok(1)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_on_redis_for_one_timeout_in_all() {
+        let redis = Redis::new("redis://127.0.0.1:1", Duration::from_millis(5)).unwrap();
+        let started = Instant::now();
+        let answers = one_budget(async {
+            [redis.run("a", slow).await, redis.run("b", slow).await, redis.run("c", slow).await]
+        })
+        .await;
+        // The second call had 2 ms left, the third none.
+        assert_eq!(answers, [Some(1), None, None]);
+        assert_eq!(started.elapsed(), Duration::from_millis(5));
+        // A call cut short by a budget does not rest Redis for the next request.
+        assert_eq!(one_budget(redis.run("d", slow)).await, Some(1));
+        // Outside a request (background writes), each call has the whole timeout.
+        assert_eq!(redis.run("e", slow).await, Some(1));
+        assert_eq!(redis.run("f", slow).await, Some(1));
     }
 }

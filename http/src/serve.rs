@@ -63,7 +63,8 @@ pub async fn serve(
             request.extensions_mut().insert(Peer(peer));
             let mut routes = routes.clone();
             async move {
-                match tokio::time::timeout(limits.request_timeout, routes.call(request)).await {
+                let answer = crate::redis::one_budget(routes.call(request));
+                match tokio::time::timeout(limits.request_timeout, answer).await {
                     Ok(answer) => answer,
                     Err(_) => Ok::<_, Infallible>(timed_out(limits.request_timeout)),
                 }
