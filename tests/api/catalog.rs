@@ -116,6 +116,17 @@ async fn admins_manage_products_and_prices_are_validated() {
     )
     .await
     .problem(400, "/problems/validation");
+    // A rate above the bound is refused; the highest and a tiny one still show prices and count
+    // the price facet.
+    for (rate, status) in [("1000001", 400), ("0.0000000001", 200), ("1000000", 200)] {
+        let rates = json!({"base": "USD", "rates": {"EUR": rate}});
+        let answer = app.send(Method::PUT, "/v1/admin/fx-rates", Some(&admin), Some(&rates), &[]);
+        assert_eq!(answer.await.status, status, "{rate}");
+    }
+    let eur = app.get("/v1/products/prod-mug-1?currency=EUR", None).await.ok(200);
+    assert_eq!(eur["price"]["amount"], "14000000.00");
+    let found = app.get("/v1/products?currency=EUR&min_price=1", None).await.ok(200);
+    assert_eq!(found["facets"]["price"][0]["count"], 1, "{found}");
 }
 
 #[tokio::test]
