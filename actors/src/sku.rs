@@ -28,6 +28,7 @@ use storefront_storage::{KeyedWrite, Store, Table};
 
 use crate::DomainError;
 use crate::EntityKind;
+use crate::Sku;
 use crate::clock::Clock;
 use crate::entity::{EntitySettings, Internal, InternalMsg, Lifecycle, Passivation};
 use crate::feed::{StockFeed, StockUpdate};
@@ -856,6 +857,14 @@ impl SkuStockRunning {
             internal(Internal(InternalMsg::ExpireDue))
         });
     }
+}
+
+/// Whether `sku` has units available as its journal records them, read from `store` without
+/// starting its actor: for SKUs recorded before `Table::SkuAvailability` was kept.
+pub async fn recorded_availability(store: Arc<dyn Store>, sku: &Sku) -> Result<bool, DomainError> {
+    let stream = EntityKind::Sku.stream(sku.as_str());
+    let (_, stock) = Journal::recover::<SkuStockState>(store, stream, u64::MAX).await?;
+    Ok(stock.levels().available > 0)
 }
 
 impl Actor for SkuStockActor {

@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use storefront_actors::{Currency, FxRates, Money, Sku};
 use storefront_storage::{Store, Table};
@@ -219,7 +220,7 @@ impl Catalog {
         base: Currency,
     ) -> Result<Self, CatalogError> {
         let mut applied = feed::load(&*store, base).await?;
-        applied.in_stock = in_stock(&*store).await?;
+        applied.in_stock = in_stock(&store, &applied.products).await?;
         let docs = applied.products.values().map(|p| applied.indexed(p)).collect();
         // A node's own index is rebuilt whole at every start: it then holds exactly the stored
         // catalog and stock states, however it was left. (A shared one is filled once.)
@@ -488,15 +489,60 @@ impl Catalog {
     }
 }
 
-/// The product ids of the SKUs the store records as in stock.
-async fn in_stock(store: &dyn Store) -> Result<HashSet<String>, CatalogError> {
-    let states = storefront_storage::scan_all(store, Table::SkuAvailability).await;
-    Ok(states
+/// The product ids of the SKUs the store records as in stock. A product whose SKU has no
+/// state (a store from before they were kept) has it recorded now, from its SKU's journal.
+async fn in_stock(
+    store: &Arc<dyn Store>,
+    products: &HashMap<String, Arc<Product>>,
+) -> Result<HashSet<String>, CatalogError> {
+    let states = storefront_storage::scan_all(&**store, Table::SkuAvailability).await;
+    let states: HashMap<Vec<u8>, bool> = states
         .map_err(backend)?
+        .into_iter()
+        .map(|(sku, available)| (sku, available.as_slice() != b"0"))
+        .collect();
+    let missing: Vec<&Sku> = products
+        .values()
+        .map(|p| &p.sku)
+        .filter(|sku| !states.contains_key(sku.as_str().as_bytes()))
+        .collect();
+    if !missing.is_empty() {
+        tracing::info!(skus = missing.len(), "recording the stock state of SKUs that have none");
+    }
+    let recorded: Vec<(&Sku, bool)> =
+        futures::stream::iter(missing)
+            .map(|sku| async move {
+                Ok::<_, CatalogError>((sku, record_availability(store, sku).await?))
+            })
+            .buffer_unordered(BACKFILL_CONCURRENCY)
+            .try_collect()
+            .await?;
+    let stocked = states
         .iter()
-        .filter(|(_, available)| available.as_slice() != b"0")
-        .map(|(sku, _)| product_id_of(&String::from_utf8_lossy(sku)))
-        .collect())
+        .filter(|(_, available)| **available)
+        .map(|(sku, _)| product_id_of(&String::from_utf8_lossy(sku)));
+    let backfilled = recorded
+        .iter()
+        .filter(|(_, available)| *available)
+        .map(|(sku, _)| product_id_of(sku.as_str()));
+    Ok(stocked.chain(backfilled).collect())
+}
+
+/// SKUs whose journals are read at once when recording their stock states.
+const BACKFILL_CONCURRENCY: usize = 32;
+
+/// Records whether `sku` has units available, from its journal, unless its actor recorded a
+/// state meanwhile (which is then newer, and is the answer).
+async fn record_availability(store: &Arc<dyn Store>, sku: &Sku) -> Result<bool, CatalogError> {
+    let available =
+        storefront_actors::sku::recorded_availability(store.clone(), sku).await.map_err(backend)?;
+    let key = sku.as_str().as_bytes();
+    let state: &[u8] = if available { b"1" } else { b"0" };
+    let table = Table::SkuAvailability;
+    if store.compare_and_swap(table, key, None, Some(state)).await.map_err(backend)? {
+        return Ok(available);
+    }
+    Ok(store.get(table, key).await.map_err(backend)?.is_some_and(|s| s.as_slice() != b"0"))
 }
 
 /// The product id of a SKU as text (SKUs are case-insensitive; ids are lower case).

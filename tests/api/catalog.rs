@@ -5,7 +5,10 @@ use std::collections::BTreeSet;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use storefront_storage::embedded::EmbeddedStore;
+use storefront_storage::{Store, Table};
+
+use crate::helpers::{spawn_app, start};
 
 #[tokio::test]
 async fn admins_manage_products_and_prices_are_validated() {
@@ -437,5 +440,40 @@ async fn search_filters_sorts_and_counts_facets_over_every_result() {
         &format!("q={many}"),
     ] {
         app.get(&format!("/v1/products?{bad}"), None).await.problem(400, "/problems/validation");
+    }
+}
+
+#[tokio::test]
+async fn a_store_from_before_stock_states_were_kept_is_searched_by_stock_after_a_restart() {
+    let mut old = spawn_app().await;
+    let admin = old.admin().await;
+    old.product(&admin, "OLD-FULL", "3.00", 4).await;
+    old.product(&admin, "OLD-EMPTY", "3.00", 0).await;
+    old.stop().await;
+    // A store written before Step 7 has no stock states: remove them.
+    {
+        let store = EmbeddedStore::open(&old.config.data_dir).await.unwrap();
+        for sku in ["OLD-FULL", "OLD-EMPTY"] {
+            store.delete(Table::SkuAvailability, sku.as_bytes()).await.unwrap();
+        }
+    }
+
+    let mut app = start(old.config.clone()).await;
+    let stocked = app.get("/v1/products?in_stock=true", None).await.ok(200);
+    let ids: Vec<&str> = stocked["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["product_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["prod-old-full"], "{stocked}");
+    let all = app.get("/v1/products", None).await.ok(200);
+    assert_eq!(all["facets"]["in_stock"], json!({"true": 1, "false": 1}));
+    // Recorded once: the states are in the store again.
+    app.stop().await;
+    let store = EmbeddedStore::open(&old.config.data_dir).await.unwrap();
+    for (sku, state) in [("OLD-FULL", b"1"), ("OLD-EMPTY", b"0")] {
+        let row = store.get(Table::SkuAvailability, sku.as_bytes()).await.unwrap();
+        assert_eq!(row.as_deref(), Some(&state[..]), "{sku}");
     }
 }
