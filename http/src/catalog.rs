@@ -176,6 +176,9 @@ pub struct Catalog {
     writes: Arc<tokio::sync::Mutex<()>>,
     /// One catch-up at a time, so events are applied once and in order.
     applying: Arc<tokio::sync::Mutex<()>>,
+    /// One writer of this node's index at a time, each writing what it reads of `applied`
+    /// under it, so the last write holds the newest of both the catalog and the stock states.
+    index_writes: Arc<tokio::sync::Mutex<()>>,
     /// Search pages in Redis, when configured.
     cache: Option<Arc<cache::SearchCache>>,
 }
@@ -232,6 +235,7 @@ impl Catalog {
             applied: Arc::new(RwLock::new(applied)),
             writes: Arc::default(),
             applying: Arc::default(),
+            index_writes: Arc::default(),
             cache: None,
         };
         catalog.catch_up().await?;
@@ -495,12 +499,7 @@ async fn in_stock(
     store: &Arc<dyn Store>,
     products: &HashMap<String, Arc<Product>>,
 ) -> Result<HashSet<String>, CatalogError> {
-    let states = storefront_storage::scan_all(&**store, Table::SkuAvailability).await;
-    let states: HashMap<Vec<u8>, bool> = states
-        .map_err(backend)?
-        .into_iter()
-        .map(|(sku, available)| (sku, available.as_slice() != b"0"))
-        .collect();
+    let states = stock_states(&**store).await?;
     let missing: Vec<&Sku> = products
         .values()
         .map(|p| &p.sku)
@@ -517,15 +516,30 @@ async fn in_stock(
             .buffer_unordered(BACKFILL_CONCURRENCY)
             .try_collect()
             .await?;
-    let stocked = states
-        .iter()
-        .filter(|(_, available)| **available)
-        .map(|(sku, _)| product_id_of(&String::from_utf8_lossy(sku)));
+    let stocked = stocked_ids(&states);
     let backfilled = recorded
         .iter()
         .filter(|(_, available)| *available)
         .map(|(sku, _)| product_id_of(sku.as_str()));
     Ok(stocked.chain(backfilled).collect())
+}
+
+/// Whether each SKU the store has a state for has units available, by SKU.
+async fn stock_states(store: &dyn Store) -> Result<HashMap<Vec<u8>, bool>, CatalogError> {
+    let states = storefront_storage::scan_all(store, Table::SkuAvailability).await;
+    Ok(states
+        .map_err(backend)?
+        .into_iter()
+        .map(|(sku, available)| (sku, available.as_slice() != b"0"))
+        .collect())
+}
+
+/// The product ids of the SKUs `states` has in stock.
+fn stocked_ids(states: &HashMap<Vec<u8>, bool>) -> impl Iterator<Item = String> + '_ {
+    states
+        .iter()
+        .filter(|(_, available)| **available)
+        .map(|(sku, _)| product_id_of(&String::from_utf8_lossy(sku)))
 }
 
 /// SKUs whose journals are read at once when recording their stock states.

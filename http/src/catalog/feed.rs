@@ -145,6 +145,7 @@ impl Catalog {
     /// rebuilt.
     async fn index_shared(&self, change: &Change) {
         let Change::Products(products) = change else { return };
+        let _one_writer = self.index_writes.lock().await;
         let docs = {
             let applied = self.read();
             products.iter().map(|p| applied.indexed(p)).collect()
@@ -181,6 +182,9 @@ impl Catalog {
                     Change::FxRates(rates) => fx = Some(Arc::new(rates)),
                 }
             }
+            // A shared index is written by the node that made each change, not here.
+            let _one_writer =
+                if self.index.shared() { None } else { Some(self.index_writes.lock().await) };
             if !self.index.shared() {
                 let docs = {
                     let applied = self.read();
@@ -224,12 +228,16 @@ impl Catalog {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(lost)) => {
-                        tracing::warn!(lost, "the search index missed stock changes; a restart re-reads them");
+                        tracing::warn!(lost, "the search index missed stock changes; reading them from the store");
+                        match super::stock_states(&*self.store).await {
+                            Ok(states) => flipped.extend(self.restock_states(&states)),
+                            Err(e) => tracing::warn!(error = %e, "cannot read the stock states; the index may show stale stock until a restart"),
+                        }
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = every.tick(), if !flipped.is_empty() => {
-                    let _one_writer = self.applying.lock().await;
+                    let _one_writer = self.index_writes.lock().await;
                     let docs: Vec<_> = {
                         let applied = self.read();
                         flipped.drain().filter_map(|id| applied.products.get(&id).map(|p| applied.indexed(p))).collect()
@@ -240,6 +248,16 @@ impl Catalog {
                 }
             }
         }
+    }
+
+    /// Makes the stock states those of `states` (the store's, every SKU's); the products whose
+    /// state changed.
+    fn restock_states(&self, states: &HashMap<Vec<u8>, bool>) -> Vec<String> {
+        let stocked: HashSet<String> = super::stocked_ids(states).collect();
+        let mut applied = self.applied.write().unwrap_or_else(|e| e.into_inner());
+        let changed = applied.in_stock.symmetric_difference(&stocked).cloned().collect();
+        applied.in_stock = stocked;
+        changed
     }
 
     /// Applies other nodes' changes as they come, until the task is dropped.

@@ -1,6 +1,12 @@
 use std::collections::BTreeSet;
 
+use std::time::Duration;
+
+use storefront_actors::StockUpdate;
 use storefront_storage::embedded::EmbeddedStore;
+
+use super::feed::FOLLOW_EVERY;
+use super::search::SearchHits;
 
 use super::*;
 
@@ -205,4 +211,103 @@ async fn catalogs_sharing_a_store_agree_through_its_stream() {
     assert_eq!(find(&a, Some("green"), None, 10, None).await.unwrap().items.len(), 1);
     assert!(find(&a, Some("red"), None, 10, None).await.unwrap().items.is_empty());
     assert_eq!(*a.fx(), rates);
+}
+
+/// A shared index whose writes wait until the test lets them through.
+#[derive(Debug)]
+struct GatedSharedIndex {
+    inner: Arc<dyn SearchIndex>,
+    entered: tokio::sync::Notify,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl SearchIndex for GatedSharedIndex {
+    fn shared(&self) -> bool {
+        true
+    }
+    async fn upsert(&self, docs: Vec<Indexed>) -> Result<(), CatalogError> {
+        self.entered.notify_one();
+        self.gate.acquire().await.map_err(backend)?.forget();
+        self.inner.upsert(docs).await
+    }
+    async fn rebuild(&self, docs: Vec<Indexed>) -> Result<(), CatalogError> {
+        self.inner.rebuild(docs).await
+    }
+    async fn search(&self, query: SearchQuery) -> Result<SearchHits, CatalogError> {
+        self.inner.search(query).await
+    }
+}
+
+fn stock(sku: &str, available: u64, seq: u64) -> StockUpdate {
+    let levels =
+        storefront_actors::StockLevels { on_hand: available, reserved: 0, available, sold: 0 };
+    StockUpdate { sku: Arc::from(sku), levels, seq, from_peer: false }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_shared_index_write_does_not_hold_up_applying_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("store")).await.unwrap());
+    let index = Arc::new(GatedSharedIndex {
+        inner: search::embedded::open(&dir.path().join("index")).unwrap(),
+        entered: tokio::sync::Notify::new(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let slow = Catalog::open_with(store.clone(), index.clone(), Currency::USD).await.unwrap();
+    let other = Catalog::open(store, &dir.path().join("other"), Currency::USD).await.unwrap();
+    other.create(new("MUG-1", "Blue mug", "", "kitchen")).await.unwrap();
+    slow.catch_up().await.unwrap();
+
+    // The SKU comes into stock: the shared index write hangs.
+    let (updates, receiver) = tokio::sync::broadcast::channel(16);
+    let following = tokio::spawn(slow.clone().follow_stock(receiver));
+    updates.send(stock("MUG-1", 3, 1)).unwrap();
+    index.entered.notified().await;
+
+    // Meanwhile another node renames the product: this node applies it all the same.
+    let patch = ProductPatch { name: Some("Red mug".into()), ..ProductPatch::default() };
+    other.update("prod-mug-1", patch).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), slow.catch_up())
+        .await
+        .expect("catching up waited for the index write")
+        .unwrap();
+    assert_eq!(slow.get("prod-mug-1").await.unwrap().unwrap().name, "Red mug");
+    index.gate.add_permits(100);
+    following.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_changes_the_index_missed_are_read_back_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("store")).await.unwrap());
+    let catalog =
+        Catalog::open(store.clone(), &dir.path().join("index"), Currency::USD).await.unwrap();
+    for sku in ["A-1", "A-2", "A-3"] {
+        catalog.create(new(sku, &format!("Lamp {sku}"), "", "lights")).await.unwrap();
+    }
+    let stocked = |catalog: Catalog| async move {
+        let search = Search { in_stock: Some(true), limit: 10, ..Search::default() };
+        let page = catalog.search(search, Currency::USD).await.unwrap();
+        page.items.iter().map(|p| p.sku.to_string()).collect::<BTreeSet<_>>()
+    };
+    // came into stock, as their actors recorded; the feed overflows before the
+    // catalog hears of them.
+    for sku in ["A-2", "A-3"] {
+        store.put(Table::SkuAvailability, sku.as_bytes(), b"1").await.unwrap();
+    }
+    let (updates, receiver) = tokio::sync::broadcast::channel(1);
+    updates.send(stock("A-1", 5, 1)).unwrap();
+    updates.send(stock("A-2", 5, 1)).unwrap();
+    let following = tokio::spawn(catalog.clone().follow_stock(receiver));
+    let want = BTreeSet::from(["A-2".to_owned(), "A-3".to_owned()]);
+    let mut waits = 0;
+    while stocked(catalog.clone()).await != want {
+        waits += 1;
+        assert!(waits < 200, "still {:?}", stocked(catalog.clone()).await);
+        tokio::time::sleep(FOLLOW_EVERY).await;
+    }
+    following.abort();
 }
