@@ -419,6 +419,7 @@ impl Catalog {
             }
             None => None,
         };
+        let shared = self.index.shared().then(|| query.clone());
         let found = match cached {
             Some((_, Some(found))) => found,
             Some((key, None)) => {
@@ -431,8 +432,16 @@ impl Catalog {
             None => self.found(query, &prices, &bounds, offset).await?,
         };
         let applied = self.read();
-        // The index follows the applied products (both written by the catch-up).
-        let items = found.ids.iter().filter_map(|id| applied.products.get(id).cloned()).collect();
+        // A node's own index follows the applied products (both written by the catch-up); a
+        // shared one may be behind or ahead of them, and may still hold replaced copies: its
+        // results are those the applied products still answer.
+        let items = found
+            .ids
+            .iter()
+            .filter_map(|id| applied.products.get(id))
+            .filter(|p| shared.as_ref().is_none_or(|query| query.matches(&applied.indexed(p))))
+            .cloned()
+            .collect();
         Ok(Page {
             items,
             next_cursor: found.next_cursor,

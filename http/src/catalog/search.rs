@@ -88,6 +88,26 @@ pub struct SearchQuery {
     pub price_bounds: Vec<i64>,
 }
 
+impl SearchQuery {
+    /// Whether `doc` answers this query: every word in its name or description (as typed, or
+    /// one edit away in a word of [`FUZZY_FROM`]+ letters) and every filter. Results of a
+    /// shared index are checked with it against the catalog, as such an index may still hold
+    /// the copy of a product from before a change.
+    pub fn matches(&self, doc: &Indexed) -> bool {
+        let held = words(&format!("{} {}", doc.name, doc.description));
+        let found = |word: &String| {
+            held.contains(word)
+                || (word.chars().count() >= FUZZY_FROM
+                    && held.iter().any(|h| strsim::osa_distance(h, word) == 1))
+        };
+        words(self.text.as_deref().unwrap_or("")).iter().all(found)
+            && self.category.as_ref().is_none_or(|c| *c == doc.category)
+            && self.min_price.is_none_or(|min| doc.price_minor >= min)
+            && self.max_price.is_none_or(|max| doc.price_minor <= max)
+            && self.in_stock.is_none_or(|in_stock| in_stock == doc.in_stock)
+    }
+}
+
 /// What a search found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SearchHits {

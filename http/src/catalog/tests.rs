@@ -311,3 +311,50 @@ async fn stock_changes_the_index_missed_are_read_back_from_the_store() {
     }
     following.abort();
 }
+
+/// A shared index that has not yet dropped the copies a change replaced (Quickwit deletes
+/// late): here, one that keeps the first copy of every product.
+#[derive(Debug)]
+struct StaleSharedIndex(Arc<dyn SearchIndex>);
+
+#[async_trait::async_trait]
+impl SearchIndex for StaleSharedIndex {
+    fn shared(&self) -> bool {
+        true
+    }
+    async fn upsert(&self, _: Vec<Indexed>) -> Result<(), CatalogError> {
+        Ok(())
+    }
+    async fn rebuild(&self, docs: Vec<Indexed>) -> Result<(), CatalogError> {
+        self.0.rebuild(docs).await
+    }
+    async fn search(&self, query: SearchQuery) -> Result<SearchHits, CatalogError> {
+        self.0.search(query).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_a_shared_index_still_holds_as_it_was_is_not_listed_where_it_no_longer_belongs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("store")).await.unwrap());
+    let writer = Catalog::open(store.clone(), &dir.path().join("w"), Currency::USD).await.unwrap();
+    writer.create(new("MUG-1", "Blue mug", "", "kitchen")).await.unwrap();
+    writer.create(new("MUG-2", "Blue cup", "", "kitchen")).await.unwrap();
+    let index = StaleSharedIndex(search::embedded::open(&dir.path().join("shared")).unwrap());
+    let reader = Catalog::open_with(store, Arc::new(index), Currency::USD).await.unwrap();
+    let patch = ProductPatch {
+        name: Some("Red mug".into()),
+        category: Some("gifts".into()),
+        price: Some(usd("50.00")),
+        ..ProductPatch::default()
+    };
+    writer.update("prod-mug-1", patch).await.unwrap();
+    reader.catch_up().await.unwrap();
+
+    let skus = |page: Page| page.items.iter().map(|p| p.sku.to_string()).collect::<Vec<_>>();
+    assert_eq!(skus(find(&reader, Some("blue"), None, 10, None).await.unwrap()), ["MUG-2"]);
+    assert_eq!(skus(find(&reader, None, Some("kitchen"), 10, None).await.unwrap()), ["MUG-2"]);
+    let cheap = Search { max_price: Some(usd("20.00")), limit: 10, ..Search::default() };
+    assert_eq!(skus(reader.search(cheap, Currency::USD).await.unwrap()), ["MUG-2"]);
+}

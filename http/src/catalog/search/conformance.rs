@@ -113,6 +113,22 @@ pub async fn run(index: &dyn SearchIndex) {
     let lanterns = index.search(query(Some("lantern"))).await.unwrap();
     assert_eq!((lanterns.total, lanterns.in_stock, lanterns.prices), (2, (1, 1), vec![0, 2, 0]));
 
+    // What every query above found is what the catalog's own check says it answers.
+    let docs = catalog();
+    for q in [
+        query(Some("dome tent")),
+        query(Some("lantarn")),
+        query(Some("mug")),
+        SearchQuery { category: Some("outdoor".into()), ..query(Some("campnig")) },
+        SearchQuery { min_price: Some(2_500), max_price: Some(8_000), ..query(None) },
+        SearchQuery { in_stock: Some(true), ..query(Some("lantern")) },
+    ] {
+        let found = ids(index, q.clone()).await;
+        let matching: Vec<&str> =
+            docs.iter().filter(|d| q.matches(d)).map(|d| d.id.as_str()).collect();
+        assert_eq!(found, matching, "{q:?}");
+    }
+
     // A replaced document is found by its new text only, and counted once.
     index.upsert(vec![doc("p4", "Coffee cup", "kitchen", 900, 4, false)]).await.unwrap();
     assert!(ids(index, query(Some("mug"))).await.is_empty());

@@ -8,8 +8,9 @@
 //! - Quickwit has no document ids and no updates: a replaced product is a delete task for its id
 //!   (`POST /api/v1/{index}/delete-tasks`) and a new document (NDJSON ingest with
 //!   `commit=wait_for`, so it is searchable when the write returns). Quickwit applies deletes to
-//!   mature splits only, so until then a search may see both copies: pages list an id once, but
-//!   facets may count it twice.
+//!   mature splits only, so until then a search may see both copies: pages list an id once (and
+//!   the catalog drops one only its old copy matched: [`SearchQuery::matches`]), but facets may
+//!   count it twice.
 //! - Quickwit's query language has no fuzzy match: a word of five letters or more is searched
 //!   with every spelling one edit away from it (a term set), which is what the embedded index's
 //!   fuzzy query matches.
