@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -39,6 +40,29 @@ enum Command {
     Cluster(ClusterCommand),
     /// Run the notification service: mail and text messages for the shop's events (EVENTS.md).
     Notify(NotifyArgs),
+    /// Operate the shared search index.
+    #[command(subcommand)]
+    Search(SearchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SearchCommand {
+    /// Drop the shared (Quickwit) index and fill a new one from the catalog and stock states in
+    /// the store: the repair for an index that missed writes. Searches fail while it runs.
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RebuildArgs {
+    /// TOML configuration file (the nodes' own).
+    #[arg(long, env = "STOREFRONT_CONFIG")]
+    config: Option<PathBuf>,
+    /// The cluster's shared store (`postgres://...` or `scylla://...`).
+    #[arg(long)]
+    store: Option<String>,
+    /// The shared index (`quickwit://HOST:PORT/INDEX`).
+    #[arg(long)]
+    search: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,6 +240,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate(args),
         Command::Cluster(ClusterCommand::Status(args)) => cluster_status(args),
         Command::Notify(args) => notify(args),
+        Command::Search(SearchCommand::Rebuild(args)) => search_rebuild(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -284,6 +309,41 @@ fn cluster_status(args: StatusArgs) -> anyhow::Result<()> {
         anyhow::Ok(view.status(None, config.entities.shard_count))
     })?;
     writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&document)?)?;
+    Ok(())
+}
+
+fn search_rebuild(args: RebuildArgs) -> anyhow::Result<()> {
+    let mut overrides = Vec::new();
+    if let Some(store) = &args.store {
+        overrides.push(Override::new("store", store.as_str()));
+    }
+    if let Some(search) = &args.search {
+        overrides.push(Override::new("search.url", search.as_str()));
+    }
+    let config = Config::load(args.config.as_deref(), std::env::vars(), overrides)?;
+    if config.search.url == "embedded" {
+        anyhow::bail!(
+            "the embedded index is each node's own and is rebuilt at its every start; \
+             give the shared index with --search quickwit://HOST:PORT/INDEX"
+        );
+    }
+    let base = Currency::parse(&config.shop.base_currency)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let products = runtime.block_on(async {
+        let store =
+            storefront_storage::open(&config.store, &config.data_dir).await.with_context(|| {
+                format!("cannot open the store `{}`", storefront_storage::redact_url(&config.store))
+            })?;
+        let index = storefront_http::catalog::search::quickwit::QuickwitIndex::open_empty(
+            &config.search.url,
+        )
+        .await?;
+        let catalog = storefront_http::catalog::Catalog::open_with(store, Arc::new(index), base)
+            .await
+            .context("cannot fill the index from the catalog")?;
+        anyhow::Ok(catalog.len())
+    })?;
+    writeln!(std::io::stdout(), "storefront: search index rebuilt with {products} products")?;
     Ok(())
 }
 

@@ -47,6 +47,14 @@ fn bad_configuration_is_refused_with_one_line() {
     assert!(message.contains("entities.shard_count"), "{message}");
     let message = refused(&["serve", "--seeds", "n2:7000"], &[]);
     assert!(message.contains("shared store"), "{message}");
+
+    // Only a shared search index is rebuilt by hand; a bad one is named.
+    let message = refused(&["search", "rebuild"], &[]);
+    assert!(message.contains("embedded index is each node's own"), "{message}");
+    let data_dir = dir.path().to_str().unwrap();
+    let envs = [("STOREFRONT_DATA_DIR", data_dir)];
+    let message = refused(&["search", "rebuild", "--search", "quickwit://127.0.0.1:9"], &envs);
+    assert!(message.contains("names no index"), "{message}");
 }
 
 /// The node's HTTP address, from its JSON "node running" log line.

@@ -29,6 +29,9 @@ const PAGE: usize = 16;
 /// How often a node reads the stream for other nodes' changes: the bound, with the time to
 /// apply, on how long a change takes to reach every node.
 pub const FOLLOW_EVERY: Duration = Duration::from_millis(100);
+/// How often a node writes the stock states it changed to a shared index: each write there is a
+/// delete task, which Quickwit asks to keep few.
+const SHARED_STOCK_EVERY: Duration = Duration::from_secs(1);
 
 /// One catalog change: an event of the stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,10 +208,12 @@ impl Catalog {
     /// Keeps the index's stock states in step with the SKU actors (this node's and its
     /// peers', through the node's stock feed, subscribed to before the catalog opened so no
     /// change falls between the stored states it loaded and the first update): a product whose SKU runs out or comes back is indexed again,
-    /// at most every [`FOLLOW_EVERY`]. Runs until the task is dropped.
+    /// at most every [`FOLLOW_EVERY`] (a shared index every [`SHARED_STOCK_EVERY`]). Runs
+    /// until the task is dropped.
     pub async fn follow_stock(self, mut updates: broadcast::Receiver<StockUpdate>) {
         let mut flipped: HashSet<String> = HashSet::new();
-        let mut every = tokio::time::interval(FOLLOW_EVERY);
+        let period = if self.index.shared() { SHARED_STOCK_EVERY } else { FOLLOW_EVERY };
+        let mut every = tokio::time::interval(period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -84,6 +84,26 @@ impl QuickwitIndex {
         Ok(quickwit)
     }
 
+    /// Opens `quickwit://host:port/INDEX` as a new, empty index, dropping the one of that id
+    /// (the repair for an index that drifted from the catalog: the catalog's open then fills
+    /// it whole).
+    pub async fn open_empty(url: &str) -> Result<Self, CatalogError> {
+        let mut quickwit = Self::open(url).await?;
+        if !quickwit.created {
+            let url = format!("{}/indexes/{}", quickwit.api, quickwit.index);
+            let dropped =
+                quickwit.http.delete(&url).send().await.map_err(|e| failed("index drop", e))?;
+            if !dropped.status().is_success() && dropped.status().as_u16() != 404 {
+                return Err(refusal("index drop", dropped).await);
+            }
+            quickwit.created = quickwit.ensure_index().await?;
+            if !quickwit.created {
+                return Err(failed("index drop", "another node created the index again meanwhile"));
+            }
+        }
+        Ok(quickwit)
+    }
+
     /// Creates the index unless it exists; whether this call created it.
     async fn ensure_index(&self) -> Result<bool, CatalogError> {
         let url = format!("{}/indexes/{}", self.api, self.index);
@@ -467,6 +487,10 @@ mod tests {
                         StatusCode::NOT_FOUND,
                         json!({"message": "index `products` not found"}),
                     ),
+                    ("DELETE", "/api/v1/indexes/products") if *found.lock().unwrap() => {
+                        *found.lock().unwrap() = false;
+                        answer(StatusCode::OK, json!([{"file_name": "01H.split", "file_size_bytes": "1 KB"}]))
+                    }
                     ("POST", "/api/v1/indexes") => {
                         *found.lock().unwrap() = true;
                         answer(StatusCode::OK, json!({"version": "0.9", "index_uid": "products:01H"}))
@@ -549,6 +573,24 @@ mod tests {
         other.rebuild(conformance_docs()).await.unwrap();
         let paths: Vec<String> = quickwit.requests().into_iter().map(|(p, _, _)| p).collect();
         assert_eq!(paths, ["GET /api/v1/indexes/products"]);
+    }
+
+    #[tokio::test]
+    async fn an_index_opened_empty_is_dropped_created_and_filled() {
+        let quickwit = fake_quickwit(true).await;
+        let index = QuickwitIndex::open_empty(&quickwit.url).await.unwrap();
+        index.rebuild(conformance_docs()).await.unwrap();
+        let paths: Vec<String> = quickwit.requests().into_iter().map(|(p, _, _)| p).collect();
+        assert_eq!(
+            paths,
+            [
+                "GET /api/v1/indexes/products",
+                "DELETE /api/v1/indexes/products",
+                "GET /api/v1/indexes/products",
+                "POST /api/v1/indexes",
+                "POST /api/v1/products/ingest",
+            ]
+        );
     }
 
     fn conformance_docs() -> Vec<Indexed> {
