@@ -304,7 +304,10 @@ impl Catalog {
         created.pop().ok_or_else(|| CatalogError::Backend("nothing created".into()))
     }
 
-    /// Creates many products (the demo seed), all or none; every SKU must be new.
+    /// Creates many products (the demo seed); every SKU must be new. They are validated all
+    /// before any is written, then written in changes of up to `MAX_PRODUCTS_PER_CHANGE`, each
+    /// all or none: a change refused (a SKU another node created meanwhile) leaves the ones
+    /// before it created (the seed, which creates only the missing ones, finishes at a restart).
     pub async fn create_many(&self, new: Vec<NewProduct>) -> Result<Vec<Product>, CatalogError> {
         let mut products = Vec::with_capacity(new.len());
         for new in new {
