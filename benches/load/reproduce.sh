@@ -2,7 +2,7 @@
 # Reproduces the load figures of BENCHMARKS.md: each scenario 3 times, each run on a fresh node
 # (release build, fresh data dir, rate limits off), reports as JSON under $OUT, then the median.
 #
-# Usage: bash benches/load/reproduce.sh [flash-sale|browse|checkout-mix|connections|connections-open|search ...]
+# Usage: bash benches/load/reproduce.sh [flash-sale|browse|checkout-mix|connections|connections-open|search|search-typos ...]
 # (no argument: all). PostgreSQL and Redis must be up for flash-sale's --compare (bash .ci/test
 # starts them). The node and the tool share the machine's cores, as in BENCHMARKS.md.
 set -euo pipefail
@@ -59,9 +59,12 @@ seed_large_catalog() {
 }
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(flash-sale browse checkout-mix connections connections-open search)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(flash-sale browse checkout-mix connections connections-open search search-typos)
 for scenario in "${scenarios[@]}"; do
-    if [ "$scenario" = search ]; then seed_large_catalog; else unset TEMPLATE; fi
+    case $scenario in
+    search*) [ -n "${TEMPLATE:-}" ] || seed_large_catalog ;;
+    *) unset TEMPLATE ;;
+    esac
     for n in 1 2 3; do
         case $scenario in
         flash-sale) run_once "$OUT/$scenario-$n.json" --connections 256 \
@@ -76,6 +79,8 @@ for scenario in "${scenarios[@]}"; do
             --duration 30s browse --requests 150000 --search-share 0 ;;
         search) run_once "$OUT/$scenario-$n.json" --connections 100 --rate 1000 \
             --duration 30s search --searches 30000 ;;
+        search-typos) run_once "$OUT/$scenario-$n.json" --connections 100 --rate 1000 \
+            --duration 30s search --searches 30000 --typo-share 0.2 ;;
         *) echo "unknown scenario $scenario" >&2; exit 2 ;;
         esac
     done
