@@ -414,25 +414,21 @@ impl Catalog {
             limit: search.limit,
             price_bounds: bounds.iter().map(|(_, base)| *base).collect(),
         };
-        let cached = match &self.cache {
-            Some(cache) => {
-                let key = cache.key(self.version(), &query, currency);
-                let found = cache.get(&key).await;
-                Some((key, found))
-            }
-            None => None,
-        };
         let shared = self.index.shared().then(|| query.clone());
+        let key = self.cache.as_ref().map(|cache| cache.key(self.version(), &query, currency));
+        let cached = match (&self.cache, &key) {
+            (Some(cache), Some(key)) => cache.get(key).await,
+            _ => None,
+        };
         let found = match cached {
-            Some((_, Some(found))) => found,
-            Some((key, None)) => {
+            Some(found) => found,
+            None => {
                 let found = self.found(query, &prices, &bounds, offset).await?;
-                if let Some(cache) = &self.cache {
+                if let (Some(cache), Some(key)) = (&self.cache, key) {
                     cache.put(key, &found);
                 }
                 found
             }
-            None => self.found(query, &prices, &bounds, offset).await?,
         };
         let applied = self.read();
         // A node's own index follows the applied products (both written by the catch-up); a
