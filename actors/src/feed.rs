@@ -43,9 +43,10 @@ struct Inner {
     all: broadcast::Sender<StockUpdate>,
     /// This node's actors' updates only: what the node forwards to its peers.
     local: broadcast::Sender<StockUpdate>,
-    /// The latest sequence seen per SKU, so a peer's update that arrives after a newer one
-    /// (the SKU moved between nodes meanwhile) is dropped.
-    latest: Mutex<HashMap<Arc<str>, u64>>,
+    /// The latest sequence and units available seen per SKU: a peer's update that arrives
+    /// after a newer one (the SKU moved between nodes meanwhile) is dropped, and the edge
+    /// answers a checkout of a SKU known to lack the units at once ([`StockFeed::available`]).
+    latest: Mutex<HashMap<Arc<str>, (u64, u64)>>,
 }
 
 impl Default for StockFeed {
@@ -80,21 +81,29 @@ impl StockFeed {
         true
     }
 
-    /// Records `update`'s sequence as its SKU's latest; false if a newer one was seen.
+    /// Records `update` as its SKU's latest; false if a newer one was seen.
     fn remember(&self, update: &StockUpdate) -> bool {
+        let seen = (update.seq, update.levels.available);
         // Held for one map update that does not panic; a poisoned map is still whole.
         let mut latest = self.inner.latest.lock().unwrap_or_else(|e| e.into_inner());
         match latest.get_mut(&update.sku) {
-            Some(seq) if *seq > update.seq => false,
-            Some(seq) => {
-                *seq = update.seq;
+            Some((seq, _)) if *seq > update.seq => false,
+            Some(latest) => {
+                *latest = seen;
                 true
             }
             None => {
-                latest.insert(update.sku.clone(), update.seq);
+                latest.insert(update.sku.clone(), seen);
                 true
             }
         }
+    }
+
+    /// The units of `sku` available as this node last heard (its own actor's durable levels,
+    /// or a peer's within its forwarding period); `None` if it has not heard of the SKU.
+    pub fn available(&self, sku: &str) -> Option<u64> {
+        let latest = self.inner.latest.lock().unwrap_or_else(|e| e.into_inner());
+        latest.get(sku).map(|(_, available)| *available)
     }
 
     /// A new reader of every update (this node's and its peers'), from now on.
@@ -105,5 +114,27 @@ impl StockFeed {
     /// A new reader of this node's actors' updates only, from now on.
     pub fn subscribe_local(&self) -> broadcast::Receiver<StockUpdate> {
         self.inner.local.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(sku: &str, seq: u64, available: u64, from_peer: bool) -> StockUpdate {
+        let levels = StockLevels { on_hand: available, reserved: 0, available, sold: 0 };
+        StockUpdate { sku: Arc::from(sku), levels, seq, from_peer }
+    }
+
+    #[test]
+    fn the_units_last_heard_of_each_sku_are_kept_and_an_older_peer_update_is_dropped() {
+        let feed = StockFeed::default();
+        assert_eq!(feed.available("A-1"), None);
+        feed.publish(update("A-1", 5, 3, false));
+        assert_eq!(feed.available("A-1"), Some(3));
+        assert!(!feed.publish_remote(update("A-1", 4, 9, true)));
+        assert_eq!(feed.available("A-1"), Some(3));
+        assert!(feed.publish_remote(update("A-1", 6, 0, true)));
+        assert_eq!((feed.available("A-1"), feed.available("B-1")), (Some(0), None));
     }
 }

@@ -13,6 +13,8 @@ pub mod service;
 pub mod webhooks;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
@@ -129,9 +131,20 @@ where
             BeginDeferred::Run(claim) => claim,
             BeginDeferred::Replay(stored) => return replay(stored),
         };
-    let claimed = Claimed { write: claim.claim_write(), before: claim.claimed_before() };
-    let response = run(claimed).await.unwrap_or_else(ApiError::into_api_response);
-    if response.status == StatusCode::UNPROCESSABLE_ENTITY {
+    let written = Arc::new(AtomicBool::new(false));
+    let before = claim.claimed_before();
+    let claimed = Claimed { claim: claim.claim_write(), before, written: written.clone() };
+    let outcome = run(claimed).await;
+    // An out-of-stock answer decided before anything was written changed nothing: nothing is
+    // kept under the key (API.md), and a retry is decided afresh.
+    let unkept = matches!(&outcome, Err(e) if e.problem.kind == ProblemType::OutOfStock.uri())
+        && !before
+        && !written.load(Ordering::SeqCst);
+    let response = outcome.unwrap_or_else(ApiError::into_api_response);
+    if unkept {
+        // Nothing was written under the key: dropping the claim frees it.
+        drop(claim);
+    } else if response.status == StatusCode::UNPROCESSABLE_ENTITY {
         // The key turned out to be another request's (its effects said so): nothing of this
         // request is kept under it, and the other's claim stays as it is.
         drop(claim);
@@ -144,10 +157,19 @@ where
 /// A deferred claim as a keyed request's run gets it.
 #[derive(Debug)]
 pub struct Claimed {
-    /// The claim record, to write atomically with the request's first effect.
-    pub write: KeyedWrite,
+    claim: KeyedWrite,
     /// The key was claimed before without a stored answer: the first run may have had effects.
     pub before: bool,
+    /// Whether the run took the claim record to write.
+    written: Arc<AtomicBool>,
+}
+
+impl Claimed {
+    /// The claim record, to write atomically with the request's first effect.
+    pub fn write(&self) -> KeyedWrite {
+        self.written.store(true, Ordering::SeqCst);
+        self.claim.clone()
+    }
 }
 
 /// A response to store as the request's answer: a final one, any but a 429 and a 5xx other than

@@ -100,10 +100,11 @@ async fn failed_checkouts_answer_their_problem_and_hold_nothing() {
     let oos = json!({"payment_token": "tok_visa", "items": items(4)});
     let first = app.checkout(&ann, "k-oos", &oos).await;
     first.problem(409, "/problems/out-of-stock");
-    // Answered without an order, and stored under the key like any answer: a retry replays it.
+    // Answered without an order, and nothing kept under the key (API.md: it changed nothing):
+    // a retry is decided afresh, the same while the stock is short.
     let retry = app.checkout_retry(&ann, "k-oos", &oos).await;
     retry.problem(409, "/problems/out-of-stock");
-    assert_eq!(retry.headers["idempotent-replayed"], "true");
+    assert!(!retry.headers.contains_key("idempotent-replayed"));
     assert_eq!(retry.text, first.text);
     // The order a failed checkout placed, as its problem names it (`order ord_...: ...`).
     let placed_by = |problem: Value| {
@@ -376,4 +377,28 @@ async fn a_purchase_limit_holds_for_parallel_checkouts_of_one_customer() {
     )
     .await
     .problem(400, "/problems/validation");
+}
+
+#[tokio::test]
+async fn a_sold_out_answer_is_not_kept_under_its_key_and_a_restock_is_bought() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let ann = app.customer("ann@example.com").await;
+    app.product(&admin, "DROP-1", "5.00", 1).await;
+    let body = json!({"payment_token": "tok_visa", "items": [{"sku": "DROP-1", "qty": 1}]});
+    app.checkout(&ann, "first", &body).await.ok(201);
+    app.checkout(&ann, "late", &body).await.problem(409, "/problems/out-of-stock");
+
+    // A restock: the same key, retried, is decided afresh (API.md: an answer that changed
+    // nothing need not be kept) as soon as the node's stock view has it.
+    app.post("/v1/admin/inventory/DROP-1/restock", Some(&admin), &json!({"qty": 1})).await.ok(200);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    let bought = loop {
+        let retry = app.checkout_retry(&ann, "late", &body).await;
+        if retry.status != 409 || tokio::time::Instant::now() > deadline {
+            break retry;
+        }
+    };
+    assert_eq!(bought.ok(201)["status"], "confirmed");
+    assert_eq!(app.levels("DROP-1").await["available"], 0);
 }

@@ -166,13 +166,13 @@ fn of_an_earlier_use(view: &OrderView) -> bool {
 
 #[utoipa::path(post, operation_id = "checkout_checkout", path = "/v1/checkout", tag = "orders", security(("bearer" = [])),
     request_body = CheckoutRequest,
-    params(("Idempotency-Key" = String, Header, description = "Required, 1-255 printable ASCII; a retry returns the first final response byte for byte")),
+    params(("Idempotency-Key" = String, Header, description = "Required, 1-255 printable ASCII. A retry returns the first final response byte for byte, except an out-of-stock 409 decided before any order was placed (it changed nothing, so nothing is kept: the retry is decided afresh, and buys if stock came back) and a 429")),
     responses((status = 201, body = CheckoutResponse, description = "Confirmed: stock committed and payment captured"),
         (status = 202, body = CheckoutResponse, description = "Still running after the configured wait: the order is placed; poll `GET /v1/orders/{order_id}`, or retry with the same key, which answers the order's final response once it has one"),
         (status = 400, description = "Validation (missing key, bad token, qty, currency, empty cart)"),
         (status = 402, description = "`/problems/payment-declined`"),
         (status = 404, description = "A SKU no product has"),
-        (status = 409, description = "`/problems/out-of-stock` (nothing stays held); `/problems/purchase-limit`: a line would take the buyer past the SKU's `max_per_customer` (nothing held); `/problems/idempotency-in-progress` for a duplicate while the first runs"),
+        (status = 409, description = "`/problems/out-of-stock` (nothing stays held; when no order was placed, as after a sell-out, the node answers from the stock levels it last heard of, and the answer is not kept under the key); `/problems/purchase-limit`: a line would take the buyer past the SKU's `max_per_customer` (nothing held); `/problems/idempotency-in-progress` for a duplicate while the first runs"),
         (status = 422, description = "`/problems/idempotency-key-reused`"),
         (status = 502, description = "`/problems/payment-gateway-error`: the gateway kept failing; the order failed and released its stock")))]
 /// Checks out.
@@ -221,7 +221,6 @@ async fn place(
             }
         }
     }
-    let claim = claim.write;
     let body: CheckoutRequest = req.json()?;
     check_token(&body.payment_token)?;
     let currency = state.display_currency(body.currency.as_deref())?;
@@ -250,15 +249,19 @@ async fn place(
             product_version: product.version,
         });
     }
-    // A line its SKU cannot fill now is answered at once, without an order: in a flash sale most
-    // attempts come after the sell-out, and each would otherwise place, durably fail and index an
-    // order that never held anything. The levels are the SKU actor's own, so the answer is what
-    // the saga's reserve would have said at this instant; a race the other way (stock taken
-    // after this read) is still decided by the reserve.
+    // A line its SKU cannot fill now is answered at once, without an order and without a
+    // write: in a flash sale most attempts come after the sell-out, and each would otherwise
+    // place, durably fail and index an order that never held anything. The units are those
+    // the node's stock feed last heard of (its own actors' durable levels at once, its peers'
+    // within their forwarding period), so no round trip to the SKU's owner; a SKU it has not
+    // heard of is asked. Stock taken after this is still decided by the saga's reserve.
     for line in &lines {
-        let levels = state.regions.stock_levels(line.sku.as_str()).await?;
-        if levels.available < u64::from(line.qty.get()) {
-            return Err(out_of_stock(&line.sku, levels.available, None));
+        let available = match state.feed.available(line.sku.as_str()) {
+            Some(available) => available,
+            None => state.regions.stock_levels(line.sku.as_str()).await?.available,
+        };
+        if available < u64::from(line.qty.get()) {
+            return Err(out_of_stock(&line.sku, available, None));
         }
     }
     // The confirmation goes to the address the account has now (the events carry it, so no
@@ -285,6 +288,7 @@ async fn place(
         email,
         catalog_version,
     };
+    let claim = claim.write();
     let outcome = match state.regions.checkout_with(order.clone(), vec![claim.clone()], wait).await
     {
         // The key's order is another request's: one sent at once to another node (refused: the
