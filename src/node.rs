@@ -446,7 +446,7 @@ fn local_key(data_dir: &Path) -> Result<SigningKey, StartError> {
     let describe = |what: &str| format!("cannot {what} {}", path.display());
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let secret = decode_hex(text.trim()).ok_or_else(|| StartError::Io {
+            let secret = hex::decode(text.trim()).map_err(|_| StartError::Io {
                 what: describe("use"),
                 reason: "not a hex key".into(),
             })?;
@@ -454,7 +454,7 @@ fn local_key(data_dir: &Path) -> Result<SigningKey, StartError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret = jwt_simple::algorithms::HS256Key::generate().to_bytes();
-            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = hex::encode(&secret);
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -470,11 +470,4 @@ fn local_key(data_dir: &Path) -> Result<SigningKey, StartError> {
         }
         Err(e) => Err(StartError::Io { what: describe("read"), reason: e.to_string() }),
     }
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }

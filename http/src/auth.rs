@@ -20,12 +20,12 @@ fn random_hex(bytes: usize) -> String {
     use argon2::password_hash::rand_core::{OsRng, RngCore};
     let mut buf = vec![0u8; bytes];
     OsRng.fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(buf)
 }
 
 /// The SHA-256 of a token's secret, as hex: what the store keeps instead of the secret.
 fn sha256_hex(secret: &str) -> String {
-    hmac_sha256::Hash::hash(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hmac_sha256::Hash::hash(secret.as_bytes()))
 }
 
 /// Why authentication failed or could not be done.

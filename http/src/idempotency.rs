@@ -254,7 +254,7 @@ pub fn request_hash(method: &str, path: &str, body: &[u8]) -> String {
     for part in [method.as_bytes(), b"\n", path.as_bytes(), b"\n", body] {
         hash.update(part);
     }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hash.finalize())
 }
 
 impl IdempotencyKeys {

@@ -40,7 +40,7 @@ impl SearchCache {
         // The index's query holds every input of the result but the display currency.
         let search = format!("{query:?}/{currency}");
         let digest = hmac_sha256::Hash::hash(search.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex::encode(digest);
         format!("storefront:search:{version}:{hex}")
     }
 
