@@ -479,11 +479,8 @@ impl Catalog {
         if chars(&product.description) > 5000 {
             return Err(invalid("description", "at most 5000 characters"));
         }
-        let c = &product.category;
-        if !(1..=64).contains(&c.len())
-            || !c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(invalid("category", "1 to 64 of a-z, 0-9 and -"));
+        if !is_category(&product.category) {
+            return Err(invalid("category", CATEGORY_RULE));
         }
         if product.price.currency() != self.base {
             return Err(invalid(
@@ -565,6 +562,15 @@ async fn record_availability(store: &Arc<dyn Store>, sku: &Sku) -> Result<bool, 
         return Ok(available);
     }
     Ok(store.get(table, key).await.map_err(backend)?.is_some_and(|s| s.as_slice() != b"0"))
+}
+
+/// What a category is, in words.
+pub const CATEGORY_RULE: &str = "1 to 64 of a-z, 0-9 and -";
+
+/// Whether `category` is a category slug: [`CATEGORY_RULE`].
+pub fn is_category(category: &str) -> bool {
+    (1..=64).contains(&category.len())
+        && category.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The product id of a SKU as text (SKUs are case-insensitive; ids are lower case).

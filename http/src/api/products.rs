@@ -140,11 +140,8 @@ pub async fn search(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResu
             return Err(ApiError::validation("sort", "relevance, price_asc, price_desc or newest"));
         }
     };
-    if let Some(category) = query.get("category") {
-        let slug = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
-        if category.is_empty() || category.len() > 64 || !category.bytes().all(slug) {
-            return Err(ApiError::validation("category", "1 to 64 of a-z, 0-9 and -"));
-        }
+    if query.get("category").is_some_and(|c| !crate::catalog::is_category(c)) {
+        return Err(ApiError::validation("category", crate::catalog::CATEGORY_RULE));
     }
     if query.get("q").is_some_and(|q| crate::catalog::search::words(q).len() > MAX_WORDS) {
         return Err(ApiError::validation("q", format!("at most {MAX_WORDS} words")));
