@@ -15,6 +15,14 @@ export STOREFRONT_ADMIN_EMAIL=bench-admin@example.com STOREFRONT_ADMIN_PASSWORD=
 cargo build --release --locked --workspace --bins
 bin="$CARGO_TARGET_DIR/release"
 
+# Waits until the node answers /readyz, polling every 0.2 s at most $1 times.
+wait_ready() {
+    for _ in $(seq "$1"); do
+        curl -sf "http://$ADDR/readyz" >/dev/null && return
+        sleep 0.2
+    done
+}
+
 # Starts a fresh node (demo catalog; a copy of $TEMPLATE's data when set), runs the tool with the
 # given arguments, stops the node.
 run_once() {
@@ -26,10 +34,7 @@ run_once() {
     STOREFRONT_RATE_LIMIT__ENABLED=false "$bin/storefront" serve --data-dir "$data" \
         --http-addr "$ADDR" >"$data.log" 2>&1 &
     local server=$!
-    for _ in $(seq 1500); do
-        curl -sf "http://$ADDR/readyz" >/dev/null && break
-        sleep 0.2
-    done
+    wait_ready 1500
     "$bin/storefront-load" --url "http://$ADDR" --server-pid "$server" --json "$report" "$@" ||
         echo "run failed: $report" >&2
     kill "$server"
@@ -50,10 +55,7 @@ seed_large_catalog() {
     STOREFRONT_DEMO_PRODUCTS=100000 "$bin/storefront" serve --data-dir "$TEMPLATE" \
         --http-addr "$ADDR" >"$TEMPLATE.log" 2>&1 &
     local server=$!
-    for _ in $(seq 3000); do
-        curl -sf "http://$ADDR/readyz" >/dev/null && break
-        sleep 0.2
-    done
+    wait_ready 3000
     kill "$server"
     wait "$server" || true
 }
