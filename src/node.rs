@@ -159,6 +159,8 @@ pub struct Node {
     trimming: Option<tokio::task::JoinHandle<()>>,
     catalog_follower: tokio::task::JoinHandle<()>,
     stock_follower: tokio::task::JoinHandle<()>,
+    /// Closed at stop, so the data dir's search index is free for the next node on it.
+    catalog: Catalog,
     grace: Duration,
 }
 
@@ -337,6 +339,7 @@ impl Node {
             header_timeout: config.http.header_timeout(),
             request_timeout: config.http.request_timeout(),
         };
+        let catalog = state.catalog.clone();
         let app = App::new(state, listener, metrics_listener, stop, (grace, limits));
         Ok(Node {
             app,
@@ -346,6 +349,7 @@ impl Node {
             trimming,
             catalog_follower,
             stock_follower,
+            catalog,
             grace,
         })
     }
@@ -370,15 +374,17 @@ impl Node {
             trimming,
             catalog_follower,
             stock_follower,
+            catalog,
             grace,
         } = self;
         app.run(shutdown).await;
-        // Awaited, so their handles on the catalog (and its index's writer lock) are gone
-        // when `run` returns: a node started again on this data dir opens the index at once.
         catalog_follower.abort();
         stock_follower.abort();
         let _ = catalog_follower.await;
         let _ = stock_follower.await;
+        // Whatever task still holds the catalog, its index lets go of the data dir now: a node
+        // started again on it (a restart in process) opens the index at once.
+        catalog.close();
         if let Some(trimming) = trimming {
             trimming.abort();
         }

@@ -258,6 +258,11 @@ impl Catalog {
         self.applied.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Closes the search index for writing (at a node's stop): later changes reach no index.
+    pub fn close(&self) {
+        self.index.close();
+    }
+
     /// The catalog version this node has applied.
     pub fn version(&self) -> u64 {
         self.read().version

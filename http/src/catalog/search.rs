@@ -157,4 +157,7 @@ pub trait SearchIndex: Send + Sync + std::fmt::Debug {
     async fn rebuild(&self, docs: Vec<Indexed>) -> Result<(), CatalogError>;
     /// Runs a search: the page and the facets over every result.
     async fn search(&self, query: SearchQuery) -> Result<SearchHits, CatalogError>;
+    /// Lets go of what the index holds for writing (a node's own: its lock on the directory),
+    /// at stop; writes after it fail.
+    fn close(&self) {}
 }

@@ -36,7 +36,8 @@ const NAME_BOOST: Score = 3.0;
 /// The tantivy index of one node.
 pub struct EmbeddedIndex {
     reader: IndexReader,
-    writer: Mutex<IndexWriter>,
+    /// `None` once closed.
+    writer: Mutex<Option<IndexWriter>>,
     fields: Fields,
 }
 
@@ -92,7 +93,7 @@ impl EmbeddedIndex {
             .try_into()
             .map_err(backend)?;
         let writer = index.writer(WRITER_MEMORY).map_err(backend)?;
-        Ok(Self { reader, writer: Mutex::new(writer), fields })
+        Ok(Self { reader, writer: Mutex::new(Some(writer)), fields })
     }
 
     fn document(&self, doc: &Indexed) -> TantivyDocument {
@@ -108,7 +109,7 @@ impl EmbeddedIndex {
         )
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, IndexWriter> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<IndexWriter>> {
         // A panic mid-write leaves uncommitted operations, which tantivy discards; the writer
         // itself stays usable.
         self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -116,6 +117,7 @@ impl EmbeddedIndex {
 
     fn write(&self, docs: &[Indexed], replace_all: bool) -> Result<(), CatalogError> {
         let mut writer = self.lock();
+        let writer = writer.as_mut().ok_or_else(|| backend("the index is closed"))?;
         if replace_all {
             writer.delete_all_documents().map_err(backend)?;
         }
@@ -236,6 +238,11 @@ impl SearchIndex for Arc<EmbeddedIndex> {
         tokio::task::spawn_blocking(move || index.write(&docs, true)).await.map_err(backend)?
     }
 
+    fn close(&self) {
+        // Dropping the writer releases the directory's lock.
+        drop(self.lock().take());
+    }
+
     async fn search(&self, query: SearchQuery) -> Result<SearchHits, CatalogError> {
         let index = self.clone();
         tokio::task::spawn_blocking(move || index.run(&query)).await.map_err(backend)?
@@ -354,5 +361,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let index = Arc::new(EmbeddedIndex::open(dir.path()).unwrap());
         super::super::conformance::run(&index).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_index_frees_its_directory_while_still_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = open(dir.path()).unwrap();
+        held.close();
+        let docs = super::super::conformance::catalog();
+        assert!(held.upsert(docs.clone()).await.is_err(), "a closed index takes no writes");
+        // A task of the stopped node may still hold it: the next node opens the directory.
+        let next = open(dir.path()).unwrap();
+        next.rebuild(docs).await.unwrap();
+        drop(held);
     }
 }
