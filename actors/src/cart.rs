@@ -262,7 +262,7 @@ impl Actor for CartActor {
         let stream = EntityKind::Cart.stream(&args.cart_id);
         let (journal, cart) =
             Journal::recover::<CartState>(args.store, stream, args.settings.snapshot_every).await?;
-        let running = CartRunning {
+        let mut running = CartRunning {
             cart,
             journal,
             lifecycle: Lifecycle::new(args.settings.passivate_after, args.passivation),

@@ -123,6 +123,17 @@ pub(crate) struct Lifecycle {
     passivation: Passivation,
     last_activity: tokio::time::Instant,
     stopping: Stopping,
+    /// The armed idle timer: its task holds the actor's cell (and with it the mailbox) until it
+    /// fires, so it is cancelled when the entity stops.
+    timer: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Lifecycle {
+    fn drop(&mut self) {
+        if let Some(timer) = self.timer.take() {
+            timer.abort();
+        }
+    }
 }
 
 impl Lifecycle {
@@ -132,11 +143,12 @@ impl Lifecycle {
             passivation,
             last_activity: tokio::time::Instant::now(),
             stopping: Stopping::No,
+            timer: None,
         }
     }
 
     /// Arms the idle timer; call once when the entity has started.
-    pub(crate) fn start<M: Message>(&self, myself: &ActorRef<M>, wrap: fn(Internal) -> M) {
+    pub(crate) fn start<M: Message>(&mut self, myself: &ActorRef<M>, wrap: fn(Internal) -> M) {
         self.arm(myself.get_cell(), self.passivate_after, wrap);
     }
 
@@ -200,7 +212,71 @@ impl Lifecycle {
         }
     }
 
-    fn arm<M: Message>(&self, cell: ActorCell, after: Duration, wrap: fn(Internal) -> M) {
-        ractor::time::send_after(after, cell, move || wrap(Internal(InternalMsg::IdleCheck)));
+    fn arm<M: Message>(&mut self, cell: ActorCell, after: Duration, wrap: fn(Internal) -> M) {
+        let timer =
+            ractor::time::send_after(after, cell, move || wrap(Internal(InternalMsg::IdleCheck)));
+        if let Some(earlier) = self.timer.replace(timer.abort_handle()) {
+            earlier.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+    use super::*;
+
+    /// An entity that does nothing but arm its idle timer.
+    struct Idle;
+
+    #[derive(Debug)]
+    struct IdleMsg(#[allow(dead_code)] Internal);
+
+    impl ractor::Message for IdleMsg {}
+
+    impl Actor for Idle {
+        type Msg = IdleMsg;
+        type State = Lifecycle;
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            myself: ActorRef<IdleMsg>,
+            (): (),
+        ) -> Result<Lifecycle, ActorProcessingErr> {
+            let mut lifecycle =
+                Lifecycle::new(Duration::from_secs(120), Passivation::new(|_| true));
+            lifecycle.start(&myself, IdleMsg);
+            Ok(lifecycle)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<IdleMsg>,
+            _: IdleMsg,
+            _: &mut Lifecycle,
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    /// A stopped entity's idle timer goes with it: the timer's task held the actor's cell, and
+    /// with it the mailbox, for the whole idle period (120 s of every order ever checked out).
+    #[tokio::test]
+    async fn a_stopped_entity_leaves_no_timer_holding_its_mailbox() {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        for _ in 0..10 {
+            let (actor, handle) = Actor::spawn(None, Idle, ()).await.unwrap();
+            actor.stop(None);
+            handle.await.unwrap();
+        }
+        // An aborted task ends when the runtime next gets to it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while metrics.num_alive_tasks() > before && tokio::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(metrics.num_alive_tasks(), before, "idle timers outlived their entities");
     }
 }

@@ -376,7 +376,7 @@ impl Actor for OrderActor {
         let (journal, order) =
             Journal::recover::<OrderState>(args.store, stream, args.settings.snapshot_every)
                 .await?;
-        let running = OrderRunning {
+        let mut running = OrderRunning {
             order_id: args.order_id,
             order,
             journal,
