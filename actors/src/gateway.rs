@@ -122,6 +122,12 @@ pub struct Held {
 /// How long the simulated gateway remembers an idempotency key or an authorization.
 pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
+/// The most keys and ids the simulated gateway remembers (the oldest go first): it lives in the
+/// node's memory, which a long sale must not fill. What it forgets it still answers as a real
+/// gateway would: an authorization is recognized by its id, a refund of a forgotten capture goes
+/// through.
+pub const MAX_REMEMBERED: usize = 100_000;
+
 #[derive(Debug)]
 struct Authorization {
     amount: Money,
@@ -224,7 +230,6 @@ impl SimulatedGateway {
         op: impl FnOnce(&mut Ledger) -> Result<String, GatewayError>,
     ) -> Result<String, GatewayError> {
         let mut ledger = self.lock();
-        ledger.forget_expired();
         let calls = ledger.calls.entry(key.to_owned()).or_default();
         *calls += 1;
         if *calls == 1 {
@@ -237,6 +242,7 @@ impl SimulatedGateway {
         if !matches!(outcome, Err(GatewayError::Unavailable(_))) {
             ledger.outcomes.insert(key.to_owned(), outcome.clone());
         }
+        ledger.forget_expired();
         outcome
     }
 }
@@ -274,17 +280,19 @@ impl Ledger {
         })
     }
 
-    /// Drops what was first seen more than [`RETENTION`] ago (keys and authorization ids share
-    /// the queue; an id removes whichever map holds it).
+    /// Drops what was first seen more than [`RETENTION`] ago, and the oldest past
+    /// [`MAX_REMEMBERED`] (keys, authorization and capture ids share the queue; an id removes
+    /// whichever map holds it).
     fn forget_expired(&mut self) {
         while let Some((at, _)) = self.seen.front() {
-            if at.elapsed() < RETENTION {
+            if at.elapsed() < RETENTION && self.seen.len() <= MAX_REMEMBERED {
                 break;
             }
             if let Some((_, key)) = self.seen.pop_front() {
                 self.outcomes.remove(&key);
                 self.calls.remove(&key);
                 self.authorizations.remove(&key);
+                self.captures.remove(&key);
             }
         }
     }
@@ -337,6 +345,7 @@ impl PaymentGateway for SimulatedGateway {
             }
             auth.captured = true;
             let capture = ledger.new_id("cap");
+            ledger.seen.push_back((tokio::time::Instant::now(), capture.clone()));
             ledger.captures.insert(capture.clone(), authorization.to_owned());
             Ok(capture)
         });
@@ -395,6 +404,35 @@ mod tests {
         assert_eq!(gw.calls("new"), 1);
         // A forgotten authorization is still recognized by its id.
         assert!(gw.capture("old/capture", &auth, &ten).await.is_ok());
+    }
+
+    /// The ledger lives in the node's memory: a long sale must not grow it without end (before,
+    /// captures were never forgotten, and nothing was forgotten within a day).
+    #[tokio::test]
+    async fn the_ledger_is_bounded_and_still_answers_what_it_forgot() {
+        let gw = SimulatedGateway::new();
+        let ten = Money::parse("10", Currency::USD).unwrap();
+        let first = gw.authorize("o-0/authorize", "tok_visa", &ten).await.unwrap();
+        let first_capture = gw.capture("o-0/capture", &first, &ten).await.unwrap();
+        for n in 1..=MAX_REMEMBERED / 2 {
+            let auth = gw.authorize(&format!("o-{n}/authorize"), "tok_visa", &ten).await.unwrap();
+            gw.capture(&format!("o-{n}/capture"), &auth, &ten).await.unwrap();
+        }
+        {
+            let ledger = gw.lock();
+            let sizes = [
+                ledger.seen.len(),
+                ledger.outcomes.len(),
+                ledger.calls.len(),
+                ledger.authorizations.len(),
+                ledger.captures.len(),
+            ];
+            assert!(sizes.iter().all(|&n| n <= MAX_REMEMBERED), "{sizes:?}");
+        }
+        assert_eq!(gw.calls("o-0/authorize"), 0, "the oldest key is forgotten");
+        // What it forgot it still answers: the authorization by its id, the capture's refund.
+        assert!(gw.capture("o-0/capture-again", &first, &ten).await.is_ok());
+        assert!(gw.refund("o-0/refund", &first_capture, &ten).await.is_ok());
     }
 
     #[tokio::test]
