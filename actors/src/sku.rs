@@ -37,6 +37,11 @@ use crate::metrics::RESERVATIONS_TOTAL;
 
 /// How long a settled command id is remembered for deduplication.
 pub const DEDUP_RETENTION_MS: u64 = 24 * 3600 * 1000;
+/// The most settled reservation ids a SKU remembers (the oldest go first): a hot SKU settles
+/// one per checkout, and what it remembers is in memory and in every snapshot. An order's stock
+/// command whose reservation may have been forgotten is looked up in the journal instead (see
+/// [`SkuStockState::needs_recall`]).
+pub const MAX_SETTLED_RESERVATIONS: usize = 50_000;
 /// How far apart the clocks of the nodes that write one SKU's journal may be.
 const CLOCK_MARGIN_MS: u64 = 3600 * 1000;
 
@@ -269,7 +274,13 @@ pub struct SkuStockState {
     sold: u64,
     open: HashMap<String, Reservation>,
     settled: HashMap<String, Settled>,
+    /// Settled reservation ids, oldest first: forgotten after the retention or past
+    /// [`MAX_SETTLED_RESERVATIONS`].
     settled_log: VecDeque<(u64, String)>,
+    /// Restock, return and set ids, oldest first: forgotten after the retention.
+    applied_log: VecDeque<(u64, String)>,
+    /// When the newest reservation id forgotten was settled, if any was.
+    forgotten_until: Option<u64>,
     /// Units one customer may buy, if limited.
     limit: Option<u64>,
     /// Units each counted customer holds or has bought.
@@ -449,7 +460,11 @@ impl SkuStockState {
 
     /// The id `command` must first be looked up by in the journal, with the time to look from:
     /// an order's command from before the memory of settled ids reaches, whose id is neither
-    /// open nor remembered.
+    /// open nor remembered. That memory reaches back the retention, and for a commit or release
+    /// to the newest reservation id forgotten past [`MAX_SETTLED_RESERVATIONS`]. A reservation
+    /// is not looked up for that cap: a new order's reservation (every checkout's) would be,
+    /// and the worst a repeated one whose id was forgotten can do is hold units again until its
+    /// deadline.
     pub fn needs_recall(&self, command: &StockCommand, now: u64) -> Option<(String, u64)> {
         let StockCommand::ForOrder { placed_at, command } = command else {
             return None;
@@ -457,7 +472,13 @@ impl SkuStockState {
         // Every event about the order's ids is at or after `placed_at` (by the clock of the node
         // that wrote it: the margin covers clocks a little apart).
         let from = placed_at.saturating_sub(CLOCK_MARGIN_MS);
-        if from.saturating_add(DEDUP_RETENTION_MS) > now {
+        let reserve = matches!(
+            command.inner(),
+            StockCommand::Reserve { .. } | StockCommand::ReserveFor { .. }
+        );
+        let may_be_forgotten = from.saturating_add(DEDUP_RETENTION_MS) <= now
+            || (!reserve && self.forgotten_until.is_some_and(|until| from <= until));
+        if !may_be_forgotten {
             return None;
         }
         let id = command.settles()?;
@@ -476,13 +497,23 @@ impl SkuStockState {
 
     fn settle(&mut self, at: u64, id: &str, how: Settled) {
         self.settled.insert(id.to_owned(), how);
-        self.settled_log.push_back((at, id.to_owned()));
-        while let Some((when, _)) = self.settled_log.front() {
-            if when.saturating_add(DEDUP_RETENTION_MS) >= at {
-                break;
-            }
-            if let Some((_, old)) = self.settled_log.pop_front() {
+        if how == Settled::Applied {
+            self.applied_log.push_back((at, id.to_owned()));
+        } else {
+            self.settled_log.push_back((at, id.to_owned()));
+        }
+        let expired = |when: u64| when.saturating_add(DEDUP_RETENTION_MS) < at;
+        while self.applied_log.front().is_some_and(|(when, _)| expired(*when)) {
+            if let Some((_, old)) = self.applied_log.pop_front() {
                 self.settled.remove(&old);
+            }
+        }
+        while self.settled_log.front().is_some_and(|(when, _)| {
+            expired(*when) || self.settled_log.len() > MAX_SETTLED_RESERVATIONS
+        }) {
+            if let Some((when, old)) = self.settled_log.pop_front() {
+                self.settled.remove(&old);
+                self.forgotten_until = self.forgotten_until.max(Some(when));
             }
         }
     }
@@ -498,6 +529,19 @@ impl SkuStockState {
             }
         }
         self.settle(at, id, how);
+        self.prune_deadlines();
+    }
+
+    /// Drops deadlines of reservations no longer open: those at the front at once, the rest
+    /// when they outnumber the open ones (a hot SKU commits thousands a second, each of whose
+    /// deadlines would otherwise wait its whole hold time).
+    fn prune_deadlines(&mut self) {
+        self.next_deadline();
+        if self.deadlines.len() > 2 * self.open.len() + 64 {
+            let open = &self.open;
+            self.deadlines
+                .retain(|Reverse((at, id))| open.get(id).is_some_and(|r| r.expires_at == *at));
+        }
     }
 
     /// Holds units for a reservation until its deadline.
@@ -1164,6 +1208,46 @@ mod tests {
             Err(DomainError::ReservationGone("late".into()))
         );
         assert_eq!(s.levels(), StockLevels { on_hand: 5, reserved: 0, available: 5, sold: 2 });
+    }
+
+    /// A hot SKU settles a reservation per checkout: what it remembers of them is bounded
+    /// (before, every id for a day, in memory and in every snapshot, and every deadline for its
+    /// whole hold time). A repeated commit of a reservation it may have forgotten is looked up in
+    /// the journal; a new order's reservation is not; restock ids are kept for the retention.
+    #[test]
+    fn settled_reservations_and_deadlines_are_bounded_and_a_forgotten_one_is_looked_up() {
+        let for_order = |placed_at: u64, command: StockCommand| StockCommand::ForOrder {
+            placed_at,
+            command: Box::new(command),
+        };
+        let reserve = |id: &str| StockCommand::Reserve {
+            reservation_id: id.into(),
+            order_id: id.into(),
+            qty: 1,
+            ttl_ms: 600_000,
+        };
+        let start = 10 * CLOCK_MARGIN_MS;
+        let mut s = SkuStockState::default();
+        run(&mut s, &StockCommand::Restock { restock_id: "stock".into(), qty: 1 << 40 }, start)
+            .unwrap();
+        let checkouts = MAX_SETTLED_RESERVATIONS as u64 + 1_000;
+        for n in 0..checkouts {
+            let (id, now) = (format!("o{n}/0"), start + n);
+            run(&mut s, &for_order(now, reserve(&id)), now).unwrap();
+            run(&mut s, &for_order(now, StockCommand::Commit { reservation_id: id }), now).unwrap();
+        }
+        assert_eq!(s.levels().sold, checkouts);
+        assert_eq!(s.settled.len(), MAX_SETTLED_RESERVATIONS + 1, "the restock id is kept too");
+        assert!(s.settled.contains_key("stock"));
+        assert!(s.deadlines.len() <= 64, "{} deadlines kept", s.deadlines.len());
+        assert!(s.weight() <= MAX_SETTLED_RESERVATIONS as u64 + 1);
+        let now = start + checkouts;
+        let first = for_order(start, StockCommand::Commit { reservation_id: "o0/0".into() });
+        assert_eq!(s.needs_recall(&first, now).map(|(id, _)| id), Some("o0/0".to_owned()));
+        let last = format!("o{}/0", checkouts - 1);
+        let recent = for_order(now, StockCommand::Commit { reservation_id: last });
+        assert_eq!(s.needs_recall(&recent, now), None, "remembered");
+        assert_eq!(s.needs_recall(&for_order(now, reserve("new/0")), now), None);
     }
 
     #[test]
