@@ -8,8 +8,9 @@
 //! writes, so later writes of a group see earlier ones), commits it with one fsync
 //! (`PersistMode::SyncAll`), and only then answers each caller. A write that fails its own check
 //! (a sequence conflict) is answered with that error and leaves the others of its group untouched.
-//! Point reads (`get`, `load_snapshot`) run on the caller's thread; scans and journal reads run on
-//! tokio's blocking pool. Both read a snapshot.
+//! Point reads (`get`, `load_snapshot`, a stream's head) run on the caller's thread; scans and
+//! journal reads run on tokio's blocking pool (a journal read only when the stream's head shows
+//! events to read). Both read a snapshot.
 //!
 //! Layout: `journal` holds one record per append, keyed `stream 0x00 first-seq(u64 BE)`, with the
 //! framed events of that append; a stream's last sequence lives in `heads`. A read from sequence
@@ -142,8 +143,23 @@ fn u64_of(bytes: &[u8], what: &str) -> Result<u64, StorageError> {
     Ok(u64::from_be_bytes(head))
 }
 
-/// Largest memtable per keyspace before it is flushed to a table.
-const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest memtable of the journal before it is flushed to a table.
+const JOURNAL_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest memtable of a keyspace every checkout writes (heads, outbox, order lists, keys).
+const BUSY_MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
+/// Largest memtable of any other keyspace.
+const MEMTABLE_BYTES: u64 = 2 * 1024 * 1024;
+
+/// The memtable size of table `table`: what a node's memtables may hold is their sum (22
+/// keyspaces at fjall's 64 MiB default would be 1.4 GiB).
+fn memtable_bytes(table: Table) -> u64 {
+    match table {
+        Table::Orders | Table::OrdersByUser | Table::IdempotencyKeys | Table::OpenOrders => {
+            BUSY_MEMTABLE_BYTES
+        }
+        _ => MEMTABLE_BYTES,
+    }
+}
 
 impl EmbeddedStore {
     /// Opens (or creates) the store under `data_dir`.
@@ -152,24 +168,24 @@ impl EmbeddedStore {
         let keyspaces = tokio::task::spawn_blocking(move || -> Result<Keyspaces, StorageError> {
             let db =
                 SingleWriterTxDatabase::builder(&path).open().map_err(StorageError::backend)?;
-            // Smaller memtables than fjall's 64 MiB default: with 16 keyspaces the default lets
-            // memtables alone take a gigabyte, and lookups in them slow as they grow.
-            let open = |name: &str| {
-                db.keyspace(name, || {
-                    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
-                })
-                .map_err(StorageError::backend)
+            // Smaller memtables than fjall's 64 MiB default, sized by how much each keyspace is
+            // written: with 22 keyspaces the default lets memtables alone take over a gigabyte,
+            // and lookups in them slow as they grow. (A keyspace keeps the size it was created
+            // with.)
+            let open = |name: &str, bytes: u64| {
+                db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(bytes))
+                    .map_err(StorageError::backend)
             };
             let tables = Table::ALL
                 .iter()
-                .map(|t| Ok((*t, open(t.name())?)))
+                .map(|t| Ok((*t, open(t.name(), memtable_bytes(*t))?)))
                 .collect::<Result<_, StorageError>>()?;
             Ok(Keyspaces {
-                journal: open("journal")?,
-                heads: open("heads")?,
-                snapshots: open("snapshots")?,
-                outbox: open("outbox")?,
-                leases: open("leases")?,
+                journal: open("journal", JOURNAL_MEMTABLE_BYTES)?,
+                heads: open("heads", BUSY_MEMTABLE_BYTES)?,
+                snapshots: open("snapshots", BUSY_MEMTABLE_BYTES)?,
+                outbox: open("outbox", BUSY_MEMTABLE_BYTES)?,
+                leases: open("leases", MEMTABLE_BYTES)?,
                 tables,
                 db,
             })
@@ -539,6 +555,18 @@ impl Store for EmbeddedStore {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StorageError> {
+        // A stream's head says whether there is anything from `from_seq` on: a point read (its
+        // bloom filters answer a new stream, such as every new order's, without touching a
+        // table), where the scan below seeks into every table of the journal, more of them as
+        // the store grows.
+        let head = self.point_read(|ks, snapshot| {
+            snapshot.get(ks.heads.inner(), stream.as_bytes()).map_err(StorageError::backend)
+        })?;
+        match head {
+            None => return Ok(Vec::new()),
+            Some(head) if u64_of(&head, "head")? < from_seq => return Ok(Vec::new()),
+            Some(_) => {}
+        }
         let stream = stream.to_owned();
         self.read(move |ks, snapshot| {
             let from_seq = from_seq.max(1);
