@@ -22,6 +22,7 @@ use storefront_config::Config;
 use storefront_events::relay::{self, Leadership, Relay, RelayConfig};
 use storefront_events::webhooks::Webhooks;
 use storefront_events::webhooks::worker::{WebhookWorker, WorkerSettings};
+use storefront_http::admission::Admission;
 use storefront_http::auth::{
     AccessTokens, AuthError, PasswordResets, RefreshTokens, SigningKey, Users,
 };
@@ -320,6 +321,7 @@ impl Node {
             metrics,
             base,
             checkout_wait,
+            admission: Admission::new(checkout_wait, config.checkout.min_admitted_per_sku),
             body_limit: config.http.body_limit_bytes,
             stopping,
             metrics_apart: metrics_listener.is_some(),

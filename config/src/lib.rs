@@ -406,6 +406,10 @@ pub struct CheckoutConfig {
     /// How long one gateway call may take before its outcome counts as unknown (and it is
     /// retried by its idempotency key).
     pub gateway_timeout_ms: u64,
+    /// Checkouts of one SKU a node takes on at once however slowly the SKU is served (more while
+    /// it ends them fast enough to serve them within `wait_ms`; past that: 429
+    /// `/problems/sku-busy`).
+    pub min_admitted_per_sku: u64,
 }
 
 /// Cluster membership.
@@ -517,6 +521,7 @@ impl Default for CheckoutConfig {
             gateway_max_attempts: 3,
             gateway_retry_base_ms: 100,
             gateway_timeout_ms: 10_000,
+            min_admitted_per_sku: 1_000,
         }
     }
 }
@@ -672,6 +677,7 @@ impl Config {
             ("entities.reservation_ttl_secs", e.reservation_ttl_secs),
             ("checkout.gateway_max_attempts", u64::from(self.checkout.gateway_max_attempts)),
             ("checkout.gateway_timeout_ms", self.checkout.gateway_timeout_ms),
+            ("checkout.min_admitted_per_sku", self.checkout.min_admitted_per_sku),
             ("store_timeout_ms", self.store_timeout_ms),
             ("redis.timeout_ms", self.redis.timeout_ms),
             ("redis.search_ttl_ms", self.redis.search_ttl_ms),

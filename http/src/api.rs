@@ -135,9 +135,10 @@ where
     let before = claim.claimed_before();
     let claimed = Claimed { claim: claim.claim_write(), before, written: written.clone() };
     let outcome = run(claimed).await;
-    // An out-of-stock answer decided before anything was written changed nothing: nothing is
-    // kept under the key (API.md), and a retry is decided afresh.
-    let unkept = matches!(&outcome, Err(e) if e.problem.kind == ProblemType::OutOfStock.uri())
+    // An out-of-stock or SKU-busy answer decided before anything was written changed nothing:
+    // nothing is kept under the key (API.md), and a retry is decided afresh.
+    let unkept = matches!(&outcome, Err(e) if e.problem.kind == ProblemType::OutOfStock.uri()
+            || e.problem.kind == ProblemType::SkuBusy.uri())
         && !before
         && !written.load(Ordering::SeqCst);
     let response = outcome.unwrap_or_else(ApiError::into_api_response);

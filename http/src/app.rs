@@ -59,6 +59,8 @@ pub struct AppState {
     pub base: Currency,
     /// How long a checkout waits for its saga before answering 202.
     pub checkout_wait: Duration,
+    /// Per-SKU admission of checkouts.
+    pub admission: crate::admission::Admission,
     /// Largest request body.
     pub body_limit: u64,
     /// Client addresses, rate-limit buckets and the caps on streams.

@@ -11,6 +11,7 @@
 //! It does not own what domain errors mean, nor stock, carts and orders (the entity actors), nor
 //! where entities live (the regions), nor a node's start-up (the binary's `node` module).
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod auth;

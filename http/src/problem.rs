@@ -61,6 +61,9 @@ pub enum ProblemType {
     SkuExists,
     /// 409: not enough stock available; nothing is held.
     OutOfStock,
+    /// 429: a SKU has more checkouts waiting than it serves within the checkout wait (with
+    /// `Retry-After`); nothing is held.
+    SkuBusy,
     /// 409: the buyer would go past the SKU's `max_per_customer`; nothing is held.
     PurchaseLimit,
     /// 409: the reservation expired or was released (or never existed).
@@ -120,6 +123,7 @@ impl ProblemType {
         Self::AmountOutOfRange,
         Self::SkuExists,
         Self::OutOfStock,
+        Self::SkuBusy,
         Self::PurchaseLimit,
         Self::ReservationGone,
         Self::ReservationCommitted,
@@ -188,6 +192,7 @@ impl ProblemType {
             Self::AmountOutOfRange => ("/problems/amount-out-of-range", "Amount out of range", 400),
             Self::SkuExists => ("/problems/sku-exists", "SKU already exists", 409),
             Self::OutOfStock => ("/problems/out-of-stock", "Out of stock", 409),
+            Self::SkuBusy => ("/problems/sku-busy", "SKU busy", 429),
             Self::PurchaseLimit => ("/problems/purchase-limit", "Over the purchase limit", 409),
             Self::ReservationGone => {
                 ("/problems/reservation-gone", "Reservation no longer held", 409)

@@ -402,3 +402,52 @@ async fn a_sold_out_answer_is_not_kept_under_its_key_and_a_restock_is_bought() {
     assert_eq!(bought.ok(201)["status"], "confirmed");
     assert_eq!(app.levels("DROP-1").await["available"], 0);
 }
+
+/// Per-SKU admission (API.md, "Stock stream and per-SKU admission"): a SKU with more checkouts
+/// under way than it serves within the wait turns the next one away with 429 `/problems/sku-busy`
+/// and `Retry-After`, holding nothing and keeping nothing under the key, while a checkout of
+/// another SKU is taken on as usual. The gateway holds the sagas at their payment, so the hot
+/// SKU's two checkouts stay under way for as long as the test needs.
+#[tokio::test]
+async fn a_busy_sku_is_turned_away_while_other_skus_are_bought() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.checkout.min_admitted_per_sku = 2;
+    let app = start(config).await;
+    let admin = app.admin().await;
+    let ann = app.customer("ann@example.com").await;
+    app.product(&admin, "HOT-1", "5.00", 10).await;
+    app.product(&admin, "COLD-1", "5.00", 10).await;
+    let hot = json!({"payment_token": "tok_visa", "items": [{"sku": "HOT-1", "qty": 1}]});
+    let cold = json!({"payment_token": "tok_visa", "items": [{"sku": "COLD-1", "qty": 1}]});
+    let held = app.gateway.hold(GatewayOp::Authorize);
+    let (first, second) = (app.checkout(&ann, "hot-1", &hot), app.checkout(&ann, "hot-2", &hot));
+    let under_way = async {
+        // Both hot checkouts hold their unit and wait at the payment.
+        while app.levels("HOT-1").await["reserved"] != 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let busy = app.checkout(&ann, "hot-3", &hot).await;
+        let problem = busy.problem(429, "/problems/sku-busy");
+        assert!(problem["detail"].as_str().unwrap().contains("HOT-1"), "{problem}");
+        assert_eq!(busy.headers["retry-after"], "1");
+        assert_eq!(app.levels("HOT-1").await["reserved"], 2, "the busy answer held nothing");
+        // Another SKU is taken on: its checkout reaches the payment too.
+        let cold = app.checkout(&ann, "cold-1", &cold);
+        let reached = async {
+            while app.levels("COLD-1").await["reserved"] != 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            drop(held);
+        };
+        let (cold, ()) = tokio::join!(cold, reached);
+        cold
+    };
+    let (first, second, cold) = tokio::join!(first, second, under_way);
+    for res in [first, second, cold] {
+        assert_eq!(res.ok(201)["status"], "confirmed");
+    }
+    // The busy answer was not kept: the same key, retried now, buys.
+    assert_eq!(app.checkout_retry(&ann, "hot-3", &hot).await.ok(201)["status"], "confirmed");
+    assert_eq!(app.levels("HOT-1").await["on_hand"], 7, "three sold");
+}

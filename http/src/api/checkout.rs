@@ -17,6 +17,7 @@ use storefront_actors::{DomainError, Money, Quantity, Sku};
 use storefront_cluster::Checkout;
 
 use super::Claimed;
+use crate::admission::Busy;
 use crate::app::AppState;
 use crate::catalog::Product;
 use crate::extract::Req;
@@ -166,7 +167,7 @@ fn of_an_earlier_use(view: &OrderView) -> bool {
 
 #[utoipa::path(post, operation_id = "checkout_checkout", path = "/v1/checkout", tag = "orders", security(("bearer" = [])),
     request_body = CheckoutRequest,
-    params(("Idempotency-Key" = String, Header, description = "Required, 1-255 printable ASCII. A retry returns the first final response byte for byte, except an out-of-stock 409 decided before any order was placed (it changed nothing, so nothing is kept: the retry is decided afresh, and buys if stock came back) and a 429")),
+    params(("Idempotency-Key" = String, Header, description = "Required, 1-255 printable ASCII. A retry returns the first final response byte for byte, except an out-of-stock 409 decided before any order was placed (it changed nothing, so nothing is kept: the retry is decided afresh, and buys if stock came back) and a 429 (nothing was held)")),
     responses((status = 201, body = CheckoutResponse, description = "Confirmed: stock committed and payment captured"),
         (status = 202, body = CheckoutResponse, description = "Still running after the configured wait: the order is placed; poll `GET /v1/orders/{order_id}`, or retry with the same key, which answers the order's final response once it has one"),
         (status = 400, description = "Validation (missing key, bad token, qty, currency, empty cart)"),
@@ -174,6 +175,7 @@ fn of_an_earlier_use(view: &OrderView) -> bool {
         (status = 404, description = "A SKU no product has"),
         (status = 409, description = "`/problems/out-of-stock` (nothing stays held; when no order was placed, as after a sell-out, the node answers from the stock levels it last heard of, and the answer is not kept under the key); `/problems/purchase-limit`: a line would take the buyer past the SKU's `max_per_customer` (nothing held); `/problems/idempotency-in-progress` for a duplicate while the first runs"),
         (status = 422, description = "`/problems/idempotency-key-reused`"),
+        (status = 429, description = "`/problems/sku-busy` with `Retry-After`: a SKU of the checkout has more checkouts under way on this node than it serves within the checkout wait; nothing is held and the answer is not kept under the key (other SKUs are served as usual)"),
         (status = 502, description = "`/problems/payment-gateway-error`: the gateway kept failing; the order failed and released its stock")))]
 /// Checks out.
 pub async fn checkout(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiResult {
@@ -264,6 +266,9 @@ async fn place(
             return Err(out_of_stock(&line.sku, available, None));
         }
     }
+    // A SKU with more checkouts under way than it serves within the wait turns this one away
+    // before it holds anything; the others' checkouts go on as usual.
+    let _admitted = state.admission.admit(lines.iter().map(|l| &l.sku)).map_err(sku_busy)?;
     // The confirmation goes to the address the account has now (the events carry it, so no
     // consumer has to call back).
     let email = state
@@ -387,6 +392,19 @@ fn out_of_stock(sku: &impl std::fmt::Display, available: u64, order_id: Option<&
         ProblemType::OutOfStock,
         format!("{order}{sku} has {available} available; nothing is held"),
     ))
+}
+
+/// 429 `/problems/sku-busy`: the SKU has more checkouts under way than it serves within the
+/// checkout wait.
+fn sku_busy(busy: Busy) -> ApiError {
+    ApiError::new(Problem::new(
+        ProblemType::SkuBusy,
+        format!(
+            "{} has {} checkouts under way on this node, more than it serves within the checkout wait; nothing is held",
+            busy.sku, busy.under_way
+        ),
+    ))
+    .with_header("retry-after", HeaderValue::from(busy.retry_after_secs))
 }
 
 /// The answer for a saga that ended.
