@@ -1,8 +1,8 @@
 //! `storefront-load`: the load tool of flash-sale teams and operators. It drives one or several
 //! Storefront nodes over HTTP with a scenario (`flash-sale`, `browse`, `checkout-mix`), closed or
 //! open loop, always bounded by a count and a duration; prints a progress line, then a table, and
-//! writes the same as JSON; checks the outcome through the API and exits non-zero when a check
-//! fails. `flash-sale --compare` also decides the same sale with PostgreSQL, Redis and Storefront's
+//! writes the same as JSON, and charts per second of the run as an HTML page; checks the outcome
+//! through the API and exits non-zero when a check fails. `flash-sale --compare` also decides the same sale with PostgreSQL, Redis and Storefront's
 //! engine in process. How to run it: BENCHMARKS.md.
 
 mod admin;
@@ -11,6 +11,7 @@ mod checkout_mix;
 mod client;
 mod compare;
 mod flash_sale;
+mod report;
 mod run;
 mod search;
 mod stats;
@@ -69,6 +70,11 @@ struct Cli {
     /// Also write the report as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
+    /// Also write the report as one self-contained HTML page (SVG charts, no scripts, nothing
+    /// fetched) to this file: attempts, units sold and p50/p99 latency per second, outcomes, and
+    /// the `--compare` contenders.
+    #[arg(long, value_name = "FILE.html", global = true)]
+    report: Option<PathBuf>,
     /// The server's process id, to report its memory (same machine only).
     #[arg(long, global = true)]
     server_pid: Option<u32>,
@@ -315,6 +321,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some(path) = &cli.report {
+        report::write(path, &report, &measured.stats.timeline)?;
+    }
     Ok(report.passed())
 }
 
@@ -352,7 +361,7 @@ fn http_contender(
     elapsed: Duration,
     sold_out: Option<Duration>,
 ) -> Contender {
-    let checkout = stats.endpoints.get("POST /v1/checkout");
+    let checkout = stats.endpoints.get(stats::CHECKOUT);
     let sold = checkout.and_then(|e| e.outcomes.get("201")).copied().unwrap_or(0);
     let sold_out_s = sold_out.unwrap_or(elapsed).as_secs_f64();
     Contender {

@@ -5,6 +5,10 @@
 //! concurrency). Open loop: iteration `i` is due at `start + i / rate`; a connection takes the next
 //! due iteration, waits for its time, and the latency counts from when it was due, so a server
 //! that falls behind shows it in the latencies (no coordinated omission), not in a lower rate.
+//!
+//! Every request is recorded, under the run's one lock, by endpoint and by second of the run
+//! ([`crate::stats::Timeline`]); a connection counts its ended iterations by second on its own and
+//! adds them to the timeline the next time it holds that lock anyway, so counting them takes none.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +20,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 
 use crate::client::{Answer, Call, Conn, Failure, Target};
-use crate::stats::{Progress, Stats};
+use crate::stats::{Progress, Stats, Timeline};
 
 /// Connections being opened at once (keeps the server's accept queue from overflowing).
 const OPENING_AT_ONCE: usize = 256;
@@ -67,6 +71,10 @@ pub struct Session {
     progress: Arc<Progress>,
     timeout: Duration,
     due: Option<Instant>,
+    /// The release: the timeline's second 0 starts here.
+    start: Instant,
+    /// Iterations ended and not yet on the timeline: (second of the run, count), oldest first.
+    ended: Vec<(usize, u64)>,
 }
 
 impl Session {
@@ -75,7 +83,8 @@ impl Session {
     pub async fn call(&mut self, call: &Call) -> Option<Answer> {
         let start = self.due.take().unwrap_or_else(Instant::now);
         let result = self.conn.send(call, self.timeout).await;
-        let latency = start.elapsed();
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(start);
         match result {
             Ok(answer) => {
                 self.progress.count(Some(answer.status));
@@ -83,12 +92,12 @@ impl Session {
                     Some(kind) => format!("{} {kind}", answer.status),
                     None => answer.status.to_string(),
                 };
-                self.record(call.endpoint, outcome, latency);
+                self.record(call.endpoint, outcome, latency, now);
                 Some(answer)
             }
             Err(failure) => {
                 self.progress.count(None);
-                self.record(call.endpoint, failure.label().to_owned(), latency);
+                self.record(call.endpoint, failure.label().to_owned(), latency, now);
                 None
             }
         }
@@ -96,10 +105,33 @@ impl Session {
 }
 
 impl Session {
-    fn record(&self, endpoint: &'static str, outcome: String, latency: Duration) {
+    /// Records a request that ended at `now`, and the iterations ended since the last one.
+    fn record(&mut self, endpoint: &'static str, outcome: String, latency: Duration, now: Instant) {
         // A worker that panicked while recording ends the run anyway (its join fails).
         let mut stats = self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        stats.record(endpoint, outcome, latency);
+        stats.record(endpoint, outcome, latency, now.saturating_duration_since(self.start));
+        for (second, n) in self.ended.drain(..) {
+            stats.timeline.add_iterations(second, n);
+        }
+    }
+
+    /// Counts an iteration that just ended, without the lock (see [`Session::record`]).
+    fn iteration_ended(&mut self) {
+        let second = Timeline::index(Instant::now().saturating_duration_since(self.start));
+        match self.ended.last_mut() {
+            Some((last, n)) if *last == second => *n += 1,
+            _ => self.ended.push((second, 1)),
+        }
+    }
+
+    /// Adds the iterations not yet on the timeline (at the end of the connection's run).
+    fn flush(&mut self) {
+        if !self.ended.is_empty() {
+            let mut stats = self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (second, n) in self.ended.drain(..) {
+                stats.timeline.add_iterations(second, n);
+            }
+        }
     }
 }
 
@@ -158,6 +190,8 @@ pub async fn run<W: Workload>(
             progress: progress.clone(),
             timeout: plan.timeout,
             due: None,
+            start,
+            ended: Vec::new(),
         };
         let (workload, next, plan) = (workload.clone(), next.clone(), plan.clone());
         workers.push(tokio::spawn(async move {
@@ -177,10 +211,13 @@ pub async fn run<W: Workload>(
                     session.due = Some(due);
                 }
                 workload.iteration(i, c, k, &mut session).await;
+                session.iteration_ended();
                 session.progress.done.fetch_add(1, Ordering::Relaxed);
                 k += 1;
             }
-            Instant::now()
+            let end = Instant::now();
+            session.flush();
+            end
         }));
     }
     let all = futures::future::join_all(workers);
