@@ -45,6 +45,13 @@ impl Load {
     }
 }
 
+/// Every SKU's load, and when SKUs with nothing left to count were last dropped.
+#[derive(Debug)]
+struct Loads {
+    by_sku: HashMap<Sku, Load>,
+    swept: Instant,
+}
+
 /// Why a checkout was turned away.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Busy {
@@ -59,7 +66,7 @@ pub struct Busy {
 /// The node's per-SKU admission (cheap to clone: one shared table).
 #[derive(Debug, Clone)]
 pub struct Admission {
-    loads: Arc<Mutex<HashMap<Sku, Load>>>,
+    loads: Arc<Mutex<Loads>>,
     wait: Duration,
     min_admitted: u64,
 }
@@ -68,10 +75,11 @@ impl Admission {
     /// Admission for checkouts that wait `wait` for their saga, each SKU taking at least
     /// `min_admitted` at once (before it is measured, or however slowly it is served).
     pub fn new(wait: Duration, min_admitted: u64) -> Self {
-        Admission { loads: Arc::default(), wait, min_admitted }
+        let loads = Loads { by_sku: HashMap::new(), swept: Instant::now() };
+        Admission { loads: Arc::new(Mutex::new(loads)), wait, min_admitted }
     }
 
-    fn loads(&self) -> MutexGuard<'_, HashMap<Sku, Load>> {
+    fn loads(&self) -> MutexGuard<'_, Loads> {
         // A panic while holding this lock leaves only counters behind, which stay usable.
         self.loads.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -90,7 +98,7 @@ impl Admission {
         let mut loads = self.loads();
         let mut admitted = Vec::new();
         for sku in skus {
-            let load = loads.entry(sku.clone()).or_insert_with(|| Load::new(now));
+            let load = loads.by_sku.entry(sku.clone()).or_insert_with(|| Load::new(now));
             load.roll(now);
             let served = load.served_per_s();
             if load.under_way >= self.capacity(served) {
@@ -109,32 +117,39 @@ impl Admission {
         Ok(Admitted { admission: self.clone(), skus: admitted, counted: true })
     }
 
-    /// Checkouts of `sku` under way on this node.
-    pub fn under_way(&self, sku: &Sku) -> u64 {
-        self.loads().get(sku).map_or(0, |load| load.under_way)
-    }
-
-    /// SKUs with checkouts under way or ended in the last two seconds (what the table holds).
-    pub fn tracked(&self) -> usize {
-        self.loads().len()
-    }
-
     fn end(&self, skus: &[Sku], counted: bool) {
         let now = Instant::now();
         let mut loads = self.loads();
         for sku in skus {
-            let Some(load) = loads.get_mut(sku) else { continue };
+            let Some(load) = loads.by_sku.get_mut(sku) else { continue };
             load.roll(now);
             load.under_way = load.under_way.saturating_sub(1);
             if counted {
                 load.ended_this_second += 1;
             }
         }
-        // The table holds only SKUs with something to count: bounded by the SKUs being bought.
-        loads.retain(|_, load| {
-            load.roll(now);
-            load.under_way > 0 || load.served_per_s() > 0
-        });
+        // The table holds only SKUs with something to count, bounded by the SKUs being bought;
+        // the others are dropped once a second, not at every checkout's end.
+        if now.saturating_duration_since(loads.swept) >= SECOND {
+            loads.swept = now;
+            loads.by_sku.retain(|_, load| {
+                load.roll(now);
+                load.under_way > 0 || load.served_per_s() > 0
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+impl Admission {
+    /// Checkouts of `sku` under way on this node.
+    fn under_way(&self, sku: &Sku) -> u64 {
+        self.loads().by_sku.get(sku).map_or(0, |load| load.under_way)
+    }
+
+    /// SKUs with checkouts under way or ended in the last two seconds (what the table holds).
+    fn tracked(&self) -> usize {
+        self.loads().by_sku.len()
     }
 }
 

@@ -2,8 +2,8 @@
 //! Storefront nodes over HTTP with a scenario (`flash-sale`, `browse`, `checkout-mix`), closed or
 //! open loop, always bounded by a count and a duration; prints a progress line, then a table, and
 //! writes the same as JSON, and charts per second of the run as an HTML page; checks the outcome
-//! through the API and exits non-zero when a check fails. `flash-sale --compare` also decides the same sale with PostgreSQL, Redis and Storefront's
-//! engine in process. How to run it: BENCHMARKS.md.
+//! through the API and exits non-zero when a check fails. `flash-sale --compare` also decides the
+//! same sale with PostgreSQL, Redis and Storefront's engine in process. How to run it: BENCHMARKS.md.
 
 mod admin;
 mod browse;

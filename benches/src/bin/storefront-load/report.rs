@@ -419,7 +419,7 @@ mod tests {
                 _ => odd,
             };
             stats.record(CHECKOUT, outcome.to_owned(), Duration::from_micros(500 + i * 20), at);
-            stats.timeline.add_iterations(Timeline::index(at), 1);
+            stats.timeline.add_ended(&mut vec![(Timeline::index(at), 1)]);
         }
         let elapsed = Duration::from_millis(2_995);
         let latency = Latency { p50_ms: 1.0, p95_ms: 2.0, p99_ms: 3.0, max_ms: 4.0 };

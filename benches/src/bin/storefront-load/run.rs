@@ -110,9 +110,7 @@ impl Session {
         // A worker that panicked while recording ends the run anyway (its join fails).
         let mut stats = self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         stats.record(endpoint, outcome, latency, now.saturating_duration_since(self.start));
-        for (second, n) in self.ended.drain(..) {
-            stats.timeline.add_iterations(second, n);
-        }
+        stats.timeline.add_ended(&mut self.ended);
     }
 
     /// Counts an iteration that just ended, without the lock (see [`Session::record`]).
@@ -128,9 +126,7 @@ impl Session {
     fn flush(&mut self) {
         if !self.ended.is_empty() {
             let mut stats = self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for (second, n) in self.ended.drain(..) {
-                stats.timeline.add_iterations(second, n);
-            }
+            stats.timeline.add_ended(&mut self.ended);
         }
     }
 }

@@ -140,9 +140,11 @@ impl Timeline {
         &mut self.seconds[index]
     }
 
-    /// Counts `n` iterations that ended in second `index` (see [`Timeline::index`]).
-    pub fn add_iterations(&mut self, index: usize, n: u64) {
-        self.at_index(index).iterations += n;
+    /// Counts, and empties, a connection's ended iterations: (second [`Timeline::index`], count).
+    pub fn add_ended(&mut self, ended: &mut Vec<(usize, u64)>) {
+        for (index, n) in ended.drain(..) {
+            self.at_index(index).iterations += n;
+        }
     }
 }
 
