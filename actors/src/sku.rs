@@ -1060,6 +1060,29 @@ mod tests {
         state.execute("SKU", command, now).map(drop)
     }
 
+    fn for_order(placed_at: u64, command: StockCommand) -> StockCommand {
+        StockCommand::ForOrder { placed_at, command: Box::new(command) }
+    }
+
+    fn reserve(id: &str) -> StockCommand {
+        StockCommand::Reserve {
+            reservation_id: id.into(),
+            order_id: id.into(),
+            qty: 1,
+            ttl_ms: 600_000,
+        }
+    }
+
+    /// `checkouts` orders `o{n}` each reserve and commit one unit, a millisecond apart from
+    /// `start`.
+    fn sell(s: &mut SkuStockState, start: u64, checkouts: u64) {
+        for n in 0..checkouts {
+            let (id, now) = (format!("o{n}/0"), start + n);
+            run(s, &for_order(now, reserve(&id)), now).unwrap();
+            run(s, &for_order(now, StockCommand::Commit { reservation_id: id }), now).unwrap();
+        }
+    }
+
     #[test]
     fn a_customer_is_held_to_the_limit_and_gets_back_what_was_given_back() {
         let mut state = SkuStockState::default();
@@ -1251,26 +1274,12 @@ mod tests {
     /// the journal; a new order's reservation is not; restock ids are kept for the retention.
     #[test]
     fn settled_reservations_and_deadlines_are_bounded_and_a_forgotten_one_is_looked_up() {
-        let for_order = |placed_at: u64, command: StockCommand| StockCommand::ForOrder {
-            placed_at,
-            command: Box::new(command),
-        };
-        let reserve = |id: &str| StockCommand::Reserve {
-            reservation_id: id.into(),
-            order_id: id.into(),
-            qty: 1,
-            ttl_ms: 600_000,
-        };
         let start = 10 * CLOCK_MARGIN_MS;
         let mut s = SkuStockState::default();
         run(&mut s, &StockCommand::Restock { restock_id: "stock".into(), qty: 1 << 40 }, start)
             .unwrap();
         let checkouts = MAX_SETTLED_RESERVATIONS as u64 + 1_000;
-        for n in 0..checkouts {
-            let (id, now) = (format!("o{n}/0"), start + n);
-            run(&mut s, &for_order(now, reserve(&id)), now).unwrap();
-            run(&mut s, &for_order(now, StockCommand::Commit { reservation_id: id }), now).unwrap();
-        }
+        sell(&mut s, start, checkouts);
         assert_eq!(s.levels().sold, checkouts);
         assert_eq!(s.settled.len(), MAX_SETTLED_RESERVATIONS + 1, "the restock id is kept too");
         assert!(s.settled.contains_key("stock"));
@@ -1291,26 +1300,12 @@ mod tests {
     /// hot SKU read up to an hour of its journal (a sale's failed orders crawled at 156/s).
     #[test]
     fn a_refused_reservation_is_released_without_a_journal_lookup() {
-        let for_order = |placed_at: u64, command: StockCommand| StockCommand::ForOrder {
-            placed_at,
-            command: Box::new(command),
-        };
-        let reserve = |id: &str| StockCommand::Reserve {
-            reservation_id: id.into(),
-            order_id: id.into(),
-            qty: 1,
-            ttl_ms: 600_000,
-        };
         let start = 10 * CLOCK_MARGIN_MS;
         let checkouts = MAX_SETTLED_RESERVATIONS as u64 + 10;
         let mut s = SkuStockState::default();
         run(&mut s, &StockCommand::Restock { restock_id: "stock".into(), qty: checkouts }, start)
             .unwrap();
-        for n in 0..checkouts {
-            let (id, now) = (format!("o{n}/0"), start + n);
-            run(&mut s, &for_order(now, reserve(&id)), now).unwrap();
-            run(&mut s, &for_order(now, StockCommand::Commit { reservation_id: id }), now).unwrap();
-        }
+        sell(&mut s, start, checkouts);
         assert!(s.forgotten_until.is_some(), "settled ids were forgotten");
         let now = start + checkouts;
         let refused = run(&mut s, &for_order(now, reserve("late/0")), now);
