@@ -5,14 +5,18 @@
 #   forwarded: two nodes, one of which has left (it holds no shard and forwards every call to
 #              the other): checkout-mix through the owner, then through the forwarding node.
 #   flash-sale-3: a flash sale spread round-robin over three nodes.
+#   broadcast: two nodes; how soon each node's stock stream shows a restock and a sell-out made
+#              through node 1, and that both then answer a checkout 409 (stock-broadcast).
 #
-# Usage: bash benches/load/cluster.sh [forwarded|flash-sale-3 ...] (no argument: both).
+# Usage: bash benches/load/cluster.sh [forwarded|flash-sale-3|broadcast ...] (no argument: all).
 # PostgreSQL must be up at 127.0.0.1:5432 (TEST_POSTGRES_URL for another server; bash .ci/test
 # starts it). The nodes, PostgreSQL and the tool share the machine's cores.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 OUT="${OUT:-$(mktemp -d /tmp/storefront-cluster.XXXXXX)}"
+mkdir -p "$OUT"
+mkdir -p "$OUT"
 SERVER="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export STOREFRONT_ADMIN_EMAIL=bench-admin@example.com STOREFRONT_ADMIN_PASSWORD=bench-admin-password
 export STOREFRONT_RATE_LIMIT__ENABLED=false STOREFRONT_CLUSTER__COOKIE=bench-cluster-cookie-0123
@@ -68,7 +72,7 @@ median() {
 mix=(--connections 64 checkout-mix --checkouts 10000 --skus 100 --shoppers 1000)
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(forwarded flash-sale-3)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(forwarded flash-sale-3 broadcast)
 for scenario in "${scenarios[@]}"; do
     case $scenario in
     forwarded)
@@ -99,6 +103,17 @@ for scenario in "${scenarios[@]}"; do
             stop_nodes
         done
         echo "flash sale over 3 nodes: median $(median flash-sale-3) attempts/s"
+        ;;
+    broadcast)
+        # Changes spaced 250 ms apart (each one on its own), then back to back (0 s).
+        for n in 1 2 3; do
+            start_nodes 2
+            for gap in 250ms 0s; do
+                "$bin/storefront-load" --url http://127.0.0.1:19301,http://127.0.0.1:19302 \
+                    --json "$OUT/broadcast-$gap-$n.json" stock-broadcast --rounds 100 --gap "$gap"
+            done
+            stop_nodes
+        done
         ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
     esac

@@ -2,7 +2,7 @@
 # Reproduces the load figures of BENCHMARKS.md: each scenario 3 times, each run on a fresh node
 # (release build, fresh data dir, rate limits off), reports as JSON under $OUT, then the median.
 #
-# Usage: bash benches/load/reproduce.sh [flash-sale|browse|checkout-mix|connections|connections-open|search|search-typos ...]
+# Usage: bash benches/load/reproduce.sh [flash-sale|browse|checkout-mix|connections|connections-open|search|search-typos|hot-cold ...]
 # (no argument: all). PostgreSQL and Redis must be up for flash-sale's --compare (bash .ci/test
 # starts them). The node and the tool share the machine's cores, as in BENCHMARKS.md.
 set -euo pipefail
@@ -83,6 +83,8 @@ for scenario in "${scenarios[@]}"; do
             --duration 30s search --searches 30000 ;;
         search-typos) run_once "$OUT/$scenario-$n.json" --connections 100 --rate 1000 \
             --duration 30s search --searches 30000 --typo-share 0.2 ;;
+        hot-cold) run_once "$OUT/$scenario-$n.json" --connections 2048 --duration 10s \
+            hot-cold --cold-connections 16 ;;
         *) echo "unknown scenario $scenario" >&2; exit 2 ;;
         esac
     done

@@ -160,6 +160,14 @@ impl Api {
         Ok(())
     }
 
+    /// Adds `qty` units of `sku` on hand; the new levels.
+    pub async fn restock(&self, sku: &str, qty: u64) -> anyhow::Result<Levels> {
+        let path = format!("/v1/admin/inventory/{sku}/restock");
+        let answer =
+            self.expect(reqwest::Method::POST, &path, Some(json!({"qty": qty})), 200).await?;
+        Ok(serde_json::from_value(answer)?)
+    }
+
     /// Creates `count` shoppers named after `run`, in batches, a few batches at a time.
     pub async fn provision(&self, run: &str, count: usize) -> anyhow::Result<Vec<Account>> {
         let batches: Vec<_> = (0..count).step_by(PROVISION_BATCH).collect();

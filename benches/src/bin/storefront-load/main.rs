@@ -1,16 +1,19 @@
 //! `storefront-load`: the load tool of flash-sale teams and operators. It drives one or several
-//! Storefront nodes over HTTP with a scenario (`flash-sale`, `browse`, `checkout-mix`), closed or
-//! open loop, always bounded by a count and a duration; prints a progress line, then a table, and
-//! writes the same as JSON, and charts per second of the run as an HTML page; checks the outcome
-//! through the API and exits non-zero when a check fails. `flash-sale --compare` also decides the
-//! same sale with PostgreSQL, Redis and Storefront's engine in process. How to run it: BENCHMARKS.md.
+//! Storefront nodes over HTTP with a scenario (`flash-sale`, `browse`, `search`, `checkout-mix`,
+//! `hot-cold`, `stock-broadcast`), closed or open loop, always bounded by a count and a duration;
+//! prints a progress line, then a table, and writes the same as JSON, and charts per second of the
+//! run as an HTML page; checks the outcome through the API and exits non-zero when a check fails.
+//! `flash-sale --compare` also decides the same sale with PostgreSQL, Redis and Storefront's engine
+//! in process. How to run it: BENCHMARKS.md.
 
 mod admin;
+mod broadcast;
 mod browse;
 mod checkout_mix;
 mod client;
 mod compare;
 mod flash_sale;
+mod hot_cold;
 mod report;
 mod run;
 mod search;
@@ -146,6 +149,30 @@ enum Scenario {
         /// Shoppers (at least one per connection).
         #[arg(long, default_value_t = 1_000)]
         shoppers: usize,
+    },
+    /// A cold SKU's checkouts alone, then beside a hot SKU bought by every other connection
+    /// (more than it serves within the checkout wait): how much the hot one slows the cold one.
+    HotCold {
+        /// Connections (of `--connections`) that buy the cold SKU.
+        #[arg(long, default_value_t = 16)]
+        cold_connections: usize,
+        /// Units of each SKU.
+        #[arg(long, default_value_t = 10_000_000)]
+        stock: u64,
+        /// Shoppers, used round-robin by the connections.
+        #[arg(long, default_value_t = 64)]
+        shoppers: usize,
+    },
+    /// Against two or more nodes of one cluster (`--url A,B`): how soon every node's stock
+    /// stream shows a restock and a sell-out made through the first, and that every node then
+    /// answers a checkout 409.
+    StockBroadcast {
+        /// Rounds of restock, sale and sold-out checkouts.
+        #[arg(long, default_value_t = 100)]
+        rounds: u64,
+        /// Pause before each change.
+        #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+        gap: Duration,
     },
 }
 
@@ -294,6 +321,40 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 run::run("checkout-mix", &targets, &plan(checkouts), mix.clone()).await?;
             let checks = mix.check(&api, &measured.stats).await?;
             ("checkout-mix", measured, checks, Vec::new(), setup_s)
+        }
+        Scenario::HotCold { cold_connections, stock, shoppers } => {
+            anyhow::ensure!(
+                (1..cli.connections).contains(&cold_connections),
+                "--cold-connections must be at least 1 and below --connections"
+            );
+            let alone = Arc::new(
+                hot_cold::HotCold::set_up(&api, &run_id, stock, shoppers, cold_connections).await?,
+            );
+            let setup_s = set_up.elapsed().as_secs_f64();
+            let cold_only = Plan { connections: cold_connections, ..plan(u64::MAX) };
+            let mut before =
+                run::run("hot-cold: cold SKU alone", &targets, &cold_only, alone.clone()).await?;
+            let with_hot = Arc::new(alone.with_hot(&run_id));
+            let mut measured =
+                run::run("hot-cold: beside the hot SKU", &targets, &plan(u64::MAX), with_hot)
+                    .await?;
+            let mut checks = hot_cold::HotCold::check(&before, &measured);
+            let failed = before.stats.failed() + measured.stats.failed();
+            checks.push(stats::Check::new(
+                "no 5xx and no checkout unanswered",
+                failed == 0,
+                format!("{failed} failed"),
+            ));
+            if let Some(cold) = before.stats.endpoints.remove(hot_cold::COLD) {
+                measured.stats.endpoints.insert(hot_cold::COLD_ALONE, cold);
+            }
+            ("hot-cold", measured, checks, Vec::new(), setup_s)
+        }
+        Scenario::StockBroadcast { rounds, gap } => {
+            let (measured, checks) =
+                broadcast::run(&api, &targets, &run_id, rounds, gap, cli.timeout).await?;
+            let setup_s = set_up.elapsed().saturating_sub(measured.elapsed).as_secs_f64();
+            ("stock-broadcast", measured, checks, Vec::new(), setup_s)
         }
     };
     let report = Report {
