@@ -69,7 +69,7 @@ for scenario in "${scenarios[@]}"; do
     esac
     for n in 1 2 3; do
         case $scenario in
-        flash-sale) run_once "$OUT/$scenario-$n.json" --connections 256 \
+        flash-sale) run_once "$OUT/$scenario-$n.json" --connections 256 --report "$OUT/$scenario-$n.html" \
             flash-sale --shoppers 100000 --stock 10000 --compare --workers 64 ;;
         browse) run_once "$OUT/$scenario-$n.json" --connections 256 \
             browse --requests 500000 --search-share 0.2 ;;
