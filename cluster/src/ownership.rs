@@ -563,6 +563,16 @@ impl Ownership {
             .into_iter()
             .map(|l| (l.shard, l))
             .collect();
+        // Paused while reading (a stopped process, a stall): what was read may already show
+        // others holding our shards. Stop serving every shard first, as at a round's start,
+        // rather than lose them one by one.
+        if self.stale() {
+            self.drop_all("not_renewed");
+            let dropped = std::mem::take(&mut *lock(&self.inner.to_stop));
+            futures::future::join_all(dropped.iter().map(|&shard| host.stop_shard(shard))).await;
+            self.publish(members, leases);
+            return Ok(());
+        }
 
         // Claim only as part of the cluster: reaching most of the members the store shows up
         // (records just seen count too), so a node that cannot talk to its peers (a wrong
