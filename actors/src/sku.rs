@@ -142,6 +142,11 @@ impl StockCommand {
         }
     }
 
+    /// Whether the command (out of its [`StockCommand::ForOrder`]) holds units for an order.
+    fn is_reserve(&self) -> bool {
+        matches!(self.inner(), StockCommand::Reserve { .. } | StockCommand::ReserveFor { .. })
+    }
+
     /// The id a command settles (a reservation or restock id), which a SKU remembers.
     fn settles(&self) -> Option<&str> {
         use StockCommand as C;
@@ -482,12 +487,8 @@ impl SkuStockState {
         // Every event about the order's ids is at or after `placed_at` (by the clock of the node
         // that wrote it: the margin covers clocks a little apart).
         let from = placed_at.saturating_sub(CLOCK_MARGIN_MS);
-        let reserve = matches!(
-            command.inner(),
-            StockCommand::Reserve { .. } | StockCommand::ReserveFor { .. }
-        );
         let may_be_forgotten = from.saturating_add(DEDUP_RETENTION_MS) <= now
-            || (!reserve && self.forgotten_until.is_some_and(|until| from <= until));
+            || (!command.is_reserve() && self.forgotten_until.is_some_and(|until| from <= until));
         if !may_be_forgotten {
             return None;
         }
@@ -501,14 +502,10 @@ impl SkuStockState {
 
     /// Remembers the id of a reservation `command` that was refused with `err` for want of
     /// units: the order's release of it that follows is decided without a journal lookup.
-    pub fn refused(&mut self, command: &StockCommand, err: &DomainError) {
-        let reserve = matches!(
-            command.inner(),
-            StockCommand::Reserve { .. } | StockCommand::ReserveFor { .. }
-        );
+    fn refused(&mut self, command: &StockCommand, err: &DomainError) {
         let for_want_of_units =
             matches!(err, DomainError::OutOfStock { .. } | DomainError::PurchaseLimit { .. });
-        if let Some(id) = command.settles().filter(|_| reserve && for_want_of_units)
+        if let Some(id) = command.settles().filter(|_| command.is_reserve() && for_want_of_units)
             && self.refused.insert(id.to_owned())
         {
             self.refused_log.push_back(id.to_owned());
@@ -858,8 +855,7 @@ impl SkuStockRunning {
                 Err(refused)
             }
         };
-        if matches!(command.inner(), StockCommand::Reserve { .. } | StockCommand::ReserveFor { .. })
-        {
+        if command.is_reserve() {
             match &outcome {
                 Ok(_) => self.reservations.reserved.increment(1),
                 Err(DomainError::OutOfStock { .. }) => self.reservations.out_of_stock.increment(1),

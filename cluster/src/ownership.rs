@@ -492,6 +492,12 @@ impl Ownership {
         Ok(())
     }
 
+    /// Stops the entities of the shards [`Self::drop_all`] dropped.
+    async fn stop_dropped(&self, host: &dyn ShardHost) {
+        let dropped = std::mem::take(&mut *lock(&self.inner.to_stop));
+        futures::future::join_all(dropped.iter().map(|&shard| host.stop_shard(shard))).await;
+    }
+
     /// One round: read members and leases, then claim, hand off or drop shards.
     async fn round(
         &self,
@@ -509,8 +515,7 @@ impl Ownership {
         if isolated || stale {
             self.drop_all(if isolated { "isolated" } else { "not_renewed" });
         }
-        let dropped = std::mem::take(&mut *lock(&self.inner.to_stop));
-        futures::future::join_all(dropped.iter().map(|&shard| host.stop_shard(shard))).await;
+        self.stop_dropped(host).await;
         let records = self
             .within(self.inner.store.scan(Table::ClusterNodes, b"", None, usize::MAX))
             .await??;
@@ -568,8 +573,7 @@ impl Ownership {
         // rather than lose them one by one.
         if self.stale() {
             self.drop_all("not_renewed");
-            let dropped = std::mem::take(&mut *lock(&self.inner.to_stop));
-            futures::future::join_all(dropped.iter().map(|&shard| host.stop_shard(shard))).await;
+            self.stop_dropped(host).await;
             self.publish(members, leases);
             return Ok(());
         }

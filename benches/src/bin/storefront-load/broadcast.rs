@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -75,10 +74,7 @@ pub async fn run(
     api.create_product(&sku, "stock-broadcast", &api.price().await?, 0).await?;
     let shopper: Account =
         api.provision(run, 1).await?.into_iter().next().context("no shopper created")?;
-    let body = Bytes::from(
-        serde_json::json!({"payment_token": "tok_visa", "items": [{"sku": sku, "qty": 1}]})
-            .to_string(),
-    );
+    let body = Call::one_unit_of(&sku);
     let (tx, mut seen) = mpsc::unbounded_channel();
     for (node, target) in targets.iter().enumerate() {
         subscribe(node, &target.url, &sku, tx.clone()).await?;

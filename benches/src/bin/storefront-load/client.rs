@@ -85,6 +85,14 @@ impl Call {
         call.idempotency_key = Some(idempotency_key);
         call
     }
+
+    /// The body of a checkout of one unit of `sku`, paid with a card that succeeds.
+    pub fn one_unit_of(sku: &str) -> Bytes {
+        Bytes::from(
+            serde_json::json!({"payment_token": "tok_visa", "items": [{"sku": sku, "qty": 1}]})
+                .to_string(),
+        )
+    }
 }
 
 /// What came back.

@@ -41,14 +41,12 @@ impl FlashSale {
         let sku = format!("{}-HOT", run.to_uppercase());
         api.create_product(&sku, "flash-sale", &api.price().await?, stock).await?;
         let accounts = api.provision(run, shoppers).await?;
-        let body =
-            serde_json::json!({"payment_token": "tok_visa", "items": [{"sku": sku, "qty": 1}]});
         Ok(Self {
+            body: Call::one_unit_of(&sku),
             sku,
             stock,
             run: run.to_owned(),
             accounts,
-            body: Bytes::from(body.to_string()),
             answered: Mutex::default(),
         })
     }

@@ -46,12 +46,6 @@ impl HotCold {
         cold_connections: usize,
     ) -> anyhow::Result<Self> {
         let price = api.price().await?;
-        let body = |sku: &str| {
-            Bytes::from(
-                serde_json::json!({"payment_token": "tok_visa", "items": [{"sku": sku, "qty": 1}]})
-                    .to_string(),
-            )
-        };
         let (hot, cold) =
             (format!("{}-HOT", run.to_uppercase()), format!("{}-COLD", run.to_uppercase()));
         api.create_product(&hot, "hot-cold", &price, stock).await?;
@@ -61,8 +55,8 @@ impl HotCold {
             cold_connections,
             keys: format!("{run}-alone"),
             accounts,
-            hot: body(&hot),
-            cold: body(&cold),
+            hot: Call::one_unit_of(&hot),
+            cold: Call::one_unit_of(&cold),
         })
     }
 
