@@ -193,3 +193,63 @@ fn broken_files_are_reported() {
         Err(ConfigError::Read { .. })
     ));
 }
+
+/// The `STOREFRONT_*` variables a container of `manifest` sets, in order: a literal value with
+/// `$(POD_NAME)` as the first pod's name, a Secret's key as the example Secret's value. Reads
+/// the manifests' own simple shape (`- name:` then `value:` or a one-line `secretKeyRef`).
+fn manifest_env(manifest: &str, secret: &str) -> Vec<(String, String)> {
+    let example = |key: &str| {
+        secret
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")).map(str::to_owned))
+            .unwrap_or_else(|| panic!("the example Secret has no {key}"))
+    };
+    let lines: Vec<&str> = manifest.lines().map(str::trim).collect();
+    let mut vars = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(name) = line.strip_prefix("- name: STOREFRONT_") else { continue };
+        let next = lines[i + 1];
+        let value = if let Some(value) = next.strip_prefix("value: ") {
+            value.replace("$(POD_NAME)", "storefront-0")
+        } else {
+            let reference = lines[i + 2];
+            let key = reference
+                .split("key: ")
+                .nth(1)
+                .and_then(|rest| rest.split([',', '}']).next())
+                .unwrap_or_else(|| panic!("STOREFRONT_{name}: not a value or a secretKeyRef"));
+            example(key)
+        };
+        vars.push((format!("STOREFRONT_{name}"), value));
+    }
+    vars
+}
+
+#[test]
+fn the_kubernetes_manifests_configure_nodes_and_notifiers_that_start() {
+    let configmap = include_str!("../../k8s/configmap.yaml");
+    let secret = include_str!("../../k8s/secret.example.yaml");
+    let toml: String = configmap
+        .split("storefront.toml: |\n")
+        .nth(1)
+        .expect("the ConfigMap holds storefront.toml")
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let f = file(&toml);
+    let node = manifest_env(include_str!("../../k8s/statefulset.yaml"), secret);
+    assert!(node.len() >= 10, "{node:?}");
+    let config = Config::load(Some(f.path()), node, vec![]).unwrap();
+    assert_eq!(config.cluster.node_id, "storefront-0");
+    assert_eq!(config.cluster.addr.as_deref(), Some("storefront-0.storefront-peers:7000"));
+    assert_eq!(config.cluster.seeds.len(), 3);
+    assert!(config.store.starts_with("postgres://"), "a shared store");
+    assert_eq!(config.http_addr, "0.0.0.0:8080");
+    assert!(!config.demo_data);
+    // SIGTERM's drain (in-flight requests, then the handoff) fits the pod's grace period.
+    assert!(config.http.shutdown_grace_secs * 2 < 60);
+    let notifier = manifest_env(include_str!("../../k8s/notifier.yaml"), secret);
+    let config = Config::load(Some(f.path()), notifier, vec![]).unwrap();
+    assert!(config.store.starts_with("postgres://"), "what was sent is shared by the replicas");
+    assert_eq!(config.notify.metrics_addr, "0.0.0.0:9185");
+}
