@@ -177,6 +177,11 @@ impl Node {
         metrics: PrometheusHandle,
         gateway: Arc<SimulatedGateway>,
     ) -> Result<Node, StartError> {
+        // Every series whose labels are known in advance is exported from the start, at zero.
+        storefront_actors::metrics::zero_initialise();
+        storefront_cluster::metrics::zero_initialise();
+        storefront_events::metrics::zero_initialise_node();
+        storefront_http::metrics::zero_initialise();
         let base = Currency::parse(&config.shop.base_currency)
             .map_err(|e| StartError::Config { key: "shop.base_currency", reason: e.to_string() })?;
         std::fs::create_dir_all(&config.data_dir)

@@ -53,6 +53,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Notifier> {
 pub async fn serve_metrics(addr: &str) -> anyhow::Result<SocketAddr> {
     let handle = storefront_http::metrics::install_recorder()
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    storefront_events::metrics::zero_initialise_notifier();
     let addr: SocketAddr = addr
         .parse()
         .with_context(|| format!("invalid config key `notify.metrics_addr`: `{addr}`"))?;

@@ -12,7 +12,11 @@
 //!   queued in a mailbox, being handled, or waiting for an outcome (ractor does not expose
 //!   mailbox lengths: this is the nearest measure, and includes long waits such as a checkout
 //!   waiting for its saga);
-//! - `storefront_sse_clients`: open stock streams.
+//! - `storefront_sse_clients`: open stock streams;
+//! - `storefront_ready`: 1 when the node can serve (what `/readyz` answers at the scrape), else 0.
+//!
+//! Every series whose labels are known in advance (each crate's `zero_initialise`) is exported
+//! from a node's start at zero, so a dashboard of a quiet shop shows 0, not "no data".
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -30,11 +34,19 @@ pub const LIVE_ENTITIES: &str = "storefront_live_entities";
 pub const ENTITY_CALLS_IN_FLIGHT: &str = "storefront_entity_calls_in_flight";
 /// Open server-sent-event stock streams.
 pub const SSE_CLIENTS: &str = "storefront_sse_clients";
+/// Whether the node can serve (1) or not (0), as `/readyz` answers when scraped.
+pub const READY: &str = "storefront_ready";
 
 const SECONDS_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 const EVENTS_BUCKETS: &[f64] =
     &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0];
+
+/// Registers the edge's gauges at zero, so that a node exports them from its start (the
+/// per-route series are registered with their routes, [`RouteMetrics::new`]).
+pub fn zero_initialise() {
+    metrics::gauge!(SSE_CLIENTS).increment(0.0);
+}
 
 /// Installs the process's Prometheus recorder (once; later calls return the same handle). The
 /// binary calls this at start; library code only records.
@@ -75,8 +87,10 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
-    /// Handles for `route` (a template such as `GET /v1/products/{product_id}`).
+    /// Handles for `route` (a template such as `GET /v1/products/{product_id}`). Its latency
+    /// series and its count of 200 answers are exported from the start, at zero.
     pub fn new(route: &'static str) -> Self {
+        metrics::counter!(HTTP_RESPONSES_TOTAL, "route" => route, "status" => "200").increment(0);
         Self {
             route,
             duration: metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, "route" => route),
@@ -91,8 +105,9 @@ impl RouteMetrics {
     }
 }
 
-/// The exposition, with the gauges read from the regions first.
-pub fn render(handle: &PrometheusHandle, regions: &Regions) -> String {
+/// The exposition, with the gauges read from the regions (and `ready`) first.
+pub fn render(handle: &PrometheusHandle, regions: &Regions, ready: bool) -> String {
+    metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
     for (kind, live, depth) in [
         ("sku", regions.skus().live_entities(), regions.skus().calls_in_flight()),
         ("cart", regions.carts().live_entities(), regions.carts().calls_in_flight()),

@@ -9,6 +9,7 @@ mod checkout;
 #[allow(dead_code)]
 mod helpers;
 mod notify;
+mod observability;
 mod password_reset;
 mod process;
 mod receiver;

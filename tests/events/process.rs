@@ -12,7 +12,7 @@ use crate::broker::{self, Vhost};
 use crate::smtp::{Smtp, free_port};
 
 /// A child process killed (SIGKILL) when dropped.
-struct Process(Child);
+pub(crate) struct Process(Child);
 
 impl Process {
     fn kill(&mut self) {
@@ -38,7 +38,7 @@ fn storefront() -> Command {
 
 const ADMIN: (&str, &str) = ("ops@example.com", "ops-password-1");
 
-async fn node(data_dir: &std::path::Path, port: u16, amqp_url: &str) -> Process {
+pub(crate) async fn node(data_dir: &std::path::Path, port: u16, amqp_url: &str) -> Process {
     let child = storefront()
         .args(["serve", "--no-demo-data", "--http-addr", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
@@ -141,7 +141,12 @@ fn order_event(order_id: &str) -> CloudEvent {
     )
 }
 
-fn notify(vhost: &Vhost, smtp: &Smtp, data_dir: &std::path::Path, metrics_port: u16) -> Process {
+pub(crate) fn notify(
+    vhost: &Vhost,
+    smtp: &Smtp,
+    data_dir: &std::path::Path,
+    metrics_port: u16,
+) -> Process {
     let child = storefront()
         .args(["notify", "--amqp", &vhost.url(), "--smtp-url", &smtp.url()])
         .arg("--data-dir")
@@ -190,7 +195,10 @@ async fn notify_killed_mid_stream_and_restarted_sends_no_mail_twice() {
     crate::eventually("failed sends while the SMTP server is away", || async {
         let Ok(answer) = reqwest::get(&metrics).await else { return false };
         let text = answer.text().await.unwrap_or_default();
-        text.lines().any(|l| l.starts_with("storefront_notify_failed_total{channel=\"email\"}"))
+        // The series is exported from the start at zero: wait for a failure counted.
+        text.lines()
+            .filter_map(|l| l.strip_prefix("storefront_notify_failed_total{channel=\"email\"} "))
+            .any(|value| value.trim().parse::<f64>().is_ok_and(|failed| failed > 0.0))
     })
     .await;
     running.kill();

@@ -24,6 +24,19 @@ struct Readiness {
 /// `GET /readyz`: 200 when the store answers, the node reaches most of the live members the
 /// store shows (itself included), and it is not stopping or gone; else 503 with reasons.
 pub async fn readyz(state: Arc<AppState>) -> ApiResult {
+    let reasons = unready_reasons(&state).await;
+    if reasons.is_empty() {
+        super::ok(&Readiness { status: "ready", reasons })
+    } else {
+        ApiResponse::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Readiness { status: "not_ready", reasons },
+        )
+    }
+}
+
+/// Why this node cannot serve now (none when it can): what `/readyz` and `storefront_ready` say.
+async fn unready_reasons(state: &AppState) -> Vec<String> {
     let mut reasons = Vec::new();
     if *state.stopping.borrow() {
         reasons.push("the node is shutting down".to_owned());
@@ -46,14 +59,7 @@ pub async fn readyz(state: Arc<AppState>) -> ApiResult {
         Ok(Err(e)) => reasons.push(format!("storage: {e}")),
         Err(_) => reasons.push("storage: no answer within 2 s".to_owned()),
     }
-    if reasons.is_empty() {
-        super::ok(&Readiness { status: "ready", reasons })
-    } else {
-        ApiResponse::json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &Readiness { status: "not_ready", reasons },
-        )
-    }
+    reasons
 }
 
 /// `GET /metrics` on the API's address: the Prometheus text exposition, unless it has its own.
@@ -66,7 +72,8 @@ pub async fn metrics(state: Arc<AppState>) -> ApiResult {
 
 /// `GET /metrics` on the metrics address (`http.metrics_addr`).
 pub async fn exposition(state: Arc<AppState>) -> ApiResult {
-    let text = crate::metrics::render(&state.metrics, &state.regions);
+    let ready = unready_reasons(&state).await.is_empty();
+    let text = crate::metrics::render(&state.metrics, &state.regions, ready);
     Ok(ApiResponse {
         status: StatusCode::OK,
         content_type: Some("text/plain; version=0.0.4; charset=utf-8"),
