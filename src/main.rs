@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use storefront::telemetry::Telemetry;
 use storefront_actors::Currency;
 use storefront_config::{Config, Override};
 
@@ -254,7 +255,7 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
-    init_logs(&config)?;
+    let telemetry = Telemetry::init(&config, &config.cluster.node_id)?;
     Currency::parse(&config.shop.base_currency)
         .context("invalid config key `shop.base_currency`")?;
     // Every client connection is an open file: take the hard limit (a distribution's soft limit
@@ -264,7 +265,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run_node(config))
+    let outcome = runtime.block_on(run_node(config));
+    // The exporter's last batch goes out on its own thread, after the runtime is gone.
+    drop(runtime);
+    telemetry.shutdown();
+    outcome
 }
 
 fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
@@ -349,9 +354,10 @@ fn search_rebuild(args: RebuildArgs) -> anyhow::Result<()> {
 
 fn notify(args: NotifyArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
-    init_logs(&config)?;
+    // The notifier makes no trace spans: this installs its logs.
+    let telemetry = Telemetry::init(&config, "notifier")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         let shutdown = shutdown_signal()?;
         let notifier = storefront::notify::start(&config).await?;
         if args.replay_dlq {
@@ -366,15 +372,10 @@ fn notify(args: NotifyArgs) -> anyhow::Result<()> {
         tracing::info!(metrics = %metrics, "storefront notify running");
         notifier.run(shutdown).await;
         anyhow::Ok(())
-    })
-}
-
-fn init_logs(config: &Config) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
-        .with_context(|| format!("invalid config key `log.filter`: `{}`", config.log.filter))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let installed = if config.log.json { builder.json().try_init() } else { builder.try_init() };
-    installed.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+    });
+    drop(runtime);
+    telemetry.shutdown();
+    outcome
 }
 
 async fn run_node(config: Config) -> anyhow::Result<()> {

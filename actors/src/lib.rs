@@ -23,6 +23,7 @@ pub mod cart;
 pub mod gateway;
 pub mod order;
 pub mod sku;
+pub mod trace;
 
 pub use cart::{CartActor, CartArgs, CartMsg};
 pub use clock::Clock;

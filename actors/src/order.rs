@@ -32,6 +32,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use storefront_events::event::{self as wire, PaymentFailureReason};
 use storefront_events::{CloudEvent, EventData};
 use storefront_storage::{KeyedWrite, OutboxRecord, Store, Table};
+use tracing::Instrument;
 
 pub use self::saga::StockPort;
 use self::saga::{StepRunner, retry_backoff};
@@ -63,8 +64,14 @@ pub enum OrderMsg {
     /// Start the checkout (or join it, if this order id was already placed with the same
     /// contents); the reply comes when the saga has ended. The keyed writes are made in the same
     /// append as `Placed` when the order is new (the edge's idempotency record), and dropped
-    /// when it is not.
-    Place(PlaceOrder, Vec<KeyedWrite>, RpcReplyPort<Result<OrderView, DomainError>>),
+    /// when it is not. The caller's trace context (`traceparent`, see [`crate::trace`]), if
+    /// traced: the saga's steps are traced as its children.
+    Place(
+        Box<PlaceOrder>,
+        Vec<KeyedWrite>,
+        Option<String>,
+        RpcReplyPort<Result<OrderView, DomainError>>,
+    ),
     /// The order as it stands.
     Get(RpcReplyPort<Result<OrderView, DomainError>>),
     /// The order once its saga (or cancellation) has ended.
@@ -85,7 +92,7 @@ impl crate::EntityMsg for OrderMsg {
 
     fn refuse(self, err: DomainError) {
         match self {
-            OrderMsg::Place(_, _, reply)
+            OrderMsg::Place(_, _, _, reply)
             | OrderMsg::Get(reply)
             | OrderMsg::AwaitOutcome(reply)
             | OrderMsg::Cancel(reply) => {
@@ -131,6 +138,9 @@ pub struct OrderRunning {
     waiters: Vec<Waiter>,
     step_running: bool,
     compensation_retries: u32,
+    /// The trace context of the call that placed the order, parent of its steps' spans (none
+    /// once the actor restarted, or when not traced).
+    placed_by: Option<String>,
 }
 
 /// The actor owning one order.
@@ -329,11 +339,25 @@ impl OrderRunning {
                     gateway: self.gateway.clone(),
                     settings: self.settings.clone(),
                 };
+                let span = tracing::info_span!(
+                    target: crate::trace::TARGET,
+                    parent: None,
+                    "saga.step",
+                    otel.name = %format!("saga {}", step.name()),
+                    saga.step = step.name(),
+                    order.id = %self.order_id,
+                );
+                if let Some(traceparent) = &self.placed_by {
+                    crate::trace::continue_trace(&span, traceparent);
+                }
                 let myself = myself.clone();
-                tokio::spawn(async move {
-                    let outcome = runner.run(step).await;
-                    let _ = myself.send_message(saga(SagaMsg::StepDone(Box::new(outcome))));
-                });
+                tokio::spawn(
+                    async move {
+                        let outcome = runner.run(step).await;
+                        let _ = myself.send_message(saga(SagaMsg::StepDone(Box::new(outcome))));
+                    }
+                    .instrument(span),
+                );
                 Ok(())
             }
         }
@@ -388,6 +412,7 @@ impl Actor for OrderActor {
             waiters: Vec::new(),
             step_running: false,
             compensation_retries: 0,
+            placed_by: None,
         };
         running.lifecycle.start(&myself, internal);
         if running.order.in_progress() || running.order.cleanup_pending() {
@@ -404,7 +429,7 @@ impl Actor for OrderActor {
         st: &mut OrderRunning,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            OrderMsg::Place(place, with, reply) => {
+            OrderMsg::Place(place, with, placed_by, reply) => {
                 st.lifecycle.touch();
                 match &st.order.order {
                     _ if place.order_id != st.order_id => {
@@ -413,7 +438,7 @@ impl Actor for OrderActor {
                             reason: "does not match the actor".into(),
                         }));
                     }
-                    Some(existing) if *existing != place => {
+                    Some(existing) if *existing != *place => {
                         let _ = reply.send(Err(DomainError::OrderConflict(st.order_id.clone())));
                     }
                     Some(_) if st.order.in_progress() => st.waiters.push(reply),
@@ -424,7 +449,8 @@ impl Actor for OrderActor {
                         }
                         Ok(()) => {
                             st.waiters.push(reply);
-                            st.record(&myself, vec![OrderEvent::Placed(place)])?;
+                            st.placed_by = placed_by;
+                            st.record(&myself, vec![OrderEvent::Placed(*place)])?;
                             for write in with {
                                 st.journal.put(write);
                             }

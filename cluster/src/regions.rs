@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use storefront_actors::cart::{CartCommand, CartView};
 use storefront_actors::order::{OrderView, PlaceOrder};
+use storefront_actors::trace;
 use storefront_actors::{
     CartActor, CartArgs, CartMsg, Clock, DomainError, EntityKind, EntitySettings, OrderActor,
     OrderArgs, OrderMsg, PaymentGateway, SkuStockActor, SkuStockArgs, SkuStockMsg, StockCommand,
@@ -598,7 +599,15 @@ impl Execute for Regions {
                 checkout_writes(&with).map_err(Refusal::Domain)?;
                 check_held(ownership, &self.orders, &order_id).map_err(refusal)?;
                 let wait = Duration::from_millis(wait_ms);
-                match self.orders.call(&order_id, |r| OrderMsg::Place(order, with, r), wait).await {
+                match self
+                    .orders
+                    .call(
+                        &order_id,
+                        |r| OrderMsg::Place(Box::new(order), with, trace::traceparent(), r),
+                        wait,
+                    )
+                    .await
+                {
                     Ok(outcome) => outcome
                         .map(|order| Answer::Checkout(Checkout::Ended(order)))
                         .map_err(domain),

@@ -6,7 +6,8 @@
 //! receives against its own region of that kind. Commands and answers travel as one-way casts, each a batch: a link takes every
 //! command waiting for its peer and sends them as one message, and the host sends answers back the
 //! same way, so a slow checkout never holds up the answers of fast reads. Every command carries an
-//! id (unique per sending process, kept when the command is sent again); the host remembers recent
+//! id (unique per sending process, kept when the command is sent again) and its caller's trace
+//! context ([`storefront_actors::trace`]), under which the host runs it; the host remembers recent
 //! answers by (sender, id), so a command that arrives twice is applied once. A command waits for
 //! its answer at most its deadline, or until its session closes: after that its outcome is unknown
 //! to the caller. At most [`MAX_IN_FLIGHT`] commands wait per link.
@@ -21,10 +22,12 @@ use ractor_cluster::RactorClusterMessage;
 use serde::Serialize;
 use storefront_actors::EntityKind;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::Instrument;
 
 use storefront_actors::{StockFeed, StockUpdate};
 
 use crate::call::{Answer, Call, Execute, Refusal, StockNotice};
+use storefront_actors::trace;
 
 /// Commands a link sends in one message at most.
 const MAX_BATCH: usize = 512;
@@ -37,7 +40,8 @@ const REMEMBER_AT_MOST: usize = 100_000;
 /// The messages of a [`RegionHost`]: the only ones that cross nodes.
 #[derive(Debug, RactorClusterMessage)]
 pub(crate) enum HostMsg {
-    /// Commands from another node: `postcard((sender node id, [(command id, Call)]))`.
+    /// Commands from another node: `postcard((sender node id, [(command id, Call, W3C
+    /// traceparent of the caller's span, if traced)]))`.
     Commands(Vec<u8>),
     /// Answers to this node's commands: `postcard([(command id, Result<Answer, Refusal>)])`.
     Answers(Vec<u8>),
@@ -169,12 +173,12 @@ impl Actor for RegionHost {
         match message {
             HostMsg::Commands(bytes) => {
                 let Ok((from, commands)) =
-                    postcard::from_bytes::<(String, Vec<(u64, Call)>)>(&bytes)
+                    postcard::from_bytes::<(String, Vec<(u64, Call, Option<String>)>)>(&bytes)
                 else {
                     tracing::warn!("dropping an unreadable batch of commands");
                     return Ok(());
                 };
-                for (id, call) in commands {
+                for (id, call, traceparent) in commands {
                     let key = (from.clone(), id);
                     match lock(&state.answered).begin(&key, Instant::now()) {
                         Seen::Running => continue,
@@ -186,11 +190,26 @@ impl Actor for RegionHost {
                     }
                     let (local, links, answered) =
                         (state.local.clone(), state.links.clone(), state.answered.clone());
-                    tokio::spawn(async move {
-                        let answer = local.execute(call).await;
-                        lock(&answered).finish(&key, &answer);
-                        links.answer(&key.0, key.1, answer);
-                    });
+                    let span = tracing::info_span!(
+                        target: trace::TARGET,
+                        "cluster.call",
+                        otel.name = %format!("{} call from {from}", call.target().0),
+                        otel.kind = "server",
+                        entity.kind = %call.target().0,
+                        entity.id = call.target().1,
+                        peer.node = %from,
+                    );
+                    if let Some(traceparent) = &traceparent {
+                        trace::continue_trace(&span, traceparent);
+                    }
+                    tokio::spawn(
+                        async move {
+                            let answer = local.execute(call).await;
+                            lock(&answered).finish(&key, &answer);
+                            links.answer(&key.0, key.1, answer);
+                        }
+                        .instrument(span),
+                    );
                 }
             }
             HostMsg::Answers(bytes) => {
@@ -222,7 +241,8 @@ impl Actor for RegionHost {
 
 /// Something to send to a peer.
 enum Outgoing {
-    Command(u64, Call),
+    /// A command, with the caller's trace context.
+    Command(u64, Call, Option<String>),
     Answer(u64, Result<Answer, Refusal>),
 }
 
@@ -294,7 +314,7 @@ impl Links {
         let (tx, rx) = oneshot::channel();
         lock(&self.waiting).insert(id, (node.to_owned(), tx));
         let _waiting = Waiting { links: self, id };
-        if queue.send(Outgoing::Command(id, call)).is_err() {
+        if queue.send(Outgoing::Command(id, call, trace::traceparent())).is_err() {
             return Err(Refusal::Unreachable(format!("the link to node {node} is closed")));
         }
         let answer = tokio::time::timeout_at(deadline, rx).await;
@@ -372,12 +392,13 @@ pub(crate) fn cast_to(
 async fn send_to(me: String, node: String, mut outgoing: mpsc::UnboundedReceiver<Outgoing>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while outgoing.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut commands: [Vec<(u64, Call)>; EntityKind::ALL.len()] = Default::default();
+        let mut commands: [Vec<(u64, Call, Option<String>)>; EntityKind::ALL.len()] =
+            Default::default();
         let mut answers = Vec::new();
         for item in batch.drain(..) {
             match item {
-                Outgoing::Command(id, call) => {
-                    commands[call.target().0.index()].push((id, call));
+                Outgoing::Command(id, call, traceparent) => {
+                    commands[call.target().0.index()].push((id, call, traceparent));
                 }
                 Outgoing::Answer(id, answer) => answers.push((id, answer)),
             }

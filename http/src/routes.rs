@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 // The traits `#[utoipa::path]` implements for a handler's schemas and tags, as `#[openapi(paths())]`
@@ -166,15 +166,11 @@ fn input(state: &Arc<AppState>, auth: bool, with_body: bool) -> Input {
 
 /// The methods some route takes for `path`, as an `Allow` header value.
 fn allowed_methods(templates: &[&str], path: &str) -> String {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let segments = segments(path);
     let mut methods: Vec<&str> = templates
         .iter()
         .filter_map(|template| template.split_once(' '))
-        .filter(|(_, pattern)| {
-            let pattern: Vec<&str> = pattern.trim_matches('/').split('/').collect();
-            pattern.len() == segments.len()
-                && pattern.iter().zip(&segments).all(|(p, s)| p.starts_with('{') || p == s)
-        })
+        .filter(|(_, pattern)| takes(pattern, &segments))
         // A literal route (`stream`) does not also allow the methods of `{sku}` there: close
         // enough for an `Allow` header, which lists what may work.
         .map(|(method, _)| method)
@@ -182,6 +178,30 @@ fn allowed_methods(templates: &[&str], path: &str) -> String {
     methods.sort_unstable();
     methods.dedup();
     methods.join(", ")
+}
+
+/// The template of the route that takes a `method` request for `path`, if one does: the first
+/// in the table's order, which is the order routes are tried in.
+pub(crate) fn template_of(method: &str, path: &str) -> Option<&'static str> {
+    static TEMPLATES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let templates = TEMPLATES.get_or_init(|| table().iter().map(|route| route.template).collect());
+    let segments = segments(path);
+    templates.iter().copied().find(|template| {
+        template.split_once(' ').is_some_and(|(methods, pattern)| {
+            methods.split(',').any(|m| m == method) && takes(pattern, &segments)
+        })
+    })
+}
+
+fn segments(path: &str) -> Vec<&str> {
+    path.trim_matches('/').split('/').collect()
+}
+
+/// Whether a template's path `pattern` takes a path of these `segments`.
+fn takes(pattern: &str, segments: &[&str]) -> bool {
+    let pattern: Vec<&str> = pattern.trim_matches('/').split('/').collect();
+    pattern.len() == segments.len()
+        && pattern.iter().zip(segments).all(|(p, s)| p.starts_with('{') || p == s)
 }
 
 fn with(
@@ -611,6 +631,19 @@ fn unmatched(templates: &[&str], path: FullPath, method: warp::http::Method) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_is_named_after_the_route_that_takes_it() {
+        assert_eq!(template_of("POST", "/v1/checkout"), Some("POST /v1/checkout"));
+        assert_eq!(template_of("GET", "/v1/inventory/stream"), Some("GET /v1/inventory/stream"));
+        assert_eq!(template_of("GET", "/v1/inventory/A-1"), Some("GET /v1/inventory/{sku}"));
+        assert_eq!(
+            template_of("PATCH", "/v1/admin/products/p1"),
+            Some("PATCH /v1/admin/products/{product_id}")
+        );
+        assert_eq!(template_of("DELETE", "/v1/checkout"), None);
+        assert_eq!(template_of("GET", "/nowhere"), None);
+    }
 
     #[test]
     fn allow_lists_the_methods_of_a_path() {

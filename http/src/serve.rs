@@ -14,8 +14,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use storefront_actors::trace;
 use tokio::net::TcpListener;
 use tower_service::Service;
+use tracing::Instrument;
 use warp::filters::BoxedFilter;
 
 use crate::reply::ApiError;
@@ -62,13 +64,23 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(Peer(peer));
             let mut routes = routes.clone();
+            let span = request_span(&request);
             async move {
                 let answer = crate::redis::one_budget(routes.call(request));
-                match tokio::time::timeout(limits.request_timeout, answer).await {
+                let answer = match tokio::time::timeout(limits.request_timeout, answer).await {
                     Ok(answer) => answer,
                     Err(_) => Ok::<_, Infallible>(timed_out(limits.request_timeout)),
+                };
+                if let Ok(response) = &answer {
+                    let span = tracing::Span::current();
+                    span.record("http.response.status_code", response.status().as_u16());
+                    if response.status().is_server_error() {
+                        span.record("otel.status_code", "ERROR");
+                    }
                 }
+                answer
             }
+            .instrument(span)
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
@@ -83,6 +95,31 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The span of one request, for traces (none unless they are exported): named after the route
+/// that takes it, and continuing the caller's trace when it carries a W3C `traceparent`.
+fn request_span(request: &hyper::Request<Incoming>) -> tracing::Span {
+    if !tracing::enabled!(target: trace::TARGET, tracing::Level::INFO) {
+        return tracing::Span::none();
+    }
+    let (method, path) = (request.method().as_str(), request.uri().path());
+    let route = crate::routes::template_of(method, path);
+    let span = tracing::info_span!(
+        target: trace::TARGET,
+        "http.request",
+        otel.name = route.unwrap_or(method),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        url.path = path,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(traceparent) = request.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+        trace::continue_trace(&span, traceparent);
+    }
+    span
 }
 
 fn timed_out(after: Duration) -> Response {

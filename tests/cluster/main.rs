@@ -13,6 +13,7 @@ mod catalog;
 mod common;
 mod harness;
 mod stock_stream;
+mod tracing;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -359,6 +359,19 @@ pub(crate) enum Step {
     },
 }
 
+impl Step {
+    /// The step's name, as its trace span shows it.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Step::Reserve(_) => "reserve",
+            Step::Authorize => "authorize",
+            Step::Commit(_) => "commit",
+            Step::Capture(_) => "capture",
+            Step::Compensate { .. } => "compensate",
+        }
+    }
+}
+
 /// What compensation voids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Void {
