@@ -5,7 +5,9 @@
 //! every order whose saga has not ended (the `open_orders` table, kept in the same appends as the
 //! order's events). A crash restarts only this order; it replays its journal and resumes the saga
 //! where its events stop. Every step is idempotent (reservation ids and payment idempotency keys
-//! derive from the order id), so redoing a step whose outcome was not yet recorded is safe.
+//! derive from the order id), so redoing a step whose outcome was not yet recorded is safe. A
+//! shard handoff stops it the same way, without waiting for its saga: once its journal is idle,
+//! its waiting callers answered "moved", the shard's next holder resumes it.
 //!
 //! The saga: reserve every line, authorize the payment, commit the reservations, capture, confirm.
 //! On a failure it compensates: releases what is reserved, returns what was committed, voids or
@@ -141,6 +143,9 @@ pub struct OrderRunning {
     /// The trace context of the call that placed the order, parent of its steps' spans (none
     /// once the actor restarted, or when not traced).
     placed_by: Option<String>,
+    /// Told to stop (its shard moves or was lost): it starts no step, and stops once its
+    /// journal is idle.
+    stopping: bool,
 }
 
 /// The actor owning one order.
@@ -168,6 +173,9 @@ impl OrderRunning {
     /// one waiting for an outcome. (A command that arrived while a stop was under way, such as a
     /// cancellation, delays the stop until it is done.)
     fn ready_to_stop(&self) -> bool {
+        if self.stopping {
+            return self.journal.is_idle();
+        }
         self.journal.is_idle()
             && !self.order.in_progress()
             && !self.order.cleanup_pending()
@@ -323,8 +331,9 @@ impl OrderRunning {
 
     /// Records what needs no I/O, and starts the next step if none is running.
     fn advance(&mut self, myself: &ActorRef<OrderMsg>) -> Result<(), DomainError> {
-        if self.step_running {
-            // The running step advances again when it is done.
+        if self.step_running || self.stopping {
+            // The running step advances again when it is done; a stopping order leaves the
+            // rest to the shard's next holder.
             return Ok(());
         }
         match self.order.next() {
@@ -413,6 +422,7 @@ impl Actor for OrderActor {
             step_running: false,
             compensation_retries: 0,
             placed_by: None,
+            stopping: false,
         };
         running.lifecycle.start(&myself, internal);
         if running.order.in_progress() || running.order.cleanup_pending() {
@@ -497,6 +507,14 @@ impl Actor for OrderActor {
                     st.lifecycle.idle_check(&myself, st.ready_to_stop(), internal);
                 }
                 InternalMsg::Stop => {
+                    // Its shard moves: it does not wait for its saga, whose next step may need
+                    // an entity of a moving shard too (a SKU of this node). The shard's next
+                    // holder resumes the saga from the journal, as after a restart (every step
+                    // is idempotent), and the callers waiting for its outcome ask there.
+                    st.stopping = true;
+                    for waiter in st.waiters.drain(..) {
+                        let _ = waiter.send(Err(DomainError::Moved(st.order_id.clone())));
+                    }
                     st.lifecycle.stop_when_idle(&myself.get_cell(), st.ready_to_stop());
                 }
                 InternalMsg::Done => {

@@ -464,6 +464,20 @@ impl Ownership {
         }
     }
 
+    /// Waits until this node has run `count` more rounds (one a heartbeat, as every member's),
+    /// or for `count + 2` heartbeats at most (rounds that stall on the store).
+    pub async fn rounds_pass(&self, count: u32) {
+        let mut rounds = self.inner.rounds.subscribe();
+        let _ = tokio::time::timeout(self.inner.config.heartbeat * (count + 2), async {
+            for _ in 0..count {
+                if rounds.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
     /// `operation`, bounded by two heartbeats: a store that does not answer must not stall the
     /// rounds (they are what stops a cut-off node from serving).
     async fn within<T>(&self, operation: impl Future<Output = T>) -> Result<T, StorageError> {

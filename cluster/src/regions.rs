@@ -521,6 +521,12 @@ impl Regions {
             // Hand the shards to the other nodes first. A cluster of one keeps them: its leases
             // stay with its node id and are claimed again at its next start.
             ownership.leave(grace).await;
+            // Peers route by the leases they read at their last round: until their next one
+            // they may still send calls here for the shards given up. Two of this node's rounds
+            // (a heartbeat apart, as theirs are) let them see the release while this node
+            // still answers such calls "moved", which they retry at the new owner, rather than
+            // close the sessions under calls in flight (whose outcome would be unknown: 503).
+            ownership.rounds_pass(2).await;
         }
         if let Some(ownership) = self.ownership() {
             ownership.stop().await;

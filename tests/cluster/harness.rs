@@ -210,7 +210,20 @@ impl Cluster {
         }
     }
 
-    /// Sends `signal` (`STOP`, `CONT`) to node `i`.
+    /// Waits (up to `limit`) for node `i` to exit by itself, and reaps it.
+    pub async fn wait_exit(&self, i: usize, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.nodes[i].child.lock().unwrap().take().expect("node running");
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node {i} did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `TERM`) to node `i`.
     pub fn signal(&self, i: usize, signal: &str) {
         let pid = self.nodes[i].pid().expect("node running");
         let sent = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();

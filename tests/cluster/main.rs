@@ -561,70 +561,101 @@ async fn the_relays_node_killed_mid_sale_only_delays_its_events() {
     cluster.finish().await;
 }
 
+/// Shoppers checking out, reading stock and reading their carts through `urls` (in turn) until
+/// stopped, each outcome kept: a status, or no answer.
+struct Load {
+    stop: Arc<AtomicBool>,
+    outcomes: Arc<std::sync::Mutex<Vec<Result<u16, String>>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(cluster: &Cluster, sku: &'static str, shoppers: Vec<(String, String)>) -> Load {
+        let (stop, outcomes) = (Arc::new(AtomicBool::new(false)), Arc::default());
+        let shoppers = Arc::new(shoppers);
+        let urls: Vec<String> = cluster.nodes[..2].iter().map(|n| n.url()).collect();
+        let tasks = (0..16)
+            .map(|w| {
+                let (stop, outcomes, shoppers, urls): (_, Arc<std::sync::Mutex<Vec<_>>>, _, _) =
+                    (stop.clone(), Arc::clone(&outcomes), shoppers.clone(), urls.clone());
+                let http = cluster.http.clone();
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let (_, token) = &shoppers[(w * 4 + n) % shoppers.len()];
+                        let url = &urls[n % urls.len()];
+                        let outcome = match n % 3 {
+                            0 => checkout(&http, url, token, sku, &format!("{sku}-{w}-{n}"))
+                                .await
+                                .map(|(status, _)| status),
+                            1 => http
+                                .get(format!("{url}/v1/inventory/{sku}"))
+                                .send()
+                                .await
+                                .map(|r| r.status().as_u16())
+                                .map_err(|e| e.to_string()),
+                            _ => http
+                                .get(format!("{url}/v1/cart"))
+                                .bearer_auth(token)
+                                .send()
+                                .await
+                                .map(|r| r.status().as_u16())
+                                .map_err(|e| e.to_string()),
+                        };
+                        outcomes.lock().unwrap().push(outcome);
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        Load { stop, outcomes, tasks }
+    }
+
+    fn served(&self) -> usize {
+        self.outcomes.lock().unwrap().len()
+    }
+
+    /// Waits until `count` requests in all were answered (or not).
+    async fn until_served(&self, count: usize) {
+        eventually(T, "requests to be served", || async { self.served() >= count }).await;
+    }
+
+    /// Stops the shoppers and asserts that every request got an answer below 500; answers how
+    /// many there were.
+    async fn stop_and_check(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        let outcomes = std::mem::take(&mut *self.outcomes.lock().unwrap());
+        let failed: Vec<_> =
+            outcomes.iter().filter(|o| !matches!(o, Ok(status) if *status < 500)).collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {} requests failed: {:?}",
+            failed.len(),
+            outcomes.len(),
+            &failed[..failed.len().min(5)]
+        );
+        outcomes.len()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_joins_under_load_and_no_request_fails() {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::start(3, 2).await;
     let sku = "JOIN-1";
     cluster.create_product(0, sku, 1_000_000).await;
-    let shoppers = Arc::new(cluster.customers(1, "join", 64).await);
+    let shoppers = cluster.customers(1, "join", 64).await;
     let before = cluster.get(0, "/v1/admin/cluster").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let outcomes = Arc::new(std::sync::Mutex::new(Vec::<Result<u16, String>>::new()));
-    let urls: Vec<String> = cluster.nodes[..2].iter().map(|n| n.url()).collect();
-    let load: Vec<_> = (0..16)
-        .map(|w| {
-            let (stop, outcomes, shoppers, urls) =
-                (stop.clone(), outcomes.clone(), shoppers.clone(), urls.clone());
-            let http = cluster.http.clone();
-            tokio::spawn(async move {
-                let mut n = 0;
-                while !stop.load(Ordering::SeqCst) {
-                    let (_, token) = &shoppers[(w * 4 + n) % shoppers.len()];
-                    let url = &urls[n % urls.len()];
-                    let outcome = match n % 3 {
-                        0 => checkout(&http, url, token, sku, &format!("join-{w}-{n}"))
-                            .await
-                            .map(|(status, _)| status),
-                        1 => http
-                            .get(format!("{url}/v1/inventory/{sku}"))
-                            .send()
-                            .await
-                            .map(|r| r.status().as_u16())
-                            .map_err(|e| e.to_string()),
-                        _ => http
-                            .get(format!("{url}/v1/cart"))
-                            .bearer_auth(token)
-                            .send()
-                            .await
-                            .map(|r| r.status().as_u16())
-                            .map_err(|e| e.to_string()),
-                    };
-                    outcomes.lock().unwrap().push(outcome);
-                    n += 1;
-                }
-            })
-        })
-        .collect();
-    let under_load = |count: usize| {
-        let outcomes = outcomes.clone();
-        async move {
-            eventually(T, "requests to be served", || async {
-                outcomes.lock().unwrap().len() >= count
-            })
-            .await
-        }
-    };
-    under_load(200).await;
+    let load = Load::start(&cluster, sku, shoppers);
+    load.until_served(200).await;
     cluster.start_node(2);
     cluster.wait_ready(2).await;
     cluster.wait_settled(3).await;
-    let served_at_join = outcomes.lock().unwrap().len();
-    under_load(served_at_join + 200).await;
-    stop.store(true, Ordering::SeqCst);
-    for task in load {
-        task.await.unwrap();
-    }
+    load.until_served(load.served() + 200).await;
+    let served = load.stop_and_check().await;
     let after = cluster.get(0, "/v1/admin/cluster").await;
     let moved = after["shards_by_node"]["n3"].as_u64().unwrap();
     let kept = |view: &Value, node: &str| view["shards_by_node"][node].as_u64().unwrap_or(0);
@@ -634,17 +665,38 @@ async fn a_node_joins_under_load_and_no_request_fails() {
         "the new node's shards came from the others"
     );
     assert!((SHARDS / 5..=SHARDS / 2).contains(&moved), "{moved} of {SHARDS} shards moved");
-    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
-    let failed: Vec<_> =
-        outcomes.iter().filter(|o| !matches!(o, Ok(status) if *status < 500)).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failed.len(),
-        outcomes.len(),
-        &failed[..failed.len().min(5)]
-    );
-    eprintln!("join: {moved} shards moved, {} requests served, none failed", outcomes.len());
+    eprintln!("join: {moved} shards moved, {served} requests served, none failed");
+    cluster.finish().await;
+}
+
+/// Scale-in as Kubernetes does it (k8s/statefulset.yaml): SIGTERM, then the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_sigterm_hands_its_shards_off_under_load_and_no_request_fails() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3, 3).await;
+    let sku = "DRAIN-1";
+    cluster.create_product(0, sku, 1_000_000).await;
+    let shoppers = cluster.customers(1, "drain", 64).await;
+    let held = cluster.get(0, "/v1/admin/cluster").await["shards_by_node"]["n3"].as_u64();
+    assert!(held.is_some_and(|held| held > 0), "n3 holds shards before it stops");
+    // The shoppers go through the first two nodes (a Service stops sending to a pod once it
+    // is terminating).
+    let load = Load::start(&cluster, sku, shoppers);
+    load.until_served(200).await;
+    cluster.signal(2, "TERM");
+    let exit = cluster.wait_exit(2, Duration::from_secs(60)).await;
+    assert!(exit.success(), "n3 stopped cleanly within the grace period: {exit}");
+    // A node removes its record as it exits only when it has handed every shard off (a killed
+    // one stays listed, as down, for good); the others see that at their next round.
+    eventually(T, "n3 to leave the member list", || async {
+        let view = cluster.get(0, "/v1/admin/cluster").await;
+        view["nodes"].as_array().unwrap().iter().all(|n| n["node_id"] != "n3")
+    })
+    .await;
+    cluster.wait_settled(2).await;
+    load.until_served(load.served() + 200).await;
+    let served = load.stop_and_check().await;
+    eprintln!("drain: {} shards handed off, {served} requests served, none failed", held.unwrap());
     cluster.finish().await;
 }
 
