@@ -502,6 +502,12 @@ impl Ownership {
             .map_err(|e| StorageError::Invalid(format!("node record: {e}")))?;
         self.within(self.inner.store.put(Table::ClusterNodes, config.node_id.as_bytes(), &value))
             .await??;
+        // Renewed late (paused after the beat task's own check, or during this write): others
+        // may hold this node's shards by now. Serve none of them, as that check would have,
+        // before the renewal makes this node look current to its rounds.
+        if self.stale() {
+            self.drop_all("not_renewed");
+        }
         *lock(&self.inner.last_renewed) = Instant::now();
         Ok(())
     }
