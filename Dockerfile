@@ -26,8 +26,9 @@ FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
+# Stripped: the release profile keeps line tables for profiling (291 MB; 44 MB without them).
 RUN cargo build --release --locked --bin storefront \
-    && install -D -m 0755 target/release/storefront /out/storefront
+    && install -s -D -m 0755 target/release/storefront /out/storefront
 
 FROM ${RUNTIME_IMAGE} AS runtime
 # ca-certificates: TLS to PostgreSQL, RabbitMQ, SMTP and webhooks; curl: the HEALTHCHECK.
