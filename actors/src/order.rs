@@ -170,8 +170,8 @@ fn not_found(order_id: &str) -> DomainError {
 
 impl OrderRunning {
     /// Whether the order may stop: nothing being written, no saga or cancellation running, no
-    /// one waiting for an outcome. (A command that arrived while a stop was under way, such as a
-    /// cancellation, delays the stop until it is done.)
+    /// one waiting for an outcome; once told to stop, only nothing being written (what it was
+    /// running, even a cancellation that arrived meanwhile, is resumed by its next actor).
     fn ready_to_stop(&self) -> bool {
         if self.stopping {
             return self.journal.is_idle();
