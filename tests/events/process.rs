@@ -147,7 +147,20 @@ pub(crate) fn notify(
     data_dir: &std::path::Path,
     metrics_port: u16,
 ) -> Process {
-    let child = storefront()
+    notify_on(vhost, smtp, data_dir, metrics_port, None)
+}
+
+/// [`notify`], recording what it sent in `store` (a shared PostgreSQL) when given, instead of
+/// under its data dir.
+fn notify_on(
+    vhost: &Vhost,
+    smtp: &Smtp,
+    data_dir: &std::path::Path,
+    metrics_port: u16,
+    store: Option<&str>,
+) -> Process {
+    let mut command = storefront();
+    command
         .args(["notify", "--amqp", &vhost.url(), "--smtp-url", &smtp.url()])
         .arg("--data-dir")
         .arg(data_dir)
@@ -155,10 +168,44 @@ pub(crate) fn notify(
         .args(["--max-attempts", "100"])
         // One message at a time, retried quickly while the SMTP server is away.
         .env("STOREFRONT_NOTIFY__PREFETCH", "1")
-        .env("STOREFRONT_NOTIFY__RETRY_BASE_MS", "20")
-        .spawn()
-        .unwrap();
-    Process(child)
+        .env("STOREFRONT_NOTIFY__RETRY_BASE_MS", "20");
+    if let Some(store) = store {
+        command.args(["--store", store]);
+    }
+    Process(command.spawn().unwrap())
+}
+
+/// Waits until the notifier serving metrics on `port` has counted a failed mail send.
+async fn a_failed_send(port: u16) {
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    crate::eventually("failed sends while the SMTP server is away", || async {
+        let Ok(answer) = reqwest::get(&metrics).await else { return false };
+        let text = answer.text().await.unwrap_or_default();
+        // The series is exported from the start at zero: wait for a failure counted.
+        text.lines()
+            .filter_map(|l| l.strip_prefix("storefront_notify_failed_total{channel=\"email\"} "))
+            .any(|value| value.trim().parse::<f64>().is_ok_and(|failed| failed > 0.0))
+    })
+    .await;
+}
+
+/// A fresh PostgreSQL database (on `TEST_POSTGRES_URL`) with the store's schema applied by
+/// `storefront migrate`: its URL, and how to drop it.
+async fn fresh_database() -> (String, impl Future<Output = ()>) {
+    let server = std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let (admin, connection) =
+        tokio_postgres::connect(&server, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let db = format!("storefront_notify_{}_{}", std::process::id(), free_port());
+    admin.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    let store = format!("{}/{db}", server.rsplit_once('/').unwrap().0);
+    let migrated = storefront().args(["migrate", "--store", &store]).status().unwrap();
+    assert!(migrated.success(), "storefront migrate --store {store}");
+    let drop = async move {
+        admin.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)")).await.unwrap();
+    };
+    (store, drop)
 }
 
 /// How many of `mails` carry `order_id`.
@@ -191,16 +238,7 @@ async fn notify_killed_mid_stream_and_restarted_sends_no_mail_twice() {
     for event in &sent_first[..5] {
         broker::publish(&channel, event).await;
     }
-    let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
-    crate::eventually("failed sends while the SMTP server is away", || async {
-        let Ok(answer) = reqwest::get(&metrics).await else { return false };
-        let text = answer.text().await.unwrap_or_default();
-        // The series is exported from the start at zero: wait for a failure counted.
-        text.lines()
-            .filter_map(|l| l.strip_prefix("storefront_notify_failed_total{channel=\"email\"} "))
-            .any(|value| value.trim().parse::<f64>().is_ok_and(|failed| failed > 0.0))
-    })
-    .await;
+    a_failed_send(metrics_port).await;
     running.kill();
     smtp.resume().await;
     let _restarted = notify(&vhost, &smtp, dir.path(), metrics_port);
@@ -214,4 +252,50 @@ async fn notify_killed_mid_stream_and_restarted_sends_no_mail_twice() {
         assert_eq!(count(&mails, id), 1, "{id} mailed once");
     }
     assert_eq!(mails.len(), 41);
+}
+
+/// The notifier as `k8s/notifier.yaml` runs it: two replicas on one queue, recording what they
+/// sent in the shared PostgreSQL. One dies holding a message it could not send; the other gets it
+/// again, and the events the broker delivers twice, and sends each mail once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_notifiers_on_a_shared_store_send_each_mail_once_when_one_dies() {
+    let vhost = Vhost::new();
+    let mut smtp = Smtp::start().await;
+    let (_conn, channel) = vhost.channel().await;
+    storefront_events::notify::declare(&channel).await.unwrap();
+    let (store, drop_database) = fresh_database().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (free_port(), free_port());
+    let first: Vec<String> = (0..20).map(|i| format!("ord-p{i}")).collect();
+    let second: Vec<String> = (0..20).map(|i| format!("ord-q{i}")).collect();
+    let sent_first: Vec<CloudEvent> = first.iter().map(|id| order_event(id)).collect();
+    for event in &sent_first {
+        broker::publish(&channel, event).await;
+    }
+    let mut a = notify_on(&vhost, &smtp, dir_a.path(), port_a, Some(&store));
+    let mut b = notify_on(&vhost, &smtp, dir_b.path(), port_b, Some(&store));
+    smtp.wait_for(20).await;
+    smtp.stop();
+    for id in &second {
+        broker::publish(&channel, &order_event(id)).await;
+    }
+    // Delivered again: either replica may get a copy of a mail the other sent.
+    for event in &sent_first {
+        broker::publish(&channel, event).await;
+    }
+    a_failed_send(port_a).await;
+    a.kill();
+    smtp.resume().await;
+    broker::publish(&channel, &order_event("ord-last")).await;
+    crate::eventually("every mail, the last one too", || async {
+        count(&smtp.mails(), "ord-last") == 1
+    })
+    .await;
+    b.kill();
+    let mails = smtp.mails();
+    for id in first.iter().chain(&second) {
+        assert_eq!(count(&mails, id), 1, "{id} mailed once");
+    }
+    assert_eq!(mails.len(), 41);
+    drop_database.await;
 }
