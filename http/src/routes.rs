@@ -164,10 +164,16 @@ fn input(state: &Arc<AppState>, auth: bool, with_body: bool) -> Input {
     }
 }
 
+/// Every route's template, in the table's order (the order routes are tried in).
+fn templates() -> &'static [&'static str] {
+    static TEMPLATES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    TEMPLATES.get_or_init(|| table().iter().map(|route| route.template).collect())
+}
+
 /// The methods some route takes for `path`, as an `Allow` header value.
-fn allowed_methods(templates: &[&str], path: &str) -> String {
+fn allowed_methods(path: &str) -> String {
     let segments = segments(path);
-    let mut methods: Vec<&str> = templates
+    let mut methods: Vec<&str> = templates()
         .iter()
         .filter_map(|template| template.split_once(' '))
         .filter(|(_, pattern)| takes(pattern, &segments))
@@ -181,15 +187,13 @@ fn allowed_methods(templates: &[&str], path: &str) -> String {
 }
 
 /// The template of the route that takes a `method` request for `path`, if one does: the first
-/// in the table's order, which is the order routes are tried in.
+/// that does in the table's order, as warp tries them.
 pub(crate) fn template_of(method: &str, path: &str) -> Option<&'static str> {
-    static TEMPLATES: OnceLock<Vec<&'static str>> = OnceLock::new();
-    let templates = TEMPLATES.get_or_init(|| table().iter().map(|route| route.template).collect());
     let segments = segments(path);
-    templates.iter().copied().find(|template| {
-        template.split_once(' ').is_some_and(|(methods, pattern)| {
-            methods.split(',').any(|m| m == method) && takes(pattern, &segments)
-        })
+    templates().iter().copied().find(|template| {
+        template
+            .split_once(' ')
+            .is_some_and(|(m, pattern)| m == method && takes(pattern, &segments))
     })
 }
 
@@ -570,11 +574,7 @@ pub(crate) fn table() -> Vec<Route> {
 /// Every route of the node, then the answer to a request none takes.
 pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
     let table = table();
-    let templates: Arc<[&'static str]> = table.iter().map(|route| route.template).collect();
-    let unmatched = warp::path::full()
-        .and(warp::method())
-        .map(move |path: FullPath, method| unmatched(&templates, path, method))
-        .boxed();
+    let unmatched = warp::path::full().and(warp::method()).map(unmatched).boxed();
     let routes = in_order(table.iter().map(|route| route.filter(&state)).collect());
     routes.map_or(unmatched.clone(), |routes| routes.or(unmatched).unify().boxed())
 }
@@ -612,8 +612,8 @@ pub fn metrics_only(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
 }
 
 /// A request no route takes: 405 with `Allow` for a known path with another method, else 404.
-fn unmatched(templates: &[&str], path: FullPath, method: warp::http::Method) -> Response {
-    let allow = allowed_methods(templates, path.as_str());
+fn unmatched(path: FullPath, method: warp::http::Method) -> Response {
+    let allow = allowed_methods(path.as_str());
     let response = if allow.is_empty() {
         ApiError::new(Problem::new(ProblemType::NotFound, "no such endpoint"))
     } else {
@@ -647,13 +647,10 @@ mod tests {
 
     #[test]
     fn allow_lists_the_methods_of_a_path() {
-        let table = table();
-        let templates: Vec<&str> = table.iter().map(|route| route.template).collect();
-        let allowed = |path| allowed_methods(&templates, path);
-        assert_eq!(allowed("/v1/cart"), "DELETE, GET");
-        assert_eq!(allowed("/v1/cart/items/SKU-1"), "DELETE, PUT");
-        assert_eq!(allowed("/v1/products/prod-1"), "GET");
-        assert_eq!(allowed("/v1/nothing"), "");
+        assert_eq!(allowed_methods("/v1/cart"), "DELETE, GET");
+        assert_eq!(allowed_methods("/v1/cart/items/SKU-1"), "DELETE, PUT");
+        assert_eq!(allowed_methods("/v1/products/prod-1"), "GET");
+        assert_eq!(allowed_methods("/v1/nothing"), "");
     }
 
     #[test]
