@@ -213,14 +213,9 @@ impl Cluster {
     /// Waits (up to `limit`) for node `i` to exit by itself, and reaps it.
     pub async fn wait_exit(&self, i: usize, limit: Duration) -> std::process::ExitStatus {
         let mut child = self.nodes[i].child.lock().unwrap().take().expect("node running");
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "node {i} did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let exit = tokio::task::spawn_blocking(move || child.wait());
+        let waited = tokio::time::timeout(limit, exit).await;
+        waited.unwrap_or_else(|_| panic!("node {i} did not exit")).unwrap().unwrap()
     }
 
     /// Sends `signal` (`STOP`, `CONT`, `TERM`) to node `i`.
