@@ -484,7 +484,8 @@ async fn a_placement_that_never_lands_is_not_answered_pending() {
     let dir = tempfile::tempdir().unwrap();
     let (lose, lost) = tokio::sync::watch::channel(false);
     let node = Node::start_with(dir.path(), fast_settings(), Clock::system(), |inner| {
-        Arc::new(common::LostAppends { inner, stream: "order/o-lost".into(), lose: lost })
+        let lost = Some(("order/o-lost".to_owned(), lost));
+        Arc::new(common::Tapped { inner, lost, appends: Arc::default() })
     })
     .await;
     node.stock_sku("A", 10).await;
@@ -500,4 +501,73 @@ async fn a_placement_that_never_lands_is_not_answered_pending() {
     })
     .await;
     assert_eq!(levels(&node, "A").await, common::levels(10, 0, 0));
+}
+
+/// A node whose store records every append's stream (see [`common::Tapped`]).
+async fn tapped_node(
+    dir: &std::path::Path,
+    settings: EntitySettings,
+) -> (Node, Arc<std::sync::Mutex<Vec<String>>>) {
+    let appends = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tap = appends.clone();
+    let node = Node::start_with(dir, settings, Clock::system(), move |inner| {
+        Arc::new(common::Tapped { inner, lost: None, appends: tap })
+    })
+    .await;
+    node.stock_sku("A", 10).await;
+    node.stock_sku("B", 10).await;
+    (node, appends)
+}
+
+/// A checkout writes its order twice, placed and ended, whatever happened between: the saga's
+/// steps are written with its end, not one append each, and they are all there to read back once
+/// the node restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_writes_its_order_twice_placed_and_ended_with_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, appends) = tapped_node(dir.path(), fast_settings()).await;
+    let mut ended = Vec::new();
+    for (order_id, token) in [("o-ok", "tok_visa"), ("o-declined", "tok_chargeDeclined")] {
+        let view = checkout(&node, order_id, token).await;
+        assert_eq!(common::appends_to(&appends, &format!("order/{order_id}")), 2, "{view:?}");
+        ended.push(view);
+    }
+    assert_eq!(ended[0].status, OrderStatus::Confirmed);
+    assert_eq!(ended[0].history.len(), 4, "placed, reserved, paid, confirmed: {:?}", ended[0]);
+    assert_eq!(ended[1].status, OrderStatus::Failed);
+    assert_eq!(common::outbox_count(&node, "payment.failed").await, 1);
+    node.stop().await;
+    let node = Node::start(dir.path(), fast_settings()).await;
+    for view in ended {
+        assert_eq!(node.regions.order(&view.order_id).await.unwrap(), view, "read back");
+    }
+    assert_eq!(levels(&node, "A").await, common::levels(8, 0, 2));
+}
+
+/// A read of an order whose saga is under way writes the steps it holds and answers: it does not
+/// wait for the saga to end (here, a capture that never answers within the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_read_during_its_saga_answers_with_the_steps_so_far() {
+    use storefront_actors::gateway::{Fault, GatewayOp};
+    let dir = tempfile::tempdir().unwrap();
+    // The capture hangs for far longer than the test waits for anything.
+    let settings = EntitySettings { gateway_timeout: Duration::from_secs(3600), ..fast_settings() };
+    let (node, appends) = tapped_node(dir.path(), settings).await;
+    node.gateway.inject(GatewayOp::Capture, Fault::SucceedThenHang, 1);
+    let place = order("o-slow", "u1", "tok_visa", &[("A", 1, "1.00")]);
+    let answer = node.regions.checkout(place, Duration::ZERO).await.unwrap();
+    assert!(matches!(answer, Checkout::Pending { .. }), "{answer:?}");
+    eventually(WAIT, "the saga to reach its capture", || async {
+        node.gateway.calls("o-slow/capture") == 1
+    })
+    .await;
+    let view = tokio::time::timeout(WAIT, node.regions.order("o-slow"))
+        .await
+        .expect("the read answers while the capture hangs")
+        .unwrap();
+    assert!(view.in_progress, "{view:?}");
+    let statuses: Vec<_> = view.history.iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [OrderStatus::Pending, OrderStatus::Reserved, OrderStatus::Paid]);
+    assert_eq!(common::appends_to(&appends, "order/o-slow"), 2, "placed, then the steps read");
+    assert_eq!(levels(&node, "A").await, common::levels(9, 0, 1), "committed before the capture");
 }

@@ -5,7 +5,10 @@
 //! with the command's reply. While one append is in flight, everything recorded meanwhile waits;
 //! when it lands ([`Journal::persisted`]), its replies are sent and everything waiting goes out as
 //! the next single append. So a busy entity writes every command that arrived during one write in
-//! the next one, and no reply leaves before its events are durable. If an append fails, every
+//! the next one, and no reply leaves before its events are durable. Events an entity can redo
+//! after a crash ([`Journal::record_held`]) are held until something else needs writing (an
+//! event recorded, a reply waiting, [`Journal::write_held`]) and go out with it: an order's
+//! saga steps are written once, with the saga's end, instead of one append per step. If an append fails, every
 //! waiting reply gets the error and the entity stops: its in-memory state may hold events that
 //! were never written, so it must be rebuilt from the journal by its supervisor.
 
@@ -69,6 +72,8 @@ struct Pending {
     outbox: Vec<OutboxRecord>,
     puts: Vec<KeyedWrite>,
     replies: Vec<Reply>,
+    /// Whether the events need writing now; held events alone do not.
+    write_now: bool,
 }
 
 impl std::fmt::Debug for Journal {
@@ -193,6 +198,20 @@ impl Journal {
         at: u64,
         events: Vec<A::Event>,
     ) -> Result<(), DomainError> {
+        self.pending.write_now = true;
+        self.record_held(state, at, events)
+    }
+
+    /// Like [`Journal::record`], but the events are held: written with the next append that
+    /// something else asks for, not on their own. Only for events the entity can afford to lose
+    /// in a crash, because it redoes what they record when it is rebuilt (an order's idempotent
+    /// saga steps): nothing may be answered from them before they are durable.
+    pub(crate) fn record_held<A: Aggregate>(
+        &mut self,
+        state: &mut A,
+        at: u64,
+        events: Vec<A::Event>,
+    ) -> Result<(), DomainError> {
         for event in &events {
             self.pending.events.push(encode(&(at, event))?);
         }
@@ -221,6 +240,7 @@ impl Journal {
     /// Runs `reply` once everything recorded so far is durable (at once if it already is).
     pub(crate) fn after_durable(&mut self, reply: Reply) {
         if !self.pending.events.is_empty() {
+            self.pending.write_now = true;
             self.pending.replies.push(reply);
         } else if let Some(in_flight) = &mut self.in_flight {
             in_flight.push(reply);
@@ -229,20 +249,26 @@ impl Journal {
         }
     }
 
-    /// Whether nothing is waiting to be written or being written.
+    /// Has held events written with the next flush.
+    pub(crate) fn write_held(&mut self) {
+        self.pending.write_now = true;
+    }
+
+    /// Whether nothing is waiting to be written (held events included) or being written.
     pub(crate) fn is_idle(&self) -> bool {
         self.in_flight.is_none() && self.pending.events.is_empty()
     }
 
-    /// Starts the next append if none is in flight and events are waiting. The outcome comes back
-    /// to `myself` as `wrap(Persisted)`; a snapshot of `state` is saved after it when one is due.
+    /// Starts the next append if none is in flight and events are waiting, unless they are all
+    /// held. The outcome comes back to `myself` as `wrap(Persisted)`; a snapshot of `state` is
+    /// saved after it when one is due.
     pub(crate) fn flush<A: Aggregate, M: Message>(
         &mut self,
         state: &A,
         myself: &ActorRef<M>,
         wrap: fn(Persisted) -> M,
     ) -> Result<(), DomainError> {
-        if self.in_flight.is_some() || self.pending.events.is_empty() {
+        if self.in_flight.is_some() || self.pending.events.is_empty() || !self.pending.write_now {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);

@@ -15,11 +15,13 @@
 //! the stock, `cancelled`. One step runs at a time, in a task, and its outcome comes back as a
 //! message, so the order keeps answering reads while a step waits on the gateway.
 //!
-//! Steps are pipelined with the journal: once the order is durably placed (and so marked open, to
-//! be resumed after a crash), the next step starts as soon as the previous one's events are
-//! recorded, not when they are durable, so a busy order writes several steps in one append. This
-//! is safe because every step is idempotent (a crash redoes what was not yet durable) and nothing
-//! is acknowledged to a caller before the events that decided it are durable.
+//! Steps are not written one by one: once the order is durably placed (and so marked open, to be
+//! resumed after a crash), the next step starts as soon as the previous one's events are
+//! recorded, and those events are held ([`Journal::record_held`]) until the saga ends, when they
+//! are written in one append with its end; a read of the order meanwhile has them written first.
+//! So a checkout writes its order twice: placed, and ended. This is safe because every step is
+//! idempotent (a crash redoes what was not yet durable) and nothing is acknowledged to a caller
+//! before the events that decided it are durable.
 //!
 //! Three parts: the pure state machine ([`state`]: events, the state they fold into, and what
 //! comes next), the saga runner ([`saga`]: one step's I/O and its retries), and here the actor
@@ -201,7 +203,15 @@ impl OrderRunning {
             .iter()
             .filter_map(|e| self.domain_event(e, now).transpose())
             .collect::<Result<Vec<OutboxRecord>, DomainError>>()?;
-        self.journal.record(&mut self.order, now, events)?;
+        // A step of a saga under way is held, to be written with the saga's end (or with
+        // anything recorded or read before it): after a crash the saga redoes its steps, each
+        // idempotent, from the last one written, as it does with a step written but not durable.
+        let step = !placed && !reopened && was_in_progress;
+        if step {
+            self.journal.record_held(&mut self.order, now, events)?;
+        } else {
+            self.journal.record(&mut self.order, now, events)?;
+        }
         for record in outbox {
             self.journal.outbox(record);
         }
@@ -216,6 +226,10 @@ impl OrderRunning {
         // The lists show an order as placed and as it ended (the order itself shows every step):
         // two index writes per checkout instead of one per step.
         let ended = was_in_progress && !self.order.in_progress();
+        if ended {
+            // The saga's end is written now, and its held steps with it.
+            self.journal.write_held();
+        }
         if (placed || ended)
             && let Some(summary) = self.order.summary()
         {
@@ -512,6 +526,7 @@ impl Actor for OrderActor {
                     // holder resumes the saga from the journal, as after a restart (every step
                     // is idempotent), and the callers waiting for its outcome ask there.
                     st.stopping = true;
+                    st.journal.write_held();
                     for waiter in st.waiters.drain(..) {
                         let _ = waiter.send(Err(DomainError::Moved(st.order_id.clone())));
                     }

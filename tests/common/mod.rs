@@ -160,23 +160,32 @@ pub async fn outbox_count(node: &Node, topic: &str) -> usize {
     outbox.iter().filter(|e| e.record.topic == topic).count()
 }
 
-/// The store, except that an append to a stream named `stream` waits until `lose` is sent, and
-/// then fails: a write in flight that never lands (its node killed, its lease lost).
+/// The store, tapped: it records the stream of every append, in order; and an append to the
+/// stream `lost` names (if any) waits until its watch says so, and then fails: a write in flight
+/// that never lands (its node killed, its lease lost).
 #[derive(Debug)]
-pub struct LostAppends {
+pub struct Tapped {
     pub inner: Arc<dyn Store>,
-    pub stream: String,
-    pub lose: tokio::sync::watch::Receiver<bool>,
+    pub lost: Option<(String, tokio::sync::watch::Receiver<bool>)>,
+    pub appends: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// How many of the `appends` a [`Tapped`] store recorded were to `stream`.
+pub fn appends_to(appends: &std::sync::Mutex<Vec<String>>, stream: &str) -> usize {
+    appends.lock().unwrap().iter().filter(|s| *s == stream).count()
 }
 
 #[async_trait::async_trait]
-impl Store for LostAppends {
+impl Store for Tapped {
     async fn append(&self, request: AppendRequest) -> Result<u64, StorageError> {
-        if request.stream != self.stream {
-            return self.inner.append(request).await;
+        self.appends.lock().unwrap().push(request.stream.clone());
+        match &self.lost {
+            Some((stream, lose)) if *stream == request.stream => {
+                let _ = lose.clone().wait_for(|lose| *lose).await;
+                Err(StorageError::Backend("the write was lost".into()))
+            }
+            _ => self.inner.append(request).await,
         }
-        let _ = self.lose.clone().wait_for(|lose| *lose).await;
-        Err(StorageError::Backend("the write was lost".into()))
     }
 
     async fn read_events(
