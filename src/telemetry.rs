@@ -11,7 +11,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use storefront_actors::trace;
 use storefront_config::Config;
 use tracing_subscriber::filter::{EnvFilter, Targets};
@@ -31,24 +31,9 @@ impl Telemetry {
     /// `service` (`storefront` unless `OTEL_SERVICE_NAME` says otherwise), whose spans name this
     /// process `instance` (`service.instance.id`, the node id). Call outside any async runtime.
     pub fn init(config: &Config, instance: &str) -> anyhow::Result<Telemetry> {
-        // The log output leaves trace spans out (they would prefix every line logged within).
-        let directives = format!("{},{}=off", config.log.filter, trace::TARGET);
-        let filter = EnvFilter::try_new(&directives)
-            .with_context(|| format!("invalid config key `log.filter`: `{}`", config.log.filter))?;
-        let logs: Box<dyn Layer<Registry> + Send + Sync> = if config.log.json {
-            tracing_subscriber::fmt::layer().json().with_filter(filter).boxed()
-        } else {
-            tracing_subscriber::fmt::layer().with_filter(filter).boxed()
-        };
         let traces = exported().then(|| provider(instance)).transpose()?;
-        let spans = traces.as_ref().map(|provider| {
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("storefront"))
-                .with_filter(Targets::new().with_target(trace::TARGET, tracing::Level::INFO))
-        });
-        tracing_subscriber::registry()
-            .with(logs)
-            .with(spans)
+        let tracer = traces.as_ref().map(|provider| provider.tracer("storefront"));
+        subscriber(&config.log.filter, config.log.json, tracer)?
             .try_init()
             .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
         if traces.is_some() {
@@ -66,6 +51,42 @@ impl Telemetry {
             tracing::warn!(error = %e, "traces not all exported at exit");
         }
     }
+}
+
+/// The process's subscriber: the log output by `filter` ([`log_filter`]), and the spans of
+/// [`trace::TARGET`] exported by `tracer` if there is one. The layers are a list, not an optional
+/// second layer: `tracing-subscriber` counts a `None` layer as interested in every span and event
+/// at every level, so each would be built only for the log filter to drop it.
+fn subscriber(
+    filter: &str,
+    json: bool,
+    tracer: Option<SdkTracer>,
+) -> anyhow::Result<impl tracing::Subscriber + Send + Sync + 'static> {
+    let filter = log_filter(filter)?;
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![if json {
+        tracing_subscriber::fmt::layer().json().with_filter(filter).boxed()
+    } else {
+        tracing_subscriber::fmt::layer().with_filter(filter).boxed()
+    }];
+    if let Some(tracer) = tracer {
+        let spans = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(Targets::new().with_target(trace::TARGET, tracing::Level::INFO));
+        layers.push(spans.boxed());
+    }
+    Ok(tracing_subscriber::registry().with(layers))
+}
+
+/// The log output's filter: `filter` (the config's `log.filter`), except for spans no log line
+/// wants. Trace spans are left out (they would prefix every line logged within), and so is the
+/// actor runtime's info span per actor started and per message handled (`ractor` instruments
+/// both): each one built and entered cost a request about a tenth of its CPU in the checkout
+/// profile (BENCHMARKS.md). `ractor`'s warnings and errors still show, and a `log.filter` that
+/// names `ractor` itself decides for it.
+fn log_filter(filter: &str) -> anyhow::Result<EnvFilter> {
+    let directives = format!("ractor=warn,{filter},{}=off", trace::TARGET);
+    EnvFilter::try_new(&directives)
+        .with_context(|| format!("invalid config key `log.filter`: `{filter}`"))
 }
 
 /// Whether an OTLP endpoint for traces is configured.
@@ -92,4 +113,33 @@ fn provider(instance: &str) -> anyhow::Result<SdkTracerProvider> {
         .with_batch_exporter(exporter)
         .with_resource(resource.build())
         .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::*;
+
+    /// Runs `check` with the subscriber of a process that logs by `filter` and exports no traces.
+    fn with_logs(filter: &str, check: impl FnOnce()) {
+        tracing::subscriber::with_default(subscriber(filter, false, None).expect("valid"), check);
+    }
+
+    #[test]
+    fn the_logs_leave_out_the_actor_runtimes_spans_and_the_trace_spans() {
+        with_logs("info,fjall=warn,lsm_tree=warn", || {
+            // ractor's span per actor and per message: `#[instrument(name = "Actor")]`, info.
+            assert!(!tracing::enabled!(target: "ractor::actor", Level::INFO));
+            assert!(tracing::enabled!(target: "ractor::actor", Level::WARN));
+            assert!(!tracing::enabled!(target: trace::TARGET, Level::INFO));
+            assert!(tracing::enabled!(target: "storefront_http::serve", Level::INFO));
+            // Nothing below the filter's level is built for the log output to drop.
+            assert!(!tracing::enabled!(target: "storefront_actors::order", Level::DEBUG));
+        });
+        // A filter that names ractor itself decides for it.
+        with_logs("info,ractor=debug", || {
+            assert!(tracing::enabled!(target: "ractor::actor", Level::INFO));
+        });
+    }
 }
