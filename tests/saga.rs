@@ -519,17 +519,21 @@ async fn tapped_node(
     (node, appends)
 }
 
-/// A checkout writes its order twice, placed and ended, whatever happened between: the saga's
-/// steps are written with its end, not one append each, and they are all there to read back once
-/// the node restarts.
+/// A checkout that confirms writes its order twice, placed and ended: the saga's steps are
+/// written with its end, not one append each. One that fails writes the decision to compensate
+/// (with the steps before it) before compensation acts, then compensation's steps, then its end.
+/// Every step is there to read back once the node restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkout_writes_its_order_twice_placed_and_ended_with_every_step() {
     let dir = tempfile::tempdir().unwrap();
     let (node, appends) = tapped_node(dir.path(), fast_settings()).await;
     let mut ended = Vec::new();
-    for (order_id, token) in [("o-ok", "tok_visa"), ("o-declined", "tok_chargeDeclined")] {
+    for (order_id, token, writes) in
+        [("o-ok", "tok_visa", 2), ("o-declined", "tok_chargeDeclined", 4)]
+    {
         let view = checkout(&node, order_id, token).await;
-        assert_eq!(common::appends_to(&appends, &format!("order/{order_id}")), 2, "{view:?}");
+        let appended = common::appends_to(&appends, &format!("order/{order_id}"));
+        assert_eq!(appended, writes, "{view:?}");
         ended.push(view);
     }
     assert_eq!(ended[0].status, OrderStatus::Confirmed);
@@ -552,7 +556,7 @@ async fn an_order_read_during_its_saga_answers_with_the_steps_so_far() {
     let dir = tempfile::tempdir().unwrap();
     // The capture hangs for far longer than the test waits for anything.
     let settings = EntitySettings { gateway_timeout: Duration::from_secs(3600), ..fast_settings() };
-    let (node, appends) = tapped_node(dir.path(), settings).await;
+    let (node, _appends) = tapped_node(dir.path(), settings).await;
     node.gateway.inject(GatewayOp::Capture, Fault::SucceedThenHang, 1);
     let place = order("o-slow", "u1", "tok_visa", &[("A", 1, "1.00")]);
     let answer = node.regions.checkout(place, Duration::ZERO).await.unwrap();
@@ -568,6 +572,41 @@ async fn an_order_read_during_its_saga_answers_with_the_steps_so_far() {
     assert!(view.in_progress, "{view:?}");
     let statuses: Vec<_> = view.history.iter().map(|c| c.status).collect();
     assert_eq!(statuses, [OrderStatus::Pending, OrderStatus::Reserved, OrderStatus::Paid]);
-    assert_eq!(common::appends_to(&appends, "order/o-slow"), 2, "placed, then the steps read");
+    // What the read answered is durable: placed, reserved, authorized, committed.
+    let durable =
+        storefront_storage::Store::read_events(&*node.store, "order/o-slow", 1, 100).await.unwrap();
+    assert_eq!(durable.len(), 4, "durable once read: {durable:?}");
     assert_eq!(levels(&node, "A").await, common::levels(9, 0, 1), "committed before the capture");
+}
+
+/// Compensation undoes the steps, so it may not act before its decision, and the steps it
+/// undoes, are durable: a saga resumed from before it would redo the steps against what it undid
+/// (a released reservation refused, the authorization to void forgotten). Here the void hangs;
+/// by then the order's journal holds the authorization and the decision to compensate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compensation_acts_only_once_its_decision_and_the_steps_it_undoes_are_durable() {
+    use storefront_actors::gateway::{Fault, GatewayOp};
+    let dir = tempfile::tempdir().unwrap();
+    // Reservations lapse at once (the commit fails), and the void hangs far past the test.
+    let settings = EntitySettings {
+        reservation_ttl: Duration::ZERO,
+        gateway_timeout: Duration::from_secs(3600),
+        ..fast_settings()
+    };
+    let (node, _appends) = tapped_node(dir.path(), settings).await;
+    node.gateway.inject(GatewayOp::Void, Fault::SucceedThenHang, 1);
+    let place = order("o-undo", "u1", "tok_visa", &[("A", 1, "1.00")]);
+    // The caller waits for the outcome (a shorter wait would have the region read the order when
+    // it ends, and a read has the order write what it holds).
+    let regions = node.regions.clone();
+    let _caller =
+        tokio::spawn(async move { regions.checkout(place, Duration::from_secs(3600)).await });
+    eventually(WAIT, "compensation to void", || async { node.gateway.calls("o-undo/void") == 1 })
+        .await;
+    // Placed, LineReserved, PaymentAuthorized, CompensationStarted (the release and the void are
+    // recorded once both answer): all durable, read from the store, not from the order (a read
+    // of the order would have it write what it holds).
+    let durable =
+        storefront_storage::Store::read_events(&*node.store, "order/o-undo", 1, 100).await.unwrap();
+    assert_eq!(durable.len(), 4, "durable before the void: {durable:?}");
 }

@@ -17,11 +17,14 @@
 //!
 //! Steps are not written one by one: once the order is durably placed (and so marked open, to be
 //! resumed after a crash), the next step starts as soon as the previous one's events are
-//! recorded, and those events are held ([`Journal::record_held`]) until the saga ends, when they
-//! are written in one append with its end; a read of the order meanwhile has them written first.
-//! So a checkout writes its order twice: placed, and ended. This is safe because every step is
-//! idempotent (a crash redoes what was not yet durable) and nothing is acknowledged to a caller
-//! before the events that decided it are durable.
+//! recorded, and the forward steps' events (reserved, authorized, committed, captured) are held
+//! ([`Journal::record_held`]) until the saga ends, when they are written in one append with its
+//! end; a read of the order or a stop for a handoff meanwhile has them written first. So a
+//! checkout that confirms writes its order twice: placed, and ended. This is safe because every
+//! forward step is idempotent (a crash, or a node's shutdown, redoes what was not yet durable)
+//! and nothing is acknowledged to a caller before the events that decided it are durable.
+//! Compensation is not redone so: its decision is durable, with the steps before it, before it
+//! acts, and its own steps are written as they come.
 //!
 //! Three parts: the pure state machine ([`state`]: events, the state they fold into, and what
 //! comes next), the saga runner ([`saga`]: one step's I/O and its retries), and here the actor
@@ -203,10 +206,29 @@ impl OrderRunning {
             .iter()
             .filter_map(|e| self.domain_event(e, now).transpose())
             .collect::<Result<Vec<OutboxRecord>, DomainError>>()?;
-        // A step of a saga under way is held, to be written with the saga's end (or with
-        // anything recorded or read before it): after a crash the saga redoes its steps, each
-        // idempotent, from the last one written, as it does with a step written but not durable.
-        let step = !placed && !reopened && was_in_progress;
+        // Compensation undoes what the steps did, so redoing the steps from the last one written
+        // is no longer safe once it has begun (a released reservation would be refused, and the
+        // authorization it must void forgotten): its decision is written before it acts.
+        let compensates = events.iter().any(|e| {
+            matches!(e, OrderEvent::CompensationStarted(_) | OrderEvent::AuthorizationUnknown)
+        });
+        // A forward step of a saga under way (reserve, authorize, commit, capture) is held, to be
+        // written with the saga's end (or with anything recorded or read before it): after a
+        // crash the saga redoes those steps, each idempotent, from the last one written, as it
+        // does with a step written but not yet durable. A compensating or stopping order holds
+        // nothing (a stopping one stops once everything it recorded is written).
+        let step = was_in_progress
+            && !self.order.compensating
+            && !self.stopping
+            && events.iter().all(|e| {
+                matches!(
+                    e,
+                    OrderEvent::LineReserved(_)
+                        | OrderEvent::PaymentAuthorized(_)
+                        | OrderEvent::LineCommitted(_)
+                        | OrderEvent::PaymentCaptured(_)
+                )
+            });
         if step {
             self.journal.record_held(&mut self.order, now, events)?;
         } else {
@@ -263,9 +285,10 @@ impl OrderRunning {
             }));
             self.journal.put(KeyedWrite { table: Table::OpenOrders, key: open_key, value: None });
         }
-        if placed || reopened {
+        if placed || reopened || compensates {
             // No step may act before the open-order marker is durable: after a crash, only a
             // marked order is resumed, so a step taken for an unmarked one could be left dangling.
+            // Nor may compensation act before its decision is durable (above).
             let myself = myself.clone();
             self.journal.after_durable(Box::new(move |durable| {
                 if durable.is_ok() {
