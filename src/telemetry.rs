@@ -80,9 +80,9 @@ fn subscriber(
 /// The log output's filter: `filter` (the config's `log.filter`), except for spans no log line
 /// wants. Trace spans are left out (they would prefix every line logged within), and so is the
 /// actor runtime's info span per actor started and per message handled (`ractor` instruments
-/// both): each one built and entered cost a request about a tenth of its CPU in the checkout
-/// profile (BENCHMARKS.md). `ractor`'s warnings and errors still show, and a `log.filter` that
-/// names `ractor` itself decides for it.
+/// both; with the spans above, about 4% of the node's CPU in the checkout profile, BENCHMARKS.md).
+/// `ractor`'s warnings and errors still show, and a `log.filter` that names `ractor` itself
+/// decides for it.
 fn log_filter(filter: &str) -> anyhow::Result<EnvFilter> {
     let directives = format!("ractor=warn,{filter},{}=off", trace::TARGET);
     EnvFilter::try_new(&directives)

@@ -8,9 +8,9 @@
 //! the next one, and no reply leaves before its events are durable. Events an entity can redo
 //! after a crash ([`Journal::record_held`]) are held until something else needs writing (an
 //! event recorded, a reply waiting, [`Journal::write_held`]) and go out with it: an order's
-//! saga steps are written once, with the saga's end, instead of one append per step. If an append fails, every
-//! waiting reply gets the error and the entity stops: its in-memory state may hold events that
-//! were never written, so it must be rebuilt from the journal by its supervisor.
+//! forward saga steps are written with the saga's end, not one append per step. If an append
+//! fails, every waiting reply gets the error and the entity stops: its in-memory state may hold
+//! events that were never written, so it must be rebuilt from the journal by its supervisor.
 
 use std::sync::Arc;
 
