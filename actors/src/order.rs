@@ -247,11 +247,8 @@ impl OrderRunning {
         }
         // The lists show an order as placed and as it ended (the order itself shows every step):
         // two index writes per checkout instead of one per step.
+        // (The events that end a saga are never held: its held steps go out with them.)
         let ended = was_in_progress && !self.order.in_progress();
-        if ended {
-            // The saga's end is written now, and its held steps with it.
-            self.journal.write_held();
-        }
         if (placed || ended)
             && let Some(summary) = self.order.summary()
         {
