@@ -161,13 +161,24 @@ fn memtable_bytes(table: Table) -> u64 {
     }
 }
 
+/// fjall's flush and compaction threads. Its default on two cores is two, and then its first
+/// worker, which leaves compactions to the others so as to be free for flushes, takes a queued
+/// compaction and queues it again for as long as the second is busy compacting: a busy loop
+/// after every flush, which took 5 to 10% of the node's CPU in a checkout run, more as the store
+/// grew. With more workers than run at once, a queued compaction finds a free one. (One worker
+/// would not loop, but can deadlock: it would wait to queue a flush on a queue full of requests
+/// that only it reads.)
+const FJALL_WORKERS: usize = 4;
+
 impl EmbeddedStore {
     /// Opens (or creates) the store under `data_dir`.
     pub async fn open(data_dir: &Path) -> Result<Self, StorageError> {
         let path = data_dir.join("store");
         let keyspaces = tokio::task::spawn_blocking(move || -> Result<Keyspaces, StorageError> {
-            let db =
-                SingleWriterTxDatabase::builder(&path).open().map_err(StorageError::backend)?;
+            let db = SingleWriterTxDatabase::builder(&path)
+                .worker_threads(FJALL_WORKERS)
+                .open()
+                .map_err(StorageError::backend)?;
             // Smaller memtables than fjall's 64 MiB default, sized by how much each keyspace is
             // written: with 22 keyspaces the default lets memtables alone take over a gigabyte,
             // and lookups in them slow as they grow. (A keyspace keeps the size it was created
