@@ -165,7 +165,7 @@ fn memtable_bytes(table: Table) -> u64 {
 /// on two cores is two, and then its first worker, which leaves compactions to the others so as
 /// to be free for flushes, takes a queued compaction and queues it again for as long as no other
 /// worker is free: a busy loop after most flushes (each queues one compaction per worker), which
-/// took 5 to 10% of the node's CPU in a checkout run, more as the store grew. With three workers
+/// took 5.5% of the node's CPU in a third checkout run, more as the store grew. With three workers
 /// to compact, it loops only while all three are busy (BENCHMARKS.md, Step 8, third part). One
 /// worker would not loop, but can deadlock: it would wait to queue a flush on a channel full of
 /// rotation requests that only it reads.
