@@ -32,7 +32,19 @@ for s in $(seq "$series"); do
     STOREFRONT_RATE_LIMIT__ENABLED=false "$bin" serve --data-dir "$data" --http-addr "$ADDR" \
         >"$data.log" 2>&1 &
     server=$!
-    until curl -sf "$URL/readyz" >/dev/null; do sleep 0.2; done
+    # Ready within 5 minutes, or the node's log says why not (a node that exits, its port taken
+    # say, is not waited for).
+    for _ in $(seq 1500); do
+        curl -sf "$URL/readyz" >/dev/null && break
+        kill -0 "$server" 2>/dev/null || break
+        sleep 0.2
+    done
+    if ! curl -sf "$URL/readyz" >/dev/null; then
+        echo "the node did not become ready: $data.log" >&2
+        tail -5 "$data.log" >&2
+        kill "$server" 2>/dev/null || true
+        exit 1
+    fi
     admin=$(login "$STOREFRONT_ADMIN_EMAIL" "$STOREFRONT_ADMIN_PASSWORD")
     curl -sf "$URL/v1/admin/products" -H "authorization: Bearer $admin" \
         -H 'content-type: application/json' -o /dev/null -d '{"sku":"HOT-1","name":"Hot","description":"hot",
