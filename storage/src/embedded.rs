@@ -12,11 +12,17 @@
 //! journal reads run on tokio's blocking pool (a journal read only when the stream's head shows
 //! events to read). Both read a snapshot.
 //!
+//! The writer remembers the stream heads and shard leases it last wrote or read ([`Known`]): only
+//! it writes them, so an append checks its expected sequence and its fence without a lookup in
+//! the store (two per append, each a search of a memtable of every stream and, for a new stream,
+//! of every table's filter). What it remembers is forgotten when a commit fails.
+//!
 //! Layout: `journal` holds one record per append, keyed `stream 0x00 first-seq(u64 BE)`, with the
 //! framed events of that append; a stream's last sequence lives in `heads`. A read from sequence
 //! `n` starts at the last record whose first sequence is at most `n`. Stream names may not
 //! contain a NUL byte.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +43,8 @@ use crate::{
 pub const MAX_GROUP: usize = 8192;
 /// Writes that may wait for the writer thread before callers are held back.
 const QUEUE_DEPTH: usize = 65_536;
+/// Most stream heads the writer remembers (about 100 bytes each); past it, it starts afresh.
+const HEADS_KNOWN: usize = 100_000;
 
 /// Counters of the writer thread, for tests and metrics.
 #[derive(Debug, Default)]
@@ -210,7 +218,12 @@ impl EmbeddedStore {
         };
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
-        let writer = Writer { keyspaces: keyspaces.clone(), next_outbox, stats: stats.clone() };
+        let writer = Writer {
+            keyspaces: keyspaces.clone(),
+            next_outbox,
+            known: Known::new(HEADS_KNOWN),
+            stats: stats.clone(),
+        };
         let writer = std::thread::Builder::new()
             .name("storefront-journal".into())
             .spawn(move || writer.run(rx))
@@ -268,7 +281,43 @@ impl Drop for EmbeddedStore {
 struct Writer {
     keyspaces: Keyspaces,
     next_outbox: u64,
+    known: Known,
     stats: Arc<WriterStats>,
+}
+
+/// The stream heads and shard leases as the writer last wrote or read them, including the writes
+/// of the transaction under way. Only the writer writes heads and leases, so these are the
+/// stored values as long as every transaction they saw commits: on a failed commit they are
+/// forgotten. Heads are bounded (past `max_heads` they are forgotten together; the busy streams
+/// come back with their next append); leases are one per shard.
+#[derive(Debug, Default)]
+struct Known {
+    heads: HashMap<String, u64>,
+    max_heads: usize,
+    /// shard -> (epoch, whether it has an owner).
+    leases: HashMap<u32, (u64, bool)>,
+}
+
+impl Known {
+    fn new(max_heads: usize) -> Self {
+        Self { max_heads, ..Self::default() }
+    }
+
+    fn note_head(&mut self, stream: &str, last: u64) {
+        if let Some(head) = self.heads.get_mut(stream) {
+            *head = last;
+            return;
+        }
+        if self.heads.len() >= self.max_heads {
+            self.heads.clear();
+        }
+        self.heads.insert(stream.to_owned(), last);
+    }
+
+    fn forget(&mut self) {
+        self.heads.clear();
+        self.leases.clear();
+    }
 }
 
 impl Writer {
@@ -335,10 +384,9 @@ impl Writer {
                     cas(&ks, &mut txn, *table, key, expected.as_deref(), new.as_deref())
                         .map(Written::Swapped)
                 }
-                Write::Lease { shard, expected_epoch, owner } => {
-                    set_lease(&ks, &mut txn, *shard, *expected_epoch, owner.as_deref())
-                        .map(Written::Swapped)
-                }
+                Write::Lease { shard, expected_epoch, owner } => self
+                    .set_lease(&mut txn, *shard, *expected_epoch, owner.as_deref())
+                    .map(Written::Swapped),
             };
             match result {
                 Err(
@@ -348,6 +396,7 @@ impl Writer {
                 ) => results.push(Err(err)),
                 Err(err) => {
                     self.next_outbox = first_outbox;
+                    self.known.forget();
                     return Err(err);
                 }
                 Ok(written) => results.push(Ok(written)),
@@ -355,6 +404,7 @@ impl Writer {
         }
         if let Err(err) = txn.commit() {
             self.next_outbox = first_outbox;
+            self.known.forget();
             return Err(StorageError::backend(err));
         }
         Ok(results)
@@ -365,20 +415,23 @@ impl Writer {
         txn: &mut fjall::SingleWriterWriteTx<'_>,
         request: &AppendRequest,
     ) -> Result<u64, StorageError> {
-        let ks = &self.keyspaces;
         crate::check_append(request)?;
         if let Some(fence) = request.fence {
-            let held = lease_of(ks, txn, fence.shard)?;
-            if !matches!(held, Some((epoch, Some(_))) if epoch == fence.epoch) {
+            let held = self.lease(txn, fence.shard)?;
+            if !matches!(held, Some((epoch, true)) if epoch == fence.epoch) {
                 return Err(StorageError::Fenced { shard: fence.shard, epoch: fence.epoch });
             }
         }
-        let actual = match txn
-            .get(ks.heads.inner(), request.stream.as_bytes())
-            .map_err(StorageError::backend)?
-        {
-            Some(v) => u64_of(v.as_ref(), "stream head")?,
-            None => 0,
+        let ks = &self.keyspaces;
+        let actual = match self.known.heads.get(&request.stream) {
+            Some(head) => *head,
+            None => match txn
+                .get(ks.heads.inner(), request.stream.as_bytes())
+                .map_err(StorageError::backend)?
+            {
+                Some(v) => u64_of(v.as_ref(), "stream head")?,
+                None => 0,
+            },
         };
         if actual != request.expected_seq {
             return Err(StorageError::Conflict {
@@ -390,6 +443,7 @@ impl Writer {
         let first = actual + 1;
         let last = actual + request.events.len() as u64;
         txn.insert(&ks.heads, request.stream.as_bytes(), last.to_be_bytes().as_slice());
+        self.known.note_head(&request.stream, last);
         txn.insert(&ks.journal, journal_key(&request.stream, first), frame(&request.events));
         for record in &request.outbox {
             txn.insert(
@@ -408,6 +462,45 @@ impl Writer {
             }
         }
         Ok(last)
+    }
+
+    /// A shard's lease as `(epoch, has an owner)`, if it was ever set.
+    fn lease(
+        &mut self,
+        txn: &fjall::SingleWriterWriteTx<'_>,
+        shard: u32,
+    ) -> Result<Option<(u64, bool)>, StorageError> {
+        if let Some(lease) = self.known.leases.get(&shard) {
+            return Ok(Some(*lease));
+        }
+        let stored = txn
+            .get(self.keyspaces.leases.inner(), shard.to_be_bytes().as_slice())
+            .map_err(StorageError::backend)?
+            .map(|value| decode_lease(&value))
+            .transpose()?
+            .map(|(epoch, owner)| (epoch, owner.is_some()));
+        if let Some(lease) = stored {
+            self.known.leases.insert(shard, lease);
+        }
+        Ok(stored)
+    }
+
+    fn set_lease(
+        &mut self,
+        txn: &mut fjall::SingleWriterWriteTx<'_>,
+        shard: u32,
+        expected_epoch: u64,
+        owner: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        let epoch = self.lease(txn, shard)?.map_or(0, |(epoch, _)| epoch);
+        if epoch != expected_epoch {
+            return Ok(false);
+        }
+        let mut value = (epoch + 1).to_be_bytes().to_vec();
+        value.extend_from_slice(owner.unwrap_or_default().as_bytes());
+        txn.insert(&self.keyspaces.leases, shard.to_be_bytes().as_slice(), value);
+        self.known.leases.insert(shard, (epoch + 1, owner.is_some()));
+        Ok(true)
     }
 }
 
@@ -450,40 +543,11 @@ fn cas(
     Ok(true)
 }
 
-/// A shard's lease as `(epoch, owner)`, if it was ever set.
-fn lease_of(
-    ks: &Keyspaces,
-    txn: &fjall::SingleWriterWriteTx<'_>,
-    shard: u32,
-) -> Result<Option<(u64, Option<String>)>, StorageError> {
-    txn.get(ks.leases.inner(), shard.to_be_bytes().as_slice())
-        .map_err(StorageError::backend)?
-        .map(|value| decode_lease(&value))
-        .transpose()
-}
-
 fn decode_lease(value: &[u8]) -> Result<(u64, Option<String>), StorageError> {
     let epoch = u64_of(value, "lease")?;
     let owner = String::from_utf8(value[8..].to_vec())
         .map_err(|_| StorageError::Corrupt("lease owner".into()))?;
     Ok((epoch, (!owner.is_empty()).then_some(owner)))
-}
-
-fn set_lease(
-    ks: &Keyspaces,
-    txn: &mut fjall::SingleWriterWriteTx<'_>,
-    shard: u32,
-    expected_epoch: u64,
-    owner: Option<&str>,
-) -> Result<bool, StorageError> {
-    let epoch = lease_of(ks, txn, shard)?.map_or(0, |(epoch, _)| epoch);
-    if epoch != expected_epoch {
-        return Ok(false);
-    }
-    let mut value = (epoch + 1).to_be_bytes().to_vec();
-    value.extend_from_slice(owner.unwrap_or_default().as_bytes());
-    txn.insert(&ks.leases, shard.to_be_bytes().as_slice(), value);
-    Ok(true)
 }
 
 /// `[len u32][event_id][len u32][topic][payload]`, little endian lengths.
@@ -785,7 +849,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
-    use super::EmbeddedStore;
+    use super::{EmbeddedStore, Known};
     use crate::conformance::Harness;
     use crate::{AppendRequest, Store};
 
@@ -838,5 +902,21 @@ mod tests {
         let commits = store.stats().commits.load(Ordering::Relaxed);
         assert_eq!(store.stats().writes.load(Ordering::Relaxed), appends);
         assert!(commits < appends / 2, "{commits} commits for {appends} concurrent appends");
+    }
+
+    #[test]
+    fn remembers_a_bounded_number_of_stream_heads() {
+        let mut known = Known::new(3);
+        for (i, stream) in ["a", "b", "c"].into_iter().enumerate() {
+            known.note_head(stream, i as u64 + 1);
+        }
+        // A head it holds is updated in place, even at the bound.
+        known.note_head("a", 7);
+        assert_eq!(known.heads.len(), 3);
+        assert_eq!(known.heads.get("a"), Some(&7));
+        // A new one past the bound: the others are forgotten (and read from the store again).
+        known.note_head("d", 1);
+        assert_eq!(known.heads.len(), 1);
+        assert_eq!(known.heads.get("d"), Some(&1));
     }
 }
