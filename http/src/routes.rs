@@ -571,12 +571,46 @@ pub(crate) fn table() -> Vec<Route> {
     ]
 }
 
-/// Every route of the node, then the answer to a request none takes.
+/// Every route of the node, then the answer to a request none takes. The routes are grouped by
+/// the literal segments their paths begin with (at most two: `/v1/checkout`, `/v1/cart`,
+/// `/healthz`), and a request is tried against its own group's routes only, in the table's
+/// order: one comparison per group instead of a boxed filter (and its allocations) per route
+/// before its own. No path is under two groups' prefixes, so the first route that takes a
+/// request is the table's first that does, as before.
 pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
-    let table = table();
+    let mut groups: Vec<(Vec<&'static str>, Vec<BoxedFilter<(Response,)>>)> = Vec::new();
+    for route in table() {
+        let prefix = literal_prefix(route.template);
+        let filter = route.filter(&state);
+        match groups.iter_mut().find(|(known, _)| *known == prefix) {
+            Some((_, filters)) => filters.push(filter),
+            None => groups.push((prefix, vec![filter])),
+        }
+    }
+    let groups = groups
+        .into_iter()
+        .filter_map(|(prefix, filters)| Some(under(prefix).and(in_order(filters)?).boxed()))
+        .collect();
     let unmatched = warp::path::full().and(warp::method()).map(unmatched).boxed();
-    let routes = in_order(table.iter().map(|route| route.filter(&state)).collect());
-    routes.map_or(unmatched.clone(), |routes| routes.or(unmatched).unify().boxed())
+    in_order(groups).map_or(unmatched.clone(), |routes| routes.or(unmatched).unify().boxed())
+}
+
+/// The literal segments a template's path begins with, at most two.
+fn literal_prefix(template: &'static str) -> Vec<&'static str> {
+    let path = template.split_once(' ').map_or(template, |(_, path)| path);
+    path.trim_start_matches('/').split('/').take(2).take_while(|s| !s.starts_with('{')).collect()
+}
+
+/// Passes a request whose path begins with `prefix`'s segments, matched as `warp::path!` matches
+/// them, without taking them (the routes match their whole paths).
+fn under(prefix: Vec<&'static str>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::path::peek()
+        .and_then(move |peek: warp::path::Peek| {
+            let mut segments = peek.as_str().split('/');
+            let under = prefix.iter().all(|literal| segments.next() == Some(*literal));
+            std::future::ready(if under { Ok(()) } else { Err(warp::reject::not_found()) })
+        })
+        .untuple_one()
 }
 
 /// `filters`, tried in order, as a balanced tree of `or`s: a request goes through a few boxed
@@ -643,6 +677,24 @@ mod tests {
         );
         assert_eq!(template_of("DELETE", "/v1/checkout"), None);
         assert_eq!(template_of("GET", "/nowhere"), None);
+    }
+
+    /// A request is tried against one group of routes: no path may be under two groups'
+    /// prefixes (one a prefix of the other), or a route of a later group could be passed over
+    /// for one of an earlier group that the table puts after it.
+    #[test]
+    fn no_path_is_under_two_groups_of_routes() {
+        let mut prefixes: Vec<Vec<&str>> =
+            table().iter().map(|route| literal_prefix(route.template)).collect();
+        prefixes.dedup();
+        prefixes.sort();
+        prefixes.dedup();
+        for (i, a) in prefixes.iter().enumerate() {
+            assert!(!a.is_empty(), "a route begins with a parameter: group it by hand");
+            for b in &prefixes[i + 1..] {
+                assert!(!b.starts_with(a), "{a:?} is a prefix of {b:?}");
+            }
+        }
     }
 
     #[test]
