@@ -25,7 +25,8 @@ fn random_hex(bytes: usize) -> String {
 
 /// The SHA-256 of a token's secret, as hex: what the store keeps instead of the secret.
 fn sha256_hex(secret: &str) -> String {
-    hex::encode(hmac_sha256::Hash::hash(secret.as_bytes()))
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
 /// Why authentication failed or could not be done.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use storefront_actors::Currency;
 
 use super::price::PriceBucket;
@@ -39,7 +40,7 @@ impl SearchCache {
     pub(super) fn key(&self, version: u64, query: &SearchQuery, currency: Currency) -> String {
         // The index's query holds every input of the result but the display currency.
         let search = format!("{query:?}/{currency}");
-        let digest = hmac_sha256::Hash::hash(search.as_bytes());
+        let digest = sha2::Sha256::digest(search.as_bytes());
         let hex = hex::encode(digest);
         format!("storefront:search:{version}:{hex}")
     }
