@@ -601,7 +601,7 @@ type Group = (Vec<&'static str>, Vec<BoxedFilter<(Response,)>>);
 /// The literal segments a template's path begins with, at most two.
 fn literal_prefix(template: &'static str) -> Vec<&'static str> {
     let path = template.split_once(' ').map_or(template, |(_, path)| path);
-    path.trim_start_matches('/').split('/').take(2).take_while(|s| !s.starts_with('{')).collect()
+    segments(path).into_iter().take(2).take_while(|s| !s.starts_with('{')).collect()
 }
 
 /// Passes a request whose path begins with `prefix`'s segments, matched as `warp::path!` matches
