@@ -99,9 +99,10 @@ struct Ledger {
     calls: HashMap<String, u32>,
     /// Authorization id -> (amount, captured, voided).
     authorizations: HashMap<String, Authorization>,
-    /// Keys and authorization ids in the order they were first seen, to forget them after
-    /// [`RETENTION`] as a real gateway forgets idempotency keys.
-    seen: VecDeque<(tokio::time::Instant, String)>,
+    /// Keys, authorization and capture ids in the order they were first seen, each with the
+    /// maps it is in, to forget them after [`RETENTION`] as a real gateway forgets idempotency
+    /// keys.
+    seen: VecDeque<(tokio::time::Instant, Remembered, String)>,
     next_id: u64,
     /// Capture id -> its authorization id, to mark refunds.
     captures: HashMap<String, String>,
@@ -127,6 +128,17 @@ pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 3
 /// gateway would: an authorization is recognized by its id, a refund of a forgotten capture goes
 /// through.
 pub const MAX_REMEMBERED: usize = 100_000;
+
+/// What a remembered string is, and so which of the ledger's maps hold it.
+#[derive(Debug, Clone, Copy)]
+enum Remembered {
+    /// An idempotency key: in `calls` and `outcomes`.
+    Key,
+    /// An authorization id: in `authorizations`.
+    Authorization,
+    /// A capture id: in `captures`.
+    Capture,
+}
 
 #[derive(Debug)]
 struct Authorization {
@@ -233,7 +245,7 @@ impl SimulatedGateway {
         let calls = ledger.calls.entry(key.to_owned()).or_default();
         *calls += 1;
         if *calls == 1 {
-            ledger.seen.push_back((tokio::time::Instant::now(), key.to_owned()));
+            ledger.seen.push_back((tokio::time::Instant::now(), Remembered::Key, key.to_owned()));
         }
         if let Some(outcome) = ledger.outcomes.get(key) {
             return outcome.clone();
@@ -270,7 +282,11 @@ impl Ledger {
     /// The authorization `id` for `amount`, recorded (and remembered for [`RETENTION`]) if new.
     fn authorization(&mut self, id: &str, amount: Money) -> &mut Authorization {
         if !self.authorizations.contains_key(id) {
-            self.seen.push_back((tokio::time::Instant::now(), id.to_owned()));
+            self.seen.push_back((
+                tokio::time::Instant::now(),
+                Remembered::Authorization,
+                id.to_owned(),
+            ));
         }
         self.authorizations.entry(id.to_owned()).or_insert(Authorization {
             amount,
@@ -281,18 +297,27 @@ impl Ledger {
     }
 
     /// Drops what was first seen more than [`RETENTION`] ago, and the oldest past
-    /// [`MAX_REMEMBERED`] (keys, authorization and capture ids share the queue; an id removes
-    /// whichever map holds it).
+    /// [`MAX_REMEMBERED`] (keys, authorization and capture ids share the queue; each is removed
+    /// from the maps of its kind only: a full ledger forgets as much as it learns per call).
     fn forget_expired(&mut self) {
-        while let Some((at, _)) = self.seen.front() {
-            if at.elapsed() < RETENTION && self.seen.len() <= MAX_REMEMBERED {
+        let now = tokio::time::Instant::now();
+        while let Some((at, _, _)) = self.seen.front() {
+            if now.duration_since(*at) < RETENTION && self.seen.len() <= MAX_REMEMBERED {
                 break;
             }
-            if let Some((_, key)) = self.seen.pop_front() {
-                self.outcomes.remove(&key);
-                self.calls.remove(&key);
-                self.authorizations.remove(&key);
-                self.captures.remove(&key);
+            if let Some((_, kind, id)) = self.seen.pop_front() {
+                match kind {
+                    Remembered::Key => {
+                        self.outcomes.remove(&id);
+                        self.calls.remove(&id);
+                    }
+                    Remembered::Authorization => {
+                        self.authorizations.remove(&id);
+                    }
+                    Remembered::Capture => {
+                        self.captures.remove(&id);
+                    }
+                }
             }
         }
     }
@@ -345,7 +370,11 @@ impl PaymentGateway for SimulatedGateway {
             }
             auth.captured = true;
             let capture = ledger.new_id("cap");
-            ledger.seen.push_back((tokio::time::Instant::now(), capture.clone()));
+            ledger.seen.push_back((
+                tokio::time::Instant::now(),
+                Remembered::Capture,
+                capture.clone(),
+            ));
             ledger.captures.insert(capture.clone(), authorization.to_owned());
             Ok(capture)
         });
