@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034,SC2154 # `bin` is the caller's; `token` is for it
 # Sourced by the scripts beside it: a fresh node (release build, fresh data dir, rate limits off)
 # on 127.0.0.1:18180 with one product HOT-1 of 50,000,000 units and one customer.
 #
