@@ -99,9 +99,9 @@ struct Ledger {
     calls: HashMap<String, u32>,
     /// Authorization id -> (amount, captured, voided).
     authorizations: HashMap<String, Authorization>,
-    /// Keys, authorization and capture ids in the order they were first seen, each with the
-    /// maps it is in, to forget them after [`RETENTION`] as a real gateway forgets idempotency
-    /// keys.
+    /// Keys, authorization and capture ids in the order they were first seen, each with its
+    /// kind (which says the maps that hold it), to forget them after [`RETENTION`] as a real
+    /// gateway forgets idempotency keys.
     seen: VecDeque<(tokio::time::Instant, Remembered, String)>,
     next_id: u64,
     /// Capture id -> its authorization id, to mark refunds.
@@ -245,7 +245,7 @@ impl SimulatedGateway {
         let calls = ledger.calls.entry(key.to_owned()).or_default();
         *calls += 1;
         if *calls == 1 {
-            ledger.seen.push_back((tokio::time::Instant::now(), Remembered::Key, key.to_owned()));
+            ledger.remember(Remembered::Key, key.to_owned());
         }
         if let Some(outcome) = ledger.outcomes.get(key) {
             return outcome.clone();
@@ -282,11 +282,7 @@ impl Ledger {
     /// The authorization `id` for `amount`, recorded (and remembered for [`RETENTION`]) if new.
     fn authorization(&mut self, id: &str, amount: Money) -> &mut Authorization {
         if !self.authorizations.contains_key(id) {
-            self.seen.push_back((
-                tokio::time::Instant::now(),
-                Remembered::Authorization,
-                id.to_owned(),
-            ));
+            self.remember(Remembered::Authorization, id.to_owned());
         }
         self.authorizations.entry(id.to_owned()).or_insert(Authorization {
             amount,
@@ -294,6 +290,11 @@ impl Ledger {
             voided: false,
             refunded: false,
         })
+    }
+
+    /// Notes that `id`, of `kind`, was first seen now.
+    fn remember(&mut self, kind: Remembered, id: String) {
+        self.seen.push_back((tokio::time::Instant::now(), kind, id));
     }
 
     /// Drops what was first seen more than [`RETENTION`] ago, and the oldest past
@@ -370,11 +371,7 @@ impl PaymentGateway for SimulatedGateway {
             }
             auth.captured = true;
             let capture = ledger.new_id("cap");
-            ledger.seen.push_back((
-                tokio::time::Instant::now(),
-                Remembered::Capture,
-                capture.clone(),
-            ));
+            ledger.remember(Remembered::Capture, capture.clone());
             ledger.captures.insert(capture.clone(), authorization.to_owned());
             Ok(capture)
         });
