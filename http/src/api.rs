@@ -112,9 +112,11 @@ where
 /// [`idempotent`] for a request whose effects are keyed by an id derived from its key and
 /// `request` (its [`request_hash`], which the caller computed for that id): a checkout. Nothing
 /// is written before it runs; `run` gets the claim record to write atomically with its first
-/// effect, and the response is stored after it is sent (a crash before that is harmless: a retry
-/// reaches the same effects and answers the same). One durable write less before the work and
-/// one less after it (see [`crate::idempotency::Deferred`]).
+/// effect (the order's placement). From then on the effects answer the key: a retry finds the
+/// claim, asks the order, and answers from it ([`Claimed::answered_by_effects`]), so no answer
+/// is stored after the response. An answer decided before any effect (a validation error, say)
+/// is stored after it is sent. No durable write before the work, and none after it for a request
+/// that had effects (see [`crate::idempotency::Deferred`]).
 pub async fn idempotent_keyed<F, Fut>(
     state: &AppState,
     scope: &str,
@@ -131,19 +133,21 @@ where
             BeginDeferred::Run(claim) => claim,
             BeginDeferred::Replay(stored) => return replay(stored),
         };
-    let written = Arc::new(AtomicBool::new(false));
+    let by_effects = Arc::new(AtomicBool::new(false));
     let before = claim.claimed_before();
-    let claimed = Claimed { claim: claim.claim_write(), before, written: written.clone() };
+    let claimed = Claimed { claim: claim.claim_write(), before, by_effects: by_effects.clone() };
     let outcome = run(claimed).await;
+    let by_effects = by_effects.load(Ordering::SeqCst);
     // An out-of-stock or SKU-busy answer decided before anything was written changed nothing:
     // nothing is kept under the key (API.md), and a retry is decided afresh.
     let unkept = matches!(&outcome, Err(e) if e.problem.kind == ProblemType::OutOfStock.uri()
             || e.problem.kind == ProblemType::SkuBusy.uri())
         && !before
-        && !written.load(Ordering::SeqCst);
+        && !by_effects;
     let response = outcome.unwrap_or_else(ApiError::into_api_response);
-    if unkept {
-        // Nothing was written under the key: dropping the claim frees it.
+    if unkept || by_effects {
+        // Nothing was written under the key, or what was (the claim, with the effects) answers
+        // a retry: dropping the claim frees the key on this node.
         drop(claim);
     } else if response.status == StatusCode::UNPROCESSABLE_ENTITY {
         // The key turned out to be another request's (its effects said so): nothing of this
@@ -161,15 +165,21 @@ pub struct Claimed {
     claim: KeyedWrite,
     /// The key was claimed before without a stored answer: the first run may have had effects.
     pub before: bool,
-    /// Whether the run took the claim record to write.
-    written: Arc<AtomicBool>,
+    /// Whether the key's answer is its effects' (see [`idempotent_keyed`]).
+    by_effects: Arc<AtomicBool>,
 }
 
 impl Claimed {
-    /// The claim record, to write atomically with the request's first effect.
+    /// The claim record, to write atomically with the request's first effect; from then on the
+    /// effects answer the key.
     pub fn write(&self) -> KeyedWrite {
-        self.written.store(true, Ordering::SeqCst);
+        self.answered_by_effects();
         self.claim.clone()
+    }
+
+    /// The run answers from effects an earlier run had (a retry): nothing is stored either.
+    pub fn answered_by_effects(&self) {
+        self.by_effects.store(true, Ordering::SeqCst);
     }
 }
 

@@ -197,7 +197,8 @@ pub enum BeginDeferred {
 /// an id derived from the idempotency key (a checkout's order id), so that running it again
 /// after a crash reaches the same effects and gives the same answer. The claim record (binding
 /// the key to the request) is written in the same atomic write as the request's first effect,
-/// and the response after it is sent; a duplicate on this node meanwhile is refused.
+/// which then answers a retry; a response decided before any effect is stored after it is sent
+/// ([`IdempotencyKeys::finish`]). A duplicate on this node meanwhile is refused.
 #[derive(Debug)]
 pub struct Deferred {
     key: Vec<u8>,

@@ -84,6 +84,15 @@ async fn a_full_purchase_from_cart_to_cancelled_order() {
         app.post(&format!("/v1/orders/{order_id}/cancel"), Some(&ann), &json!({})).await.ok(200);
     assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(app.levels("LAMP-1").await["on_hand"], 10, "cancel restocks");
+    // The key still answers as its checkout did: the order confirmed, byte for byte.
+    let after_cancel = app
+        .checkout_retry(&ann, "buy-1", &json!({"payment_token": "tok_visa", "currency": "EUR"}))
+        .await;
+    assert_eq!(
+        (after_cancel.status.as_u16(), after_cancel.text.as_str()),
+        (201, res.text.as_str())
+    );
+    assert_eq!(after_cancel.headers["idempotent-replayed"], "true");
     app.post(&format!("/v1/orders/{order_id}/cancel"), Some(&ann), &json!({}))
         .await
         .problem(409, "/problems/invalid-order-state");
@@ -255,6 +264,7 @@ async fn a_slow_checkout_answers_202_and_a_retry_gets_the_final_answer() {
     }
     // Now a retry gets the final answer, and that answer is the key's from then on.
     let done = app.checkout_retry(&ann, "slow", &body).await;
+    assert_eq!(done.headers["idempotent-replayed"], "true", "the first request's outcome");
     let confirmed = done.ok(201);
     assert_eq!(
         (confirmed["order_id"].as_str(), confirmed["status"].as_str()),

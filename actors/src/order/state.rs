@@ -340,7 +340,7 @@ impl OrderSummary {
 
     /// Key in [`Table::OrdersByUser`]: the buyer, then newest first.
     pub fn by_user_key(&self) -> String {
-        format!("{}/{}", self.user_id, self.all_orders_key())
+        format!("{}/{:016x}/{}", self.user_id, u64::MAX - self.created_at_ms, self.order_id)
     }
 }
 

@@ -2,9 +2,11 @@
 //!
 //! The `Idempotency-Key` is required. The order id derives from the caller and the key, so a
 //! retry of the same checkout always reaches the same order: a retry after a crash resumes it
-//! and answers its outcome. A 202 names an order that is placed (durably) and still running; it
-//! is not kept as the key's answer: a retry asks the order again, wherever it runs now, and
-//! gets its final answer once it has one (or the order is polled with `GET /v1/orders/{id}`).
+//! and answers its outcome. The order is the key's answer: its placement writes the key's claim,
+//! and a retry asks the order, wherever it runs now, and answers as its saga ended (the same
+//! bytes as the first answer, marked replayed), so nothing more is written per checkout. A 202
+//! names an order that is placed (durably) and still running: a retry gets its final answer once
+//! it has one (or the order is polled with `GET /v1/orders/{id}`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -190,11 +192,36 @@ pub async fn checkout(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiRe
     let request = request_hash("POST", "/v1/checkout", &req.body);
     // Validation runs under the key too: the same key with another body is 422, even if invalid.
     // The order id derives from the key: the effects are keyed.
-    let ids = (order_id(&me.user_id, &key), order_id_of_request(&me.user_id, &key, &request));
     super::idempotent_keyed(&state, &me.user_id, &key, &request, |claim| {
-        place(&state, &req, &me.user_id, ids, claim)
+        place(
+            &state,
+            &req,
+            &me.user_id,
+            OrderIds { user_id: &me.user_id, key: &key, request: &request },
+            claim,
+        )
     })
     .await
+}
+
+/// What names a checkout's order: the caller, the key and the request's hash.
+struct OrderIds<'a> {
+    user_id: &'a str,
+    key: &'a str,
+    request: &'a str,
+}
+
+impl OrderIds<'_> {
+    /// The key's order ([`order_id`]).
+    fn of_key(&self) -> String {
+        order_id(self.user_id, self.key)
+    }
+
+    /// The order of this request under a key used again after its retention
+    /// ([`order_id_of_request`]): needed only then, and by a retry.
+    fn of_request(&self) -> String {
+        order_id_of_request(self.user_id, self.key, self.request)
+    }
 }
 
 /// Validates the checkout, places the order (with the idempotency `claim` in the same write) and
@@ -203,19 +230,24 @@ async fn place(
     state: &Arc<AppState>,
     req: &Req,
     user_id: &str,
-    (order_id, order_id_of_request): (String, String),
+    ids: OrderIds<'_>,
     claim: Claimed,
 ) -> ApiResult {
+    let order_id = ids.of_key();
     if claim.before {
-        // A retry of a checkout whose answer was not stored: its order (if it got that far)
-        // answers, not the cart as it is now (emptied by that very order, perhaps).
-        for order_id in [order_id.clone(), order_id_of_request.clone()] {
+        // A retry of a checkout that placed its order (or may have): the order answers, not the
+        // cart as it is now (emptied by that very order, perhaps).
+        for order_id in [order_id.clone(), ids.of_request()] {
             match state.regions.order_outcome(&order_id, state.checkout_wait).await {
                 Ok(view) if of_an_earlier_use(&view) => {}
-                Ok(view) if view.in_progress => {
-                    return answer(Checkout::Pending { order_id });
+                Ok(view) => {
+                    // The order answers the key, now and on every later retry.
+                    claim.answered_by_effects();
+                    if view.in_progress {
+                        return answer(Checkout::Pending { order_id });
+                    }
+                    return replayed(ended(&as_its_saga_ended(view)));
                 }
-                Ok(view) => return ended(&view),
                 Err(DomainError::NotFound { .. }) => {}
                 // Whether the order exists is not known now (its owner cannot be reached): a
                 // pending answer could name an order that was never placed.
@@ -304,7 +336,7 @@ async fn place(
             if !of_an_earlier_use(&earlier) {
                 return Err(IdempotencyError::Reused.into());
             }
-            let order = PlaceOrder { order_id: order_id_of_request, ..order };
+            let order = PlaceOrder { order_id: ids.of_request(), ..order };
             match state.regions.checkout_with(order, vec![claim], wait).await {
                 Err(DomainError::OrderConflict(_)) => return Err(IdempotencyError::Reused.into()),
                 outcome => outcome?,
@@ -405,6 +437,24 @@ fn sku_busy(busy: Busy) -> ApiError {
         ),
     ))
     .with_header("retry-after", HeaderValue::from(busy.retry_after_secs))
+}
+
+/// `view` as its saga ended: a cancelled order had confirmed (only a confirmed order can be
+/// cancelled), and its checkout answered so.
+fn as_its_saga_ended(mut view: OrderView) -> OrderView {
+    if view.status == OrderStatus::Cancelled {
+        view.status = OrderStatus::Confirmed;
+    }
+    view
+}
+
+/// `answer` marked as the key's answer given again (`Idempotent-Replayed: true`).
+fn replayed(answer: ApiResult) -> ApiResult {
+    let header = ("idempotent-replayed", HeaderValue::from_static("true"));
+    match answer {
+        Ok(response) => Ok(response.with_header(header.0, header.1)),
+        Err(error) => Err(error.with_header(header.0, header.1)),
+    }
 }
 
 /// The answer for a saga that ended.
