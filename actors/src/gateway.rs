@@ -93,10 +93,8 @@ pub enum Fault {
 
 #[derive(Debug, Default)]
 struct Ledger {
-    /// Outcome per idempotency key.
-    outcomes: HashMap<String, Result<String, GatewayError>>,
-    /// Calls per idempotency key, repeats included.
-    calls: HashMap<String, u32>,
+    /// Calls and outcome per idempotency key (one map: a call looks a key up once).
+    keys: HashMap<String, KeyRecord>,
     /// Authorization id -> (amount, captured, voided).
     authorizations: HashMap<String, Authorization>,
     /// Keys, authorization and capture ids in the order they were first seen, each with its
@@ -129,10 +127,19 @@ pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 3
 /// through.
 pub const MAX_REMEMBERED: usize = 100_000;
 
+/// What the gateway holds for one idempotency key.
+#[derive(Debug, Default)]
+struct KeyRecord {
+    /// Calls, repeats included.
+    calls: u32,
+    /// The first outcome that was not a gateway error (those are tried again).
+    outcome: Option<Result<String, GatewayError>>,
+}
+
 /// What a remembered string is, and so which of the ledger's maps hold it.
 #[derive(Debug, Clone, Copy)]
 enum Remembered {
-    /// An idempotency key: in `calls` and `outcomes`.
+    /// An idempotency key: in `keys`.
     Key,
     /// An authorization id: in `authorizations`.
     Authorization,
@@ -169,7 +176,7 @@ impl SimulatedGateway {
 
     /// How many times an operation with `key` was called (repeats included).
     pub fn calls(&self, key: &str) -> u32 {
-        self.lock().calls.get(key).copied().unwrap_or(0)
+        self.lock().keys.get(key).map_or(0, |k| k.calls)
     }
 
     /// The state of an authorization.
@@ -186,7 +193,7 @@ impl SimulatedGateway {
 
     /// The first recorded answer to the call with `key` (an authorization's id, say), if any.
     pub fn outcome(&self, key: &str) -> Option<Result<String, GatewayError>> {
-        self.lock().outcomes.get(key).cloned()
+        self.lock().keys.get(key).and_then(|k| k.outcome.clone())
     }
 
     /// Makes each of the next `times` successful calls of `op` end with `fault`.
@@ -242,17 +249,20 @@ impl SimulatedGateway {
         op: impl FnOnce(&mut Ledger) -> Result<String, GatewayError>,
     ) -> Result<String, GatewayError> {
         let mut ledger = self.lock();
-        let calls = ledger.calls.entry(key.to_owned()).or_default();
-        *calls += 1;
-        if *calls == 1 {
-            ledger.remember(Remembered::Key, key.to_owned());
-        }
-        if let Some(outcome) = ledger.outcomes.get(key) {
+        let record = ledger.keys.entry(key.to_owned()).or_default();
+        record.calls += 1;
+        if let Some(outcome) = &record.outcome {
             return outcome.clone();
         }
+        let first_call = record.calls == 1;
+        if first_call {
+            ledger.remember(Remembered::Key, key.to_owned());
+        }
         let outcome = op(&mut ledger);
-        if !matches!(outcome, Err(GatewayError::Unavailable(_))) {
-            ledger.outcomes.insert(key.to_owned(), outcome.clone());
+        if !matches!(outcome, Err(GatewayError::Unavailable(_)))
+            && let Some(record) = ledger.keys.get_mut(key)
+        {
+            record.outcome = Some(outcome.clone());
         }
         ledger.forget_expired();
         outcome
@@ -309,8 +319,7 @@ impl Ledger {
             if let Some((_, kind, id)) = self.seen.pop_front() {
                 match kind {
                     Remembered::Key => {
-                        self.outcomes.remove(&id);
-                        self.calls.remove(&id);
+                        self.keys.remove(&id);
                     }
                     Remembered::Authorization => {
                         self.authorizations.remove(&id);
@@ -448,8 +457,7 @@ mod tests {
             let ledger = gw.lock();
             let sizes = [
                 ledger.seen.len(),
-                ledger.outcomes.len(),
-                ledger.calls.len(),
+                ledger.keys.len(),
                 ledger.authorizations.len(),
                 ledger.captures.len(),
             ];
