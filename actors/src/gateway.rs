@@ -115,7 +115,14 @@ struct Ledger {
 #[derive(Debug)]
 pub struct Held {
     /// Dropped with this: the held calls see their channel closed and go on.
-    _release: watch::Sender<()>,
+    release: watch::Sender<()>,
+}
+
+impl Held {
+    /// How many calls are waiting on this hold now (each holds a receiver; the ledger one more).
+    pub fn waiting(&self) -> usize {
+        self.release.receiver_count().saturating_sub(1)
+    }
 }
 
 /// How long the simulated gateway remembers an idempotency key or an authorization.
@@ -206,7 +213,7 @@ impl SimulatedGateway {
     pub fn hold(&self, op: GatewayOp) -> Held {
         let (release, held) = watch::channel(());
         self.lock().held.insert(op, held);
-        Held { _release: release }
+        Held { release }
     }
 
     /// Waits while calls of `op` are held.

@@ -277,6 +277,37 @@ async fn a_slow_checkout_answers_202_and_a_retry_gets_the_final_answer() {
     assert_eq!((levels["on_hand"].as_u64(), levels["reserved"].as_u64()), (Some(3), Some(0)));
 }
 
+/// A retry while the confirmed order is being cancelled (its refund held at the gateway) answers
+/// as the checkout did, at once: 201 confirmed, not 202 for the cancellation under way.
+#[tokio::test]
+async fn a_retry_while_the_order_is_cancelled_answers_as_the_checkout_did() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let ann = app.customer("ann@example.com").await;
+    app.product(&admin, "MUG-1", "5.00", 3).await;
+    let body = json!({"payment_token": "tok_visa", "items": [{"sku": "MUG-1", "qty": 1}]});
+    let first = app.checkout(&ann, "mug", &body).await;
+    let order_id = first.ok(201)["order_id"].as_str().unwrap().to_owned();
+    let held = app.gateway.hold(GatewayOp::Refund);
+    let (cancel_path, no_body) = (format!("/v1/orders/{order_id}/cancel"), json!({}));
+    let cancel = app.post(&cancel_path, Some(&ann), &no_body);
+    let retry = async {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut poll = tokio::time::interval(std::time::Duration::from_millis(10));
+        while held.waiting() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the refund never started");
+            poll.tick().await;
+        }
+        let retried = app.checkout_retry(&ann, "mug", &body).await;
+        drop(held);
+        retried
+    };
+    let (cancelled, retried) = tokio::join!(cancel, retry);
+    assert_eq!((retried.status.as_u16(), retried.text.as_str()), (201, first.text.as_str()));
+    assert_eq!(retried.headers["idempotent-replayed"], "true");
+    assert_eq!(cancelled.ok(200)["status"], "cancelled");
+}
+
 #[tokio::test]
 async fn everything_acknowledged_survives_a_restart() {
     let app = spawn_app().await;

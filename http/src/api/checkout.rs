@@ -238,12 +238,17 @@ async fn place(
         // A retry of a checkout that placed its order (or may have): the order answers, not the
         // cart as it is now (emptied by that very order, perhaps).
         for order_id in [order_id.clone(), ids.of_request()] {
-            match state.regions.order_outcome(&order_id, state.checkout_wait).await {
+            match state.regions.order(&order_id).await {
                 Ok(view) if of_an_earlier_use(&view) => {}
                 Ok(view) => {
                     // The order answers the key, now and on every later retry.
                     claim.answered_by_effects();
-                    if view.in_progress {
+                    let view = if saga_ended(&view) {
+                        view
+                    } else {
+                        state.regions.order_outcome(&order_id, state.checkout_wait).await?
+                    };
+                    if !saga_ended(&view) {
                         return answer(Checkout::Pending { order_id });
                     }
                     return replayed(ended(&as_its_saga_ended(view)));
@@ -437,6 +442,12 @@ fn sku_busy(busy: Busy) -> ApiError {
         ),
     ))
     .with_header("retry-after", HeaderValue::from(busy.retry_after_secs))
+}
+
+/// Whether the checkout saga of `view` has ended, and so decided the checkout's answer (a
+/// confirmed order being cancelled is still in progress, but its checkout confirmed).
+fn saga_ended(view: &OrderView) -> bool {
+    matches!(view.status, OrderStatus::Confirmed | OrderStatus::Cancelled | OrderStatus::Failed)
 }
 
 /// `view` as its saga ended: a cancelled order had confirmed (only a confirmed order can be
