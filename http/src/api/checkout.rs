@@ -193,13 +193,7 @@ pub async fn checkout(state: Arc<AppState>, req: Result<Req, ApiError>) -> ApiRe
     // Validation runs under the key too: the same key with another body is 422, even if invalid.
     // The order id derives from the key: the effects are keyed.
     super::idempotent_keyed(&state, &me.user_id, &key, &request, |claim| {
-        place(
-            &state,
-            &req,
-            &me.user_id,
-            OrderIds { user_id: &me.user_id, key: &key, request: &request },
-            claim,
-        )
+        place(&state, &req, OrderIds { user_id: &me.user_id, key: &key, request: &request }, claim)
     })
     .await
 }
@@ -226,13 +220,8 @@ impl OrderIds<'_> {
 
 /// Validates the checkout, places the order (with the idempotency `claim` in the same write) and
 /// answers with its outcome within the wait.
-async fn place(
-    state: &Arc<AppState>,
-    req: &Req,
-    user_id: &str,
-    ids: OrderIds<'_>,
-    claim: Claimed,
-) -> ApiResult {
+async fn place(state: &Arc<AppState>, req: &Req, ids: OrderIds<'_>, claim: Claimed) -> ApiResult {
+    let user_id = ids.user_id;
     let order_id = ids.of_key();
     if claim.before {
         // A retry of a checkout that placed its order (or may have): the order answers, not the
