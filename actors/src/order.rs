@@ -330,7 +330,7 @@ impl OrderRunning {
     ) -> Result<Option<OutboxRecord>, DomainError> {
         let Some(order) = (match event {
             OrderEvent::Placed(order) => Some(order),
-            _ => self.order.order.as_ref(),
+            _ => self.order.order.as_deref(),
         }) else {
             return Ok(None);
         };
@@ -394,9 +394,13 @@ impl OrderRunning {
                     crate::trace::continue_trace(&span, traceparent);
                 }
                 let myself = myself.clone();
+                // A step's future is large (any step's calls, retries and compensation): boxed
+                // once, the task moves a pointer where it would copy the future at each hand-over
+                // (BENCHMARKS.md, Step 8, seventh part).
+                let step = Box::pin(runner.run(step));
                 tokio::spawn(
                     async move {
-                        let outcome = runner.run(step).await;
+                        let outcome = step.await;
                         let _ = myself.send_message(saga(SagaMsg::StepDone(Box::new(outcome))));
                     }
                     .instrument(span),
@@ -482,7 +486,7 @@ impl Actor for OrderActor {
                             reason: "does not match the actor".into(),
                         }));
                     }
-                    Some(existing) if *existing != *place => {
+                    Some(existing) if **existing != *place => {
                         let _ = reply.send(Err(DomainError::OrderConflict(st.order_id.clone())));
                     }
                     Some(_) if st.order.in_progress() => st.waiters.push(reply),

@@ -34,7 +34,7 @@ pub(super) fn retry_backoff(settings: &EntitySettings, attempt: u32) -> Duration
 
 /// Runs one step's I/O, with the saga's retry policy.
 pub(super) struct StepRunner {
-    pub(super) order: PlaceOrder,
+    pub(super) order: Arc<PlaceOrder>,
     /// When the order was placed (ms), which SKUs need to answer a late resume.
     pub(super) placed_at: u64,
     pub(super) stock: Arc<dyn StockPort>,

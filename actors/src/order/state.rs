@@ -5,6 +5,7 @@
 //! what this module decides.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use storefront_events::event::{self as wire, OrderData, OrderItem};
@@ -259,7 +260,8 @@ pub enum OrderEvent {
 /// An order: a fold over its events.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct OrderState {
-    pub(super) order: Option<PlaceOrder>,
+    /// Shared with the saga's steps, which read it while the order goes on.
+    pub(super) order: Option<Arc<PlaceOrder>>,
     pub(super) status: Option<OrderStatus>,
     pub(super) created_at: u64,
     pub(super) reserved: BTreeSet<usize>,
@@ -726,17 +728,17 @@ impl Aggregate for OrderState {
         };
         match event {
             OrderEvent::PlacedV1(order) => {
-                self.order = Some(order.clone().into());
+                self.order = Some(Arc::new(order.clone().into()));
                 self.created_at = at;
                 enter(self, OrderStatus::Pending);
             }
             OrderEvent::PlacedV2(order) => {
-                self.order = Some(order.clone().into());
+                self.order = Some(Arc::new(order.clone().into()));
                 self.created_at = at;
                 enter(self, OrderStatus::Pending);
             }
             OrderEvent::Placed(order) => {
-                self.order = Some(order.clone());
+                self.order = Some(Arc::new(order.clone()));
                 self.created_at = at;
                 enter(self, OrderStatus::Pending);
             }
