@@ -4,8 +4,8 @@
 //! its write-ahead journal makes a durable commit cheaper than redb's copy-on-write B-tree commit.
 //!
 //! Group commit: every write goes through one writer thread. It takes every write waiting in its
-//! queue (up to [`MAX_GROUP`]), applies them in one fjall write transaction (which reads its own
-//! writes, so later writes of a group see earlier ones), commits it with one fsync
+//! queue (up to [`MAX_GROUP`]), applies them to one fjall write batch (later writes of a group see
+//! earlier ones: see `GroupBatch`), commits it atomically with one fsync
 //! (`PersistMode::SyncAll`), and only then answers each caller. A write that fails its own check
 //! (a sequence conflict) is answered with that error and leaves the others of its group untouched.
 //! Point reads (`get`, `load_snapshot`, a stream's head) run on the caller's thread; scans and
@@ -286,10 +286,11 @@ struct Writer {
 }
 
 /// The stream heads and shard leases as the writer last wrote or read them, including the writes
-/// of the transaction under way. Only the writer writes heads and leases, so these are the
-/// stored values as long as every transaction they saw commits: on a failed commit they are
-/// forgotten. Heads are bounded (past `max_heads` they are forgotten together; the busy streams
-/// come back with their next append); leases are one per shard.
+/// of the group under way. Only the writer writes heads and leases, so these are the stored
+/// values as long as every group they saw commits: on a failed commit they are forgotten. Heads
+/// are bounded (past `max_heads` they are forgotten together before a group, never within one,
+/// where they are the only record of the group's heads; the busy streams come back with their
+/// next append); leases are one per shard.
 #[derive(Debug, Default)]
 struct Known {
     heads: HashMap<String, u64>,
@@ -308,10 +309,15 @@ impl Known {
             *head = last;
             return;
         }
+        self.heads.insert(stream.to_owned(), last);
+    }
+
+    /// Forgets the heads once past the bound: between groups, never within one, where they are
+    /// what later appends read back of earlier ones.
+    fn start_group(&mut self) {
         if self.heads.len() >= self.max_heads {
             self.heads.clear();
         }
-        self.heads.insert(stream.to_owned(), last);
     }
 
     fn forget(&mut self) {
@@ -350,42 +356,42 @@ impl Writer {
         }
     }
 
-    /// Applies a group in one transaction. The outer error fails the whole group (nothing was
+    /// Applies a group in one atomic batch. The outer error fails the whole group (nothing was
     /// committed); inner errors belong to single writes that were skipped.
     fn commit_group(
         &mut self,
         group: &[WriteOp],
     ) -> Result<Vec<Result<Written, StorageError>>, StorageError> {
         let first_outbox = self.next_outbox;
+        self.known.start_group();
         let ks = self.keyspaces.clone();
-        let mut txn = ks.db.write_tx().durability(Some(PersistMode::SyncAll));
+        let mut batch = GroupBatch::new(&ks, group.len());
         let mut results = Vec::with_capacity(group.len());
         for op in group {
             let result = match &op.write {
-                Write::Append(request) => self.append(&mut txn, request).map(Written::Appended),
+                Write::Append(request) => self.append(&mut batch, request).map(Written::Appended),
                 Write::Snapshot { stream, snapshot } => {
-                    save_snapshot(&ks, &mut txn, stream, snapshot).map(|()| Written::Done)
+                    batch.save_snapshot(stream, snapshot).map(|()| Written::Done)
                 }
                 Write::Put { table, key, value } => {
-                    txn.insert(ks.table(*table), key.as_slice(), value.as_slice());
+                    batch.put(*table, key, Some(value));
                     Ok(Written::Done)
                 }
                 Write::Delete { table, key } => {
-                    txn.remove(ks.table(*table), key.as_slice());
+                    batch.put(*table, key, None);
                     Ok(Written::Done)
                 }
                 Write::TrimOutbox(positions) => {
                     for position in positions {
-                        txn.remove(&ks.outbox, position.to_be_bytes().as_slice());
+                        batch.batch.remove(ks.outbox.inner(), position.to_be_bytes().as_slice());
                     }
                     Ok(Written::Done)
                 }
-                Write::Cas { table, key, expected, new } => {
-                    cas(&ks, &mut txn, *table, key, expected.as_deref(), new.as_deref())
-                        .map(Written::Swapped)
-                }
+                Write::Cas { table, key, expected, new } => batch
+                    .cas(*table, key, expected.as_deref(), new.as_deref())
+                    .map(Written::Swapped),
                 Write::Lease { shard, expected_epoch, owner } => self
-                    .set_lease(&mut txn, *shard, *expected_epoch, owner.as_deref())
+                    .set_lease(&mut batch, *shard, *expected_epoch, owner.as_deref())
                     .map(Written::Swapped),
             };
             match result {
@@ -402,7 +408,7 @@ impl Writer {
                 Ok(written) => results.push(Ok(written)),
             }
         }
-        if let Err(err) = txn.commit() {
+        if let Err(err) = batch.batch.commit() {
             self.next_outbox = first_outbox;
             self.known.forget();
             return Err(StorageError::backend(err));
@@ -410,14 +416,14 @@ impl Writer {
         Ok(results)
     }
 
-    fn append(
+    fn append<'g>(
         &mut self,
-        txn: &mut fjall::SingleWriterWriteTx<'_>,
-        request: &AppendRequest,
+        batch: &mut GroupBatch<'g>,
+        request: &'g AppendRequest,
     ) -> Result<u64, StorageError> {
         crate::check_append(request)?;
         if let Some(fence) = request.fence {
-            let held = self.lease(txn, fence.shard)?;
+            let held = self.lease(fence.shard)?;
             if !matches!(held, Some((epoch, true)) if epoch == fence.epoch) {
                 return Err(StorageError::Fenced { shard: fence.shard, epoch: fence.epoch });
             }
@@ -425,8 +431,10 @@ impl Writer {
         let ks = &self.keyspaces;
         let actual = match self.known.heads.get(&request.stream) {
             Some(head) => *head,
-            None => match txn
-                .get(ks.heads.inner(), request.stream.as_bytes())
+            None => match ks
+                .heads
+                .inner()
+                .get(request.stream.as_bytes())
                 .map_err(StorageError::backend)?
             {
                 Some(v) => u64_of(v.as_ref(), "stream head")?,
@@ -442,39 +450,39 @@ impl Writer {
         }
         let first = actual + 1;
         let last = actual + request.events.len() as u64;
-        txn.insert(&ks.heads, request.stream.as_bytes(), last.to_be_bytes().as_slice());
+        let writes = &mut batch.batch;
+        writes.insert(ks.heads.inner(), request.stream.as_bytes(), last.to_be_bytes().as_slice());
         self.known.note_head(&request.stream, last);
-        txn.insert(&ks.journal, journal_key(&request.stream, first), frame(&request.events));
+        writes.insert(
+            ks.journal.inner(),
+            journal_key(&request.stream, first),
+            frame(&request.events),
+        );
         for record in &request.outbox {
-            txn.insert(
-                &ks.outbox,
+            writes.insert(
+                ks.outbox.inner(),
                 self.next_outbox.to_be_bytes().as_slice(),
                 encode_outbox(record),
             );
             self.next_outbox += 1;
         }
         for write in &request.puts {
-            match &write.value {
-                Some(value) => {
-                    txn.insert(ks.table(write.table), write.key.as_slice(), value.as_slice())
-                }
-                None => txn.remove(ks.table(write.table), write.key.as_slice()),
-            }
+            batch.put(write.table, &write.key, write.value.as_deref());
         }
         Ok(last)
     }
 
-    /// A shard's lease as `(epoch, has an owner)`, if it was ever set.
-    fn lease(
-        &mut self,
-        txn: &fjall::SingleWriterWriteTx<'_>,
-        shard: u32,
-    ) -> Result<Option<(u64, bool)>, StorageError> {
+    /// A shard's lease as `(epoch, has an owner)`, if it was ever set. Leases set in the group
+    /// under way are known.
+    fn lease(&mut self, shard: u32) -> Result<Option<(u64, bool)>, StorageError> {
         if let Some(lease) = self.known.leases.get(&shard) {
             return Ok(Some(*lease));
         }
-        let stored = txn
-            .get(self.keyspaces.leases.inner(), shard.to_be_bytes().as_slice())
+        let stored = self
+            .keyspaces
+            .leases
+            .inner()
+            .get(shard.to_be_bytes().as_slice())
             .map_err(StorageError::backend)?
             .map(|value| decode_lease(&value))
             .transpose()?
@@ -487,60 +495,124 @@ impl Writer {
 
     fn set_lease(
         &mut self,
-        txn: &mut fjall::SingleWriterWriteTx<'_>,
+        batch: &mut GroupBatch<'_>,
         shard: u32,
         expected_epoch: u64,
         owner: Option<&str>,
     ) -> Result<bool, StorageError> {
-        let epoch = self.lease(txn, shard)?.map_or(0, |(epoch, _)| epoch);
+        let epoch = self.lease(shard)?.map_or(0, |(epoch, _)| epoch);
         if epoch != expected_epoch {
             return Ok(false);
         }
         let mut value = (epoch + 1).to_be_bytes().to_vec();
         value.extend_from_slice(owner.unwrap_or_default().as_bytes());
-        txn.insert(&self.keyspaces.leases, shard.to_be_bytes().as_slice(), value);
+        batch.batch.insert(self.keyspaces.leases.inner(), shard.to_be_bytes().as_slice(), value);
         self.known.leases.insert(shard, (epoch + 1, owner.is_some()));
         Ok(true)
     }
 }
 
-fn save_snapshot(
-    ks: &Keyspaces,
-    txn: &mut fjall::SingleWriterWriteTx<'_>,
-    stream: &str,
-    snapshot: &Snapshot,
-) -> Result<(), StorageError> {
-    let newer =
-        match txn.get(ks.snapshots.inner(), stream.as_bytes()).map_err(StorageError::backend)? {
-            Some(v) => u64_of(v.as_ref(), "snapshot")? > snapshot.seq,
-            None => false,
-        };
-    if !newer {
-        let mut value = snapshot.seq.to_be_bytes().to_vec();
-        value.extend_from_slice(&snapshot.state);
-        txn.insert(&ks.snapshots, stream.as_bytes(), value);
-    }
-    Ok(())
+/// A table and a key in it.
+type TableKey<'g> = (Table, &'g [u8]);
+
+/// One group's writes: the fjall batch that commits them atomically, and those a later write of
+/// the group reads back (the batch itself cannot be read before it commits): table entries, for
+/// a compare-and-swap, and snapshots' sequences. Stream heads and leases are read back from
+/// [`Known`]; nothing else is read by a write. (A fjall write transaction would read its own
+/// writes, but it stages each in a memtable of its own before the same batch: twice the
+/// inserts, on the writer thread every durable write waits for; BENCHMARKS.md, Step 8, seventh
+/// part.)
+struct GroupBatch<'g> {
+    ks: &'g Keyspaces,
+    batch: fjall::OwnedWriteBatch,
+    /// Table entries written so far in this group, in order (`None`: removed).
+    tables: Vec<(TableKey<'g>, Option<&'g [u8]>)>,
+    /// The same by key, built when a write of the group first reads one back (most groups never
+    /// do, and hashing every write cost 8,600 instructions per checkout).
+    tables_by_key: Option<HashMap<TableKey<'g>, Option<&'g [u8]>>>,
+    /// Snapshots saved so far in this group: stream -> its sequence.
+    snapshots: HashMap<&'g str, u64>,
 }
 
-fn cas(
-    ks: &Keyspaces,
-    txn: &mut fjall::SingleWriterWriteTx<'_>,
-    table: Table,
-    key: &[u8],
-    expected: Option<&[u8]>,
-    new: Option<&[u8]>,
-) -> Result<bool, StorageError> {
-    let keyspace = ks.table(table);
-    let current = txn.get(keyspace.inner(), key).map_err(StorageError::backend)?;
-    if current.as_deref() != expected {
-        return Ok(false);
+impl<'g> GroupBatch<'g> {
+    fn new(ks: &'g Keyspaces, writes: usize) -> Self {
+        Self {
+            ks,
+            batch: fjall::OwnedWriteBatch::with_capacity(ks.db.inner().clone(), writes)
+                .durability(Some(PersistMode::SyncAll)),
+            tables: Vec::new(),
+            tables_by_key: None,
+            snapshots: HashMap::new(),
+        }
     }
-    match new {
-        Some(value) => txn.insert(keyspace, key, value),
-        None => txn.remove(keyspace, key),
+
+    fn put(&mut self, table: Table, key: &'g [u8], value: Option<&'g [u8]>) {
+        let keyspace = self.ks.table(table).inner();
+        match value {
+            Some(value) => self.batch.insert(keyspace, key, value),
+            None => self.batch.remove(keyspace, key),
+        }
+        match &mut self.tables_by_key {
+            Some(by_key) => {
+                by_key.insert((table, key), value);
+            }
+            None => self.tables.push(((table, key), value)),
+        }
     }
-    Ok(true)
+
+    /// A table entry as this group has left it so far.
+    fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let tables = &mut self.tables;
+        let by_key = self.tables_by_key.get_or_insert_with(|| tables.drain(..).collect());
+        match by_key.get(&(table, key)) {
+            Some(written) => Ok(written.map(<[u8]>::to_vec)),
+            None => Ok(self
+                .ks
+                .table(table)
+                .inner()
+                .get(key)
+                .map_err(StorageError::backend)?
+                .map(|v| v.to_vec())),
+        }
+    }
+
+    fn cas(
+        &mut self,
+        table: Table,
+        key: &'g [u8],
+        expected: Option<&[u8]>,
+        new: Option<&'g [u8]>,
+    ) -> Result<bool, StorageError> {
+        if self.get(table, key)?.as_deref() != expected {
+            return Ok(false);
+        }
+        self.put(table, key, new);
+        Ok(true)
+    }
+
+    /// Saves a snapshot unless a newer one of its stream is saved.
+    fn save_snapshot(&mut self, stream: &'g str, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let saved = match self.snapshots.get(stream) {
+            Some(seq) => Some(*seq),
+            None => match self
+                .ks
+                .snapshots
+                .inner()
+                .get(stream.as_bytes())
+                .map_err(StorageError::backend)?
+            {
+                Some(v) => Some(u64_of(v.as_ref(), "snapshot")?),
+                None => None,
+            },
+        };
+        if saved.is_none_or(|seq| seq <= snapshot.seq) {
+            let mut value = snapshot.seq.to_be_bytes().to_vec();
+            value.extend_from_slice(&snapshot.state);
+            self.batch.insert(self.ks.snapshots.inner(), stream.as_bytes(), value);
+            self.snapshots.insert(stream, snapshot.seq);
+        }
+        Ok(())
+    }
 }
 
 fn decode_lease(value: &[u8]) -> Result<(u64, Option<String>), StorageError> {
@@ -851,7 +923,7 @@ mod tests {
 
     use super::{EmbeddedStore, Known};
     use crate::conformance::Harness;
-    use crate::{AppendRequest, Store};
+    use crate::{AppendRequest, Snapshot, Store, Table};
 
     /// A fresh temporary directory per store, removed by the suite when a test is done.
     #[derive(Debug)]
@@ -904,6 +976,105 @@ mod tests {
         assert!(commits < appends / 2, "{commits} commits for {appends} concurrent appends");
     }
 
+    /// A group is committed as one batch, which cannot be read before it commits: a write that
+    /// reads (a compare-and-swap, a snapshot's check for a newer one) must still see the writes
+    /// of its group before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_of_one_group_see_the_writes_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+        let racers = 2_000u32;
+        let swaps: Vec<_> = (0..racers)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mine = i.to_be_bytes();
+                    let won = store
+                        .compare_and_swap(Table::IdempotencyKeys, b"hot", None, Some(&mine))
+                        .await
+                        .unwrap();
+                    store
+                        .save_snapshot("s", Snapshot { seq: u64::from(i), state: mine.to_vec() })
+                        .await
+                        .unwrap();
+                    won.then_some(mine)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for swap in swaps {
+            winners.extend(swap.await.unwrap());
+        }
+        let commits = store.stats().commits.load(Ordering::Relaxed);
+        assert!(commits < u64::from(racers), "{commits} commits: no group was shared");
+        assert_eq!(winners.len(), 1, "of racing swaps from nothing, exactly one wins");
+        let stored = store.get(Table::IdempotencyKeys, b"hot").await.unwrap();
+        assert_eq!(stored.as_deref(), Some(&winners[0][..]));
+        let newest = store.load_snapshot("s").await.unwrap().unwrap();
+        assert_eq!(newest.seq, u64::from(racers - 1), "an older snapshot replaced a newer one");
+    }
+
+    /// Two writes of one key in one group: the later one is what is stored, before and after a
+    /// reopen (which replays the journal's batches).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_written_twice_in_a_group_keeps_the_later_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+        let pairs = 500u32;
+        let tasks: Vec<_> = (0..pairs)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let key = format!("k/{i}");
+                    // `join` polls in order, so the put is queued before the delete.
+                    let (put, delete) = tokio::join!(
+                        store.put(Table::IdempotencyKeys, key.as_bytes(), b"v"),
+                        store.delete(Table::IdempotencyKeys, key.as_bytes()),
+                    );
+                    put.unwrap();
+                    delete.unwrap();
+                    let stream = format!("s/{i}");
+                    let (first, second) = tokio::join!(
+                        store.append(append(&stream, 0)),
+                        store.append(append(&stream, 1)),
+                    );
+                    assert_eq!((first.unwrap(), second.unwrap()), (1, 2));
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let (writes, commits) = (
+            store.stats().writes.load(Ordering::Relaxed),
+            store.stats().commits.load(Ordering::Relaxed),
+        );
+        assert!(commits < writes / 2, "{commits} commits for {writes} writes");
+        let store = match Arc::try_unwrap(store) {
+            Ok(store) => store,
+            Err(_) => panic!("the store is still shared"),
+        };
+        drop(store);
+        let store = EmbeddedStore::open(dir.path()).await.unwrap();
+        for i in 0..pairs {
+            let key = format!("k/{i}");
+            assert_eq!(store.get(Table::IdempotencyKeys, key.as_bytes()).await.unwrap(), None);
+            let head = store.append(append(&format!("s/{i}"), 2)).await.unwrap();
+            assert_eq!(head, 3, "stream s/{i}");
+        }
+    }
+
+    fn append(stream: &str, expected_seq: u64) -> AppendRequest {
+        AppendRequest {
+            stream: stream.into(),
+            expected_seq,
+            events: vec![vec![1]],
+            outbox: vec![],
+            puts: vec![],
+            fence: None,
+        }
+    }
+
     #[test]
     fn remembers_a_bounded_number_of_stream_heads() {
         let mut known = Known::new(3);
@@ -914,9 +1085,14 @@ mod tests {
         known.note_head("a", 7);
         assert_eq!(known.heads.len(), 3);
         assert_eq!(known.heads.get("a"), Some(&7));
-        // A new one past the bound: the others are forgotten (and read from the store again).
+        // Within a group nothing is forgotten, past the bound too.
         known.note_head("d", 1);
-        assert_eq!(known.heads.len(), 1);
-        assert_eq!(known.heads.get("d"), Some(&1));
+        assert_eq!(known.heads.len(), 4);
+        // Before the next group they are forgotten together (and read from the store again).
+        known.start_group();
+        assert!(known.heads.is_empty());
+        known.note_head("e", 1);
+        known.start_group();
+        assert_eq!(known.heads.get("e"), Some(&1));
     }
 }
