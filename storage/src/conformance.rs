@@ -68,7 +68,8 @@ macro_rules! store_conformance_tests {
     };
 }
 
-fn append(stream: &str, expected_seq: u64, events: &[&[u8]]) -> AppendRequest {
+/// An append of `events` to `stream`, expecting its head at `expected_seq`.
+pub fn append(stream: &str, expected_seq: u64, events: &[&[u8]]) -> AppendRequest {
     AppendRequest {
         stream: stream.to_owned(),
         expected_seq,

@@ -922,8 +922,8 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::{EmbeddedStore, Known};
-    use crate::conformance::Harness;
-    use crate::{AppendRequest, Snapshot, Store, Table};
+    use crate::conformance::{Harness, append};
+    use crate::{Snapshot, Store, Table};
 
     /// A fresh temporary directory per store, removed by the suite when a test is done.
     #[derive(Debug)]
@@ -955,16 +955,7 @@ mod tests {
             .map(|i| {
                 let store = store.clone();
                 tokio::spawn(async move {
-                    store
-                        .append(AppendRequest {
-                            stream: format!("s/{i}"),
-                            expected_seq: 0,
-                            events: vec![vec![1, 2, 3]],
-                            outbox: vec![],
-                            puts: vec![],
-                            fence: None,
-                        })
-                        .await
+                    store.append(append(&format!("s/{i}"), 0, &[&[1, 2, 3]])).await
                 })
             })
             .collect();
@@ -1035,8 +1026,8 @@ mod tests {
                     delete.unwrap();
                     let stream = format!("s/{i}");
                     let (first, second) = tokio::join!(
-                        store.append(append(&stream, 0)),
-                        store.append(append(&stream, 1)),
+                        store.append(append(&stream, 0, &[&[1]])),
+                        store.append(append(&stream, 1, &[&[1]])),
                     );
                     assert_eq!((first.unwrap(), second.unwrap()), (1, 2));
                 })
@@ -1059,19 +1050,8 @@ mod tests {
         for i in 0..pairs {
             let key = format!("k/{i}");
             assert_eq!(store.get(Table::IdempotencyKeys, key.as_bytes()).await.unwrap(), None);
-            let head = store.append(append(&format!("s/{i}"), 2)).await.unwrap();
+            let head = store.append(append(&format!("s/{i}"), 2, &[&[1]])).await.unwrap();
             assert_eq!(head, 3, "stream s/{i}");
-        }
-    }
-
-    fn append(stream: &str, expected_seq: u64) -> AppendRequest {
-        AppendRequest {
-            stream: stream.into(),
-            expected_seq,
-            events: vec![vec![1]],
-            outbox: vec![],
-            puts: vec![],
-            fence: None,
         }
     }
 
