@@ -25,7 +25,7 @@ use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::catalog::Product;
 use crate::extract::{Req, bearer, require};
-use crate::idempotency::{Begin, BeginDeferred, StoredResponse, request_hash};
+use crate::idempotency::{Begin, BeginDeferred, ClaimWrite, StoredResponse, request_hash};
 use crate::ratelimit::Limit;
 use crate::reply::{ApiError, ApiResponse, ApiResult};
 use crate::{Problem, ProblemType};
@@ -162,7 +162,7 @@ where
 /// A deferred claim as a keyed request's run gets it.
 #[derive(Debug)]
 pub struct Claimed {
-    claim: KeyedWrite,
+    claim: ClaimWrite,
     /// The key was claimed before without a stored answer: the first run may have had effects.
     pub before: bool,
     /// Whether the key's answer is its effects' (see [`idempotent_keyed`]).
@@ -172,9 +172,10 @@ pub struct Claimed {
 impl Claimed {
     /// The claim record, to write atomically with the request's first effect; from then on the
     /// effects answer the key.
-    pub fn write(&self) -> KeyedWrite {
+    pub fn write(&self) -> Result<KeyedWrite, ApiError> {
+        let write = self.claim.write()?;
         self.answered_by_effects();
-        self.claim.clone()
+        Ok(write)
     }
 
     /// The run answers from effects an earlier run had (a retry): nothing is stored either.

@@ -94,8 +94,9 @@ struct Record {
 /// one stored it first: the first answer stays).
 async fn store_answer(store: &dyn Store, claim: &Deferred) -> Result<(), IdempotencyError> {
     let value = serde_json::to_vec(&claim.record).map_err(backend)?;
+    let claimed = claim.record.as_claimed()?;
     // The usual cases, without a read: over this claim's own record, or where none was written.
-    for expected in [Some(claim.claim_bytes.as_slice()), None] {
+    for expected in [Some(claimed.as_slice()), None] {
         let stored = store
             .compare_and_swap(Table::IdempotencyKeys, &claim.key, expected, Some(&value))
             .await
@@ -119,6 +120,12 @@ async fn store_answer(store: &dyn Store, claim: &Deferred) -> Result<(), Idempot
 }
 
 impl Record {
+    /// The record as its claim was written, before any answer ([`ClaimWrite::write`]).
+    fn as_claimed(&self) -> Result<Vec<u8>, IdempotencyError> {
+        let claimed = Record { response: None, released: false, ..self.clone() };
+        serde_json::to_vec(&claimed).map_err(backend)
+    }
+
     /// A fresh claim of a key for `request`, at `now`.
     fn claim(request: &str, now: u64) -> Self {
         Self {
@@ -203,8 +210,6 @@ pub enum BeginDeferred {
 pub struct Deferred {
     key: Vec<u8>,
     record: Record,
-    /// The claim record as [`Deferred::claim_write`] writes it.
-    claim_bytes: Vec<u8>,
     running: Running,
     claimed_before: bool,
 }
@@ -224,12 +229,27 @@ impl Deferred {
     }
 
     /// The claim record, to write with the request's first effect.
-    pub fn claim_write(&self) -> KeyedWrite {
-        KeyedWrite {
+    pub fn claim_write(&self) -> ClaimWrite {
+        ClaimWrite { key: self.key.clone(), record: self.record.clone() }
+    }
+}
+
+/// A deferred claim's record, serialized only if it is written: most attempts of a sale are
+/// answered before any effect (out of stock), and then nothing is written under the key.
+#[derive(Debug, Clone)]
+pub struct ClaimWrite {
+    key: Vec<u8>,
+    record: Record,
+}
+
+impl ClaimWrite {
+    /// The claim record as a write.
+    pub fn write(&self) -> Result<KeyedWrite, IdempotencyError> {
+        Ok(KeyedWrite {
             table: Table::IdempotencyKeys,
             key: self.key.clone(),
-            value: Some(self.claim_bytes.clone()),
-        }
+            value: Some(self.record.as_claimed()?),
+        })
     }
 }
 
@@ -368,7 +388,6 @@ impl IdempotencyKeys {
         let record = Record::claim(request, now);
         let claim = Deferred {
             key: store_key,
-            claim_bytes: serde_json::to_vec(&record).map_err(backend)?,
             record,
             running: self.running.clone(),
             claimed_before: seen.claimed,
@@ -559,6 +578,17 @@ mod tests {
         assert_eq!(keys.begin("u", "k", "h").await, Ok(Begin::Replay(created("{\"a\":1}"))));
     }
 
+    #[test]
+    fn a_claim_answered_later_still_names_the_bytes_its_claim_wrote() {
+        // `store_answer` swaps the answer in over the claim's own record, found by its bytes.
+        let mut record = Record::claim("h", 7);
+        let written = record.as_claimed().unwrap();
+        record.response = Some(created("{}"));
+        record.released = true;
+        assert_eq!(record.as_claimed().unwrap(), written);
+        assert_ne!(serde_json::to_vec(&record).unwrap(), written);
+    }
+
     #[tokio::test]
     async fn a_deferred_claim_refuses_duplicates_and_its_response_is_stored_after_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -571,7 +601,7 @@ mod tests {
             IdempotencyError::InProgress
         );
         // The claim record goes with the request's first effect (here: written alone).
-        let write = claim.claim_write();
+        let write = claim.claim_write().write().unwrap();
         keys.store.put(write.table, &write.key, write.value.as_deref().unwrap()).await.unwrap();
         assert_eq!(
             keys.begin_deferred("u", "k", "other").await.unwrap_err(),

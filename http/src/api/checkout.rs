@@ -222,11 +222,10 @@ impl OrderIds<'_> {
 /// answers with its outcome within the wait.
 async fn place(state: &Arc<AppState>, req: &Req, ids: OrderIds<'_>, claim: Claimed) -> ApiResult {
     let user_id = ids.user_id;
-    let order_id = ids.of_key();
     if claim.before {
         // A retry of a checkout that placed its order (or may have): the order answers, not the
         // cart as it is now (emptied by that very order, perhaps).
-        for order_id in [order_id.clone(), ids.of_request()] {
+        for order_id in [ids.of_key(), ids.of_request()] {
             match state.regions.order(&order_id).await {
                 Ok(view) if of_an_earlier_use(&view) => {}
                 Ok(view) => {
@@ -309,7 +308,8 @@ async fn place(state: &Arc<AppState>, req: &Req, ids: OrderIds<'_>, claim: Claim
     let bought: Vec<Sku> = lines.iter().map(|l| l.sku.clone()).collect();
     let wait = state.checkout_wait;
     let order = PlaceOrder {
-        order_id,
+        // Named only now: most attempts of a sale are answered above, without an order.
+        order_id: ids.of_key(),
         user_id: user_id.to_owned(),
         lines,
         currency,
@@ -319,7 +319,7 @@ async fn place(state: &Arc<AppState>, req: &Req, ids: OrderIds<'_>, claim: Claim
         email,
         catalog_version,
     };
-    let claim = claim.write();
+    let claim = claim.write()?;
     let outcome = match state.regions.checkout_with(order.clone(), vec![claim.clone()], wait).await
     {
         // The key's order is another request's: one sent at once to another node (refused: the
