@@ -23,7 +23,7 @@ mod transport;
 pub use error::ClusterError;
 pub use ownership::{
     ClusterStatus, ClusterView, Member, MemberStatus, NodeStatus, Ownership, OwnershipConfig,
-    ShardHost, observe,
+    ShardHost, observe, rendezvous,
 };
 pub use region::ShardRegion;
 pub use regions::{Checkout, Regions, RegionsConfig};

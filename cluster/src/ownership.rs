@@ -238,8 +238,9 @@ fn weight(node: &str, shard: u32) -> u64 {
     hash ^ (hash >> 33)
 }
 
-/// The member with the highest weight for `shard`.
-fn rendezvous<'a>(members: &[&'a str], shard: u32) -> Option<&'a str> {
+/// The member with the highest weight for `shard`: the node every node agrees should hold it
+/// among `members` (the live ones not leaving), once the cluster has settled.
+pub fn rendezvous<'a>(members: &[&'a str], shard: u32) -> Option<&'a str> {
     members.iter().copied().max_by_key(|node| (weight(node, shard), *node))
 }
 

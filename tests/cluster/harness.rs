@@ -244,12 +244,23 @@ impl Cluster {
                 if up != running || view["unowned_shards"] != 0 {
                     return false;
                 }
-                let held: u64 = view["shards_by_node"]
-                    .as_object()
-                    .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
-                // Every shard held, and by every running node (the split is done).
-                let holders = view["shards_by_node"].as_object().map_or(0, |m| m.len());
-                if held != SHARDS || holders != running {
+                // Every shard held by the node the up members' rendezvous gives it: the split is
+                // done (a handoff moves shards over several rounds, each a heartbeat apart).
+                let members: Vec<&str> = view["nodes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|n| n["status"] == "up")
+                    .filter_map(|n| n["node_id"].as_str())
+                    .collect();
+                let mut desired = serde_json::Map::new();
+                for shard in 0..u32::try_from(SHARDS).unwrap() {
+                    if let Some(node) = storefront_cluster::rendezvous(&members, shard) {
+                        let held = desired.entry(node).or_insert(json!(0));
+                        *held = json!(held.as_u64().unwrap_or(0) + 1);
+                    }
+                }
+                if view["shards_by_node"] != Value::Object(desired) {
                     return false;
                 }
             }
