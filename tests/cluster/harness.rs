@@ -1,6 +1,7 @@
 //! Node processes of this build on 127.0.0.1, sharing a fresh PostgreSQL database, and the API
 //! calls the cluster tests make against them.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -253,14 +254,13 @@ impl Cluster {
                     .filter(|n| n["status"] == "up")
                     .filter_map(|n| n["node_id"].as_str())
                     .collect();
-                let mut desired = serde_json::Map::new();
+                let mut desired: BTreeMap<&str, u64> = BTreeMap::new();
                 for shard in 0..u32::try_from(SHARDS).unwrap() {
                     if let Some(node) = storefront_cluster::rendezvous(&members, shard) {
-                        let held = desired.entry(node).or_insert(json!(0));
-                        *held = json!(held.as_u64().unwrap_or(0) + 1);
+                        *desired.entry(node).or_default() += 1;
                     }
                 }
-                if view["shards_by_node"] != Value::Object(desired) {
+                if view["shards_by_node"] != json!(desired) {
                     return false;
                 }
             }
